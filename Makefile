@@ -1,0 +1,24 @@
+# Two entry points: `make demo` runs the main job on the default workload,
+# `make test` runs the test suite. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install clean
+
+$(BIN)/sparseloom: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/sparseloom
+
+install: $(BIN)/sparseloom
+
+demo: install
+	$(BIN)/sparseloom demo
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .cache out

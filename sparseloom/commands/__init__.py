@@ -1,0 +1,10 @@
+"""Subcommands of the CLI. A new subcommand is one module plus one line here."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from sparseloom.commands import demo, validate
+
+# Each module has ``register(subparsers)``, which adds its parser and sets ``run``.
+COMMANDS: tuple[ModuleType, ...] = (demo, validate)

@@ -1,0 +1,527 @@
+"""The workload language: typed, frozen objects for SoCs, models, tasks and scenarios.
+
+YAML becomes these objects here, once, with located errors (see
+:func:`load_workload`). Code below this line receives validated objects and
+never re-checks raw dicts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from sparseloom.errors import InputError, Problem
+from sparseloom.yamlsource import KeyPath, Located, format_path, load
+
+ProcessorKind = Literal["cpu", "gpu", "dsp", "npu"]
+Dtype = Literal["fp32", "fp16", "int8"]
+SparsityPattern = Literal["structured", "unstructured", "2:4", "block"]
+VariantPattern = Literal["structured", "unstructured", "2:4", "block", "int8"]
+# Operator families an NPU or DSP may declare; backends match them against graph operators.
+OpName = Literal[
+    "conv2d",
+    "linear",
+    "matmul",
+    "add",
+    "mul",
+    "relu",
+    "gelu",
+    "softmax",
+    "layer_norm",
+    "batch_norm",
+    "pool",
+    "reshape",
+    "concat",
+    "attention",
+]
+# Built-in zoo models (stitching.zoo). Profiling-only models carry no accuracy.
+ZooName = Literal[
+    "digits_cnn", "minilm", "resnet50", "bert_base", "vit_s", "wav2vec2_base"
+]
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", max_length=64)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Schema(BaseModel):
+    """Base of every workload object: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _target_dict(value: Any) -> Any:
+    # A bare kind ("llvm", "cuda") is shorthand for {"kind": ...}.
+    return {"kind": value} if isinstance(value, str) else value
+
+
+class PeakRates(Schema):
+    """Peak arithmetic throughput per dtype, in GOP/s (0 = unsupported)."""
+
+    fp32: NonNegative
+    fp16: NonNegative = 0.0
+    int8: NonNegative = 0.0
+
+
+class SparsitySupport(Schema):
+    """How well a processor turns each sparsity pattern into speed.
+
+    Each value is the fraction (0..1) of skipped work that becomes saved time.
+    Structured pruning shrinks tensors, so it helps everywhere by default.
+    """
+
+    structured: Fraction = 1.0
+    unstructured: Fraction = 0.0
+    nm_2_4: Fraction = Field(0.0, alias="2:4")
+    block: Fraction = 0.0
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def efficiency(self, pattern: str) -> float:
+        return {
+            "structured": self.structured,
+            "unstructured": self.unstructured,
+            "2:4": self.nm_2_4,
+            "block": self.block,
+        }.get(pattern, 0.0)
+
+
+class Processor(Schema):
+    """One compute unit of an SoC."""
+
+    name: Name
+    kind: ProcessorKind
+    target: Annotated[dict[str, str | int], BeforeValidator(_target_dict)]
+    executor: Literal["tvm", "torch"] = "tvm"
+    peak_gops: PeakRates
+    memory_bandwidth_gbps: Positive
+    launch_overhead_us: NonNegative = 0.0
+    sparsity: SparsitySupport = SparsitySupport()
+    dtypes: tuple[Dtype, ...] = ("fp32", "fp16", "int8")
+    ops: tuple[OpName, ...] | None = None
+    source: Annotated[str, Field(min_length=3)]
+
+    @model_validator(mode="after")
+    def _check(self) -> Processor:
+        if "kind" not in self.target:
+            raise ValueError("target needs a 'kind' (for example llvm, cuda, opencl)")
+        if self.executor == "torch" and self.kind != "cpu":
+            raise ValueError(
+                "executor 'torch' runs on the host CPU only; use kind 'cpu'"
+            )
+        return self
+
+
+class Transfer(Schema):
+    """Cost of moving an activation between two processors."""
+
+    latency_us: NonNegative
+    bandwidth_gbps: Positive
+
+
+class SoC(Schema):
+    """A heterogeneous system-on-chip: processors sharing one memory."""
+
+    name: Name
+    memory_mb: Positive
+    storage_read_gbps: Positive
+    transfer: Transfer
+    processors: Annotated[tuple[Processor, ...], Field(min_length=1)]
+    source: Annotated[str, Field(min_length=3)]
+
+    def processor(self, name: str) -> Processor:
+        for proc in self.processors:
+            if proc.name == name:
+                return proc
+        raise KeyError(name)
+
+
+class Partition(Schema):
+    """How to cut a model into blocks: N blocks of balanced FLOPs, or named module boundaries."""
+
+    blocks: Annotated[int, Field(ge=1, le=64)] | None = None
+    boundaries: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Partition:
+        if (self.blocks is None) == (self.boundaries is None):
+            raise ValueError(
+                "give exactly one of 'blocks' (a count) or 'boundaries' (module names)"
+            )
+        return self
+
+
+class VariantSpec(Schema):
+    """Which sparse variants to build: a pattern and its levels."""
+
+    pattern: VariantPattern
+    levels: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = ()
+    block_size: Annotated[int, Field(ge=2, le=256)] = 16
+
+    @model_validator(mode="after")
+    def _levels(self) -> VariantSpec:
+        if self.pattern in ("structured", "unstructured", "block") and not self.levels:
+            raise ValueError(
+                f"pattern '{self.pattern}' needs 'levels', for example [0.3, 0.5]"
+            )
+        if self.pattern in ("2:4", "int8") and self.levels:
+            raise ValueError(
+                f"pattern '{self.pattern}' has a fixed level; remove 'levels'"
+            )
+        return self
+
+
+class ModelSpec(Schema):
+    """A base model: a zoo name, or a user's factory given by import path."""
+
+    name: Name
+    zoo: ZooName | None = None
+    module: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = (
+        None
+    )
+    input_shape: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    partition: Partition = Partition(blocks=4)
+    variants: tuple[VariantSpec, ...] = ()
+    accuracy: Fraction | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> ModelSpec:
+        if (self.zoo is None) == (self.module is None):
+            raise ValueError(
+                "give exactly one of 'zoo' (a built-in name) or 'module' ('pkg.mod:factory')"
+            )
+        if self.module is not None and self.input_shape is None:
+            raise ValueError(
+                "a 'module' model needs 'input_shape', for example [1, 3, 224, 224]"
+            )
+        return self
+
+
+class SLO(Schema):
+    """Service-level objective of a task."""
+
+    latency_ms: Annotated[float, Field(gt=0, le=600_000)]
+    min_accuracy: Fraction = 0.0
+
+
+class Periodic(Schema):
+    process: Literal["periodic"]
+    period_ms: Positive
+    jitter_ms: NonNegative = 0.0
+
+
+class Poisson(Schema):
+    process: Literal["poisson"]
+    rate_hz: Positive
+
+
+class Bursty(Schema):
+    """On/off Markov-modulated Poisson process."""
+
+    process: Literal["bursty"]
+    rate_on_hz: Positive
+    rate_off_hz: NonNegative = 0.0
+    mean_on_s: Positive
+    mean_off_s: Positive
+
+
+class Trace(Schema):
+    """Arrival timestamps (seconds, one per line) from a CSV file, relative to the workload file."""
+
+    process: Literal["trace"]
+    file: Annotated[str, Field(min_length=1)]
+
+
+Arrival = Annotated[
+    Union[Periodic, Poisson, Bursty, Trace], Field(discriminator="process")
+]
+
+
+class SLOChange(Schema):
+    at_s: NonNegative
+    latency_ms: Annotated[float, Field(gt=0, le=600_000)] | None = None
+    min_accuracy: Fraction | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> SLOChange:
+        if self.latency_ms is None and self.min_accuracy is None:
+            raise ValueError("an SLO change needs 'latency_ms' or 'min_accuracy'")
+        return self
+
+
+class Task(Schema):
+    """A stream of requests for one base model."""
+
+    name: Name
+    model: Name
+    slo: SLO
+    arrival: Arrival
+    slo_changes: tuple[SLOChange, ...] = ()
+
+
+class Transitions(Schema):
+    """Task-transition pattern for multi-task switching: a sequence or a Markov matrix."""
+
+    sequence: tuple[Name, ...] | None = None
+    matrix: dict[Name, dict[Name, Fraction]] | None = None
+    dwell_s: Positive = 1.0
+
+    @model_validator(mode="after")
+    def _one(self) -> Transitions:
+        if (self.sequence is None) == (self.matrix is None):
+            raise ValueError("give exactly one of 'sequence' or 'matrix'")
+        for src, row in (self.matrix or {}).items():
+            if row and abs(sum(row.values()) - 1.0) > 1e-6:
+                raise ValueError(
+                    f"row '{src}' of 'matrix' sums to {sum(row.values()):g}, not 1"
+                )
+        return self
+
+
+class Scenario(Schema):
+    """How to run a workload: duration, seeds, memory budget, policies to compare."""
+
+    name: Name
+    duration_s: Positive
+    warmup_s: NonNegative = 0.0
+    seed: Annotated[int, Field(ge=0)] = 0
+    seeds: Annotated[int, Field(ge=1, le=100)] = 1
+    memory_budget_mb: Positive
+    policies: Annotated[tuple[Name, ...], Field(min_length=1)] = ("sparseloom",)
+    transitions: Transitions | None = None
+
+    @model_validator(mode="after")
+    def _warmup(self) -> Scenario:
+        if self.warmup_s >= self.duration_s:
+            raise ValueError(
+                f"warmup_s ({self.warmup_s:g}) must be shorter than duration_s ({self.duration_s:g})"
+            )
+        return self
+
+
+class Workload(Schema):
+    """One YAML document: an SoC file (``soc`` only) or a full workload."""
+
+    soc: SoC | None = None
+    models: tuple[ModelSpec, ...] = ()
+    tasks: tuple[Task, ...] = ()
+    scenario: Scenario | None = None
+    description: str = ""
+
+    def model(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------- error text
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    """The concrete types an annotation may hold (Optional, Annotated and Union flattened)."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        return [t for arg in typing.get_args(tp) for t in _unwrap(arg)]
+    return [tp]
+
+
+def _descend(loc: tuple[Any, ...]) -> tuple[KeyPath, list[Any]]:
+    """Turn a pydantic location into a display path, and find the types found there.
+
+    Pydantic puts discriminator tags (``'poisson'``) into locations; they are
+    not keys of the file, so they are dropped from the path.
+    """
+    path: list[str | int] = []
+    here: list[Any] = [Workload]
+    for part in loc:
+        nxt: list[Any] = []
+        consumed = False
+        for tp in here:
+            origin = typing.get_origin(tp)
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                if isinstance(part, str):
+                    fields = {f.alias or n: f for n, f in tp.model_fields.items()}
+                    if part in fields:
+                        nxt += _unwrap(fields[part].annotation)
+                        consumed = True
+                    elif "process" in tp.model_fields and part in typing.get_args(
+                        _unwrap(tp.model_fields["process"].annotation)[0]
+                    ):
+                        nxt.append(tp)  # discriminator tag
+            elif origin in (tuple, list) and isinstance(part, int):
+                nxt += _unwrap(typing.get_args(tp)[0])
+                consumed = True
+            elif origin is dict and isinstance(part, str):
+                nxt += _unwrap(typing.get_args(tp)[1])
+                consumed = True
+        if consumed or not nxt:
+            path.append(part)
+        here = nxt or here
+    return tuple(path), here
+
+
+def _known_keys(types_here: list[Any]) -> list[str]:
+    keys: list[str] = []
+    for tp in types_here:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            keys += [f.alias or n for n, f in tp.model_fields.items()]
+    return keys
+
+
+def _problem(err: Any, located: Located) -> Problem:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent, types_here = _descend(loc[:-1])
+        key = str(loc[-1])
+        path: KeyPath = parent + (key,)
+        known = _known_keys(types_here)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean '{close[0]}'?"
+            if close
+            else "one of: " + ", ".join(sorted(known))
+        )
+        file, line = located.where(path)
+        return Problem(
+            format_path(path),
+            f"a known key ({hint})",
+            f"unknown key '{key}'",
+            file,
+            line,
+        )
+    path, _ = _descend(loc)
+    file, line = located.where(path)
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Input should be "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if kind == "missing":
+        return Problem(
+            format_path(path), "this key (it is required)", "nothing", file, line
+        )
+    found = "" if kind in ("value_error",) else f"{err.get('input')!r}"
+    if kind == "union_tag_invalid":
+        found = (
+            f"{err.get('input', {}).get('process')!r}"
+            if isinstance(err.get("input"), dict)
+            else found
+        )
+    return Problem(format_path(path), msg, found, file, line)
+
+
+# ------------------------------------------------------------- cross checks
+
+
+def _cross_checks(w: Workload, located: Located, base_dir: Path) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(path: KeyPath, expected: str, found: str) -> None:
+        file, line = located.where(path)
+        problems.append(Problem(format_path(path), expected, found, file, line))
+
+    def unique(items: tuple[Any, ...], key: str) -> None:
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item.name in seen:
+                add((key, i, "name"), "a unique name", f"'{item.name}' again")
+            seen.add(item.name)
+
+    if w.soc is None and not w.tasks and not w.models:
+        add((), "at least one of 'soc', 'models', 'tasks'", "none of them")
+    if w.soc is not None:
+        seen: set[str] = set()
+        for i, proc in enumerate(w.soc.processors):
+            if proc.name in seen:
+                add(
+                    ("soc", "processors", i, "name"),
+                    "a unique processor name",
+                    f"'{proc.name}' again",
+                )
+            seen.add(proc.name)
+    unique(w.models, "models")
+    unique(w.tasks, "tasks")
+    model_names = [m.name for m in w.models]
+    task_names = [t.name for t in w.tasks]
+    for i, task in enumerate(w.tasks):
+        if task.model not in model_names:
+            close = difflib.get_close_matches(task.model, model_names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            add(
+                ("tasks", i, "model"),
+                f"a model defined under 'models': {', '.join(model_names) or 'none defined'}{hint}",
+                f"'{task.model}'",
+            )
+        if (
+            isinstance(task.arrival, Trace)
+            and not (base_dir / task.arrival.file).is_file()
+        ):
+            add(
+                ("tasks", i, "arrival", "file"),
+                "an existing CSV file of timestamps",
+                f"no such file {base_dir / task.arrival.file}",
+            )
+    if w.tasks:
+        if w.soc is None:
+            add(("soc",), "an SoC (inline or through 'include:')", "nothing")
+        if w.scenario is None:
+            add(("scenario",), "a scenario section", "nothing")
+    if w.scenario is not None:
+        if w.soc is not None and w.scenario.memory_budget_mb > w.soc.memory_mb:
+            add(
+                ("scenario", "memory_budget_mb"),
+                f"at most the SoC's memory ({w.soc.memory_mb:g} MB)",
+                f"{w.scenario.memory_budget_mb:g}",
+            )
+        tr = w.scenario.transitions
+        if tr is not None:
+            for j, name in enumerate(tr.sequence or ()):
+                if name not in task_names:
+                    add(
+                        ("scenario", "transitions", "sequence", j),
+                        "a task name",
+                        f"'{name}'",
+                    )
+            for src, row in (tr.matrix or {}).items():
+                for dst in (src, *row):
+                    if dst not in task_names:
+                        add(
+                            ("scenario", "transitions", "matrix", src),
+                            "task names only",
+                            f"'{dst}'",
+                        )
+    return problems
+
+
+def parse(located: Located, base_dir: Path) -> Workload:
+    """Validate located YAML data into a :class:`Workload`, or raise :class:`InputError`."""
+    try:
+        workload = Workload.model_validate(located.data)
+    except ValidationError as exc:
+        raise InputError([_problem(e, located) for e in exc.errors()]) from None
+    problems = _cross_checks(workload, located, base_dir)
+    if problems:
+        raise InputError(problems)
+    return workload
+
+
+def load_workload(path: str | Path) -> Workload:
+    """Load and validate one YAML file (resolving includes). Raises :class:`InputError`."""
+    located = load(path)
+    return parse(located, Path(path).parent)

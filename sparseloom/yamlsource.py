@@ -1,0 +1,176 @@
+"""Read YAML workload files safely, resolve ``include:`` and remember where every key came from.
+
+The result is plain data plus a map from key path to (file, line), so the
+schema layer can point at the exact line of a bad value even when it came
+from an included file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparseloom.errors import InputError, Problem
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass
+class Located:
+    """Data from one file and its includes, with the origin of every key."""
+
+    data: Any
+    origin: dict[KeyPath, tuple[str, int]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def where(self, path: KeyPath) -> tuple[str, int | None]:
+        """The file and line of ``path``, or of its nearest located ancestor."""
+        for cut in range(len(path), -1, -1):
+            hit = self.origin.get(tuple(path[:cut]))
+            if hit is not None:
+                return hit
+        return (self.files[0] if self.files else "", None)
+
+
+def format_path(path: KeyPath) -> str:
+    """``('tasks', 2, 'slo')`` -> ``tasks[2].slo``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _walk(
+    node: yaml.Node,
+    path: KeyPath,
+    file: str,
+    origin: dict[KeyPath, tuple[str, int]],
+    problems: list[Problem],
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append(
+                    Problem(
+                        format_path(path + (key,)),
+                        "each key once per mapping",
+                        "a duplicate key",
+                        file,
+                        line,
+                    )
+                )
+            seen.add(key)
+            origin[path + (key,)] = (file, line)
+            _walk(value_node, path + (key,), file, origin, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            origin[path + (i,)] = (file, item.start_mark.line + 1)
+            _walk(item, path + (i,), file, origin, problems)
+
+
+def _parse(path: Path, shown: str) -> Located:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(
+            [Problem("", "an existing file", "no such file", shown)]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            [Problem("", "a readable UTF-8 text file", type(exc).__name__, shown)]
+        ) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError([Problem("", "valid YAML", str(what), shown, line)]) from None
+    origin: dict[KeyPath, tuple[str, int]] = {(): (shown, 1)}
+    problems: list[Problem] = []
+    if node is not None:
+        _walk(node, (), shown, origin, problems)
+    if problems:
+        raise InputError(problems)
+    return Located(data, origin, [shown])
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    return over
+
+
+def load(path: str | Path, _stack: tuple[Path, ...] = ()) -> Located:
+    """Load ``path``, resolving its ``include:`` list (relative paths, deep-merged, own keys win)."""
+    real = Path(path).resolve()
+    shown = str(path)
+    if real in _stack:
+        chain = " -> ".join(str(p) for p in (*_stack, real))
+        raise InputError([Problem("include", "no include loop", chain, shown)])
+    own = _parse(real, shown)
+    if own.data is None:
+        raise InputError(
+            [Problem("", "a mapping of top-level keys", "an empty file", shown, 1)]
+        )
+    if not isinstance(own.data, dict):
+        raise InputError(
+            [
+                Problem(
+                    "", "a mapping of top-level keys", type(own.data).__name__, shown, 1
+                )
+            ]
+        )
+    includes = own.data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        file, line = own.where(("include",))
+        raise InputError(
+            [
+                Problem(
+                    "include",
+                    "a file path or a list of file paths",
+                    repr(includes),
+                    file,
+                    line,
+                )
+            ]
+        )
+    merged = Located({}, {}, [shown])
+    for i, inc in enumerate(includes):
+        target = Path(shown).parent / inc
+        if not target.exists():
+            file, line = own.where(("include", i))
+            raise InputError(
+                [
+                    Problem(
+                        f"include[{i}]",
+                        "an existing file",
+                        f"no such file {target}",
+                        file,
+                        line,
+                    )
+                ]
+            )
+        sub = load(target, (*_stack, real))
+        merged.data = _merge(merged.data, sub.data)
+        merged.origin.update(sub.origin)
+        merged.files.extend(sub.files)
+    merged.data = _merge(merged.data, own.data)
+    merged.origin.update({k: v for k, v in own.origin.items() if k[:1] != ("include",)})
+    merged.origin[()] = (shown, 1)
+    return merged
