@@ -1,0 +1,76 @@
+"""What a policy plans over: tasks, their per-position block options, processors and budgets.
+
+Everything here is plain numbers, built by the sparseloom layer from pool
+candidates and backend profiles. Latencies are per (option, processor); a
+missing processor key means the block cannot run there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Option:
+    """One block choice at one position: the block of one variant."""
+
+    variant: str
+    digest: str
+    memory_mb: float
+    latency_ms: Mapping[str, float]
+    # Additive accuracy term relative to the task's base accuracy (usually <= 0).
+    accuracy_delta: float = 0.0
+    latency_source: str = "modelled"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as the scheduler sees it."""
+
+    name: str
+    model: str
+    latency_slo_ms: float
+    min_accuracy: float
+    rate_hz: float
+    positions: tuple[tuple[Option, ...], ...]
+    # Activation size leaving each position (MB); drives transfer cost on a processor change.
+    output_mb: tuple[float, ...]
+    # Accuracy of the dense model; None when unknown (profiling-only models).
+    base_accuracy: float | None = None
+
+    def accuracy(self, choice: tuple[int, ...]) -> float | None:
+        if self.base_accuracy is None:
+            return None
+        return self.base_accuracy + sum(self.positions[p][i].accuracy_delta for p, i in enumerate(choice))
+
+
+@dataclass(frozen=True)
+class ProcessorInfo:
+    name: str
+    kind: str
+    # Fraction of time a policy may plan to keep it busy (headroom for queueing).
+    max_utilisation: float = 0.8
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A whole planning instance."""
+
+    tasks: tuple[TaskSpec, ...]
+    processors: tuple[ProcessorInfo, ...]
+    memory_budget_mb: float
+    transfer_latency_ms: float = 0.0
+    transfer_mb_per_ms: float = float("inf")
+    storage_mb_per_ms: float = float("inf")
+    # Task-to-task transition counts for multi-task switching (src -> dst -> count).
+    transitions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def task(self, name: str) -> TaskSpec:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def transfer_ms(self, mb: float) -> float:
+        return self.transfer_latency_ms + mb / self.transfer_mb_per_ms
