@@ -24,7 +24,7 @@ class Problem:
         where = self.file or "<input>"
         if self.line is not None:
             where = f"{where}:{self.line}"
-        key = self.path or "(top level)"
+        key = self.path or "(document)"
         text = f"{where}: {key}: expected {self.expected}"
         if self.found:
             text += f", found {self.found}"

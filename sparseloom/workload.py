@@ -109,7 +109,7 @@ class Processor(Schema):
     peak_gops: PeakRates
     memory_bandwidth_gbps: Positive
     launch_overhead_us: NonNegative = 0.0
-    sparsity: SparsitySupport = SparsitySupport()
+    sparsity: SparsitySupport = SparsitySupport.model_validate({})
     dtypes: tuple[Dtype, ...] = ("fp32", "fp16", "int8")
     ops: tuple[OpName, ...] | None = None
     source: Annotated[str, Field(min_length=3)]
@@ -245,9 +245,7 @@ class Trace(Schema):
     file: Annotated[str, Field(min_length=1)]
 
 
-Arrival = Annotated[
-    Union[Periodic, Poisson, Bursty, Trace], Field(discriminator="process")
-]
+Arrival = Annotated[Periodic | Poisson | Bursty | Trace, Field(discriminator="process")]
 
 
 class SLOChange(Schema):
@@ -410,20 +408,36 @@ def _problem(err: Any, located: Located) -> Problem:
     file, line = located.where(path)
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Input should be "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
+        msg = msg.removeprefix(prefix)
     if kind == "missing":
         return Problem(
             format_path(path), "this key (it is required)", "nothing", file, line
         )
     found = "" if kind in ("value_error",) else f"{err.get('input')!r}"
     if kind == "union_tag_invalid":
-        found = (
-            f"{err.get('input', {}).get('process')!r}"
-            if isinstance(err.get("input"), dict)
-            else found
-        )
+        ctx = err.get("ctx", {})
+        msg = f"'process' to be one of {ctx.get('expected_tags', '')}"
+        found = repr(ctx.get("tag", ""))
+    msg = msg.replace("a valid tuple", "a list").replace(
+        "Tuple should", "the list should"
+    )
     return Problem(format_path(path), msg, found, file, line)
+
+
+def _drop_echoes(errors: list[Any]) -> list[Any]:
+    """Drop 'list too short' errors that only echo a failed item inside that list."""
+    locs = [tuple(e["loc"]) for e in errors]
+    return [
+        e
+        for e in errors
+        if not (
+            e["type"] == "too_short"
+            and any(
+                len(o) > len(e["loc"]) and o[: len(e["loc"])] == tuple(e["loc"])
+                for o in locs
+            )
+        )
+    ]
 
 
 # ------------------------------------------------------------- cross checks
@@ -514,7 +528,9 @@ def parse(located: Located, base_dir: Path) -> Workload:
     try:
         workload = Workload.model_validate(located.data)
     except ValidationError as exc:
-        raise InputError([_problem(e, located) for e in exc.errors()]) from None
+        raise InputError(
+            [_problem(e, located) for e in _drop_echoes(exc.errors())]
+        ) from None
     problems = _cross_checks(workload, located, base_dir)
     if problems:
         raise InputError(problems)

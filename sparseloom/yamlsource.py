@@ -7,6 +7,7 @@ from an included file.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from sparseloom.errors import InputError, Problem
 
 KeyPath = tuple[str | int, ...]
+_PLAIN_KEY = re.compile(r"^[^\s\[\].]+$")
 
 
 @dataclass
@@ -41,6 +43,8 @@ def format_path(path: KeyPath) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{str(part)!r}]"  # odd keys stay readable and one token
         else:
             out += f".{part}" if out else str(part)
     return out

@@ -13,7 +13,7 @@ from sparseloom.commands import validate
 WORKLOADS = Path(__file__).resolve().parents[2] / "workloads"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the main job on the built-in default workload")
     p.set_defaults(run=run)
 

@@ -10,7 +10,7 @@ from sparseloom.errors import InputError, Problem
 from sparseloom.workload import load_workload
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate",
         help="check workload and SoC YAML files",

@@ -1,0 +1,306 @@
+"""Every malformed workload gets exit 2 and one located line per problem; never a traceback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sparseloom import InputError, load_workload
+from sparseloom.cli import main
+
+SOC = """\
+soc:
+  name: board
+  memory_mb: 4096
+  storage_read_gbps: 1.5
+  transfer: {latency_us: 20, bandwidth_gbps: 10}
+  source: "test board"
+  processors:
+    - name: cpu
+      kind: cpu
+      target: {kind: llvm}
+      peak_gops: {fp32: 100}
+      memory_bandwidth_gbps: 20
+      source: "measured"
+"""
+
+BODY = """\
+models:
+  - name: digits
+    zoo: digits_cnn
+    partition: {blocks: 4}
+    variants:
+      - {pattern: structured, levels: [0.3, 0.5]}
+tasks:
+  - name: classify
+    model: digits
+    slo: {latency_ms: 5, min_accuracy: 0.9}
+    arrival: {process: poisson, rate_hz: 30}
+scenario:
+  name: s
+  duration_s: 10
+  memory_budget_mb: 512
+"""
+
+VALID = SOC + BODY
+
+# (case id, file text, expected key path in the message, expected line or None)
+CASES: list[tuple[str, str, str, int | None]] = [
+    ("unknown top key", VALID + "taks: []\n", "taks", 29),
+    ("typo in slo key", VALID.replace("latency_ms: 5", "latncy_ms: 5"), "tasks[0].slo.latncy_ms", 23),
+    ("negative rate", VALID.replace("rate_hz: 30", "rate_hz: -3"), "tasks[0].arrival.rate_hz", 24),
+    ("zero rate", VALID.replace("rate_hz: 30", "rate_hz: 0"), "tasks[0].arrival.rate_hz", 24),
+    ("rate is text", VALID.replace("rate_hz: 30", "rate_hz: fast"), "tasks[0].arrival.rate_hz", 24),
+    ("unknown model", VALID.replace("model: digits", "model: digitz"), "tasks[0].model", 22),
+    ("accuracy above 1", VALID.replace("min_accuracy: 0.9", "min_accuracy: 1.5"), "tasks[0].slo.min_accuracy", 23),
+    ("negative latency", VALID.replace("latency_ms: 5", "latency_ms: -5"), "tasks[0].slo.latency_ms", 23),
+    ("latency huge", VALID.replace("latency_ms: 5", "latency_ms: 1e12"), "tasks[0].slo.latency_ms", 23),
+    ("unknown process", VALID.replace("process: poisson", "process: gaussian"), "tasks[0].arrival", 24),
+    ("periodic without period", VALID.replace("process: poisson, rate_hz: 30", "process: periodic"),
+     "tasks[0].arrival.period_ms", 24),
+    ("bursty missing fields", VALID.replace("process: poisson, rate_hz: 30", "process: bursty, rate_on_hz: 5"),
+     "tasks[0].arrival.mean_on_s", 24),
+    ("trace file missing", VALID.replace("process: poisson, rate_hz: 30", "process: trace, file: nope.csv"),
+     "tasks[0].arrival.file", 24),
+    ("unknown processor kind", VALID.replace("kind: cpu", "kind: tpu"), "soc.processors[0].kind", 9),
+    ("memory negative", VALID.replace("memory_mb: 4096", "memory_mb: -1"), "soc.memory_mb", 3),
+    ("missing source", VALID.replace('  source: "test board"\n', ""), "soc.source", 1),
+    ("target without kind", VALID.replace("target: {kind: llvm}", "target: {mtriple: x86_64}"),
+     "soc.processors[0]", 8),
+    ("torch executor on gpu", VALID.replace("kind: cpu", "kind: gpu").replace(
+        "target: {kind: llvm}", "target: {kind: cuda}\n      executor: torch"), "soc.processors[0]", 8),
+    ("duplicate processor", VALID.replace("      source: \"measured\"\n",
+                                          "      source: \"measured\"\n    - name: cpu\n      kind: cpu\n"
+                                          "      target: llvm\n      peak_gops: {fp32: 1}\n"
+                                          "      memory_bandwidth_gbps: 1\n      source: again\n"),
+     "soc.processors[1].name", 14),
+    ("unknown zoo model", VALID.replace("zoo: digits_cnn", "zoo: alexnet"), "models[0].zoo", 16),
+    ("zoo and module", VALID.replace("zoo: digits_cnn", "zoo: digits_cnn\n    module: a.b:c"), "models[0]", 15),
+    ("module without shape", VALID.replace("zoo: digits_cnn", "module: mypkg.nets:build"), "models[0]", 15),
+    ("bad module path", VALID.replace("zoo: digits_cnn", "module: not a path\n    input_shape: [1]"),
+     "models[0].module", 16),
+    ("partition both", VALID.replace("partition: {blocks: 4}", "partition: {blocks: 4, boundaries: [a]}"),
+     "models[0].partition", 17),
+    ("partition zero", VALID.replace("partition: {blocks: 4}", "partition: {blocks: 0}"),
+     "models[0].partition.blocks", 17),
+    ("level out of range", VALID.replace("levels: [0.3, 0.5]", "levels: [0.3, 1.5]"),
+     "models[0].variants[0].levels[1]", 19),
+    ("structured without levels", VALID.replace(", levels: [0.3, 0.5]", ""), "models[0].variants[0]", 19),
+    ("int8 with levels", VALID.replace("pattern: structured", "pattern: int8"), "models[0].variants[0]", 19),
+    ("unknown pattern", VALID.replace("pattern: structured", "pattern: random"),
+     "models[0].variants[0].pattern", 19),
+    ("duplicate task", VALID.replace("scenario:", "  - name: classify\n    model: digits\n"
+                                     "    slo: {latency_ms: 5}\n    arrival: {process: poisson, rate_hz: 1}\nscenario:"),
+     "tasks[1].name", 25),
+    ("warmup longer than run", VALID.replace("duration_s: 10", "duration_s: 10\n  warmup_s: 20"), "scenario", 25),
+    ("budget above soc memory", VALID.replace("memory_budget_mb: 512", "memory_budget_mb: 99999"),
+     "scenario.memory_budget_mb", 28),
+    ("tasks without scenario", VALID.split("scenario:")[0], "scenario", 1),
+    ("transition to unknown task", VALID + "  transitions: {sequence: [classify, nobody]}\n",
+     "scenario.transitions.sequence[1]", 29),
+    ("transition row not summing to 1", VALID + "  transitions: {matrix: {classify: {classify: 0.5}}}\n",
+     "scenario.transitions", 29),
+    ("slo change without values", VALID.replace("arrival: {process: poisson, rate_hz: 30}",
+                                                "arrival: {process: poisson, rate_hz: 30}\n    slo_changes: [{at_s: 3}]"),
+     "tasks[0].slo_changes[0]", 25),
+    ("duplicate key", VALID.replace("  name: s\n", "  name: s\n  name: t\n"), "scenario.name", 27),
+    ("not yaml", "soc: [unclosed\n", "(document)", 2),
+    ("empty file", "", "(document)", 1),
+    ("a list at top", "- 1\n- 2\n", "(document)", 1),
+    ("wrong type for tasks", SOC + "tasks: 5\n", "tasks", 14),
+    ("sparsity above 1", VALID.replace("memory_bandwidth_gbps: 20", "memory_bandwidth_gbps: 20\n      sparsity: {unstructured: 2}"),
+     "soc.processors[0].sparsity.unstructured", 13),
+    ("unknown sparsity pattern", VALID.replace("memory_bandwidth_gbps: 20",
+                                               "memory_bandwidth_gbps: 20\n      sparsity: {2of4: 0.5}"),
+     "soc.processors[0].sparsity.2of4", 13),
+    ("unknown op", VALID.replace("memory_bandwidth_gbps: 20", "memory_bandwidth_gbps: 20\n      ops: [conv3d]"),
+     "soc.processors[0].ops[0]", 13),
+]
+
+LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>(?:\[[^\]]*\]|[^\s\[])+): expected .+", re.S)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "w.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_base_file_is_valid(tmp_path: Path) -> None:
+    assert main(["validate", str(_write(tmp_path, VALID))]) == 0
+
+
+def test_table_has_enough_cases() -> None:
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize(("text", "path", "line"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_file_is_located(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, path: str,
+                             line: int | None) -> None:
+    file = _write(tmp_path, text)
+    assert main(["validate", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines, "no message"
+    for msg in lines:
+        assert LINE.match(msg), f"not a located line: {msg!r}"
+    hits = [LINE.match(m) for m in lines]
+    assert any(h and h["path"] == path for h in hits), f"{path!r} not named in {lines}"
+    if line is not None:
+        assert any(h and h["path"] == path and int(h["line"]) == line for h in hits), lines
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
+    file = _write(tmp_path, VALID.replace("latency_ms: 5", "latncy_ms: 5"))
+    with pytest.raises(InputError) as info:
+        load_workload(file)
+    assert "did you mean 'latency_ms'" in str(info.value)
+
+
+def test_discriminator_tag_is_not_shown_as_a_key(tmp_path: Path) -> None:
+    file = _write(tmp_path, VALID.replace("rate_hz: 30", "rate_hz: -1"))
+    with pytest.raises(InputError) as info:
+        load_workload(file)
+    (problem,) = info.value.problems
+    assert problem.path == "tasks[0].arrival.rate_hz"
+    assert problem.found == "-1"
+
+
+def test_include_is_resolved_and_errors_point_into_the_included_file(tmp_path: Path) -> None:
+    (tmp_path / "soc.yaml").write_text(SOC.replace("memory_bandwidth_gbps: 20", "memory_bandwidth_gbps: -20"))
+    (tmp_path / "w.yaml").write_text("include: soc.yaml\n" + BODY)
+    with pytest.raises(InputError) as info:
+        load_workload(tmp_path / "w.yaml")
+    (problem,) = info.value.problems
+    assert problem.file.endswith("soc.yaml") and problem.line == 12
+
+
+def test_include_merges(tmp_path: Path) -> None:
+    (tmp_path / "soc.yaml").write_text(SOC)
+    (tmp_path / "w.yaml").write_text("include: soc.yaml\n" + BODY)
+    workload = load_workload(tmp_path / "w.yaml")
+    assert workload.soc is not None and workload.soc.name == "board"
+    assert workload.tasks[0].arrival.process == "poisson"
+
+
+def test_include_loop_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.yaml").write_text("include: b.yaml\n" + SOC)
+    (tmp_path / "b.yaml").write_text("include: a.yaml\n")
+    assert main(["validate", str(tmp_path / "a.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "include loop" in err and "a.yaml" in err and "Traceback" not in err
+
+
+def test_missing_include(tmp_path: Path) -> None:
+    (tmp_path / "w.yaml").write_text("include: nowhere.yaml\n" + BODY)
+    with pytest.raises(InputError) as info:
+        load_workload(tmp_path / "w.yaml")
+    assert info.value.problems[0].path == "include[0]"
+
+
+def test_several_problems_are_all_reported(tmp_path: Path) -> None:
+    text = VALID.replace("rate_hz: 30", "rate_hz: -3").replace("memory_mb: 4096", "memory_mb: -1")
+    with pytest.raises(InputError) as info:
+        load_workload(_write(tmp_path, text))
+    assert {p.path for p in info.value.problems} == {"tasks[0].arrival.rate_hz", "soc.memory_mb"}
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "/no/such/file.yaml"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    file = _write(tmp_path, VALID.replace("rate_hz: 30", "rate_hz: -3"))
+    assert main(["validate", "--json", str(file)]) == 2
+    data = json.loads(capsys.readouterr().out)
+    assert data["valid"] == [] and data["problems"][0]["path"] == "tasks[0].arrival.rate_hz"
+
+
+def test_workload_objects_are_frozen(tmp_path: Path) -> None:
+    workload = load_workload(_write(tmp_path, VALID))
+    with pytest.raises(ValidationError):
+        workload.tasks[0].slo.latency_ms = 3  # type: ignore[misc]
+
+
+def test_shipped_workloads_are_valid(repo_root: Path) -> None:
+    files = sorted(str(p) for p in (repo_root / "workloads").rglob("*.yaml"))
+    assert len(files) >= 7
+    assert main(["validate", *files]) == 0
+
+
+def test_cli_process_exit_codes(tmp_path: Path) -> None:
+    bad = _write(tmp_path, VALID.replace("rate_hz: 30", "rate_hz: -3"))
+    proc = subprocess.run([sys.executable, "-m", "sparseloom.cli", "validate", str(bad)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "tasks[0].arrival.rate_hz" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "sparseloom.cli", "validate", "--bogus"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def _mutations() -> st.SearchStrategy[str]:
+    """Random damage to the valid document: drop a key, or replace a value with junk."""
+    junk = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.text(max_size=5),
+                     st.none(), st.booleans(), st.lists(st.integers(), max_size=2),
+                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+    def paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        out = [prefix] if prefix else []
+        if isinstance(node, dict):
+            for k, v in node.items():
+                out += paths(v, prefix + (k,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                out += paths(v, prefix + (i,))
+        return out
+
+    base = yaml.safe_load(VALID)
+    all_paths = paths(base)
+
+    @st.composite
+    def mutate(draw: st.DrawFn) -> str:
+        import copy
+
+        doc = copy.deepcopy(base)
+        for _ in range(draw(st.integers(1, 3))):
+            path = draw(st.sampled_from(all_paths))
+            parent = doc
+            try:
+                for key in path[:-1]:
+                    parent = parent[key]  # type: ignore[index]
+                if draw(st.booleans()) and isinstance(parent, dict):
+                    parent.pop(path[-1], None)
+                else:
+                    parent[path[-1]] = draw(junk)  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                continue
+        return yaml.safe_dump(doc)
+
+    return mutate()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_mutations())
+def test_random_damage_never_crashes(tmp_path: Path, text: str) -> None:
+    file = tmp_path / "m.yaml"
+    file.write_text(text)
+    try:
+        load_workload(file)
+    except InputError as err:
+        assert err.problems
+        for problem in err.problems:
+            assert LINE.match(str(problem)), str(problem)
