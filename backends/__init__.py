@@ -1,0 +1,1 @@
+"""Processors: compile blocks through TVM, run them, profile them, model them where absent."""
