@@ -25,6 +25,8 @@ def diagnose(
         found.extend(_task_alone(problem, task.name, config, restriction))
     if found:
         return tuple(found)
+    if solve(problem, "slo", config, restriction).found:
+        return ()
     # Every task fits alone: the coupling constraints bind. Relax each in turn.
     no_mem = solve(problem, "memory", config, restriction, Enforce(memory=False))
     if no_mem.found:

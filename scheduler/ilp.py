@@ -26,6 +26,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -164,7 +165,7 @@ class _Model:
         def var(lo: float = 0, hi: float | None = 1, cat: str = pulp.LpBinary) -> pulp.LpVariable:
             nonlocal n
             n += 1
-            return pulp.LpVariable(f"v{n}", lo, hi, cat)
+            return self.lp.add_variable(f"v{n}", lo, hi, cat)
 
         def slack(weight: float) -> pulp.LpVariable | None:
             if not elastic:
@@ -295,12 +296,15 @@ def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None]:
     else:
         fd, log_path = tempfile.mkstemp(suffix=".log", prefix="sparseloom-cbc-")
         os.close(fd)
-        solver = pulp.PULP_CBC_CMD(
-            msg=False, timeLimit=cfg.time_limit_s, gapRel=cfg.gap_rel, threads=cfg.threads, logPath=log_path
-        )
+        with warnings.catch_warnings():
+            # PuLP 3 deprecates its bundled CBC in favour of a separate install; the bundled one is what we compare.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            solver = pulp.PULP_CBC_CMD(
+                msg=False, timeLimit=cfg.time_limit_s, gapRel=cfg.gap_rel, threads=cfg.threads, logPath=log_path
+            )
     try:
         lp.solve(solver)
-        status = map_status(lp.sol_status)
+        status = map_status(lp.sol_status, lp.status)
         gap = _highs_gap(lp) if cfg.backend == "highs" else _cbc_gap(log_path, status)
     finally:
         if log_path is not None and os.path.exists(log_path):
@@ -308,8 +312,13 @@ def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None]:
     return status, gap
 
 
-def map_status(sol_status: int) -> str:
-    """PuLP solution status -> ours: optimal | feasible (stopped early) | infeasible | unbounded | no_solution."""
+def map_status(sol_status: int, status: int | None = None) -> str:
+    """PuLP solution status -> ours: optimal | feasible (stopped early) | infeasible | unbounded | no_solution.
+
+    ``sol_status`` decides (PuLP's ``status`` says Optimal after a time limit); ``status`` only
+    tells a proven-infeasible program from one stopped without a solution, as CBC reports
+    infeasibility with sol_status "no solution found".
+    """
     if sol_status == pulp.LpSolutionOptimal:
         return "optimal"
     if sol_status == pulp.LpSolutionIntegerFeasible:
@@ -318,6 +327,8 @@ def map_status(sol_status: int) -> str:
         return "infeasible"
     if sol_status == pulp.LpSolutionUnbounded:
         return "unbounded"
+    if status == pulp.LpStatusInfeasible:
+        return "infeasible"
     return "no_solution"
 
 

@@ -1,0 +1,76 @@
+"""Online decisions: accuracy when there is time, speed under backlog, Band's per-block placement, switching."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from scheduler import registry
+from scheduler.policies.sparseloom import SparseLoomPolicy
+from scheduler.problem import Option, ProcessorInfo, Problem, TaskSpec
+from tests.scheduler.conftest import FixedQueues
+
+# One task, two positions; "acc" is accurate but slow, "fast" is quick but less accurate.
+_POS = tuple(
+    (
+        Option("acc", f"acc{p}", 10.0, {"cpu": 4.0, "gpu": 3.0}, 0.0),
+        Option("fast", f"fast{p}", 5.0, {"cpu": 1.0, "gpu": 0.8}, -0.01),
+    )
+    for p in range(2)
+)
+TASK = TaskSpec("t", "m", latency_slo_ms=10.0, min_accuracy=0.85, rate_hz=10.0, positions=_POS,
+                output_mb=(0.5, 0.5), base_accuracy=0.9)
+PROBLEM = Problem((TASK,), (ProcessorInfo("cpu", "cpu"), ProcessorInfo("gpu", "gpu")), memory_budget_mb=100.0,
+                  transfer_latency_ms=0.1, transfer_mb_per_ms=1.0)
+
+
+def test_idle_queues_get_the_most_accurate_route_and_busy_ones_a_faster_one() -> None:
+    policy = SparseLoomPolicy()
+    plan = policy.plan(PROBLEM)
+    alts = plan.alternatives["t"]
+    assert len(alts) >= 2
+    idle = policy.decide("t", plan, FixedQueues())
+    assert idle.accuracy == max(a.accuracy or 0 for a in alts)
+    busy = policy.decide("t", plan, FixedQueues({"gpu": 5.0, "cpu": 5.0}))
+    assert busy.latency_ms < idle.latency_ms
+    assert busy.latency_ms + 5.0 <= 10.0
+
+
+def test_routes_with_blocks_not_resident_are_skipped() -> None:
+    policy = SparseLoomPolicy()
+    plan = policy.plan(PROBLEM)
+    r = policy.decide("t", plan, FixedQueues(resident=frozenset({"fast0", "fast1"})))
+    assert r.variants == ("fast", "fast")
+
+
+def test_band_places_blocks_away_from_a_busy_processor() -> None:
+    for name in ("band-lsf", "band-heft"):
+        policy = registry.create(name)
+        plan = policy.plan(PROBLEM)
+        planned = plan.routes["t"]
+        busy = {k: (100.0 if k in planned.processors else 0.0) for k in ("cpu", "gpu")}
+        moved = policy.decide("t", plan, FixedQueues(busy))
+        assert not set(moved.processors) & set(planned.processors)
+        assert moved.options == planned.options
+
+
+def test_switch_meets_a_tighter_slo_without_the_ilp() -> None:
+    policy = SparseLoomPolicy()
+    plan = policy.plan(PROBLEM)
+    tighter = replace(PROBLEM, tasks=(replace(TASK, latency_slo_ms=2.5),))
+    switched = policy.switch(plan, tighter)
+    assert switched.feasible, switched.explanation
+    assert switched.info.solver == "switch"
+    assert switched.routes["t"].latency_ms <= 2.5
+
+
+def test_switch_fits_a_smaller_memory_budget_or_asks_for_a_replan() -> None:
+    policy = SparseLoomPolicy()
+    plan = policy.plan(PROBLEM)
+    smaller = replace(PROBLEM, memory_budget_mb=10.0)
+    switched = policy.switch(plan, smaller)
+    assert switched.feasible
+    assert switched.routes["t"].memory_mb <= 10.0
+    impossible = policy.switch(plan, replace(PROBLEM, memory_budget_mb=1.0))
+    assert impossible.info.status == "needs_replan"
+    assert any(d.constraint == "memory" for d in impossible.diagnoses)
+    assert not policy.replan(replace(PROBLEM, memory_budget_mb=1.0)).feasible

@@ -1,0 +1,67 @@
+"""The ILP's optimum equals brute force on small seeded random instances, for every objective."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from scheduler.ilp import SolverConfig, solve
+from scheduler.routes import OBJECTIVES, check, objective_value
+from scheduler.synthetic import random_problem
+from tests.scheduler.conftest import brute_force, combos
+
+EXACT = SolverConfig("highs", time_limit_s=30.0, gap_rel=0.0)
+
+
+def _instance(seed: int):  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    while True:
+        pr = random_problem(
+            seed,
+            tasks=rng.randint(1, 3),
+            positions=rng.randint(1, 3),
+            variants=rng.randint(2, 3),
+            processors=rng.randint(2, 3),
+            load=rng.uniform(0.2, 1.2),
+            slo_tightness=rng.uniform(0.8, 2.0),
+            memory_tightness=rng.uniform(0.4, 1.0),
+        )
+        if combos(pr) <= 60_000:
+            return pr
+        seed += 10_000
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_ilp_matches_brute_force(seed: int) -> None:
+    problem = _instance(seed)
+    objective = OBJECTIVES[seed % 3]
+    expected = brute_force(problem, objective)
+    sol = solve(problem, objective, EXACT)
+    if expected is None:
+        assert sol.info.status == "infeasible"
+        return
+    assert sol.info.status == "optimal"
+    assert check(problem, sol.routes).ok(problem.memory_budget_mb)
+    got = objective_value(problem, sol.routes, objective)
+    assert got == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
+    assert sol.info.objective == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
+
+
+def test_some_instances_are_infeasible_and_some_feasible() -> None:
+    # Guards the optimality test against a generator that only makes one kind of instance.
+    outcomes = {brute_force(_instance(s), "slo") is None for s in range(0, 60, 3)}
+    assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize("seed", range(0, 24, 3))
+def test_cbc_agrees_with_highs(seed: int) -> None:
+    problem = _instance(seed)
+    a = solve(problem, "slo", EXACT)
+    b = solve(problem, "slo", SolverConfig("cbc", time_limit_s=30.0, gap_rel=0.0))
+    assert a.info.status == b.info.status
+    assert b.info.solver == "CBC"
+    if a.found:
+        assert objective_value(problem, b.routes, "slo") == pytest.approx(
+            objective_value(problem, a.routes, "slo"), rel=1e-6, abs=1e-9
+        )
