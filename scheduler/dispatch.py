@@ -51,6 +51,15 @@ def most_accurate_in_time(task: str, plan: Plan, state: QueueView) -> Route:
     return best if best is not None else planned
 
 
+def planned_if_in_time(task: str, plan: Plan, state: QueueView) -> Route:
+    """The planned route when it is expected to finish within the SLO, else the most accurate in time."""
+    planned = plan.routes[task]
+    backlog: dict[str, float] = {}
+    if finish_ms(planned, backlog, state) <= plan.slo_ms.get(task, float("inf")) and _resident(planned, state):
+        return planned
+    return most_accurate_in_time(task, plan, state)
+
+
 def place_blocks(
     task: str, plan: Plan, state: QueueView, exhaustive: bool
 ) -> Route:

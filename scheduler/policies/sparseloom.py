@@ -8,7 +8,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import replace
 from typing import Any
 
-from scheduler.dispatch import most_accurate_in_time
+from scheduler.dispatch import most_accurate_in_time, planned_if_in_time
 from scheduler.ilp import Restriction
 from scheduler.plan import Diagnosis, Plan, Route
 from scheduler.planner import ilp_plan, settings_from
@@ -20,14 +20,21 @@ from scheduler.routes import check, digest_memory, utilisation
 class SparseLoomPolicy:
     """Joint stitched-variant selection and placement; per request the most accurate route in time."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, dispatch: str = "accuracy", **options: Any) -> None:
+        """``dispatch``: "accuracy" (most accurate route in time) or "plan" (the planned route when in
+        time, else the most accurate one in time); other options go to ``settings_from``."""
+        if dispatch not in ("accuracy", "plan"):
+            raise ValueError(f"dispatch must be 'accuracy' or 'plan', not {dispatch!r}")
         self.name = "sparseloom"
+        self.dispatch = dispatch
         self.settings = settings_from(**options)
 
     def plan(self, problem: Problem) -> Plan:
         return ilp_plan(problem, self.name, self.settings, Restriction())
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
+        if self.dispatch == "plan":
+            return planned_if_in_time(task, plan, state)
         return most_accurate_in_time(task, plan, state)
 
     def replan(self, problem: Problem) -> Plan:
@@ -40,15 +47,16 @@ class SparseLoomPolicy:
 
     def switch(self, plan: Plan, problem: Problem) -> Plan:
         """Adapt ``plan`` to a changed problem (SLOs, rates, memory budget) at once, without the ILP."""
-        return switch_plan(plan, problem, self.name)
+        return switch_plan(plan, problem, self.name, self.settings.objective)
 
 
-def switch_plan(plan: Plan, problem: Problem, policy: str) -> Plan:
+def switch_plan(plan: Plan, problem: Problem, policy: str, objective: str = "slo") -> Plan:
     """Pick each task's route among its precomputed alternatives for the new SLOs and budget.
 
-    Per task: the most accurate alternative meeting the new accuracy and latency SLOs (else the
-    fastest); then, while resident memory exceeds the new budget, move the task whose switch
-    frees the most memory per accuracy lost. The result says what it could not meet, in which
+    Per task, among alternatives meeting the new accuracy and latency SLOs, the one the ILP's
+    objective prefers when tasks are considered alone (least latency for "slo" and "throughput",
+    least memory then latency for "memory"), else the fastest; then, while resident memory
+    exceeds the new budget, move the task whose switch frees the most memory per ms added. The result says what it could not meet, in which
     case the caller should re-plan with the ILP.
     """
     start = time.perf_counter()
@@ -58,7 +66,10 @@ def switch_plan(plan: Plan, problem: Problem, policy: str) -> Plan:
         if not alts:
             continue
         ok = [r for r in alts if r.latency_ms <= t.latency_slo_ms and (r.accuracy is None or r.accuracy >= t.min_accuracy)]
-        routes[t.name] = max(ok, key=lambda r: (r.accuracy or 0.0, -r.latency_ms)) if ok else alts[0]
+        if objective == "memory":
+            routes[t.name] = min(ok, key=lambda r: (r.memory_mb, r.latency_ms)) if ok else alts[0]
+        else:
+            routes[t.name] = min(ok, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0))) if ok else alts[0]
     mem = digest_memory(problem)
 
     def resident_mb(rs: dict[str, Route]) -> float:
@@ -75,9 +86,9 @@ def switch_plan(plan: Plan, problem: Problem, policy: str) -> Plan:
                 freed = current - resident_mb({**routes, name: a})
                 if freed <= 0:
                     continue
-                lost = max((r.accuracy or 0.0) - (a.accuracy or 0.0), 1e-6)
-                if best is None or freed / lost > best[0]:
-                    best = (freed / lost, name, a)
+                cost = max(a.latency_ms - r.latency_ms, 1e-6)
+                if best is None or freed / cost > best[0]:
+                    best = (freed / cost, name, a)
         if best is None:
             break
         routes[best[1]] = best[2]

@@ -74,3 +74,11 @@ def test_switch_fits_a_smaller_memory_budget_or_asks_for_a_replan() -> None:
     assert impossible.info.status == "needs_replan"
     assert any(d.constraint == "memory" for d in impossible.diagnoses)
     assert not policy.replan(replace(PROBLEM, memory_budget_mb=1.0)).feasible
+
+
+def test_plan_first_dispatch_keeps_the_planned_route_when_in_time() -> None:
+    policy = SparseLoomPolicy(dispatch="plan")
+    plan = policy.plan(PROBLEM)
+    assert policy.decide("t", plan, FixedQueues()) == plan.routes["t"]
+    late = policy.decide("t", plan, FixedQueues({"gpu": 9.5, "cpu": 9.5}))
+    assert late.latency_ms == min(a.latency_ms for a in plan.alternatives["t"])
