@@ -44,18 +44,32 @@ class Queues:
 
 def binaries(problem: Problem) -> int:
     names = {k.name for k in problem.processors}
-    return sum(len([k for k in o.latency_ms if k in names]) for t in problem.tasks for pos in t.positions for o in pos)
+    return sum(
+        len([k for k in o.latency_ms if k in names])
+        for t in problem.tasks
+        for pos in t.positions
+        for o in pos
+    )
 
 
 def bench_solve(repeats: int, time_limit_s: float) -> list[dict[str, object]]:
     rows = []
-    jobs = [(s, b, o) for s in SIZES for b in ("highs", "cbc") for o in ("slo", "throughput", "memory")]
+    jobs = [
+        (s, b, o)
+        for s in SIZES
+        for b in ("highs", "cbc")
+        for o in ("slo", "throughput", "memory")
+    ]
     for size, backend, objective in tqdm(jobs, desc="ILP solves", file=sys.stderr):
         walls, statuses, gaps = [], [], []
         reps = repeats if objective != "throughput" else 1
         for seed in range(reps):
             problem = random_problem(seed, *size)
-            sol = solve(problem, objective, SolverConfig(backend, time_limit_s=time_limit_s, gap_rel=1e-4))
+            sol = solve(
+                problem,
+                objective,
+                SolverConfig(backend, time_limit_s=time_limit_s, gap_rel=1e-4),
+            )
             walls.append(sol.info.wall_s)
             statuses.append(sol.info.status)
             gaps.append(sol.info.gap)
@@ -79,7 +93,10 @@ def bench_decide(decisions: int) -> list[dict[str, object]]:
     problem = random_problem(0, *SIZES[-1], memory_tightness=1.5)
     rows = []
     rng = random.Random(0)
-    states = [Queues({k.name: rng.expovariate(1 / 3.0) for k in problem.processors}) for _ in range(256)]
+    states = [
+        Queues({k.name: rng.expovariate(1 / 3.0) for k in problem.processors})
+        for _ in range(256)
+    ]
     tasks = [t.name for t in problem.tasks]
     for name in tqdm(registry.names(), desc="decide timing", file=sys.stderr):
         policy = registry.create(name)
@@ -95,7 +112,9 @@ def bench_decide(decisions: int) -> list[dict[str, object]]:
         rows.append(
             {
                 "policy": name,
-                "alternatives_per_task": statistics.mean(len(plan.alternatives.get(t, ())) for t in tasks),
+                "alternatives_per_task": statistics.mean(
+                    len(plan.alternatives.get(t, ())) for t in tasks
+                ),
                 "p50_us": times[len(times) // 2] / 1e3,
                 "p99_us": times[int(len(times) * 0.99)] / 1e3,
                 "source": "measured",
@@ -117,23 +136,43 @@ def bench_gap(instances: int) -> dict[str, object]:
       ILP plan's routes: objective gap (latency spent on accuracy, by design) and accuracy gained.
     """
     policy = SparseLoomPolicy(gap_rel=1e-6)
-    out: dict[str, list[float]] = {"switch_slo_gap": [], "switch_mem_gap": [], "dispatch_gap": [], "dispatch_acc_gain": []}
+    out: dict[str, list[float]] = {
+        "switch_slo_gap": [],
+        "switch_mem_gap": [],
+        "dispatch_gap": [],
+        "dispatch_acc_gain": [],
+    }
     feasible = {"switch_slo": [0, 0], "switch_mem": [0, 0]}
     for seed in tqdm(range(instances), desc="online vs ILP", file=sys.stderr):
-        problem = random_problem(seed, 6, 6, 6, 4, slo_tightness=2.0, memory_tightness=1.2)
+        problem = random_problem(
+            seed, 6, 6, 6, 4, slo_tightness=2.0, memory_tightness=1.2
+        )
         plan = policy.plan(problem)
         if not plan.feasible:
             continue
         idle = Queues({k.name: 0.0 for k in problem.processors})
         chosen = {t.name: policy.decide(t.name, plan, idle) for t in problem.tasks}
         ilp_obj = objective_value(problem, plan.routes, "slo")
-        out["dispatch_gap"].append(_gap(objective_value(problem, chosen, "slo"), ilp_obj))
+        out["dispatch_gap"].append(
+            _gap(objective_value(problem, chosen, "slo"), ilp_obj)
+        )
         out["dispatch_acc_gain"].append(
-            statistics.mean((chosen[n].accuracy or 0) - (plan.routes[n].accuracy or 0) for n in chosen)
+            statistics.mean(
+                (chosen[n].accuracy or 0) - (plan.routes[n].accuracy or 0)
+                for n in chosen
+            )
         )
         changes = {
-            "switch_slo": replace(problem, tasks=tuple(replace(t, latency_slo_ms=t.latency_slo_ms * 0.8) for t in problem.tasks)),
-            "switch_mem": replace(problem, memory_budget_mb=problem.memory_budget_mb * 0.8),
+            "switch_slo": replace(
+                problem,
+                tasks=tuple(
+                    replace(t, latency_slo_ms=t.latency_slo_ms * 0.8)
+                    for t in problem.tasks
+                ),
+            ),
+            "switch_mem": replace(
+                problem, memory_budget_mb=problem.memory_budget_mb * 0.8
+            ),
         }
         for key, changed in changes.items():
             replanned = policy.replan(changed)
@@ -141,14 +180,25 @@ def bench_gap(instances: int) -> dict[str, object]:
                 continue
             feasible[key][1] += 1
             switched: Plan = policy.switch(plan, changed)
-            if switched.feasible and check(changed, switched.routes).ok(changed.memory_budget_mb):
+            if switched.feasible and check(changed, switched.routes).ok(
+                changed.memory_budget_mb
+            ):
                 feasible[key][0] += 1
                 out[f"{key}_gap"].append(
-                    _gap(objective_value(changed, switched.routes, "slo"), objective_value(changed, replanned.routes, "slo"))
+                    _gap(
+                        objective_value(changed, switched.routes, "slo"),
+                        objective_value(changed, replanned.routes, "slo"),
+                    )
                 )
-    summary: dict[str, object] = {"source": "measured (objective: modelled, see scheduler.routes.objective_value)"}
+    summary: dict[str, object] = {
+        "source": "measured (objective: modelled, see scheduler.routes.objective_value)"
+    }
     for k, v in out.items():
-        summary[k] = {"n": len(v), "median": statistics.median(v) if v else None, "max": max(v) if v else None}
+        summary[k] = {
+            "n": len(v),
+            "median": statistics.median(v) if v else None,
+            "max": max(v) if v else None,
+        }
     for k, (ok, n) in feasible.items():
         summary[f"{k}_feasible"] = f"{ok}/{n}"
     return summary
@@ -160,16 +210,24 @@ def main() -> None:
     ap.add_argument("--out", help="write all results as JSON here")
     args = ap.parse_args()
     solve_rows = bench_solve(1 if args.quick else 3, time_limit_s=10.0)
-    print("ILP solve time (median over seeds; wall includes model build; time limit 10 s, gap 1e-4)")
-    print(f"{'size TxPxVxK':>13} {'binaries':>8} {'backend':>7} {'objective':>10} {'median_s':>9} {'max_s':>7} {'max_gap':>8}  statuses")
+    print(
+        "ILP solve time (median over seeds; wall includes model build; time limit 10 s, gap 1e-4)"
+    )
+    print(
+        f"{'size TxPxVxK':>13} {'binaries':>8} {'backend':>7} {'objective':>10} {'median_s':>9} {'max_s':>7} {'max_gap':>8}  statuses"
+    )
     for r in solve_rows:
         g = r["max_gap"]
-        print(f"{r['size']:>13} {r['binaries']:>8} {r['backend']:>7} {r['objective']:>10} {r['median_wall_s']:>9.3f} "
-              f"{r['max_wall_s']:>7.3f} {('-' if g is None else f'{g:.2e}'):>8}  {','.join(r['statuses'])}")  # type: ignore[arg-type]
+        print(
+            f"{r['size']:>13} {r['binaries']:>8} {r['backend']:>7} {r['objective']:>10} {r['median_wall_s']:>9.3f} "
+            f"{r['max_wall_s']:>7.3f} {('-' if g is None else f'{g:.2e}'):>8}  {','.join(r['statuses'])}"
+        )  # type: ignore[arg-type]
     decide_rows = bench_decide(4000 if args.quick else 20000)
     print("\nOnline decision time per request (8x8x10x4 instance, random backlogs)")
     for r in decide_rows:
-        print(f"{r['policy']:>10}: p50 {r['p50_us']:.1f} us, p99 {r['p99_us']:.1f} us, alternatives/task {r['alternatives_per_task']:.1f}")
+        print(
+            f"{r['policy']:>10}: p50 {r['p50_us']:.1f} us, p99 {r['p99_us']:.1f} us, alternatives/task {r['alternatives_per_task']:.1f}"
+        )
     gap = bench_gap(5 if args.quick else 15)
     print("\nOnline policy vs ILP (relative objective gap; 6x6x6x4 instances)")
     for k, v in gap.items():
@@ -178,7 +236,9 @@ def main() -> None:
         d = os.path.dirname(os.path.abspath(args.out))
         fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            json.dump({"solve": solve_rows, "decide": decide_rows, "gap": gap}, fh, indent=2)
+            json.dump(
+                {"solve": solve_rows, "decide": decide_rows, "gap": gap}, fh, indent=2
+            )
         os.replace(tmp, args.out)
 
 

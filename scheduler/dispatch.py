@@ -19,8 +19,7 @@ def finish_ms(route: Route, backlog: dict[str, float], state: QueueView) -> floa
         b = backlog.get(k)
         if b is None:
             b = backlog[k] = state.backlog_ms(k)
-        if b > t:
-            t = b
+        t = max(t, b)
         t += s
     return t
 
@@ -55,14 +54,14 @@ def planned_if_in_time(task: str, plan: Plan, state: QueueView) -> Route:
     """The planned route when it is expected to finish within the SLO, else the most accurate in time."""
     planned = plan.routes[task]
     backlog: dict[str, float] = {}
-    if finish_ms(planned, backlog, state) <= plan.slo_ms.get(task, float("inf")) and _resident(planned, state):
+    if finish_ms(planned, backlog, state) <= plan.slo_ms.get(
+        task, float("inf")
+    ) and _resident(planned, state):
         return planned
     return most_accurate_in_time(task, plan, state)
 
 
-def place_blocks(
-    task: str, plan: Plan, state: QueueView, exhaustive: bool
-) -> Route:
+def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool) -> Route:
     """Per-block placement of the planned blocks at request time (Band's unit sub-graphs).
 
     ``exhaustive``: the placement with the least expected finish time over all processor
@@ -92,11 +91,11 @@ def place_blocks(
                     nxt[k] = (max(0.0, wait(k)) + ms, (k,))
                     continue
                 cand = None
-                for kk, (t, path) in best.items():
+                for kk, (t, seq) in best.items():
                     ready = t + (moves[p - 1] if kk != k else 0.0)
                     f = max(ready, wait(k)) + ms
                     if cand is None or f < cand[0]:
-                        cand = (f, path + (k,))
+                        cand = (f, seq + (k,))
                 if cand is not None:
                     nxt[k] = cand
             best = nxt
@@ -121,11 +120,15 @@ def place_blocks(
 
 
 def with_processors(
-    route: Route, procs: tuple[str, ...], units: Sequence[Mapping[str, float]], moves: Sequence[float]
+    route: Route,
+    procs: tuple[str, ...],
+    units: Sequence[Mapping[str, float]],
+    moves: Sequence[float],
 ) -> Route:
     last = len(procs) - 1
     stages = tuple(
-        units[p][k] + (moves[p] if p < last and procs[p + 1] != k else 0.0) for p, k in enumerate(procs)
+        units[p][k] + (moves[p] if p < last and procs[p + 1] != k else 0.0)
+        for p, k in enumerate(procs)
     )
     return Route(
         task=route.task,

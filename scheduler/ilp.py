@@ -54,14 +54,18 @@ ELASTIC_PENALTY = 1e3
 class SolverConfig:
     """Which MILP solver and how long it may run; every solve has a time limit and a gap."""
 
-    backend: str = "highs"  # "highs" (highspy through PuLP) or "cbc" (PuLP's bundled CBC)
+    backend: str = (
+        "highs"  # "highs" (highspy through PuLP) or "cbc" (PuLP's bundled CBC)
+    )
     time_limit_s: float = 10.0
     gap_rel: float = 1e-4
     threads: int = 1
 
     def __post_init__(self) -> None:
         if self.backend not in ("highs", "cbc"):
-            raise ValueError(f"unknown solver backend {self.backend!r}; known: highs, cbc")
+            raise ValueError(
+                f"unknown solver backend {self.backend!r}; known: highs, cbc"
+            )
         if not (self.time_limit_s > 0 and math.isfinite(self.time_limit_s)):
             raise ValueError("time_limit_s must be a positive finite number")
         if not 0 <= self.gap_rel < 1:
@@ -118,24 +122,44 @@ def solve(
     normalised violation), which yields best-effort routes for an infeasible workload.
     """
     if objective not in OBJECTIVES + _DIAGNOSTIC:
-        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+        raise ValueError(
+            f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}"
+        )
     cfg = config or SolverConfig()
     res = restriction or Restriction()
     enf = enforce or Enforce()
     start = time.perf_counter()
     if not problem.tasks:
-        return Solution({}, SolveInfo(_solver_name(cfg), "optimal", 0.0, 0.0, 0.0, objective))
+        return Solution(
+            {}, SolveInfo(_solver_name(cfg), "optimal", 0.0, 0.0, 0.0, objective)
+        )
     model = _Model(problem, objective, res, enf, elastic)
     if model.unplaceable:
-        info = SolveInfo(_solver_name(cfg), "infeasible", time.perf_counter() - start, None, None, objective)
+        info = SolveInfo(
+            _solver_name(cfg),
+            "infeasible",
+            time.perf_counter() - start,
+            None,
+            None,
+            objective,
+        )
         return Solution({}, info)
     status, gap = _run(model.lp, cfg)
     wall = time.perf_counter() - start
     if status not in ("optimal", "feasible"):
-        return Solution({}, SolveInfo(_solver_name(cfg), status, wall, None, None, objective))
+        return Solution(
+            {}, SolveInfo(_solver_name(cfg), status, wall, None, None, objective)
+        )
     routes = model.routes()
     value = pulp.value(model.lp.objective)
-    info = SolveInfo(_solver_name(cfg), status, wall, gap, None if value is None else float(value), objective)
+    info = SolveInfo(
+        _solver_name(cfg),
+        status,
+        wall,
+        gap,
+        None if value is None else float(value),
+        objective,
+    )
     return Solution(routes, info)
 
 
@@ -146,7 +170,14 @@ def _solver_name(cfg: SolverConfig) -> str:
 class _Model:
     """The PuLP program for one problem; kept as a class to share index maps with extraction."""
 
-    def __init__(self, problem: Problem, objective: str, res: Restriction, enf: Enforce, elastic: bool) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        objective: str,
+        res: Restriction,
+        enf: Enforce,
+        elastic: bool,
+    ) -> None:
         self.problem = problem
         self.lp = pulp.LpProblem("sparseloom", pulp.LpMinimize)
         self.unplaceable = False
@@ -156,13 +187,17 @@ class _Model:
         # x[(t, p)] -> list of (o, k, var)
         self.x: dict[tuple[int, int], list[tuple[int, str, pulp.LpVariable]]] = {}
         uses: dict[str, list[pulp.LpAffineExpression]] = {}
-        util_terms: dict[str, list[tuple[pulp.LpVariable, float]]] = {k: [] for k in procs}
+        util_terms: dict[str, list[tuple[pulp.LpVariable, float]]] = {
+            k: [] for k in procs
+        }
         obj_terms: list[tuple[pulp.LpVariable, float]] = []
         slo_terms: list[tuple[pulp.LpVariable, float]] = []
         penalties: list[tuple[pulp.LpVariable, float]] = []
         n = 0
 
-        def var(lo: float = 0, hi: float | None = 1, cat: str = pulp.LpBinary) -> pulp.LpVariable:
+        def var(
+            lo: float = 0, hi: float | None = 1, cat: str = pulp.LpBinary
+        ) -> pulp.LpVariable:
             nonlocal n
             n += 1
             return self.lp.add_variable(f"v{n}", lo, hi, cat)
@@ -236,9 +271,12 @@ class _Model:
                 self.lp += latency <= t.latency_slo_ms + (s if s is not None else 0)
             if enf.accuracy and t.base_accuracy is not None:
                 s = slack(100.0)
-                self.lp += t.base_accuracy + pulp.LpAffineExpression(acc_terms) + (
-                    s if s is not None else 0
-                ) >= t.min_accuracy
+                self.lp += (
+                    t.base_accuracy
+                    + pulp.LpAffineExpression(acc_terms)
+                    + (s if s is not None else 0)
+                    >= t.min_accuracy
+                )
             if objective == "latency":
                 obj_terms.extend(lat_terms)
             elif objective == "accuracy":
@@ -255,13 +293,13 @@ class _Model:
             s = slack(1.0 / max(problem.memory_budget_mb, 1e-9))
             self.lp += memory <= problem.memory_budget_mb + (s if s is not None else 0)
         peak = var(0, None, pulp.LpContinuous) if objective == "throughput" else None
-        for k in problem.processors:
-            load = pulp.LpAffineExpression(util_terms[k.name])
+        for info in problem.processors:
+            load = pulp.LpAffineExpression(util_terms[info.name])
             if enf.utilisation:
                 s = slack(1.0)
-                self.lp += load <= k.max_utilisation + (s if s is not None else 0)
+                self.lp += load <= info.max_utilisation + (s if s is not None else 0)
             if peak is not None:
-                self.lp += peak >= load * (1.0 / k.max_utilisation)
+                self.lp += peak >= load * (1.0 / info.max_utilisation)
 
         if objective == "slo":
             obj_terms = slo_terms
@@ -270,7 +308,9 @@ class _Model:
             obj_terms = [(peak, 1.0)] + [(v, TIE_WEIGHT * c) for v, c in slo_terms]
         elif objective == "memory":
             scale = memory_scale_mb(problem)
-            obj_terms = [(u[d], mem[d] / scale) for d in uses] + [(v, TIE_WEIGHT * c) for v, c in slo_terms]
+            obj_terms = [(u[d], mem[d] / scale) for d in uses] + [
+                (v, TIE_WEIGHT * c) for v, c in slo_terms
+            ]
         self.lp += pulp.LpAffineExpression(obj_terms + penalties)
 
     def routes(self) -> dict[str, Route]:
@@ -291,7 +331,10 @@ def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None]:
     log_path: str | None = None
     if cfg.backend == "highs":
         solver: pulp.LpSolver = pulp.HiGHS(
-            msg=False, timeLimit=cfg.time_limit_s, gapRel=cfg.gap_rel, threads=cfg.threads
+            msg=False,
+            timeLimit=cfg.time_limit_s,
+            gapRel=cfg.gap_rel,
+            threads=cfg.threads,
         )
     else:
         fd, log_path = tempfile.mkstemp(suffix=".log", prefix="sparseloom-cbc-")
@@ -300,7 +343,11 @@ def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None]:
             # PuLP 3 deprecates its bundled CBC in favour of a separate install; the bundled one is what we compare.
             warnings.simplefilter("ignore", DeprecationWarning)
             solver = pulp.PULP_CBC_CMD(
-                msg=False, timeLimit=cfg.time_limit_s, gapRel=cfg.gap_rel, threads=cfg.threads, logPath=log_path
+                msg=False,
+                timeLimit=cfg.time_limit_s,
+                gapRel=cfg.gap_rel,
+                threads=cfg.threads,
+                logPath=log_path,
             )
     try:
         lp.solve(solver)

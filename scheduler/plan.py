@@ -34,7 +34,9 @@ class Route:
                 "variant": self.variants[p] if self.variants else None,
                 "digest": self.digests[p] if self.digests else None,
                 "processor": self.processors[p],
-                "stage_latency_ms": self.stage_latency_ms[p] if self.stage_latency_ms else None,
+                "stage_latency_ms": self.stage_latency_ms[p]
+                if self.stage_latency_ms
+                else None,
             }
             for p, o in enumerate(self.options)
         ]
@@ -77,7 +79,9 @@ class Diagnosis:
 
     # The task concerned; None for a constraint that couples tasks (memory, utilisation).
     task: str | None
-    constraint: str  # "latency" | "accuracy" | "memory" | "utilisation" | "placement" | "joint"
+    constraint: (
+        str  # "latency" | "accuracy" | "memory" | "utilisation" | "placement" | "joint"
+    )
     required: float | None
     achievable: float | None
     message: str
@@ -114,7 +118,9 @@ class Plan:
     # For per-block placement at request time (Band): per task, per position of the planned
     # route, the block's latency on each processor that can run it, and the transfer cost
     # after the position when the next one runs elsewhere.
-    unit_latency_ms: Mapping[str, tuple[Mapping[str, float], ...]] = field(default_factory=dict)
+    unit_latency_ms: Mapping[str, tuple[Mapping[str, float], ...]] = field(
+        default_factory=dict
+    )
     unit_transfer_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property
@@ -147,13 +153,16 @@ class Plan:
         """Human-readable summary, one block per task."""
         i = self.info
         gap = "n/a" if i.gap is None else f"{i.gap:.2%}"
-        lines = [
+        head = (
             f"plan by {self.policy or '?'}: solver {i.solver}, status {i.status}, "
             f"wall {i.wall_s * 1e3:.1f} ms, gap {gap}, objective {i.objective_name}={i.objective}"
-        ]
+        )
+        lines = [head]
         for name, r in self.routes.items():
             acc = "n/a" if r.accuracy is None else f"{r.accuracy:.4f}"
-            lines.append(f"  {name}: latency {r.latency_ms:.3f} ms, accuracy {acc}, memory {r.memory_mb:.1f} MB (modelled)")
+            lines.append(
+                f"  {name}: latency {r.latency_ms:.3f} ms, accuracy {acc}, memory {r.memory_mb:.1f} MB (modelled)"
+            )
             for p, proc in enumerate(r.processors):
                 var = r.variants[p] if r.variants else str(r.options[p])
                 dig = r.digests[p][:12] if r.digests else "?"

@@ -8,11 +8,11 @@ they share the solver, its settings, the infeasibility handling and the alternat
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from scheduler.explain import diagnose
 from scheduler.ilp import Restriction, SolverConfig, solve
-from scheduler.plan import Plan, Route, SolveInfo
+from scheduler.plan import Diagnosis, Plan, Route, SolveInfo
 from scheduler.preload import preloader
 from scheduler.problem import Problem
 from scheduler.routes import evaluate, pareto_routes, resident_memory_mb
@@ -23,7 +23,7 @@ class PlanSettings:
     """How an ILP-based policy plans."""
 
     objective: str = "slo"
-    solver: SolverConfig = SolverConfig()
+    solver: SolverConfig = field(default_factory=SolverConfig)
     preloader: str = "hot"
     # Whether per-request switching among Pareto routes is allowed (False: the planned route only).
     switching: bool = True
@@ -44,37 +44,65 @@ def settings_from(
     from scheduler.routes import OBJECTIVES
 
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+        raise ValueError(
+            f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}"
+        )
     if preloader not in PRELOADERS:
-        raise ValueError(f"unknown preloader {preloader!r}; known: {', '.join(PRELOADERS)}")
+        raise ValueError(
+            f"unknown preloader {preloader!r}; known: {', '.join(PRELOADERS)}"
+        )
     if alternatives_limit < 2:
         raise ValueError("alternatives_limit must be at least 2")
-    return PlanSettings(objective, SolverConfig(backend, time_limit_s, gap_rel, threads), preloader, True, alternatives_limit)
+    return PlanSettings(
+        objective,
+        SolverConfig(backend, time_limit_s, gap_rel, threads),
+        preloader,
+        True,
+        alternatives_limit,
+    )
 
 
-def ilp_plan(problem: Problem, policy: str, settings: PlanSettings, restriction: Restriction) -> Plan:
+def ilp_plan(
+    problem: Problem, policy: str, settings: PlanSettings, restriction: Restriction
+) -> Plan:
     start = time.perf_counter()
     sol = solve(problem, settings.objective, settings.solver, restriction)
-    diagnoses = ()
+    diagnoses: tuple[Diagnosis, ...] = ()
     routes = dict(sol.routes)
     info = sol.info
     if not sol.found:
         diagnoses = diagnose(problem, settings.solver, restriction)
-        best = solve(problem, settings.objective, settings.solver, restriction, elastic=True)
+        best = solve(
+            problem, settings.objective, settings.solver, restriction, elastic=True
+        )
         routes = dict(best.routes) if best.found else _fastest(problem, restriction)
-        info = SolveInfo(sol.info.solver, sol.info.status, 0.0, best.info.gap, best.info.objective, settings.objective)
+        info = SolveInfo(
+            sol.info.solver,
+            sol.info.status,
+            0.0,
+            best.info.gap,
+            best.info.objective,
+            settings.objective,
+        )
     resident = frozenset(d for r in routes.values() for d in r.digests)
     left_mb = max(0.0, problem.memory_budget_mb - resident_memory_mb(problem, resident))
     alternatives: dict[str, tuple[Route, ...]] = {}
     preload: tuple[str, ...] = ()
     if settings.switching and problem.tasks:
         candidates = {
-            t.name: _candidates(problem, t.name, restriction, None, settings.alternatives_limit) for t in problem.tasks
+            t.name: _candidates(
+                problem, t.name, restriction, None, settings.alternatives_limit
+            )
+            for t in problem.tasks
         }
-        preload = preloader(settings.preloader)(problem, candidates, left_mb, resident, None)
+        preload = preloader(settings.preloader)(
+            problem, candidates, left_mb, resident, None
+        )
         loaded = resident | frozenset(preload)
         for t in problem.tasks:
-            alts = _candidates(problem, t.name, restriction, loaded, settings.alternatives_limit)
+            alts = _candidates(
+                problem, t.name, restriction, loaded, settings.alternatives_limit
+            )
             alternatives[t.name] = _with_route(alts, routes[t.name])
     else:
         alternatives = {name: (r,) for name, r in routes.items()}
@@ -93,22 +121,41 @@ def ilp_plan(problem: Problem, policy: str, settings: PlanSettings, restriction:
 
 
 def _candidates(
-    problem: Problem, name: str, restriction: Restriction, loaded: frozenset[str] | None, limit: int
+    problem: Problem,
+    name: str,
+    restriction: Restriction,
+    loaded: frozenset[str] | None,
+    limit: int,
 ) -> tuple[Route, ...]:
     task = problem.task(name)
     allowed = restriction.allowed.get(name)
     digests = loaded
     if allowed is not None:
-        ok = frozenset(task.positions[p][o].digest for p in range(len(task.positions)) for o in allowed[p])
+        ok = frozenset(
+            task.positions[p][o].digest
+            for p in range(len(task.positions))
+            for o in allowed[p]
+        )
         digests = ok if digests is None else digests & ok
-    return pareto_routes(problem, task, digests, restriction.whole_variant, restriction.single_processor, limit)
+    return pareto_routes(
+        problem,
+        task,
+        digests,
+        restriction.whole_variant,
+        restriction.single_processor,
+        limit,
+    )
 
 
 def _with_route(alts: tuple[Route, ...], route: Route) -> tuple[Route, ...]:
     """The alternatives with the planned route included, fastest first."""
-    if any(a.options == route.options and a.processors == route.processors for a in alts):
+    if any(
+        a.options == route.options and a.processors == route.processors for a in alts
+    ):
         return alts
-    return tuple(sorted(alts + (route,), key=lambda r: (r.latency_ms, -(r.accuracy or 0.0))))
+    return tuple(
+        sorted(alts + (route,), key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
+    )
 
 
 def _fastest(problem: Problem, restriction: Restriction) -> dict[str, Route]:
@@ -126,7 +173,11 @@ def _fastest(problem: Problem, restriction: Restriction) -> dict[str, Route]:
                 for k, lat in opt.latency_ms.items()
             ]
             if not cells:
-                cells = [(lat, o, k) for o, opt in enumerate(pos) for k, lat in opt.latency_ms.items()]
+                cells = [
+                    (lat, o, k)
+                    for o, opt in enumerate(pos)
+                    for k, lat in opt.latency_ms.items()
+                ]
             _, o, k = min(cells)
             opts.append(o)
             procs.append(k)

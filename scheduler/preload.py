@@ -23,7 +23,10 @@ from scheduler.plan import Route
 from scheduler.problem import Problem
 from scheduler.routes import digest_memory, request_shares
 
-Preloader = Callable[[Problem, Mapping[str, Sequence[Route]], float, frozenset[str], "str | None"], tuple[str, ...]]
+Preloader = Callable[
+    [Problem, Mapping[str, Sequence[Route]], float, frozenset[str], "str | None"],
+    tuple[str, ...],
+]
 
 
 def hot_blocks(
@@ -47,7 +50,9 @@ def hot_blocks(
             for r in routes:
                 count[r.digests[p]] = count.get(r.digests[p], 0) + 1
             for d, c in count.items():
-                score[d] = score.get(d, 0.0) + share * (c / len(routes)) * (1.0 / len(fillers[p]))
+                score[d] = score.get(d, 0.0) + share * (c / len(routes)) * (
+                    1.0 / len(fillers[p])
+                )
     return _fill(problem, score, budget_mb, resident)
 
 
@@ -73,7 +78,9 @@ def correlated_blocks(
     return _fill(problem, score, budget_mb, resident)
 
 
-def next_task_probability(problem: Problem, current_task: str | None) -> dict[str, float]:
+def next_task_probability(
+    problem: Problem, current_task: str | None
+) -> dict[str, float]:
     """P(next task) from transition counts: the current task's row, else in-flow over all rows.
 
     Falls back to request shares when there are no transition counts.
@@ -93,9 +100,17 @@ def next_task_probability(problem: Problem, current_task: str | None) -> dict[st
     return request_shares(problem) if problem.tasks else {}
 
 
-def _fill(problem: Problem, score: Mapping[str, float], budget_mb: float, resident: frozenset[str]) -> tuple[str, ...]:
+def _fill(
+    problem: Problem,
+    score: Mapping[str, float],
+    budget_mb: float,
+    resident: frozenset[str],
+) -> tuple[str, ...]:
     mem = digest_memory(problem)
-    order = sorted((d for d in score if d not in resident and score[d] > 0), key=lambda d: (-score[d], mem[d], d))
+    order = sorted(
+        (d for d in score if d not in resident and score[d] > 0),
+        key=lambda d: (-score[d], mem[d], d),
+    )
     chosen: list[str] = []
     left = budget_mb
     for d in order:
@@ -105,11 +120,15 @@ def _fill(problem: Problem, score: Mapping[str, float], budget_mb: float, reside
     return tuple(chosen)
 
 
-PRELOADERS: Mapping[str, Preloader] = MappingProxyType({"hot": hot_blocks, "correlated": correlated_blocks})
+PRELOADERS: Mapping[str, Preloader] = MappingProxyType(
+    {"hot": hot_blocks, "correlated": correlated_blocks}
+)
 
 
 def preloader(name: str) -> Preloader:
     try:
         return PRELOADERS[name]
     except KeyError:
-        raise ValueError(f"unknown preloader {name!r}; known: {', '.join(PRELOADERS)}") from None
+        raise ValueError(
+            f"unknown preloader {name!r}; known: {', '.join(PRELOADERS)}"
+        ) from None

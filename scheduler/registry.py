@@ -38,5 +38,7 @@ def create(name: str, **options: Any) -> Policy:
     try:
         factory = POLICIES[name]
     except KeyError:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}") from None
+        raise ValueError(
+            f"unknown policy {name!r}; known: {', '.join(POLICIES)}"
+        ) from None
     return factory(**options)

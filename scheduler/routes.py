@@ -20,7 +20,12 @@ TIE_WEIGHT = 1e-3
 OBJECTIVES = ("slo", "throughput", "memory")
 
 
-def evaluate(problem: Problem, task: TaskSpec, options: tuple[int, ...], processors: tuple[str, ...]) -> Route:
+def evaluate(
+    problem: Problem,
+    task: TaskSpec,
+    options: tuple[int, ...],
+    processors: tuple[str, ...],
+) -> Route:
     """The route ``options``/``processors`` of ``task`` with its modelled latency, accuracy and memory."""
     stages: list[float] = []
     digests: list[str] = []
@@ -72,9 +77,15 @@ def request_shares(problem: Problem) -> dict[str, float]:
     return {t.name: t.rate_hz / total for t in problem.tasks}
 
 
-def latency_weight(problem: Problem, task: TaskSpec, shares: Mapping[str, float]) -> float:
+def latency_weight(
+    problem: Problem, task: TaskSpec, shares: Mapping[str, float]
+) -> float:
     """Coefficient of a task's service latency in the "slo" objective: share / SLO."""
-    slo = task.latency_slo_ms if math.isfinite(task.latency_slo_ms) and task.latency_slo_ms > 0 else 1000.0
+    slo = (
+        task.latency_slo_ms
+        if math.isfinite(task.latency_slo_ms) and task.latency_slo_ms > 0
+        else 1000.0
+    )
     return shares[task.name] / slo
 
 
@@ -95,7 +106,9 @@ def utilisation(problem: Problem, routes: Mapping[str, Route]) -> dict[str, floa
     return util
 
 
-def objective_value(problem: Problem, routes: Mapping[str, Route], objective: str) -> float:
+def objective_value(
+    problem: Problem, routes: Mapping[str, Route], objective: str
+) -> float:
     """The exact objective the ILP minimises, evaluated for given routes.
 
     - ``slo``: sum over tasks of (request share x service latency / latency SLO), the expected
@@ -109,7 +122,10 @@ def objective_value(problem: Problem, routes: Mapping[str, Route], objective: st
     if not problem.tasks:
         return 0.0
     shares = request_shares(problem)
-    slo_term = sum(latency_weight(problem, t, shares) * routes[t.name].latency_ms for t in problem.tasks)
+    slo_term = sum(
+        latency_weight(problem, t, shares) * routes[t.name].latency_ms
+        for t in problem.tasks
+    )
     if objective == "slo":
         return slo_term
     if objective == "throughput":
@@ -118,7 +134,10 @@ def objective_value(problem: Problem, routes: Mapping[str, Route], objective: st
         return peak + TIE_WEIGHT * slo_term
     if objective == "memory":
         digests = {d for r in routes.values() for d in r.digests}
-        return resident_memory_mb(problem, digests) / memory_scale_mb(problem) + TIE_WEIGHT * slo_term
+        return (
+            resident_memory_mb(problem, digests) / memory_scale_mb(problem)
+            + TIE_WEIGHT * slo_term
+        )
     raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
 
 
@@ -132,18 +151,29 @@ class Feasibility:
     memory_mb: float
 
     def ok(self, budget_mb: float) -> bool:
-        return not (self.latency or self.accuracy or self.utilisation) and self.memory_mb <= budget_mb + 1e-9
+        return (
+            not (self.latency or self.accuracy or self.utilisation)
+            and self.memory_mb <= budget_mb + 1e-9
+        )
 
 
-def check(problem: Problem, routes: Mapping[str, Route], tol: float = 1e-6) -> Feasibility:
-    lat = tuple(t.name for t in problem.tasks if routes[t.name].latency_ms > t.latency_slo_ms + tol)
+def check(
+    problem: Problem, routes: Mapping[str, Route], tol: float = 1e-6
+) -> Feasibility:
+    lat = tuple(
+        t.name
+        for t in problem.tasks
+        if routes[t.name].latency_ms > t.latency_slo_ms + tol
+    )
     acc = tuple(
         t.name
         for t in problem.tasks
         if (a := routes[t.name].accuracy) is not None and a < t.min_accuracy - tol
     )
     util = utilisation(problem, routes)
-    over = tuple(k.name for k in problem.processors if util[k.name] > k.max_utilisation + tol)
+    over = tuple(
+        k.name for k in problem.processors if util[k.name] > k.max_utilisation + tol
+    )
     digests = {d for r in routes.values() for d in r.digests}
     return Feasibility(lat, acc, over, resident_memory_mb(problem, digests))
 
@@ -165,10 +195,15 @@ def pareto_routes(
     """
     names = [k.name for k in problem.processors]
     if whole_variant:
-        variants = sorted({o.variant for o in task.positions[0]}) if task.positions else []
+        variants = (
+            sorted({o.variant for o in task.positions[0]}) if task.positions else []
+        )
         found: list[Route] = []
         for v in variants:
-            opts = [_index_of_variant(task, p, v, allowed_digests) for p in range(len(task.positions))]
+            opts = [
+                _index_of_variant(task, p, v, allowed_digests)
+                for p in range(len(task.positions))
+            ]
             if any(o is None for o in opts):
                 continue
             choice = tuple(o for o in opts if o is not None)
@@ -184,7 +219,9 @@ def pareto_routes(
     return _front(task, _dp(problem, task, names, allowed_digests, limit), limit)
 
 
-def _index_of_variant(task: TaskSpec, p: int, variant: str, allowed: frozenset[str] | None) -> int | None:
+def _index_of_variant(
+    task: TaskSpec, p: int, variant: str, allowed: frozenset[str] | None
+) -> int | None:
     for i, o in enumerate(task.positions[p]):
         if o.variant == variant and (allowed is None or o.digest in allowed):
             return i
@@ -192,7 +229,12 @@ def _index_of_variant(task: TaskSpec, p: int, variant: str, allowed: frozenset[s
 
 
 def _placements(
-    problem: Problem, task: TaskSpec, choice: tuple[int, ...], names: list[str], single: bool, limit: int
+    problem: Problem,
+    task: TaskSpec,
+    choice: tuple[int, ...],
+    names: list[str],
+    single: bool,
+    limit: int,
 ) -> list[Route]:
     """Fastest placement of a fixed option choice: per processor when ``single``, else by DP."""
     if single:
@@ -213,7 +255,12 @@ def _placements(
                 nxt[k] = (lat, (k,))
                 continue
             cands = [
-                (c + (problem.transfer_ms(task.output_mb[p - 1]) if kk != k else 0.0) + lat, path + (k,))
+                (
+                    c
+                    + (problem.transfer_ms(task.output_mb[p - 1]) if kk != k else 0.0)
+                    + lat,
+                    path + (k,),
+                )
                 for kk, (c, path) in best.items()
             ]
             if cands:
@@ -229,7 +276,11 @@ _Label = tuple[float, float, tuple[int, ...], tuple[str, ...]]
 
 
 def _dp(
-    problem: Problem, task: TaskSpec, names: list[str], allowed: frozenset[str] | None, limit: int
+    problem: Problem,
+    task: TaskSpec,
+    names: list[str],
+    allowed: frozenset[str] | None,
+    limit: int,
 ) -> list[Route]:
     cap = 4 * limit
     states: dict[str, list[_Label]] = {}
@@ -248,7 +299,9 @@ def _dp(
                 for kk, labels in states.items():
                     extra = lat + (move if kk != k else 0.0)
                     for c, a, oi, ks in labels:
-                        nxt[k].append((c + extra, a + opt.accuracy_delta, oi + (i,), ks + (k,)))
+                        nxt[k].append(
+                            (c + extra, a + opt.accuracy_delta, oi + (i,), ks + (k,))
+                        )
         states = {k: _prune(v, cap) for k, v in nxt.items() if v}
     labels = [lab for v in states.values() for lab in v]
     return [evaluate(problem, task, oi, ks) for _, _, oi, ks in _prune(labels, cap)]
@@ -270,8 +323,14 @@ def _prune(labels: list[_Label], cap: int) -> list[_Label]:
 
 
 def _front(task: TaskSpec, routes: list[Route], limit: int) -> tuple[Route, ...]:
-    ok = [r for r in routes if r.accuracy is None or r.accuracy >= task.min_accuracy - 1e-9]
-    ok.sort(key=lambda r: (r.latency_ms, -(r.accuracy if r.accuracy is not None else 0.0)))
+    ok = [
+        r
+        for r in routes
+        if r.accuracy is None or r.accuracy >= task.min_accuracy - 1e-9
+    ]
+    ok.sort(
+        key=lambda r: (r.latency_ms, -(r.accuracy if r.accuracy is not None else 0.0))
+    )
     front: list[Route] = []
     best = -math.inf
     for r in ok:

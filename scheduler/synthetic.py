@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import random
 
-from scheduler.problem import Option, ProcessorInfo, Problem, TaskSpec
+from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 
 _KINDS = ("cpu", "gpu", "dsp", "npu")
 # Per processor kind: relative speed, and which variant kinds it accelerates (extra speedup).
 _SPEED = {"cpu": 1.0, "gpu": 2.5, "dsp": 1.8, "npu": 4.0}
-_ACCEL = {"cpu": ("structured",), "gpu": ("structured", "2:4"), "dsp": ("int8", "structured"), "npu": ("int8",)}
+_ACCEL = {
+    "cpu": ("structured",),
+    "gpu": ("structured", "2:4"),
+    "dsp": ("int8", "structured"),
+    "npu": ("int8",),
+}
 _PATTERNS = ("dense", "structured", "unstructured", "2:4", "int8")
 
 
@@ -34,7 +39,10 @@ def random_problem(
     ``memory_tightness`` is the budget as a fraction of all blocks' memory.
     """
     rng = random.Random(seed)
-    procs = tuple(ProcessorInfo(f"{_KINDS[i % 4]}{i // 4 or ''}", _KINDS[i % 4], 0.8) for i in range(processors))
+    procs = tuple(
+        ProcessorInfo(f"{_KINDS[i % 4]}{i // 4 or ''}", _KINDS[i % 4], 0.8)
+        for i in range(processors)
+    )
     models = max(1, (tasks + 1) // 2)
     # Per model: variant list (pattern, level) and per position block templates.
     model_variants: list[list[tuple[str, float]]] = []
@@ -69,38 +77,66 @@ def random_problem(
                     elif pat == "int8":
                         speed *= 1.3
                     lat[k.name] = round(base_ms / speed * mrng.uniform(0.9, 1.1), 4)
-                mb = base_mb * (0.25 if pat == "int8" else (1.0 - 0.5 * reduction if pat != "dense" else 1.0))
-                delta = 0.0 if pat == "dense" else -round(mrng.uniform(0.0, 0.03) * (0.5 + reduction), 5)
+                mb = base_mb * (
+                    0.25
+                    if pat == "int8"
+                    else (1.0 - 0.5 * reduction if pat != "dense" else 1.0)
+                )
+                delta = (
+                    0.0
+                    if pat == "dense"
+                    else -round(mrng.uniform(0.0, 0.03) * (0.5 + reduction), 5)
+                )
                 opts.append(
-                    Option(f"{pat}-{level}" if pat != "dense" else "dense", f"m{m}p{p}v{vi}", round(mb, 3), lat, delta)
+                    Option(
+                        f"{pat}-{level}" if pat != "dense" else "dense",
+                        f"m{m}p{p}v{vi}",
+                        round(mb, 3),
+                        lat,
+                        delta,
+                    )
                 )
             pos_opts.append(tuple(opts))
             dense_ms += base_ms
         dense_ms_total += dense_ms
-        fastest_dense = sum(min(o.latency_ms.values()) for o in (ps[0] for ps in pos_opts))
+        fastest_dense = sum(
+            min(o.latency_ms.values()) for o in (ps[0] for ps in pos_opts)
+        )
         task_specs.append(
             TaskSpec(
                 name=f"task{ti}",
                 model=f"model{m}",
-                latency_slo_ms=round(fastest_dense * slo_tightness * rng.uniform(0.8, 1.2), 3),
+                latency_slo_ms=round(
+                    fastest_dense * slo_tightness * rng.uniform(0.8, 1.2), 3
+                ),
                 min_accuracy=round(0.9 - rng.uniform(0.0, 0.03) * positions, 4),
                 rate_hz=0.0,
                 positions=tuple(pos_opts),
-                output_mb=tuple(round(rng.uniform(0.1, 2.0), 3) for _ in range(positions)),
+                output_mb=tuple(
+                    round(rng.uniform(0.1, 2.0), 3) for _ in range(positions)
+                ),
                 base_accuracy=0.9,
             )
         )
     # Rates: share ``load`` of total CPU-time capacity evenly across tasks.
     rate = load * 1000.0 / max(dense_ms_total, 1e-9)
     task_specs = [
-        TaskSpec(t.name, t.model, t.latency_slo_ms, t.min_accuracy, round(rate * rng.uniform(0.5, 1.5), 4),
-                 t.positions, t.output_mb, t.base_accuracy)
+        TaskSpec(
+            t.name,
+            t.model,
+            t.latency_slo_ms,
+            t.min_accuracy,
+            round(rate * rng.uniform(0.5, 1.5), 4),
+            t.positions,
+            t.output_mb,
+            t.base_accuracy,
+        )
         for t in task_specs
     ]
     total_mb = sum(
-        max(o.memory_mb for o in pos) for m in range(models) for pos in next(
-            t.positions for t in task_specs if t.model == f"model{m}"
-        )
+        max(o.memory_mb for o in pos)
+        for m in range(models)
+        for pos in next(t.positions for t in task_specs if t.model == f"model{m}")
     )
     return Problem(
         tasks=tuple(task_specs),
@@ -109,5 +145,8 @@ def random_problem(
         transfer_latency_ms=0.2,
         transfer_mb_per_ms=2.0,
         storage_mb_per_ms=50.0,
-        transitions={a.name: {b.name: float(rng.randint(0, 5)) for b in task_specs if b is not a} for a in task_specs},
+        transitions={
+            a.name: {b.name: float(rng.randint(0, 5)) for b in task_specs if b is not a}
+            for a in task_specs
+        },
     )

@@ -24,7 +24,9 @@ class AdaptiveVariantPolicy:
         self.settings = settings_from(**options)
 
     def plan(self, problem: Problem) -> Plan:
-        restriction = Restriction(whole_variant=True, single_processor=not self.partition)
+        restriction = Restriction(
+            whole_variant=True, single_processor=not self.partition
+        )
         return ilp_plan(problem, self.name, self.settings, restriction)
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:

@@ -28,14 +28,17 @@ class BandPolicy:
         self.settings = replace(settings_from(**options), switching=False)
 
     def plan(self, problem: Problem) -> Plan:
-        base = ilp_plan(problem, self.name, self.settings, Restriction(whole_variant=True))
+        base = ilp_plan(
+            problem, self.name, self.settings, Restriction(whole_variant=True)
+        )
         names = {k.name for k in problem.processors}
         units = {}
         moves = {}
         for t in problem.tasks:
             r = base.routes[t.name]
             units[t.name] = tuple(
-                {k: ms for k, ms in t.positions[p][o].latency_ms.items() if k in names} for p, o in enumerate(r.options)
+                {k: ms for k, ms in t.positions[p][o].latency_ms.items() if k in names}
+                for p, o in enumerate(r.options)
             )
             moves[t.name] = tuple(problem.transfer_ms(mb) for mb in t.output_mb)
         return replace(base, unit_latency_ms=units, unit_transfer_ms=moves)

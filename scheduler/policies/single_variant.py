@@ -31,37 +31,64 @@ class SingleVariantPolicy:
 
     def plan(self, problem: Problem) -> Plan:
         allowed = {t.name: self._variant_options(problem, t) for t in problem.tasks}
-        restriction = Restriction(allowed=allowed, whole_variant=True, single_processor=not self.partition)
+        restriction = Restriction(
+            allowed=allowed, whole_variant=True, single_processor=not self.partition
+        )
         return ilp_plan(problem, self.name, self.settings, restriction)
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
         return plan.routes[task]
 
-    def _variant_options(self, problem: Problem, task: TaskSpec) -> tuple[tuple[int, ...], ...]:
+    def _variant_options(
+        self, problem: Problem, task: TaskSpec
+    ) -> tuple[tuple[int, ...], ...]:
         whole = whole_variants(task)
         if not whole:
             # No variant covers every position: fall back to any option (stitching is unavoidable).
             return tuple(tuple(range(len(pos))) for pos in task.positions)
 
         def accuracy(v: str) -> float:
-            return sum(task.positions[p][o].accuracy_delta for p, o in enumerate(whole[v]))
+            return sum(
+                task.positions[p][o].accuracy_delta for p, o in enumerate(whole[v])
+            )
 
         if self.rule == "accuracy":
-            pick = max(whole, key=lambda v: (accuracy(v), -self._best_ms(problem, task, whole[v])))
+            pick = max(
+                whole,
+                key=lambda v: (accuracy(v), -self._best_ms(problem, task, whole[v])),
+            )
         else:
             base = task.base_accuracy
-            ok = [v for v in whole if base is None or base + accuracy(v) >= task.min_accuracy - 1e-9]
+            ok = [
+                v
+                for v in whole
+                if base is None or base + accuracy(v) >= task.min_accuracy - 1e-9
+            ]
             if ok:
-                pick = min(ok, key=lambda v: (self._best_ms(problem, task, whole[v]), -accuracy(v)))
+                pick = min(
+                    ok,
+                    key=lambda v: (
+                        self._best_ms(problem, task, whole[v]),
+                        -accuracy(v),
+                    ),
+                )
             else:
                 pick = max(whole, key=accuracy)
         return tuple((o,) for o in whole[pick])
 
-    def _best_ms(self, problem: Problem, task: TaskSpec, choice: tuple[int, ...]) -> float:
+    def _best_ms(
+        self, problem: Problem, task: TaskSpec, choice: tuple[int, ...]
+    ) -> float:
         """Fastest placement of a whole variant alone (what "latency-optimal" ranks by)."""
         allowed = frozenset(task.positions[p][o].digest for p, o in enumerate(choice))
         relaxed = replace(task, min_accuracy=-float("inf"))
-        routes = pareto_routes(problem, relaxed, allowed, whole_variant=True, single_processor=not self.partition)
+        routes = pareto_routes(
+            problem,
+            relaxed,
+            allowed,
+            whole_variant=True,
+            single_processor=not self.partition,
+        )
         return min((r.latency_ms for r in routes), default=float("inf"))
 
 

@@ -50,7 +50,9 @@ class SparseLoomPolicy:
         return switch_plan(plan, problem, self.name, self.settings.objective)
 
 
-def switch_plan(plan: Plan, problem: Problem, policy: str, objective: str = "slo") -> Plan:
+def switch_plan(
+    plan: Plan, problem: Problem, policy: str, objective: str = "slo"
+) -> Plan:
     """Pick each task's route among its precomputed alternatives for the new SLOs and budget.
 
     Per task, among alternatives meeting the new accuracy and latency SLOs, the one the ILP's
@@ -62,14 +64,27 @@ def switch_plan(plan: Plan, problem: Problem, policy: str, objective: str = "slo
     start = time.perf_counter()
     routes: dict[str, Route] = {}
     for t in problem.tasks:
-        alts = plan.alternatives.get(t.name) or ((plan.routes[t.name],) if t.name in plan.routes else ())
+        alts = plan.alternatives.get(t.name) or (
+            (plan.routes[t.name],) if t.name in plan.routes else ()
+        )
         if not alts:
             continue
-        ok = [r for r in alts if r.latency_ms <= t.latency_slo_ms and (r.accuracy is None or r.accuracy >= t.min_accuracy)]
+        ok = [
+            r
+            for r in alts
+            if r.latency_ms <= t.latency_slo_ms
+            and (r.accuracy is None or r.accuracy >= t.min_accuracy)
+        ]
         if objective == "memory":
-            routes[t.name] = min(ok, key=lambda r: (r.memory_mb, r.latency_ms)) if ok else alts[0]
+            routes[t.name] = (
+                min(ok, key=lambda r: (r.memory_mb, r.latency_ms)) if ok else alts[0]
+            )
         else:
-            routes[t.name] = min(ok, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0))) if ok else alts[0]
+            routes[t.name] = (
+                min(ok, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
+                if ok
+                else alts[0]
+            )
     mem = digest_memory(problem)
 
     def resident_mb(rs: dict[str, Route]) -> float:
@@ -95,25 +110,61 @@ def switch_plan(plan: Plan, problem: Problem, policy: str, objective: str = "slo
     diagnoses: list[Diagnosis] = []
     missing = [t.name for t in problem.tasks if t.name not in routes]
     for name in missing:
-        diagnoses.append(Diagnosis(name, "placement", None, None, f"task {name!r} has no precomputed route; re-plan"))
+        diagnoses.append(
+            Diagnosis(
+                name,
+                "placement",
+                None,
+                None,
+                f"task {name!r} has no precomputed route; re-plan",
+            )
+        )
     if not missing and problem.tasks:
         f = check(problem, routes)
         for name in f.latency:
             t = problem.task(name)
-            diagnoses.append(Diagnosis(name, "latency", t.latency_slo_ms, routes[name].latency_ms,
-                                       f"task {name!r}: no precomputed route meets the new {t.latency_slo_ms:.3f} ms SLO; re-plan"))
+            diagnoses.append(
+                Diagnosis(
+                    name,
+                    "latency",
+                    t.latency_slo_ms,
+                    routes[name].latency_ms,
+                    f"task {name!r}: no precomputed route meets the new {t.latency_slo_ms:.3f} ms SLO; re-plan",
+                )
+            )
         for name in f.accuracy:
             t = problem.task(name)
-            diagnoses.append(Diagnosis(name, "accuracy", t.min_accuracy, routes[name].accuracy,
-                                       f"task {name!r}: no precomputed route meets min accuracy {t.min_accuracy}; re-plan"))
+            diagnoses.append(
+                Diagnosis(
+                    name,
+                    "accuracy",
+                    t.min_accuracy,
+                    routes[name].accuracy,
+                    f"task {name!r}: no precomputed route meets min accuracy {t.min_accuracy}; re-plan",
+                )
+            )
         util = utilisation(problem, routes)
         for k in problem.processors:
             if k.name in f.utilisation:
-                diagnoses.append(Diagnosis(None, "utilisation", k.max_utilisation, util[k.name],
-                                           f"processor {k.name} would be busy {util[k.name]:.0%}; re-plan"))
+                diagnoses.append(
+                    Diagnosis(
+                        None,
+                        "utilisation",
+                        k.max_utilisation,
+                        util[k.name],
+                        f"processor {k.name} would be busy {util[k.name]:.0%}; re-plan",
+                    )
+                )
         if f.memory_mb > problem.memory_budget_mb + 1e-9:
-            diagnoses.append(Diagnosis(None, "memory", problem.memory_budget_mb, f.memory_mb,
-                                       f"precomputed routes need {f.memory_mb:.1f} MB, above the new budget; re-plan"))
+            diagnoses.append(
+                Diagnosis(
+                    None,
+                    "memory",
+                    problem.memory_budget_mb,
+                    f.memory_mb,
+                    f"precomputed routes need {f.memory_mb:.1f} MB, above the new budget; re-plan",
+                )
+            )
     resident = frozenset(d for r in routes.values() for d in r.digests)
     left = problem.memory_budget_mb - sum(mem[d] for d in resident)
     preload: list[str] = []
@@ -131,7 +182,9 @@ def switch_plan(plan: Plan, problem: Problem, policy: str, objective: str = "slo
             gap=None,
             objective=None,
         ),
-        alternatives={name: a for name, a in plan.alternatives.items() if name in routes},
+        alternatives={
+            name: a for name, a in plan.alternatives.items() if name in routes
+        },
         resident=resident,
         preload=tuple(preload),
         explanation=tuple(d.message for d in diagnoses),

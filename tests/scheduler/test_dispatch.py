@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from scheduler import registry
 from scheduler.policies.sparseloom import SparseLoomPolicy
-from scheduler.problem import Option, ProcessorInfo, Problem, TaskSpec
-from tests.scheduler.conftest import FixedQueues
+from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from tests.scheduler.helpers import FixedQueues
 
 # One task, two positions; "acc" is accurate but slow, "fast" is quick but less accurate.
 _POS = tuple(
@@ -17,10 +17,23 @@ _POS = tuple(
     )
     for p in range(2)
 )
-TASK = TaskSpec("t", "m", latency_slo_ms=10.0, min_accuracy=0.85, rate_hz=10.0, positions=_POS,
-                output_mb=(0.5, 0.5), base_accuracy=0.9)
-PROBLEM = Problem((TASK,), (ProcessorInfo("cpu", "cpu"), ProcessorInfo("gpu", "gpu")), memory_budget_mb=100.0,
-                  transfer_latency_ms=0.1, transfer_mb_per_ms=1.0)
+TASK = TaskSpec(
+    "t",
+    "m",
+    latency_slo_ms=10.0,
+    min_accuracy=0.85,
+    rate_hz=10.0,
+    positions=_POS,
+    output_mb=(0.5, 0.5),
+    base_accuracy=0.9,
+)
+PROBLEM = Problem(
+    (TASK,),
+    (ProcessorInfo("cpu", "cpu"), ProcessorInfo("gpu", "gpu")),
+    memory_budget_mb=100.0,
+    transfer_latency_ms=0.1,
+    transfer_mb_per_ms=1.0,
+)
 
 
 def test_idle_queues_get_the_most_accurate_route_and_busy_ones_a_faster_one() -> None:

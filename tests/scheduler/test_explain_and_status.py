@@ -11,9 +11,17 @@ import pytest
 from scheduler.explain import diagnose
 from scheduler.ilp import SolverConfig, map_status, solve
 from scheduler.synthetic import random_problem
-from tests.scheduler.conftest import all_routes
+from tests.scheduler.helpers import all_routes
 
-BASE = random_problem(5, tasks=2, positions=2, variants=3, processors=2, slo_tightness=4.0, memory_tightness=3.0)
+BASE = random_problem(
+    5,
+    tasks=2,
+    positions=2,
+    variants=3,
+    processors=2,
+    slo_tightness=4.0,
+    memory_tightness=3.0,
+)
 
 
 def test_unreachable_latency_reports_the_fastest_route() -> None:
@@ -21,7 +29,11 @@ def test_unreachable_latency_reports_the_fastest_route() -> None:
     problem = replace(BASE, tasks=(BASE.tasks[0], replace(t, latency_slo_ms=0.01)))
     (d,) = diagnose(problem)
     assert (d.task, d.constraint, d.required) == (t.name, "latency", 0.01)
-    fastest = min(r.latency_ms for r in all_routes(problem, t) if r.accuracy is None or r.accuracy >= t.min_accuracy)
+    fastest = min(
+        r.latency_ms
+        for r in all_routes(problem, t)
+        if r.accuracy is None or r.accuracy >= t.min_accuracy
+    )
     assert d.achievable == pytest.approx(fastest)
     assert t.name in d.message and "ms" in d.message
 
@@ -57,10 +69,18 @@ def test_feasible_problem_has_no_diagnosis() -> None:
 def test_status_comes_from_sol_status() -> None:
     assert map_status(pulp.LpSolutionOptimal) == "optimal"
     # PuLP's status says Optimal after a time limit; the solution status says integer-feasible.
-    assert map_status(pulp.LpSolutionIntegerFeasible, pulp.LpStatusOptimal) == "feasible"
+    assert (
+        map_status(pulp.LpSolutionIntegerFeasible, pulp.LpStatusOptimal) == "feasible"
+    )
     assert map_status(pulp.LpSolutionInfeasible) == "infeasible"
-    assert map_status(pulp.LpSolutionNoSolutionFound, pulp.LpStatusInfeasible) == "infeasible"
-    assert map_status(pulp.LpSolutionNoSolutionFound, pulp.LpStatusNotSolved) == "no_solution"
+    assert (
+        map_status(pulp.LpSolutionNoSolutionFound, pulp.LpStatusInfeasible)
+        == "infeasible"
+    )
+    assert (
+        map_status(pulp.LpSolutionNoSolutionFound, pulp.LpStatusNotSolved)
+        == "no_solution"
+    )
 
 
 def test_time_limited_solve_is_not_called_optimal() -> None:

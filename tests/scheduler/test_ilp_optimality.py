@@ -9,7 +9,7 @@ import pytest
 from scheduler.ilp import SolverConfig, solve
 from scheduler.routes import OBJECTIVES, check, objective_value
 from scheduler.synthetic import random_problem
-from tests.scheduler.conftest import brute_force, combos
+from tests.scheduler.helpers import brute_force, combos
 
 EXACT = SolverConfig("highs", time_limit_s=30.0, gap_rel=0.0)
 

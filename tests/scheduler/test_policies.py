@@ -12,10 +12,18 @@ from scheduler.plan import Plan
 from scheduler.problem import Problem
 from scheduler.routes import check, evaluate, resident_memory_mb
 from scheduler.synthetic import random_problem
-from tests.scheduler.conftest import FixedQueues
+from tests.scheduler.helpers import FixedQueues
 
-GENEROUS = random_problem(7, tasks=3, positions=3, variants=3, processors=3, load=0.3, slo_tightness=5.0,
-                          memory_tightness=3.0)
+GENEROUS = random_problem(
+    7,
+    tasks=3,
+    positions=3,
+    variants=3,
+    processors=3,
+    load=0.3,
+    slo_tightness=5.0,
+    memory_tightness=3.0,
+)
 TIGHT_MEMORY = replace(GENEROUS, memory_budget_mb=1.0)
 
 
@@ -32,7 +40,10 @@ def _assert_valid(problem: Problem, plan: Plan) -> None:
         for alt in plan.alternatives.get(t.name, ()):
             assert alt.task == t.name and len(alt.options) == len(t.positions)
     json_text = plan.to_json()
-    assert plan.info.solver in json_text and plan.policy == json_text.split('"policy": "')[1].split('"')[0]
+    assert (
+        plan.info.solver in json_text
+        and plan.policy == json_text.split('"policy": "')[1].split('"')[0]
+    )
 
 
 @pytest.mark.parametrize("name", registry.names())
@@ -68,7 +79,9 @@ def test_policy_handles_infeasible_workload(name: str) -> None:
     assert not plan.feasible
     assert plan.info.status == "infeasible"
     assert any(d.constraint == "memory" for d in plan.diagnoses)
-    _assert_valid(TIGHT_MEMORY, plan)  # best-effort routes, so a simulator can still run it
+    _assert_valid(
+        TIGHT_MEMORY, plan
+    )  # best-effort routes, so a simulator can still run it
     for t in TIGHT_MEMORY.tasks:
         assert policy.decide(t.name, plan, FixedQueues()).task == t.name
 
@@ -82,7 +95,17 @@ def test_registry_rejects_unknown_names_listing_known_ones() -> None:
 
 
 def test_registry_names_every_paper_baseline() -> None:
-    expected = {"sparseloom", "sv-ao-np", "sv-ao-p", "sv-lo-np", "sv-lo-p", "av-np", "av-p", "band-lsf", "band-heft"}
+    expected = {
+        "sparseloom",
+        "sv-ao-np",
+        "sv-ao-p",
+        "sv-lo-np",
+        "sv-lo-p",
+        "av-np",
+        "av-p",
+        "band-lsf",
+        "band-heft",
+    }
     assert set(registry.names()) == expected
     assert all(registry.create(n).name == n for n in expected)
 
@@ -90,8 +113,15 @@ def test_registry_names_every_paper_baseline() -> None:
 def test_stitching_is_never_worse_than_whole_variants() -> None:
     # SparseLoom's search space contains AV-P's, with the same objective and solver.
     for seed in range(5):
-        problem = random_problem(seed, tasks=3, positions=3, variants=3, processors=3, slo_tightness=2.0,
-                                 memory_tightness=1.5)
+        problem = random_problem(
+            seed,
+            tasks=3,
+            positions=3,
+            variants=3,
+            processors=3,
+            slo_tightness=2.0,
+            memory_tightness=1.5,
+        )
         ours = registry.create("sparseloom", gap_rel=0.0).plan(problem)
         av = registry.create("av-p", gap_rel=0.0).plan(problem)
         if av.feasible:

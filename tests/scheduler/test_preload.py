@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from scheduler.preload import PRELOADERS, correlated_blocks, hot_blocks, next_task_probability, preloader
+from scheduler.preload import (
+    PRELOADERS,
+    correlated_blocks,
+    hot_blocks,
+    next_task_probability,
+    preloader,
+)
 from scheduler.routes import digest_memory, pareto_routes
 from scheduler.synthetic import random_problem
 
@@ -27,7 +33,11 @@ def test_preloader_stays_within_budget(name: str) -> None:
         assert len(set(order)) == len(order)
         assert not set(order) & resident
         if budget >= sum(mem.values()):
-            assert set(order) == {d for rs in cands.values() for r in rs for d in r.digests} - resident
+            assert (
+                set(order)
+                == {d for rs in cands.values() for r in rs for d in r.digests}
+                - resident
+            )
 
 
 def test_correlated_preload_loads_the_likely_next_task_first() -> None:
@@ -44,7 +54,9 @@ def test_correlated_preload_loads_the_likely_next_task_first() -> None:
 
 
 def test_hot_preload_prefers_blocks_used_by_many_candidates() -> None:
-    problem = random_problem(2, tasks=2, positions=2, variants=3, processors=2, memory_tightness=5)
+    problem = random_problem(
+        2, tasks=2, positions=2, variants=3, processors=2, memory_tightness=5
+    )
     cands = {t.name: pareto_routes(problem, t) for t in problem.tasks}
     mem = digest_memory(problem)
     order = hot_blocks(problem, cands, 1e9, frozenset())

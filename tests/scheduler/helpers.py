@@ -1,4 +1,4 @@
-"""Shared helpers for scheduler tests: a brute-force planner and a fixed queue view."""
+"""Helpers for scheduler tests: a brute-force planner and a fixed queue view."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from scheduler.routes import check, digest_memory, evaluate, objective_value
 def all_routes(problem: Problem, task: TaskSpec) -> list[Route]:
     names = {k.name for k in problem.processors}
     cells = [
-        [(o, k) for o, opt in enumerate(pos) for k in opt.latency_ms if k in names] for pos in task.positions
+        [(o, k) for o, opt in enumerate(pos) for k in opt.latency_ms if k in names]
+        for pos in task.positions
     ]
     return [
         evaluate(problem, task, tuple(o for o, _ in combo), tuple(k for _, k in combo))
@@ -23,14 +24,17 @@ def all_routes(problem: Problem, task: TaskSpec) -> list[Route]:
     ]
 
 
-def brute_force(problem: Problem, objective: str) -> tuple[float, dict[str, Route]] | None:
+def brute_force(
+    problem: Problem, objective: str
+) -> tuple[float, dict[str, Route]] | None:
     """The optimum by enumeration of every stitched variant and placement of every task."""
     per_task = []
     for t in problem.tasks:
         ok = [
             r
             for r in all_routes(problem, t)
-            if r.latency_ms <= t.latency_slo_ms + 1e-9 and (r.accuracy is None or r.accuracy >= t.min_accuracy - 1e-9)
+            if r.latency_ms <= t.latency_slo_ms + 1e-9
+            and (r.accuracy is None or r.accuracy >= t.min_accuracy - 1e-9)
         ]
         per_task.append(ok)
     mem = digest_memory(problem)
@@ -38,7 +42,11 @@ def brute_force(problem: Problem, objective: str) -> tuple[float, dict[str, Rout
     for combo in itertools.product(*per_task):
         routes = {r.task: r for r in combo}
         f = check(problem, routes)
-        if f.utilisation or sum(mem[d] for d in {d for r in combo for d in r.digests}) > problem.memory_budget_mb + 1e-9:
+        if (
+            f.utilisation
+            or sum(mem[d] for d in {d for r in combo for d in r.digests})
+            > problem.memory_budget_mb + 1e-9
+        ):
             continue
         value = objective_value(problem, routes, objective)
         if best is None or value < best[0] - 1e-12:
