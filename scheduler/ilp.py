@@ -21,13 +21,15 @@ continuous variable and one row per processor), ``memory``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import pulp
@@ -330,7 +332,7 @@ def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None]:
     """Solve and map PuLP's sol_status (not its status, which says Optimal after a time limit)."""
     log_path: str | None = None
     if cfg.backend == "highs":
-        solver: pulp.LpSolver = pulp.HiGHS(
+        solver: pulp.LpSolver = _QuietHiGHS(
             msg=False,
             timeLimit=cfg.time_limit_s,
             gapRel=cfg.gap_rel,
@@ -357,6 +359,28 @@ def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None]:
         if log_path is not None and os.path.exists(log_path):
             os.remove(log_path)
     return status, gap
+
+
+class _QuietHiGHS(pulp.HiGHS):
+    """PuLP's HiGHS, minus the banner HiGHS prints to stdout (fd 1) when the first solver object
+    is built in a process, which would corrupt JSON written to stdout."""
+
+    def createAndConfigureSolver(self, lp: pulp.LpProblem) -> None:
+        with _stdout_silenced():
+            super().createAndConfigureSolver(lp)
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def map_status(sol_status: int, status: int | None = None) -> str:

@@ -3,6 +3,9 @@ from PuLP's sol_status."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pulp
@@ -89,3 +92,20 @@ def test_time_limited_solve_is_not_called_optimal() -> None:
     assert sol.info.status in ("feasible", "no_solution")
     if sol.info.status == "feasible":
         assert sol.info.gap is not None and sol.info.gap > 0.0
+
+
+def test_solving_writes_nothing_to_stdout() -> None:
+    # HiGHS prints a banner on fd 1 when a process builds its first solver; JSON on stdout must survive.
+    code = (
+        "from scheduler.synthetic import random_problem\n"
+        "from scheduler.ilp import solve\n"
+        "solve(random_problem(1, 2, 2, 2, 2, memory_tightness=3.0), 'slo')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ,
+    )
+    assert out.stdout == ""
