@@ -27,6 +27,8 @@ from scheduler.problem import Problem
 from scheduler.routes import check, objective_value
 from scheduler.synthetic import random_problem
 
+# Instance knobs for the solve-time table: SLOs 2x the fastest dense latency, budget = all blocks.
+INSTANCE = {"slo_tightness": 2.0, "memory_tightness": 1.0}
 SIZES = [(2, 2, 2, 2), (4, 4, 4, 2), (4, 4, 6, 4), (8, 4, 8, 4), (8, 8, 10, 4)]
 
 
@@ -64,7 +66,7 @@ def bench_solve(repeats: int, time_limit_s: float) -> list[dict[str, object]]:
         walls, statuses, gaps = [], [], []
         reps = repeats if objective != "throughput" else 1
         for seed in range(reps):
-            problem = random_problem(seed, *size)
+            problem = random_problem(seed, *size, **INSTANCE)
             sol = solve(
                 problem,
                 objective,
@@ -76,7 +78,7 @@ def bench_solve(repeats: int, time_limit_s: float) -> list[dict[str, object]]:
         rows.append(
             {
                 "size": "x".join(map(str, size)),
-                "binaries": binaries(random_problem(0, *size)),
+                "binaries": binaries(random_problem(0, *size, **INSTANCE)),
                 "backend": backend,
                 "objective": objective,
                 "median_wall_s": statistics.median(walls),

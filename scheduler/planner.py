@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from scheduler.explain import diagnose
 from scheduler.ilp import Restriction, SolverConfig, solve
 from scheduler.plan import Diagnosis, Plan, Route, SolveInfo
-from scheduler.preload import preloader
+from scheduler.preload import PRELOADERS, preloader
 from scheduler.problem import Problem
-from scheduler.routes import evaluate, pareto_routes, resident_memory_mb
+from scheduler.routes import OBJECTIVES, evaluate, pareto_routes, resident_memory_mb
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,28 @@ class PlanSettings:
     alternatives_limit: int = 12
 
 
-def settings_from(
+SETTING_NAMES = (
+    "objective",
+    "backend",
+    "time_limit_s",
+    "gap_rel",
+    "threads",
+    "preloader",
+    "alternatives_limit",
+)
+
+
+def settings_from(**options: Any) -> PlanSettings:
+    """PlanSettings from the keyword options every ILP-based policy accepts (SETTING_NAMES)."""
+    unknown = sorted(set(options) - set(SETTING_NAMES))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(SETTING_NAMES)}"
+        )
+    return _settings(**options)
+
+
+def _settings(
     objective: str = "slo",
     backend: str = "highs",
     time_limit_s: float = 10.0,
@@ -39,10 +61,14 @@ def settings_from(
     preloader: str = "hot",
     alternatives_limit: int = 12,
 ) -> PlanSettings:
-    """PlanSettings from the keyword options every ILP-based policy accepts."""
-    from scheduler.preload import PRELOADERS
-    from scheduler.routes import OBJECTIVES
-
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}"
+        )
+    if preloader not in PRELOADERS:
+        raise ValueError(
+            f"unknown preloader {preloader!r}; known: {', '.join(PRELOADERS)}"
+        )
     if objective not in OBJECTIVES:
         raise ValueError(
             f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}"
@@ -72,6 +98,19 @@ def ilp_plan(
     info = sol.info
     if not sol.found:
         diagnoses = diagnose(problem, settings.solver, restriction)
+        if not diagnoses:
+            # Feasible after all: the solver ran out of time before finding a solution.
+            limit = settings.solver.time_limit_s
+            diagnoses = (
+                Diagnosis(
+                    None,
+                    "time_limit",
+                    None,
+                    None,
+                    f"the solver found no solution within its {limit:g} s time limit; "
+                    "routes are best-effort (raise time_limit_s)",
+                ),
+            )
         best = solve(
             problem, settings.objective, settings.solver, restriction, elastic=True
         )
@@ -100,6 +139,8 @@ def ilp_plan(
         )
         loaded = resident | frozenset(preload)
         for t in problem.tasks:
+            if t.name not in routes:
+                continue
             alts = _candidates(
                 problem, t.name, restriction, loaded, settings.alternatives_limit
             )
@@ -159,8 +200,12 @@ def _with_route(alts: tuple[Route, ...], route: Route) -> tuple[Route, ...]:
 
 
 def _fastest(problem: Problem, restriction: Restriction) -> dict[str, Route]:
-    """Last resort when even the elastic program finds nothing: each task's fastest placeable route."""
+    """Last resort when even the elastic program finds nothing: each task's fastest placeable route.
+
+    A task with a position that no processor can run gets no route (its diagnosis says so).
+    """
     out: dict[str, Route] = {}
+    names = {k.name for k in problem.processors}
     for t in problem.tasks:
         allowed = restriction.allowed.get(t.name)
         opts: list[int] = []
@@ -171,15 +216,18 @@ def _fastest(problem: Problem, restriction: Restriction) -> dict[str, Route]:
                 for o, opt in enumerate(pos)
                 if allowed is None or o in allowed[p]
                 for k, lat in opt.latency_ms.items()
+                if k in names
+            ] or [
+                (lat, o, k)
+                for o, opt in enumerate(pos)
+                for k, lat in opt.latency_ms.items()
+                if k in names
             ]
             if not cells:
-                cells = [
-                    (lat, o, k)
-                    for o, opt in enumerate(pos)
-                    for k, lat in opt.latency_ms.items()
-                ]
+                break
             _, o, k = min(cells)
             opts.append(o)
             procs.append(k)
-        out[t.name] = evaluate(problem, t, tuple(opts), tuple(procs))
+        else:
+            out[t.name] = evaluate(problem, t, tuple(opts), tuple(procs))
     return out

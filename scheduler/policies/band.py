@@ -32,9 +32,11 @@ class BandPolicy:
             problem, self.name, self.settings, Restriction(whole_variant=True)
         )
         names = {k.name for k in problem.processors}
-        units = {}
-        moves = {}
+        units: dict[str, tuple[dict[str, float], ...]] = {}
+        moves: dict[str, tuple[float, ...]] = {}
         for t in problem.tasks:
+            if t.name not in base.routes:
+                continue
             r = base.routes[t.name]
             units[t.name] = tuple(
                 {k: ms for k, ms in t.positions[p][o].latency_ms.items() if k in names}

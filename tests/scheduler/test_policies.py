@@ -145,3 +145,23 @@ def test_single_variant_policies_use_one_variant_and_np_one_processor() -> None:
         assert a.accuracy >= b.accuracy - 1e-12
         assert b.accuracy >= t.min_accuracy - 1e-9
         assert math.isfinite(a.latency_ms)
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_policy_survives_a_block_no_processor_can_run(name: str) -> None:
+    t0, t1 = GENEROUS.tasks[0], GENEROUS.tasks[1]
+    stuck = replace(
+        t1,
+        positions=(tuple(replace(o, latency_ms={"tpu": 1.0}) for o in t1.positions[0]),)
+        + t1.positions[1:],
+    )
+    problem = replace(GENEROUS, tasks=(t0, stuck))
+    plan = registry.create(name).plan(problem)
+    assert not plan.feasible
+    assert [(d.task, d.constraint) for d in plan.diagnoses] == [(t1.name, "placement")]
+    assert t0.name in plan.routes and t1.name not in plan.routes
+
+
+def test_unknown_policy_option_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="time_limit_s"):
+        registry.create("av-p", timelimit=3)
