@@ -28,8 +28,22 @@ from scheduler.routes import check, objective_value
 from scheduler.synthetic import random_problem
 
 # Instance knobs for the solve-time table: SLOs 2x the fastest dense latency, budget = all blocks.
-INSTANCE = {"slo_tightness": 2.0, "memory_tightness": 1.0}
+SLO_TIGHTNESS = 2.0
+MEMORY_TIGHTNESS = 1.0
 SIZES = [(2, 2, 2, 2), (4, 4, 4, 2), (4, 4, 6, 4), (8, 4, 8, 4), (8, 8, 10, 4)]
+
+
+def instance(seed: int, size: tuple[int, int, int, int]) -> Problem:
+    tasks, positions, variants, processors = size
+    return random_problem(
+        seed,
+        tasks,
+        positions,
+        variants,
+        processors,
+        slo_tightness=SLO_TIGHTNESS,
+        memory_tightness=MEMORY_TIGHTNESS,
+    )
 
 
 @dataclass
@@ -66,7 +80,7 @@ def bench_solve(repeats: int, time_limit_s: float) -> list[dict[str, object]]:
         walls, statuses, gaps = [], [], []
         reps = repeats if objective != "throughput" else 1
         for seed in range(reps):
-            problem = random_problem(seed, *size, **INSTANCE)
+            problem = instance(seed, size)
             sol = solve(
                 problem,
                 objective,
@@ -78,7 +92,7 @@ def bench_solve(repeats: int, time_limit_s: float) -> list[dict[str, object]]:
         rows.append(
             {
                 "size": "x".join(map(str, size)),
-                "binaries": binaries(random_problem(0, *size, **INSTANCE)),
+                "binaries": binaries(instance(0, size)),
                 "backend": backend,
                 "objective": objective,
                 "median_wall_s": statistics.median(walls),
@@ -210,28 +224,44 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and instances")
     ap.add_argument("--out", help="write all results as JSON here")
+    ap.add_argument(
+        "--parts",
+        default="solve,decide,gap",
+        help="comma-separated subset of solve,decide,gap",
+    )
     args = ap.parse_args()
-    solve_rows = bench_solve(1 if args.quick else 3, time_limit_s=10.0)
-    print(
-        "ILP solve time (median over seeds; wall includes model build; time limit 10 s, gap 1e-4)"
+    parts = set(args.parts.split(","))
+    solve_rows = (
+        bench_solve(1 if args.quick else 3, time_limit_s=10.0)
+        if "solve" in parts
+        else []
     )
-    print(
-        f"{'size TxPxVxK':>13} {'binaries':>8} {'backend':>7} {'objective':>10} {'median_s':>9} {'max_s':>7} {'max_gap':>8}  statuses"
-    )
+    if solve_rows:
+        print(
+            "ILP solve time (median over seeds; wall includes model build; time limit 10 s, gap 1e-4)"
+        )
+    if solve_rows:
+        print(
+            f"{'size TxPxVxK':>13} {'binaries':>8} {'backend':>7} {'objective':>10} {'median_s':>9} {'max_s':>7} {'max_gap':>8}  statuses"
+        )
     for r in solve_rows:
         g = r["max_gap"]
         print(
             f"{r['size']:>13} {r['binaries']:>8} {r['backend']:>7} {r['objective']:>10} {r['median_wall_s']:>9.3f} "
-            f"{r['max_wall_s']:>7.3f} {('-' if g is None else f'{g:.2e}'):>8}  {','.join(r['statuses'])}"
-        )  # type: ignore[arg-type]
-    decide_rows = bench_decide(4000 if args.quick else 20000)
-    print("\nOnline decision time per request (8x8x10x4 instance, random backlogs)")
+            f"{r['max_wall_s']:>7.3f} {('-' if g is None else f'{g:.2e}'):>8}  {','.join(map(str, r['statuses']))}"  # type: ignore[call-overload]
+        )
+    decide_rows = (
+        bench_decide(4000 if args.quick else 20000) if "decide" in parts else []
+    )
+    if decide_rows:
+        print("\nOnline decision time per request (8x8x10x4 instance, random backlogs)")
     for r in decide_rows:
         print(
             f"{r['policy']:>10}: p50 {r['p50_us']:.1f} us, p99 {r['p99_us']:.1f} us, alternatives/task {r['alternatives_per_task']:.1f}"
         )
-    gap = bench_gap(5 if args.quick else 15)
-    print("\nOnline policy vs ILP (relative objective gap; 6x6x6x4 instances)")
+    gap = bench_gap(5 if args.quick else 15) if "gap" in parts else {}
+    if gap:
+        print("\nOnline policy vs ILP (relative objective gap; 6x6x6x4 instances)")
     for k, v in gap.items():
         print(f"  {k}: {v}")
     if args.out:

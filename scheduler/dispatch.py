@@ -82,24 +82,35 @@ def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool) -> R
         return b
 
     if exhaustive:
-        # best[k] = (finish time, processors so far) with the last block on k
-        best: dict[str, tuple[float, tuple[str, ...]]] = {}
+        # finish[k]: earliest finish with the current block on k; back[p][k]: the previous processor.
+        finish: dict[str, float] = {}
+        back: list[dict[str, str]] = []
         for p, lat in enumerate(units):
-            nxt: dict[str, tuple[float, tuple[str, ...]]] = {}
+            nxt: dict[str, float] = {}
+            prev: dict[str, str] = {}
+            move = moves[p - 1] if p else 0.0
             for k, ms in lat.items():
+                w = wait(k)
                 if p == 0:
-                    nxt[k] = (max(0.0, wait(k)) + ms, (k,))
+                    nxt[k] = (max(0.0, w)) + ms
                     continue
-                cand = None
-                for kk, (t, seq) in best.items():
-                    ready = t + (moves[p - 1] if kk != k else 0.0)
-                    f = max(ready, wait(k)) + ms
-                    if cand is None or f < cand[0]:
-                        cand = (f, seq + (k,))
-                if cand is not None:
-                    nxt[k] = cand
-            best = nxt
-        procs = min(best.values())[1]
+                best_f = float("inf")
+                best_k = ""
+                for kk, f_prev in finish.items():
+                    ready = f_prev + move if kk != k else f_prev
+                    f = (max(w, ready)) + ms
+                    if f < best_f:
+                        best_f, best_k = f, kk
+                if best_k:
+                    nxt[k] = best_f
+                    prev[k] = best_k
+            finish = nxt
+            back.append(prev)
+        k_last = min(finish, key=finish.__getitem__)
+        seq = [k_last]
+        for p in range(len(units) - 1, 0, -1):
+            seq.append(back[p][seq[-1]])
+        procs = tuple(reversed(seq))
     else:
         t = 0.0
         path: list[str] = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from scheduler import registry
 from scheduler.policies.sparseloom import SparseLoomPolicy
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
@@ -95,3 +97,41 @@ def test_plan_first_dispatch_keeps_the_planned_route_when_in_time() -> None:
     assert policy.decide("t", plan, FixedQueues()) == plan.routes["t"]
     late = policy.decide("t", plan, FixedQueues({"gpu": 9.5, "cpu": 9.5}))
     assert late.latency_ms == min(a.latency_ms for a in plan.alternatives["t"])
+
+
+def test_band_lsf_finds_the_earliest_finishing_placement() -> None:
+    import itertools
+    import random
+
+    from scheduler.dispatch import finish_ms
+    from scheduler.synthetic import random_problem
+
+    problem = random_problem(
+        4, tasks=2, positions=4, variants=2, processors=3, memory_tightness=3.0
+    )
+    lsf, heft = registry.create("band-lsf"), registry.create("band-heft")
+    plan = lsf.plan(problem)
+    rng = random.Random(0)
+    for _ in range(30):
+        q = FixedQueues({k.name: rng.uniform(0.0, 6.0) for k in problem.processors})
+        for t in problem.tasks:
+            units = plan.unit_latency_ms[t.name]
+            best = min(
+                finish_ms(r, {}, q)
+                for seq in itertools.product(*[list(u) for u in units])
+                for r in [lsf_route(plan, t.name, seq)]
+            )
+            got = finish_ms(lsf.decide(t.name, plan, q), {}, q)
+            assert got == pytest.approx(best)
+            assert finish_ms(heft.decide(t.name, plan, q), {}, q) >= got - 1e-9
+
+
+def lsf_route(plan, task, seq):  # type: ignore[no-untyped-def]
+    from scheduler.dispatch import with_processors
+
+    return with_processors(
+        plan.routes[task],
+        tuple(seq),
+        plan.unit_latency_ms[task],
+        plan.unit_transfer_ms[task],
+    )
