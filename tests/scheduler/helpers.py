@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.plan import Route
@@ -25,15 +25,17 @@ def all_routes(problem: Problem, task: TaskSpec) -> list[Route]:
 
 
 def brute_force(
-    problem: Problem, objective: str
+    problem: Problem, objective: str, allowed: Callable[[Route], bool] | None = None
 ) -> tuple[float, dict[str, Route]] | None:
-    """The optimum by enumeration of every stitched variant and placement of every task."""
+    """The optimum by enumeration of every stitched variant and placement of every task
+    (only routes passing ``allowed`` when given)."""
     per_task = []
     for t in problem.tasks:
         ok = [
             r
             for r in all_routes(problem, t)
-            if r.latency_ms <= t.latency_slo_ms + 1e-9
+            if (allowed is None or allowed(r))
+            and r.latency_ms <= t.latency_slo_ms + 1e-9
             and (r.accuracy is None or r.accuracy >= t.min_accuracy - 1e-9)
         ]
         per_task.append(ok)

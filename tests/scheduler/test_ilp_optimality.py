@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from scheduler.ilp import SolverConfig, solve
+from scheduler.ilp import Restriction, SolverConfig, solve
+from scheduler.plan import Route
 from scheduler.routes import OBJECTIVES, check, objective_value
 from scheduler.synthetic import random_problem
 from tests.scheduler.helpers import brute_force, combos
@@ -65,3 +66,34 @@ def test_cbc_agrees_with_highs(seed: int) -> None:
         assert objective_value(problem, b.routes, "slo") == pytest.approx(
             objective_value(problem, a.routes, "slo"), rel=1e-6, abs=1e-9
         )
+
+
+@pytest.mark.parametrize("seed", range(100, 120))
+def test_restricted_ilp_matches_brute_force(seed: int) -> None:
+    # The baselines' programs: whole variants only, and/or one processor per task.
+    problem = _instance(seed)
+    whole, single = seed % 2 == 0, seed % 4 < 2
+    restriction = Restriction(whole_variant=whole, single_processor=single)
+
+    def allowed(r: Route) -> bool:
+        return (not whole or len(set(r.variants)) == 1) and (
+            not single or len(set(r.processors)) == 1
+        )
+
+    expected = brute_force(problem, "slo", allowed)
+    sol = solve(problem, "slo", EXACT, restriction)
+    if expected is None:
+        assert sol.info.status == "infeasible"
+        return
+    assert sol.info.status == "optimal"
+    assert all(allowed(r) for r in sol.routes.values())
+    assert objective_value(problem, sol.routes, "slo") == pytest.approx(
+        expected[0], rel=1e-6, abs=1e-9
+    )
+
+
+def test_instances_cover_both_outcomes() -> None:
+    feasible = sum(
+        brute_force(_instance(s), OBJECTIVES[s % 3]) is not None for s in range(60)
+    )
+    assert 15 <= feasible <= 55, feasible
