@@ -25,15 +25,15 @@ def _instance(seed: int):  # type: ignore[no-untyped-def]
             variants=rng.randint(2, 3),
             processors=rng.randint(2, 3),
             load=rng.uniform(0.2, 1.2),
-            slo_tightness=rng.uniform(0.8, 2.0),
-            memory_tightness=rng.uniform(0.4, 1.0),
+            slo_tightness=rng.uniform(1.0, 2.5),
+            memory_tightness=rng.uniform(0.6, 1.3),
         )
         if combos(pr) <= 60_000:
             return pr
         seed += 10_000
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(80))
 def test_ilp_matches_brute_force(seed: int) -> None:
     problem = _instance(seed)
     objective = OBJECTIVES[seed % 3]
@@ -47,12 +47,6 @@ def test_ilp_matches_brute_force(seed: int) -> None:
     got = objective_value(problem, sol.routes, objective)
     assert got == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
     assert sol.info.objective == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
-
-
-def test_some_instances_are_infeasible_and_some_feasible() -> None:
-    # Guards the optimality test against a generator that only makes one kind of instance.
-    outcomes = {brute_force(_instance(s), "slo") is None for s in range(0, 60, 3)}
-    assert outcomes == {True, False}
 
 
 @pytest.mark.parametrize("seed", range(0, 24, 3))
@@ -93,7 +87,8 @@ def test_restricted_ilp_matches_brute_force(seed: int) -> None:
 
 
 def test_instances_cover_both_outcomes() -> None:
+    # Guards the optimality test against a generator that makes too few feasible instances.
     feasible = sum(
-        brute_force(_instance(s), OBJECTIVES[s % 3]) is not None for s in range(60)
+        brute_force(_instance(s), OBJECTIVES[s % 3]) is not None for s in range(80)
     )
-    assert 15 <= feasible <= 55, feasible
+    assert 50 <= feasible <= 75, feasible
