@@ -165,3 +165,24 @@ def test_policy_survives_a_block_no_processor_can_run(name: str) -> None:
 def test_unknown_policy_option_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="time_limit_s"):
         registry.create("av-p", timelimit=3)
+
+
+def test_plan_json_names_blocks_processors_numbers_and_solver() -> None:
+    import json
+
+    plan = registry.create("sparseloom").plan(GENEROUS)
+    data = json.loads(plan.to_json())
+    assert data["solve"]["solver"] == "HiGHS" and data["solve"]["status"] == "optimal"
+    assert data["solve"]["wall_s"] > 0 and data["solve"]["gap"] is not None
+    for t in GENEROUS.tasks:
+        entry = data["tasks"][t.name]
+        r = plan.routes[t.name]
+        assert [b["processor"] for b in entry["blocks"]] == list(r.processors)
+        assert [b["digest"] for b in entry["blocks"]] == list(r.digests)
+        assert [b["variant"] for b in entry["blocks"]] == list(r.variants)
+        assert entry["latency_ms"] == pytest.approx(r.latency_ms)
+        assert entry["accuracy"] == r.accuracy and entry["memory_mb"] == r.memory_mb
+    assert "block 0:" in plan.describe()
+    infeasible = json.loads(registry.create("sparseloom").plan(TIGHT_MEMORY).to_json())
+    assert infeasible["feasible"] is False and infeasible["explanation"]
+    assert infeasible["diagnoses"][0]["constraint"] == "memory"
