@@ -42,7 +42,9 @@ class TaskSpec:
     def accuracy(self, choice: tuple[int, ...]) -> float | None:
         if self.base_accuracy is None:
             return None
-        return self.base_accuracy + sum(self.positions[p][i].accuracy_delta for p, i in enumerate(choice))
+        return self.base_accuracy + sum(
+            self.positions[p][i].accuracy_delta for p, i in enumerate(choice)
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+"""Per-request decisions on the hot path: estimate finish times from live backlogs, pick a route.
+
+These functions read only the plan and the queue view, allocate little, and call
+``backlog_ms`` at most once per processor per decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from scheduler.plan import Plan, Route
+from scheduler.policy import QueueView
+
+
+def finish_ms(route: Route, backlog: dict[str, float], state: QueueView) -> float:
+    """Expected completion (from now) of ``route`` if queued now: each block waits for its processor."""
+    t = 0.0
+    for k, s in zip(route.processors, route.stage_latency_ms):
+        b = backlog.get(k)
+        if b is None:
+            b = backlog[k] = state.backlog_ms(k)
+        t = max(t, b)
+        t += s
+    return t
+
+
+def _resident(route: Route, state: QueueView) -> bool:
+    for d in route.digests:
+        if not state.is_resident(d):
+            return False
+    return True
+
+
+def most_accurate_in_time(task: str, plan: Plan, state: QueueView) -> Route:
+    """The most accurate resident alternative expected to finish within the SLO, else the one
+    expected to finish first; the planned route when no alternative is resident."""
+    planned = plan.routes[task]
+    alts: Sequence[Route] = plan.alternatives.get(task) or (planned,)
+    slo = plan.slo_ms.get(task, float("inf"))
+    backlog: dict[str, float] = {}
+    best: Route | None = None
+    best_t = float("inf")
+    # Alternatives are a Pareto front, fastest first, so the most accurate comes last.
+    for r in reversed(alts):
+        t = finish_ms(r, backlog, state)
+        if t <= slo and _resident(r, state):
+            return r
+        if t < best_t and _resident(r, state):
+            best, best_t = r, t
+    return best if best is not None else planned
+
+
+def planned_if_in_time(task: str, plan: Plan, state: QueueView) -> Route:
+    """The planned route when it is expected to finish within the SLO, else the most accurate in time."""
+    planned = plan.routes[task]
+    backlog: dict[str, float] = {}
+    if finish_ms(planned, backlog, state) <= plan.slo_ms.get(
+        task, float("inf")
+    ) and _resident(planned, state):
+        return planned
+    return most_accurate_in_time(task, plan, state)
+
+
+def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool) -> Route:
+    """Per-block placement of the planned blocks at request time (Band's unit sub-graphs).
+
+    ``exhaustive``: the placement with the least expected finish time over all processor
+    sequences (a DP over positions, exact because waiting is monotone in the ready time);
+    otherwise HEFT's greedy earliest-finish-time choice block by block.
+    """
+    planned = plan.routes[task]
+    units = plan.unit_latency_ms.get(task)
+    if not units:
+        return planned
+    moves = plan.unit_transfer_ms[task]
+    backlog: dict[str, float] = {}
+
+    def wait(k: str) -> float:
+        b = backlog.get(k)
+        if b is None:
+            b = backlog[k] = state.backlog_ms(k)
+        return b
+
+    if exhaustive:
+        # finish[k]: earliest finish with the current block on k; back[p][k]: the previous processor.
+        finish: dict[str, float] = {}
+        back: list[dict[str, str]] = []
+        for p, lat in enumerate(units):
+            nxt: dict[str, float] = {}
+            prev: dict[str, str] = {}
+            move = moves[p - 1] if p else 0.0
+            for k, ms in lat.items():
+                w = wait(k)
+                if p == 0:
+                    nxt[k] = (max(0.0, w)) + ms
+                    continue
+                best_f = float("inf")
+                best_k = ""
+                for kk, f_prev in finish.items():
+                    ready = f_prev + move if kk != k else f_prev
+                    f = (max(w, ready)) + ms
+                    if f < best_f:
+                        best_f, best_k = f, kk
+                if best_k:
+                    nxt[k] = best_f
+                    prev[k] = best_k
+            finish = nxt
+            back.append(prev)
+        k_last = min(finish, key=finish.__getitem__)
+        seq = [k_last]
+        for p in range(len(units) - 1, 0, -1):
+            seq.append(back[p][seq[-1]])
+        procs = tuple(reversed(seq))
+    else:
+        t = 0.0
+        path: list[str] = []
+        for p, lat in enumerate(units):
+            choice = None
+            for k, ms in lat.items():
+                ready = t + (moves[p - 1] if p > 0 and path[-1] != k else 0.0)
+                f = max(ready, wait(k)) + ms
+                if choice is None or f < choice[0]:
+                    choice = (f, k)
+            assert choice is not None
+            t = choice[0]
+            path.append(choice[1])
+        procs = tuple(path)
+    if procs == planned.processors:
+        return planned
+    return with_processors(planned, procs, units, moves)
+
+
+def with_processors(
+    route: Route,
+    procs: tuple[str, ...],
+    units: Sequence[Mapping[str, float]],
+    moves: Sequence[float],
+) -> Route:
+    last = len(procs) - 1
+    stages = tuple(
+        units[p][k] + (moves[p] if p < last and procs[p + 1] != k else 0.0)
+        for p, k in enumerate(procs)
+    )
+    return Route(
+        task=route.task,
+        options=route.options,
+        processors=procs,
+        latency_ms=sum(stages),
+        accuracy=route.accuracy,
+        memory_mb=route.memory_mb,
+        variants=route.variants,
+        digests=route.digests,
+        stage_latency_ms=stages,
+    )

@@ -1,0 +1,233 @@
+"""Turn one ILP solve into a full Plan: routes, Pareto alternatives, residency, pre-load order,
+and, for an infeasible problem, a diagnosis plus best-effort routes.
+
+Every ILP-based policy (SparseLoom's own and the SV/AV baselines) goes through ``ilp_plan`` so
+they share the solver, its settings, the infeasibility handling and the alternatives logic.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from scheduler.explain import diagnose
+from scheduler.ilp import Restriction, SolverConfig, solve
+from scheduler.plan import Diagnosis, Plan, Route, SolveInfo
+from scheduler.preload import PRELOADERS, preloader
+from scheduler.problem import Problem
+from scheduler.routes import OBJECTIVES, evaluate, pareto_routes, resident_memory_mb
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """How an ILP-based policy plans."""
+
+    objective: str = "slo"
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    preloader: str = "hot"
+    # Whether per-request switching among Pareto routes is allowed (False: the planned route only).
+    switching: bool = True
+    alternatives_limit: int = 12
+
+
+SETTING_NAMES = (
+    "objective",
+    "backend",
+    "time_limit_s",
+    "gap_rel",
+    "threads",
+    "preloader",
+    "alternatives_limit",
+)
+
+
+def settings_from(**options: Any) -> PlanSettings:
+    """PlanSettings from the keyword options every ILP-based policy accepts (SETTING_NAMES)."""
+    unknown = sorted(set(options) - set(SETTING_NAMES))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(SETTING_NAMES)}"
+        )
+    return _settings(**options)
+
+
+def _settings(
+    objective: str = "slo",
+    backend: str = "highs",
+    time_limit_s: float = 10.0,
+    gap_rel: float = 1e-4,
+    threads: int = 1,
+    preloader: str = "hot",
+    alternatives_limit: int = 12,
+) -> PlanSettings:
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}"
+        )
+    if preloader not in PRELOADERS:
+        raise ValueError(
+            f"unknown preloader {preloader!r}; known: {', '.join(PRELOADERS)}"
+        )
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}"
+        )
+    if preloader not in PRELOADERS:
+        raise ValueError(
+            f"unknown preloader {preloader!r}; known: {', '.join(PRELOADERS)}"
+        )
+    if alternatives_limit < 2:
+        raise ValueError("alternatives_limit must be at least 2")
+    return PlanSettings(
+        objective,
+        SolverConfig(backend, time_limit_s, gap_rel, threads),
+        preloader,
+        True,
+        alternatives_limit,
+    )
+
+
+def ilp_plan(
+    problem: Problem, policy: str, settings: PlanSettings, restriction: Restriction
+) -> Plan:
+    start = time.perf_counter()
+    sol = solve(problem, settings.objective, settings.solver, restriction)
+    diagnoses: tuple[Diagnosis, ...] = ()
+    routes = dict(sol.routes)
+    info = sol.info
+    if not sol.found:
+        diagnoses = diagnose(problem, settings.solver, restriction)
+        if not diagnoses:
+            # Feasible after all: the solver ran out of time before finding a solution.
+            limit = settings.solver.time_limit_s
+            diagnoses = (
+                Diagnosis(
+                    None,
+                    "time_limit",
+                    None,
+                    None,
+                    f"the solver found no solution within its {limit:g} s time limit; "
+                    "routes are best-effort (raise time_limit_s)",
+                ),
+            )
+        best = solve(
+            problem, settings.objective, settings.solver, restriction, elastic=True
+        )
+        routes = dict(best.routes) if best.found else _fastest(problem, restriction)
+        info = SolveInfo(
+            sol.info.solver,
+            sol.info.status,
+            0.0,
+            best.info.gap,
+            best.info.objective,
+            settings.objective,
+        )
+    resident = frozenset(d for r in routes.values() for d in r.digests)
+    left_mb = max(0.0, problem.memory_budget_mb - resident_memory_mb(problem, resident))
+    alternatives: dict[str, tuple[Route, ...]] = {}
+    preload: tuple[str, ...] = ()
+    if settings.switching and problem.tasks:
+        candidates = {
+            t.name: _candidates(
+                problem, t.name, restriction, None, settings.alternatives_limit
+            )
+            for t in problem.tasks
+        }
+        preload = preloader(settings.preloader)(
+            problem, candidates, left_mb, resident, None
+        )
+        loaded = resident | frozenset(preload)
+        for t in problem.tasks:
+            if t.name not in routes:
+                continue
+            alts = _candidates(
+                problem, t.name, restriction, loaded, settings.alternatives_limit
+            )
+            alternatives[t.name] = _with_route(alts, routes[t.name])
+    else:
+        alternatives = {name: (r,) for name, r in routes.items()}
+    info = replace(info, wall_s=time.perf_counter() - start)
+    return Plan(
+        routes=routes,
+        info=info,
+        alternatives=alternatives,
+        resident=resident,
+        preload=preload,
+        explanation=tuple(d.message for d in diagnoses),
+        diagnoses=tuple(diagnoses),
+        policy=policy,
+        slo_ms={t.name: t.latency_slo_ms for t in problem.tasks},
+    )
+
+
+def _candidates(
+    problem: Problem,
+    name: str,
+    restriction: Restriction,
+    loaded: frozenset[str] | None,
+    limit: int,
+) -> tuple[Route, ...]:
+    task = problem.task(name)
+    allowed = restriction.allowed.get(name)
+    digests = loaded
+    if allowed is not None:
+        ok = frozenset(
+            task.positions[p][o].digest
+            for p in range(len(task.positions))
+            for o in allowed[p]
+        )
+        digests = ok if digests is None else digests & ok
+    return pareto_routes(
+        problem,
+        task,
+        digests,
+        restriction.whole_variant,
+        restriction.single_processor,
+        limit,
+    )
+
+
+def _with_route(alts: tuple[Route, ...], route: Route) -> tuple[Route, ...]:
+    """The alternatives with the planned route included, fastest first."""
+    if any(
+        a.options == route.options and a.processors == route.processors for a in alts
+    ):
+        return alts
+    return tuple(
+        sorted(alts + (route,), key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
+    )
+
+
+def _fastest(problem: Problem, restriction: Restriction) -> dict[str, Route]:
+    """Last resort when even the elastic program finds nothing: each task's fastest placeable route.
+
+    A task with a position that no processor can run gets no route (its diagnosis says so).
+    """
+    out: dict[str, Route] = {}
+    names = {k.name for k in problem.processors}
+    for t in problem.tasks:
+        allowed = restriction.allowed.get(t.name)
+        opts: list[int] = []
+        procs: list[str] = []
+        for p, pos in enumerate(t.positions):
+            cells = [
+                (lat, o, k)
+                for o, opt in enumerate(pos)
+                if allowed is None or o in allowed[p]
+                for k, lat in opt.latency_ms.items()
+                if k in names
+            ] or [
+                (lat, o, k)
+                for o, opt in enumerate(pos)
+                for k, lat in opt.latency_ms.items()
+                if k in names
+            ]
+            if not cells:
+                break
+            _, o, k = min(cells)
+            opts.append(o)
+            procs.append(k)
+        else:
+            out[t.name] = evaluate(problem, t, tuple(opts), tuple(procs))
+    return out

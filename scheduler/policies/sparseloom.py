@@ -1,0 +1,194 @@
+"""SparseLoom's own policy: ILP plan over stitched variants and placement, online dispatch among
+precomputed Pareto routes, immediate switching on change, ILP re-planning off the hot path."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Executor, Future
+from dataclasses import replace
+from typing import Any
+
+from scheduler.dispatch import most_accurate_in_time, planned_if_in_time
+from scheduler.ilp import Restriction
+from scheduler.plan import Diagnosis, Plan, Route
+from scheduler.planner import ilp_plan, settings_from
+from scheduler.policy import QueueView
+from scheduler.problem import Problem
+from scheduler.routes import check, digest_memory, utilisation
+
+
+class SparseLoomPolicy:
+    """Joint stitched-variant selection and placement; per request the most accurate route in time."""
+
+    def __init__(self, dispatch: str = "accuracy", **options: Any) -> None:
+        """``dispatch``: "accuracy" (most accurate route in time) or "plan" (the planned route when in
+        time, else the most accurate one in time); other options go to ``settings_from``."""
+        if dispatch not in ("accuracy", "plan"):
+            raise ValueError(f"dispatch must be 'accuracy' or 'plan', not {dispatch!r}")
+        self.name = "sparseloom"
+        self.dispatch = dispatch
+        self.settings = settings_from(**options)
+
+    def plan(self, problem: Problem) -> Plan:
+        return ilp_plan(problem, self.name, self.settings, Restriction())
+
+    def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
+        if self.dispatch == "plan":
+            return planned_if_in_time(task, plan, state)
+        return most_accurate_in_time(task, plan, state)
+
+    def replan(self, problem: Problem) -> Plan:
+        """Full ILP re-plan; call it off the hot path (see ``replan_async``) on SLO or memory change."""
+        return self.plan(problem)
+
+    def replan_async(self, problem: Problem, executor: Executor) -> Future[Plan]:
+        """Re-plan on ``executor`` while requests keep being served from the current plan."""
+        return executor.submit(self.plan, problem)
+
+    def switch(self, plan: Plan, problem: Problem) -> Plan:
+        """Adapt ``plan`` to a changed problem (SLOs, rates, memory budget) at once, without the ILP."""
+        return switch_plan(plan, problem, self.name, self.settings.objective)
+
+
+def switch_plan(
+    plan: Plan, problem: Problem, policy: str, objective: str = "slo"
+) -> Plan:
+    """Pick each task's route among its precomputed alternatives for the new SLOs and budget.
+
+    Per task, among alternatives meeting the new accuracy and latency SLOs, the one the ILP's
+    objective prefers when tasks are considered alone (least latency for "slo" and "throughput",
+    least memory then latency for "memory"), else the fastest; then, while resident memory
+    exceeds the new budget, move the task whose switch frees the most memory per ms added. The result says what it could not meet, in which
+    case the caller should re-plan with the ILP.
+    """
+    start = time.perf_counter()
+    routes: dict[str, Route] = {}
+    for t in problem.tasks:
+        alts = plan.alternatives.get(t.name) or (
+            (plan.routes[t.name],) if t.name in plan.routes else ()
+        )
+        if not alts:
+            continue
+        ok = [
+            r
+            for r in alts
+            if r.latency_ms <= t.latency_slo_ms
+            and (r.accuracy is None or r.accuracy >= t.min_accuracy)
+        ]
+        if objective == "memory":
+            routes[t.name] = (
+                min(ok, key=lambda r: (r.memory_mb, r.latency_ms)) if ok else alts[0]
+            )
+        else:
+            routes[t.name] = (
+                min(ok, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
+                if ok
+                else alts[0]
+            )
+    mem = digest_memory(problem)
+
+    def resident_mb(rs: dict[str, Route]) -> float:
+        return sum(mem[d] for d in {d for r in rs.values() for d in r.digests})
+
+    while resident_mb(routes) > problem.memory_budget_mb:
+        current = resident_mb(routes)
+        best: tuple[float, str, Route] | None = None
+        for name, r in routes.items():
+            t = problem.task(name)
+            for a in plan.alternatives.get(name, ()):
+                if a is r or a.latency_ms > t.latency_slo_ms:
+                    continue
+                freed = current - resident_mb({**routes, name: a})
+                if freed <= 0:
+                    continue
+                cost = max(a.latency_ms - r.latency_ms, 1e-6)
+                if best is None or freed / cost > best[0]:
+                    best = (freed / cost, name, a)
+        if best is None:
+            break
+        routes[best[1]] = best[2]
+    diagnoses: list[Diagnosis] = []
+    missing = [t.name for t in problem.tasks if t.name not in routes]
+    for name in missing:
+        diagnoses.append(
+            Diagnosis(
+                name,
+                "placement",
+                None,
+                None,
+                f"task {name!r} has no precomputed route; re-plan",
+            )
+        )
+    if not missing and problem.tasks:
+        f = check(problem, routes)
+        for name in f.latency:
+            t = problem.task(name)
+            diagnoses.append(
+                Diagnosis(
+                    name,
+                    "latency",
+                    t.latency_slo_ms,
+                    routes[name].latency_ms,
+                    f"task {name!r}: no precomputed route meets the new {t.latency_slo_ms:.3f} ms SLO; re-plan",
+                )
+            )
+        for name in f.accuracy:
+            t = problem.task(name)
+            diagnoses.append(
+                Diagnosis(
+                    name,
+                    "accuracy",
+                    t.min_accuracy,
+                    routes[name].accuracy,
+                    f"task {name!r}: no precomputed route meets min accuracy {t.min_accuracy}; re-plan",
+                )
+            )
+        util = utilisation(problem, routes)
+        for k in problem.processors:
+            if k.name in f.utilisation:
+                diagnoses.append(
+                    Diagnosis(
+                        None,
+                        "utilisation",
+                        k.max_utilisation,
+                        util[k.name],
+                        f"processor {k.name} would be busy {util[k.name]:.0%}; re-plan",
+                    )
+                )
+        if f.memory_mb > problem.memory_budget_mb + 1e-9:
+            diagnoses.append(
+                Diagnosis(
+                    None,
+                    "memory",
+                    problem.memory_budget_mb,
+                    f.memory_mb,
+                    f"precomputed routes need {f.memory_mb:.1f} MB, above the new budget; re-plan",
+                )
+            )
+    resident = frozenset(d for r in routes.values() for d in r.digests)
+    left = problem.memory_budget_mb - sum(mem[d] for d in resident)
+    preload: list[str] = []
+    for d in plan.preload:
+        if d not in resident and d in mem and mem[d] <= left:
+            preload.append(d)
+            left -= mem[d]
+    return Plan(
+        routes=routes,
+        info=replace(
+            plan.info,
+            solver="switch",
+            status="switched" if not diagnoses else "needs_replan",
+            wall_s=time.perf_counter() - start,
+            gap=None,
+            objective=None,
+        ),
+        alternatives={
+            name: a for name, a in plan.alternatives.items() if name in routes
+        },
+        resident=resident,
+        preload=tuple(preload),
+        explanation=tuple(d.message for d in diagnoses),
+        diagnoses=tuple(diagnoses),
+        policy=policy,
+        slo_ms={t.name: t.latency_slo_ms for t in problem.tasks},
+    )

@@ -1,0 +1,75 @@
+"""Helpers for scheduler tests: a brute-force planner and a fixed queue view."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from scheduler.plan import Route
+from scheduler.problem import Problem, TaskSpec
+from scheduler.routes import check, digest_memory, evaluate, objective_value
+
+
+def all_routes(problem: Problem, task: TaskSpec) -> list[Route]:
+    names = {k.name for k in problem.processors}
+    cells = [
+        [(o, k) for o, opt in enumerate(pos) for k in opt.latency_ms if k in names]
+        for pos in task.positions
+    ]
+    return [
+        evaluate(problem, task, tuple(o for o, _ in combo), tuple(k for _, k in combo))
+        for combo in itertools.product(*cells)
+    ]
+
+
+def brute_force(
+    problem: Problem, objective: str, allowed: Callable[[Route], bool] | None = None
+) -> tuple[float, dict[str, Route]] | None:
+    """The optimum by enumeration of every stitched variant and placement of every task
+    (only routes passing ``allowed`` when given)."""
+    per_task = []
+    for t in problem.tasks:
+        ok = [
+            r
+            for r in all_routes(problem, t)
+            if (allowed is None or allowed(r))
+            and r.latency_ms <= t.latency_slo_ms + 1e-9
+            and (r.accuracy is None or r.accuracy >= t.min_accuracy - 1e-9)
+        ]
+        per_task.append(ok)
+    mem = digest_memory(problem)
+    best: tuple[float, dict[str, Route]] | None = None
+    for combo in itertools.product(*per_task):
+        routes = {r.task: r for r in combo}
+        f = check(problem, routes)
+        if (
+            f.utilisation
+            or sum(mem[d] for d in {d for r in combo for d in r.digests})
+            > problem.memory_budget_mb + 1e-9
+        ):
+            continue
+        value = objective_value(problem, routes, objective)
+        if best is None or value < best[0] - 1e-12:
+            best = (value, routes)
+    return best
+
+
+def combos(problem: Problem) -> int:
+    return math.prod(len(all_routes(problem, t)) for t in problem.tasks)
+
+
+@dataclass
+class FixedQueues:
+    """A QueueView with fixed backlogs and a resident set (None: everything resident)."""
+
+    backlog: Mapping[str, float] = field(default_factory=dict)
+    resident: frozenset[str] | None = None
+    now_ms: float = 0.0
+
+    def backlog_ms(self, processor: str) -> float:
+        return self.backlog.get(processor, 0.0)
+
+    def is_resident(self, digest: str) -> bool:
+        return self.resident is None or digest in self.resident

@@ -1,0 +1,137 @@
+"""Online decisions: accuracy when there is time, speed under backlog, Band's per-block placement, switching."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from scheduler import registry
+from scheduler.policies.sparseloom import SparseLoomPolicy
+from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from tests.scheduler.helpers import FixedQueues
+
+# One task, two positions; "acc" is accurate but slow, "fast" is quick but less accurate.
+_POS = tuple(
+    (
+        Option("acc", f"acc{p}", 10.0, {"cpu": 4.0, "gpu": 3.0}, 0.0),
+        Option("fast", f"fast{p}", 5.0, {"cpu": 1.0, "gpu": 0.8}, -0.01),
+    )
+    for p in range(2)
+)
+TASK = TaskSpec(
+    "t",
+    "m",
+    latency_slo_ms=10.0,
+    min_accuracy=0.85,
+    rate_hz=10.0,
+    positions=_POS,
+    output_mb=(0.5, 0.5),
+    base_accuracy=0.9,
+)
+PROBLEM = Problem(
+    (TASK,),
+    (ProcessorInfo("cpu", "cpu"), ProcessorInfo("gpu", "gpu")),
+    memory_budget_mb=100.0,
+    transfer_latency_ms=0.1,
+    transfer_mb_per_ms=1.0,
+)
+
+
+def test_idle_queues_get_the_most_accurate_route_and_busy_ones_a_faster_one() -> None:
+    policy = SparseLoomPolicy()
+    plan = policy.plan(PROBLEM)
+    alts = plan.alternatives["t"]
+    assert len(alts) >= 2
+    idle = policy.decide("t", plan, FixedQueues())
+    assert idle.accuracy == max(a.accuracy or 0 for a in alts)
+    busy = policy.decide("t", plan, FixedQueues({"gpu": 5.0, "cpu": 5.0}))
+    assert busy.latency_ms < idle.latency_ms
+    assert busy.latency_ms + 5.0 <= 10.0
+
+
+def test_routes_with_blocks_not_resident_are_skipped() -> None:
+    policy = SparseLoomPolicy()
+    plan = policy.plan(PROBLEM)
+    r = policy.decide("t", plan, FixedQueues(resident=frozenset({"fast0", "fast1"})))
+    assert r.variants == ("fast", "fast")
+
+
+def test_band_places_blocks_away_from_a_busy_processor() -> None:
+    for name in ("band-lsf", "band-heft"):
+        policy = registry.create(name)
+        plan = policy.plan(PROBLEM)
+        planned = plan.routes["t"]
+        busy = {k: (100.0 if k in planned.processors else 0.0) for k in ("cpu", "gpu")}
+        moved = policy.decide("t", plan, FixedQueues(busy))
+        assert not set(moved.processors) & set(planned.processors)
+        assert moved.options == planned.options
+
+
+def test_switch_meets_a_tighter_slo_without_the_ilp() -> None:
+    policy = SparseLoomPolicy()
+    plan = policy.plan(PROBLEM)
+    tighter = replace(PROBLEM, tasks=(replace(TASK, latency_slo_ms=2.5),))
+    switched = policy.switch(plan, tighter)
+    assert switched.feasible, switched.explanation
+    assert switched.info.solver == "switch"
+    assert switched.routes["t"].latency_ms <= 2.5
+
+
+def test_switch_fits_a_smaller_memory_budget_or_asks_for_a_replan() -> None:
+    policy = SparseLoomPolicy()
+    plan = policy.plan(PROBLEM)
+    smaller = replace(PROBLEM, memory_budget_mb=10.0)
+    switched = policy.switch(plan, smaller)
+    assert switched.feasible
+    assert switched.routes["t"].memory_mb <= 10.0
+    impossible = policy.switch(plan, replace(PROBLEM, memory_budget_mb=1.0))
+    assert impossible.info.status == "needs_replan"
+    assert any(d.constraint == "memory" for d in impossible.diagnoses)
+    assert not policy.replan(replace(PROBLEM, memory_budget_mb=1.0)).feasible
+
+
+def test_plan_first_dispatch_keeps_the_planned_route_when_in_time() -> None:
+    policy = SparseLoomPolicy(dispatch="plan")
+    plan = policy.plan(PROBLEM)
+    assert policy.decide("t", plan, FixedQueues()) == plan.routes["t"]
+    late = policy.decide("t", plan, FixedQueues({"gpu": 9.5, "cpu": 9.5}))
+    assert late.latency_ms == min(a.latency_ms for a in plan.alternatives["t"])
+
+
+def test_band_lsf_finds_the_earliest_finishing_placement() -> None:
+    import itertools
+    import random
+
+    from scheduler.dispatch import finish_ms
+    from scheduler.synthetic import random_problem
+
+    problem = random_problem(
+        4, tasks=2, positions=4, variants=2, processors=3, memory_tightness=3.0
+    )
+    lsf, heft = registry.create("band-lsf"), registry.create("band-heft")
+    plan = lsf.plan(problem)
+    rng = random.Random(0)
+    for _ in range(30):
+        q = FixedQueues({k.name: rng.uniform(0.0, 6.0) for k in problem.processors})
+        for t in problem.tasks:
+            units = plan.unit_latency_ms[t.name]
+            best = min(
+                finish_ms(r, {}, q)
+                for seq in itertools.product(*[list(u) for u in units])
+                for r in [lsf_route(plan, t.name, seq)]
+            )
+            got = finish_ms(lsf.decide(t.name, plan, q), {}, q)
+            assert got == pytest.approx(best)
+            assert finish_ms(heft.decide(t.name, plan, q), {}, q) >= got - 1e-9
+
+
+def lsf_route(plan, task, seq):  # type: ignore[no-untyped-def]
+    from scheduler.dispatch import with_processors
+
+    return with_processors(
+        plan.routes[task],
+        tuple(seq),
+        plan.unit_latency_ms[task],
+        plan.unit_transfer_ms[task],
+    )

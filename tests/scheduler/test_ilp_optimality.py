@@ -1,0 +1,94 @@
+"""The ILP's optimum equals brute force on small seeded random instances, for every objective."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from scheduler.ilp import Restriction, SolverConfig, solve
+from scheduler.plan import Route
+from scheduler.routes import OBJECTIVES, check, objective_value
+from scheduler.synthetic import random_problem
+from tests.scheduler.helpers import brute_force, combos
+
+EXACT = SolverConfig("highs", time_limit_s=30.0, gap_rel=0.0)
+
+
+def _instance(seed: int):  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    while True:
+        pr = random_problem(
+            seed,
+            tasks=rng.randint(1, 3),
+            positions=rng.randint(1, 3),
+            variants=rng.randint(2, 3),
+            processors=rng.randint(2, 3),
+            load=rng.uniform(0.2, 1.2),
+            slo_tightness=rng.uniform(1.0, 2.5),
+            memory_tightness=rng.uniform(0.6, 1.3),
+        )
+        if combos(pr) <= 60_000:
+            return pr
+        seed += 10_000
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_ilp_matches_brute_force(seed: int) -> None:
+    problem = _instance(seed)
+    objective = OBJECTIVES[seed % 3]
+    expected = brute_force(problem, objective)
+    sol = solve(problem, objective, EXACT)
+    if expected is None:
+        assert sol.info.status == "infeasible"
+        return
+    assert sol.info.status == "optimal"
+    assert check(problem, sol.routes).ok(problem.memory_budget_mb)
+    got = objective_value(problem, sol.routes, objective)
+    assert got == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
+    assert sol.info.objective == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(0, 24, 3))
+def test_cbc_agrees_with_highs(seed: int) -> None:
+    problem = _instance(seed)
+    a = solve(problem, "slo", EXACT)
+    b = solve(problem, "slo", SolverConfig("cbc", time_limit_s=30.0, gap_rel=0.0))
+    assert a.info.status == b.info.status
+    assert b.info.solver == "CBC"
+    if a.found:
+        assert objective_value(problem, b.routes, "slo") == pytest.approx(
+            objective_value(problem, a.routes, "slo"), rel=1e-6, abs=1e-9
+        )
+
+
+@pytest.mark.parametrize("seed", range(100, 120))
+def test_restricted_ilp_matches_brute_force(seed: int) -> None:
+    # The baselines' programs: whole variants only, and/or one processor per task.
+    problem = _instance(seed)
+    whole, single = seed % 2 == 0, seed % 4 < 2
+    restriction = Restriction(whole_variant=whole, single_processor=single)
+
+    def allowed(r: Route) -> bool:
+        return (not whole or len(set(r.variants)) == 1) and (
+            not single or len(set(r.processors)) == 1
+        )
+
+    expected = brute_force(problem, "slo", allowed)
+    sol = solve(problem, "slo", EXACT, restriction)
+    if expected is None:
+        assert sol.info.status == "infeasible"
+        return
+    assert sol.info.status == "optimal"
+    assert all(allowed(r) for r in sol.routes.values())
+    assert objective_value(problem, sol.routes, "slo") == pytest.approx(
+        expected[0], rel=1e-6, abs=1e-9
+    )
+
+
+def test_instances_cover_both_outcomes() -> None:
+    # Guards the optimality test against a generator that makes too few feasible instances.
+    feasible = sum(
+        brute_force(_instance(s), OBJECTIVES[s % 3]) is not None for s in range(80)
+    )
+    assert 50 <= feasible <= 75, feasible
