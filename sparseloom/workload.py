@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from scheduler import registry
 from sparseloom.errors import InputError, Problem
 from sparseloom.yamlsource import KeyPath, Located, format_path, load
 
@@ -503,6 +504,20 @@ def _cross_checks(w: Workload, located: Located, base_dir: Path) -> list[Problem
                 f"at most the SoC's memory ({w.soc.memory_mb:g} MB)",
                 f"{w.scenario.memory_budget_mb:g}",
             )
+        known = registry.names()
+        for j, policy in enumerate(w.scenario.policies):
+            if policy not in known:
+                close = difflib.get_close_matches(policy, known, n=1)
+                hint = (
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else "one of: " + ", ".join(known)
+                )
+                add(
+                    ("scenario", "policies", j),
+                    f"a known policy ({hint})",
+                    f"'{policy}'",
+                )
         tr = w.scenario.transitions
         if tr is not None:
             for j, name in enumerate(tr.sequence or ()):

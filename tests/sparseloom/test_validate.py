@@ -113,6 +113,8 @@ CASES: list[tuple[str, str, str, int | None]] = [
                                                 "arrival: {process: poisson, rate_hz: 30}\n    slo_changes: [{at_s: 3}]"),
      "tasks[0].slo_changes[0]", 25),
     ("duplicate key", VALID.replace("  name: s\n", "  name: s\n  name: t\n"), "scenario.name", 27),
+    ("unknown policy", VALID.replace("memory_budget_mb: 512", "memory_budget_mb: 512\n  policies: [sparseloom, sv-ao-pn]"),
+     "scenario.policies[1]", 29),
     ("not yaml", "soc: [unclosed\n", "(document)", 2),
     ("empty file", "", "(document)", 1),
     ("a list at top", "- 1\n- 2\n", "(document)", 1),
