@@ -125,7 +125,9 @@ def _percentiles(lat: np.ndarray) -> Percentiles:
     if lat.size == 0:
         nan = float("nan")
         return Percentiles(nan, nan, nan, nan)
-    p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99]))
+    # Interpolating between an unfinished (infinite) latency and a finite one gives nan; do not interpolate then.
+    method = "linear" if np.all(np.isfinite(lat)) else "inverted_cdf"
+    p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99], method=method))
     return Percentiles(p50, p95, p99, float(lat.mean()))
 
 
