@@ -1,11 +1,12 @@
-"""Test doubles for the simulator: a fixed-route policy and hand-built problems."""
+"""Test doubles for the simulator tests: a fixed-route policy and hand-built problems.
+
+Imported by the test modules beside it (pytest puts this folder on sys.path).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-
-import pytest
 
 from scheduler.plan import Plan, Route, SolveInfo
 from scheduler.policy import QueueView
@@ -27,7 +28,7 @@ class FixedPolicy:
         routes = {}
         for task in problem.tasks:
             options, procs = self.routes[task.name]
-            lat = sum(task.positions[p][o].latency_ms[procs[p]] for p, o in enumerate(options))
+            lat = sum(task.positions[p][o].latency_ms.get(procs[p], float("inf")) for p, o in enumerate(options))
             mem = sum(task.positions[p][o].memory_mb for p, o in enumerate(options))
             routes[task.name] = Route(task.name, options, procs, lat, task.accuracy(options), mem)
         return Plan(routes, SolveInfo("fixed", "ok", 0.0), resident=self.resident, preload=self.preload)
@@ -72,17 +73,3 @@ def problem_of(tasks: Sequence[TaskSpec], processors: Sequence[str] = ("cpu",), 
         **kw,  # type: ignore[arg-type]
     )
 
-
-@pytest.fixture
-def fixed_policy() -> Callable[..., FixedPolicy]:
-    return FixedPolicy
-
-
-@pytest.fixture
-def make_task() -> Callable[..., TaskSpec]:
-    return chain_task
-
-
-@pytest.fixture
-def make_problem() -> Callable[..., Problem]:
-    return problem_of
