@@ -18,7 +18,7 @@ import time
 
 from scheduler.plan import Plan, Route, SolveInfo
 from scheduler.policy import QueueView
-from scheduler.problem import Option, ProcessorInfo, Problem, TaskSpec
+from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from sparseloom.sim import RunResult, make_arrivals, simulate
 from sparseloom.workload import Arrival, Bursty, Periodic, Poisson
 

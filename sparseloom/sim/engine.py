@@ -55,6 +55,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+
+import numpy as np
+
 from scheduler.plan import Plan, Route
 from scheduler.policy import Policy
 from scheduler.problem import Problem
@@ -153,7 +156,7 @@ class RawRun:
 class _View:
     """The :class:`scheduler.policy.QueueView` a policy reads while deciding."""
 
-    __slots__ = ("_s", "_block_ids")
+    __slots__ = ("_block_ids", "_s")
 
     def __init__(self, state: SimState, block_ids: dict[str, int]) -> None:
         self._s = state
@@ -237,8 +240,8 @@ def run(
     problem: Problem,
     policy: Policy,
     plan: Plan,
-    arrival_ms: Sequence[float],
-    arrival_task: Sequence[int],
+    arrival_ms: Sequence[float] | np.ndarray,
+    arrival_task: Sequence[int] | np.ndarray,
     *,
     duration_ms: float,
     warmup_ms: float = 0.0,
@@ -323,14 +326,13 @@ def run(
     acc: list[float] = [0.0, 0.0, 0.0, 0, 0.0, 0, 0, 0]
 
     def clip(t: float) -> float:
-        return warmup_ms if t < warmup_ms else (duration_ms if t > duration_ms else t)
+        return warmup_ms if t < warmup_ms else (min(t, duration_ms))
 
     def memory_changed(now: float, delta: float) -> None:
         acc[1] += st.memory_used_mb * (clip(now) - clip(acc[2]))
         acc[2] = now
         st.memory_used_mb += delta
-        if st.memory_used_mb > acc[0]:
-            acc[0] = st.memory_used_mb
+        acc[0] = max(acc[0], st.memory_used_mb)
 
     def compiled(route: Route) -> CompiledRoute:
         hit = cache_by_id.get(id(route))
@@ -378,7 +380,7 @@ def run(
         st.block_state[b] = 1
         st.lru[b] = None
         memory_changed(now, mb)
-        begin = now if now > st.storage_free_ms else st.storage_free_ms
+        begin = max(st.storage_free_ms, now)
         end = begin + mb / storage_rate
         st.storage_free_ms = end
         acc[3] += 1
@@ -419,10 +421,7 @@ def run(
             execute(p, r, now)
             return
         waiting_req[p] = r
-        if state == 1:
-            load_waiters[b].append(p)
-            est = st.storage_free_ms
-        elif start_load(b, now):
+        if state == 1 or start_load(b, now):
             load_waiters[b].append(p)
             est = st.storage_free_ms
         else:

@@ -126,8 +126,11 @@ def _percentiles(lat: np.ndarray) -> Percentiles:
         nan = float("nan")
         return Percentiles(nan, nan, nan, nan)
     # Interpolating between an unfinished (infinite) latency and a finite one gives nan; do not interpolate then.
-    method = "linear" if np.all(np.isfinite(lat)) else "inverted_cdf"
-    p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99], method=method))
+    if np.all(np.isfinite(lat)):
+        qs = np.percentile(lat, [50, 95, 99])
+    else:
+        qs = np.percentile(lat, [50, 95, 99], method="inverted_cdf")
+    p50, p95, p99 = (float(x) for x in qs)
     return Percentiles(p50, p95, p99, float(lat.mean()))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from scheduler.plan import Plan, Route, SolveInfo
 from scheduler.policy import QueueView
-from scheduler.problem import Option, ProcessorInfo, Problem, TaskSpec
+from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 
 
 @dataclass

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparseloom.arrivals import active_windows, generate_arrivals, load_trace, mean_rate_hz, within
+from sparseloom.arrivals import (
+    active_windows,
+    generate_arrivals,
+    load_trace,
+    mean_rate_hz,
+    within,
+)
 from sparseloom.sim import make_arrivals
 from sparseloom.workload import Bursty, Periodic, Poisson, Trace, Transitions
 
