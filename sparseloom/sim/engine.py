@@ -321,9 +321,17 @@ def run(
     cache_by_id: dict[int, tuple[Route, CompiledRoute]] = {}
     cache_by_key: dict[tuple[str, tuple[int, ...], tuple[str, ...]], CompiledRoute] = {}
 
+    # The state's lists, bound to locals: the hot loop reads them millions of times.
+    busy, busy_until, queued, queues = st.busy, st.busy_until_ms, st.queued_ms, st.queues
+    block_state, block_pins, lru = st.block_state, st.block_pins, st.lru
+    lru_touch = lru.move_to_end
+    log_until = log.until_ms if log is not None else float("-inf")
+    log_executions = log.executions if log is not None else []
+    executions = 0
+
     # Mutable counters live in one list so the nested handlers can update them cheaply.
-    # [memory_peak, memory_area, memory_last_t, loads, load_ms, evictions, switches, executions]
-    acc: list[float] = [0.0, 0.0, 0.0, 0, 0.0, 0, 0, 0]
+    # [memory_peak, memory_area, memory_last_t, loads, load_ms, evictions, switches]
+    acc: list[float] = [0.0, 0.0, 0.0, 0, 0.0, 0, 0]
 
     def clip(t: float) -> float:
         return warmup_ms if t < warmup_ms else (min(t, duration_ms))
@@ -352,9 +360,9 @@ def run(
         free = budget - st.memory_used_mb
         if need <= free + 1e-9:
             return True
-        state, pins, pinned = st.block_state, st.block_pins, st.plan_pinned
-        ordinary = [b for b in st.lru if pins[b] == 0 and state[b] == 2 and b not in pinned]
-        last_resort = [b for b in st.lru if pins[b] == 0 and state[b] == 2 and b in pinned]
+        state, pins, pinned = block_state, block_pins, st.plan_pinned
+        ordinary = [b for b in lru if pins[b] == 0 and state[b] == 2 and b not in pinned]
+        last_resort = [b for b in lru if pins[b] == 0 and state[b] == 2 and b in pinned]
         victims: list[int] = []
         for b in itertools.chain(ordinary, last_resort):
             if need <= free + 1e-9:
@@ -364,7 +372,7 @@ def run(
         if need > free + 1e-9:
             return False
         for b in victims:
-            del st.lru[b]
+            del lru[b]
             state[b] = 0
             acc[5] += 1
             memory_changed(now, -block_mb[b])
@@ -377,8 +385,8 @@ def run(
         mb = block_mb[b]
         if not make_room(mb, now):
             return False
-        st.block_state[b] = 1
-        st.lru[b] = None
+        block_state[b] = 1
+        lru[b] = None
         memory_changed(now, mb)
         begin = max(st.storage_free_ms, now)
         end = begin + mb / storage_rate
@@ -390,13 +398,12 @@ def run(
         push(heap, (end, next(counter), LOAD, b))
         return True
 
-    def execute(p: int, r: int, now: float) -> None:
-        """Block start: the processor runs the request's current block from ``now``."""
-        step = req_steps[r][req_pos[r]]
+    def execute(p: int, r: int, step: Step, now: float) -> None:
+        """Block start: the processor runs the request's current block (``step``) from ``now``."""
         lat = step[1]
         end = now + lat
-        st.busy_until_ms[p] = end
-        st.lru.move_to_end(step[2])
+        busy_until[p] = end
+        lru_touch(step[2])
         push(heap, (end, next(counter), FINISH, r))
         k = arr_k[r]
         if warmup_ms <= now and end <= duration_ms:
@@ -406,19 +413,17 @@ def run(
         else:
             busy_ms[p] += clip(end) - clip(now)
         last_task[p] = k
-        acc[7] += 1
-        if log is not None and now < log.until_ms:
-            log.executions.append((p, r, req_pos[r], now, lat))
+        if now < log_until:
+            log_executions.append((p, r, req_pos[r], now, lat))
 
-    def take(p: int, r: int, now: float) -> None:
+    def take(p: int, r: int, step: Step, now: float) -> None:
         """The processor takes the request's block: run it now, or hold the processor while it loads."""
-        step = req_steps[r][req_pos[r]]
         b = step[2]
-        st.busy[p] = True
-        st.block_pins[b] += 1
-        state = st.block_state[b]
+        busy[p] = True
+        block_pins[b] += 1
+        state = block_state[b]
         if state == 2:
-            execute(p, r, now)
+            execute(p, r, step, now)
             return
         waiting_req[p] = r
         if state == 1 or start_load(b, now):
@@ -427,7 +432,7 @@ def run(
         else:
             mem_waiters.append(p)
             est = max(now, st.storage_free_ms) + block_mb[b] / storage_rate
-        st.busy_until_ms[p] = est + step[1]
+        busy_until[p] = est + step[1]
 
     def retry_memory(now: float) -> None:
         """Memory may have room again: start the loads that processors wait for, in FIFO order."""
@@ -435,12 +440,12 @@ def run(
             q = mem_waiters[0]
             rq = waiting_req[q]
             bq = req_steps[rq][req_pos[rq]][2]
-            if st.block_state[bq] == 0 and not start_load(bq, now):
+            if block_state[bq] == 0 and not start_load(bq, now):
                 return
             mem_waiters.pop(0)
-            if st.block_state[bq] == 2:
+            if block_state[bq] == 2:
                 waiting_req[q] = -1
-                execute(q, rq, now)
+                execute(q, rq, req_steps[rq][req_pos[rq]], now)
             else:
                 load_waiters[bq].append(q)
 
@@ -448,11 +453,11 @@ def run(
         """Block ready: it joins its processor's FIFO queue (and starts if the processor is free)."""
         step = req_steps[r][req_pos[r]]
         p = step[0]
-        if not st.busy[p] and not st.queues[p]:
-            take(p, r, now)
+        if not busy[p] and not queues[p]:
+            take(p, r, step, now)
         else:
-            st.queues[p].append(r)
-            st.queued_ms[p] += step[1]
+            queues[p].append(r)
+            queued[p] += step[1]
 
     def load_residency(new_plan: Plan, now: float) -> None:
         """Pin the plan's resident set when it fits, then load it and the preload list as room allows."""
@@ -460,7 +465,7 @@ def run(
         total = sum(block_mb[b] for b in resident)
         st.plan_pinned = set(resident) if total <= budget + 1e-9 else set()
         for b in [*resident, *(block_ids[d] for d in new_plan.preload if d in block_ids)]:
-            if st.block_state[b] == 0:
+            if block_state[b] == 0:
                 start_load(b, now)  # best effort: a preload that does not fit is skipped
 
     load_residency(plan, 0.0)
@@ -485,13 +490,14 @@ def run(
             break
         st.now_ms = now
         if kind == FINISH:
+            executions += 1
             r = a
             steps = req_steps[r]
             pos = req_pos[r]
             p, _, b, _ = steps[pos]
-            st.busy[p] = False
-            st.block_pins[b] -= 1
-            if mem_waiters and st.block_pins[b] == 0:
+            busy[p] = False
+            block_pins[b] -= 1
+            if mem_waiters and block_pins[b] == 0:
                 retry_memory(now)
             pos += 1
             if pos == len(steps):
@@ -503,11 +509,12 @@ def run(
                     push(heap, (now + xfer, next(counter), READY, r))
                 else:
                     ready(r, now)
-            q = st.queues[p]
-            if q and not st.busy[p]:
+            q = queues[p]
+            if q and not busy[p]:
                 r2 = q.popleft()
-                st.queued_ms[p] -= req_steps[r2][req_pos[r2]][1]
-                take(p, r2, now)
+                step2 = req_steps[r2][req_pos[r2]]
+                queued[p] -= step2[1]
+                take(p, r2, step2, now)
         elif kind == 0:
             r = a
             k = arr_k[r]
@@ -530,13 +537,13 @@ def run(
             ready(a, now)
         elif kind == LOAD:
             b = a
-            st.block_state[b] = 2
+            block_state[b] = 2
             waiters = load_waiters[b]
             load_waiters[b] = []
             for p in waiters:
                 r = waiting_req[p]
                 waiting_req[p] = -1
-                execute(p, r, now)
+                execute(p, r, req_steps[r][req_pos[r]], now)
             if mem_waiters:
                 retry_memory(now)
         else:  # SLO_CHANGE
@@ -574,7 +581,7 @@ def run(
         load_ms=acc[4],
         evictions=int(acc[5]),
         task_switches=int(acc[6]),
-        block_executions=int(acc[7]),
+        block_executions=executions,
         schedule=log,
     )
 

@@ -263,3 +263,12 @@ def test_policy_sees_queue_backlog() -> None:
     simulate(problem, Watching("w", {"a": ((0,), ("cpu",))}, resident=frozenset({"a-b0"})), arrivals)
     # Resident set loads instantly (infinite storage bandwidth); then 10 ms blocks queue up.
     assert seen == [0.0, 9.0, 18.0]
+
+
+def test_empty_workload_gives_empty_metrics() -> None:
+    task = chain_task("a", [{"cpu": 1.0}])
+    problem = problem_of([task], memory_budget_mb=10.0)
+    res = simulate(problem, FixedPolicy("fixed", {"a": ((0,), ("cpu",))}), Arrivals(0, 5.0, {"a": np.empty(0)}))
+    assert res.requests == 0 and res.decisions == 0 and res.block_executions == 0
+    assert res.slo_violation_rate == 0.0 and res.throughput_rps == 0.0
+    assert np.isnan(res.latency_ms.p99) and res.utilisation == {"cpu": 0.0}
