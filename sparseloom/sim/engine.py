@@ -36,7 +36,10 @@ Modelling choices:
 - Processors are non-preemptive FIFO queues. A block whose weights are not
   resident holds its processor while they load (head-of-line blocking).
 - Memory holds whole blocks. Loads run one at a time on one storage channel at
-  ``Problem.storage_mb_per_ms``. Room is made by evicting the least recently
+  ``Problem.storage_mb_per_ms``. A dispatched request's missing blocks start
+  loading at once, in route order, as far as memory allows without evicting
+  the route's own blocks; a block still missing when its processor takes it
+  is loaded then. Room is made by evicting the least recently
   used unpinned block; blocks of the plan's resident set are pinned while the
   whole set fits in the budget and are evicted only as a last resort.
 - A transfer of ``TaskSpec.output_mb`` costs ``Problem.transfer_ms`` when two
@@ -84,6 +87,9 @@ class CompiledRoute:
 
     task_index: int
     steps: tuple[Step, ...]
+    # The route's distinct block ids in run order, and as a set.
+    blocks: tuple[int, ...]
+    block_set: frozenset[int]
     accuracy: float | None
     service_ms: float
 
@@ -226,7 +232,8 @@ def compile_route(problem: Problem, route: Route, block_ids: dict[str, int], pro
         steps.append((proc_index[proc], lat, block_ids[opt.digest], xfer))
         service += xfer + lat
         prev = proc
-    return CompiledRoute(ti, tuple(steps), task.accuracy(route.options), service)
+    blocks = tuple(dict.fromkeys(step[2] for step in steps))
+    return CompiledRoute(ti, tuple(steps), blocks, frozenset(blocks), task.accuracy(route.options), service)
 
 
 def _replan(policy: Policy, problem: Problem, plan: Plan) -> Plan:
@@ -248,6 +255,7 @@ def run(
     slo_changes: Sequence[SLOChangeEvent] = (),
     drain_ms: float | None = None,
     trace_until_ms: float = 0.0,
+    prefetch: bool = True,
 ) -> RawRun:
     """Simulate one run; ``arrival_ms`` must be sorted and ``arrival_task`` index ``problem.tasks``.
 
@@ -255,6 +263,11 @@ def run(
     ``duration_ms + drain_ms`` (default: the largest latency SLO, at least
     1 s). A request still unfinished then has certainly missed its SLO and is
     reported with an infinite latency.
+
+    With ``prefetch`` (the default) a request's missing blocks start loading
+    when it is dispatched (the differential set of a task switch), so loads
+    overlap with its earlier blocks' execution; without it each block loads
+    only when it reaches the head of its processor's queue.
     """
     task_names = tuple(t.name for t in problem.tasks)
     processors = tuple(p.name for p in problem.processors)
@@ -355,14 +368,14 @@ def run(
             cache_by_id[id(route)] = (route, cr)
         return cr
 
-    def make_room(need: float, now: float) -> bool:
-        """Evict unpinned blocks (LRU first, plan-pinned last) until ``need`` MB fit; False if they cannot."""
+    def make_room(need: float, now: float, protect: frozenset[int] = frozenset()) -> bool:
+        """Evict unpinned blocks (LRU first, plan-pinned last, never ``protect``) until ``need`` MB fit."""
         free = budget - st.memory_used_mb
         if need <= free + 1e-9:
             return True
         state, pins, pinned = block_state, block_pins, st.plan_pinned
-        ordinary = [b for b in lru if pins[b] == 0 and state[b] == 2 and b not in pinned]
-        last_resort = [b for b in lru if pins[b] == 0 and state[b] == 2 and b in pinned]
+        ordinary = [b for b in lru if pins[b] == 0 and state[b] == 2 and b not in pinned and b not in protect]
+        last_resort = [b for b in lru if pins[b] == 0 and state[b] == 2 and b in pinned and b not in protect]
         victims: list[int] = []
         for b in itertools.chain(ordinary, last_resort):
             if need <= free + 1e-9:
@@ -380,10 +393,10 @@ def run(
                 log.evictions.append((b, now))
         return True
 
-    def start_load(b: int, now: float) -> bool:
+    def start_load(b: int, now: float, protect: frozenset[int] = frozenset()) -> bool:
         """Reserve memory and queue block ``b`` on the storage channel; schedules its load event."""
         mb = block_mb[b]
-        if not make_room(mb, now):
+        if not make_room(mb, now, protect):
             return False
         block_state[b] = 1
         lru[b] = None
@@ -528,6 +541,11 @@ def run(
             req_slo[r] = slo_lat[k]
             req_acc[r] = cr.accuracy
             req_acc_bad[r] = cr.accuracy is not None and cr.accuracy < slo_acc[k] - 1e-12
+            if prefetch:
+                for b in cr.blocks:
+                    # Never evict this route's own blocks; what does not fit loads when its turn comes.
+                    if block_state[b] == 0 and not start_load(b, now, cr.block_set):
+                        break
             first_xfer = cr.steps[0][3]
             if first_xfer > 0.0:
                 push(heap, (now + first_xfer, next(counter), READY, r))

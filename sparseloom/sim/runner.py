@@ -98,8 +98,13 @@ def simulate(
     slo_changes: Sequence[SLOChangeEvent] = (),
     plan: Plan | None = None,
     trace_until_s: float = 0.0,
+    prefetch: bool = True,
 ) -> RunResult:
-    """Simulate one policy on one seed's arrivals (plans first unless ``plan`` is given)."""
+    """Simulate one policy on one seed's arrivals (plans first unless ``plan`` is given).
+
+    ``prefetch``: load a request's missing blocks when it is dispatched (see
+    :func:`sparseloom.sim.engine.run`).
+    """
     duration_s = arrivals.duration_s
     if not 0.0 <= warmup_s < duration_s:
         raise ValueError(f"warmup_s ({warmup_s:g}) must be in [0, duration_s={duration_s:g})")
@@ -120,6 +125,7 @@ def simulate(
         warmup_ms=warmup_s * 1000.0,
         slo_changes=slo_changes,
         trace_until_ms=trace_until_s * 1000.0,
+        prefetch=prefetch,
     )
     wall = time.perf_counter() - t0
     return run_result(

@@ -71,6 +71,18 @@ def test_cold_blocks_load_at_storage_bandwidth_and_budget_holds() -> None:
     assert res.peak_memory_mb == pytest.approx(10.0)
 
 
+def test_prefetch_overlaps_loads_with_earlier_blocks() -> None:
+    # Two cold 10 MB blocks, storage 1 MB/ms, room for both: block 1 loads while block 0 runs.
+    task = chain_task("a", [{"cpu": 2.0}, {"cpu": 3.0}], memory_mb=10.0)
+    problem = problem_of([task], memory_budget_mb=25.0, storage_mb_per_ms=1.0)
+    policy = FixedPolicy("fixed", {"a": ((0, 0), ("cpu", "cpu"))})
+    eager = simulate(problem, policy, one_arrival_at(100.0))
+    lazy = simulate(problem, policy, one_arrival_at(100.0), prefetch=False)
+    assert eager.latencies_ms["a"][0] == pytest.approx(10.0 + 10.0 + 3.0)  # b1 loaded at 20, b0 done at 12
+    assert lazy.latencies_ms["a"][0] == pytest.approx(10.0 + 2.0 + 10.0 + 3.0)
+    assert eager.loads == lazy.loads == 2 and eager.evictions == 0
+
+
 def test_memory_budget_is_never_exceeded_under_contention() -> None:
     tasks = [chain_task(n, [{"cpu": 1.0, "gpu": 1.5}] * 3, memory_mb=12.0, slo_ms=200) for n in "abc"]
     problem = problem_of(tasks, ["cpu", "gpu"], memory_budget_mb=50.0, storage_mb_per_ms=4.0)
