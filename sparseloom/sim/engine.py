@@ -35,13 +35,17 @@ Modelling choices:
 
 - Processors are non-preemptive FIFO queues. A block whose weights are not
   resident holds its processor while they load (head-of-line blocking).
-- Memory holds whole blocks. Loads run one at a time on one storage channel at
+- Memory holds whole blocks; the budget counts resident blocks and blocks
+  being loaded. Loads run one at a time on one storage channel at
   ``Problem.storage_mb_per_ms``. A dispatched request's missing blocks start
-  loading at once, in route order, as far as memory allows without evicting
-  the route's own blocks; a block still missing when its processor takes it
-  is loaded then. Room is made by evicting the least recently
-  used unpinned block; blocks of the plan's resident set are pinned while the
-  whole set fits in the budget and are evicted only as a last resort.
+  loading at once, in route order (the differential set of a task switch),
+  as far as memory allows without evicting a block that a dispatched request
+  still needs; a block still missing when its processor takes it is loaded
+  then (a demand load). Eviction takes the least recently used block that no
+  processor holds: first blocks no dispatched request needs, then (demand
+  loads only) the others. The plan's resident set is loaded at the start and
+  pinned while the whole set fits in the budget (evicted only as a last
+  resort); its preload list is loaded after it as far as free memory allows.
 - A transfer of ``TaskSpec.output_mb`` costs ``Problem.transfer_ms`` when two
   consecutive blocks run on different processors; it is a delay, not a shared
   resource.
@@ -87,9 +91,8 @@ class CompiledRoute:
 
     task_index: int
     steps: tuple[Step, ...]
-    # The route's distinct block ids in run order, and as a set.
+    # The route's distinct block ids in run order.
     blocks: tuple[int, ...]
-    block_set: frozenset[int]
     accuracy: float | None
     service_ms: float
 
@@ -233,7 +236,7 @@ def compile_route(problem: Problem, route: Route, block_ids: dict[str, int], pro
         service += xfer + lat
         prev = proc
     blocks = tuple(dict.fromkeys(step[2] for step in steps))
-    return CompiledRoute(ti, tuple(steps), blocks, frozenset(blocks), task.accuracy(route.options), service)
+    return CompiledRoute(ti, tuple(steps), blocks, task.accuracy(route.options), service)
 
 
 def _replan(policy: Policy, problem: Problem, plan: Plan) -> Plan:
@@ -317,6 +320,7 @@ def run(
     waiting_req = [-1] * nproc
     load_waiters: list[list[int]] = [[] for _ in range(nblock)]
     mem_waiters: list[int] = []  # processors waiting for memory room
+    wanted = [0] * nblock  # block steps of dispatched requests not yet run
     busy_ms = [0.0] * nproc
     last_task = [-1] * nproc
 
@@ -368,16 +372,27 @@ def run(
             cache_by_id[id(route)] = (route, cr)
         return cr
 
-    def make_room(need: float, now: float, protect: frozenset[int] = frozenset()) -> bool:
-        """Evict unpinned blocks (LRU first, plan-pinned last, never ``protect``) until ``need`` MB fit."""
+    def make_room(need: float, now: float, demand: bool) -> bool:
+        """Evict resident blocks no processor holds until ``need`` MB fit; False (evicting nothing) if they cannot.
+
+        Victims in order: blocks no dispatched request still needs (LRU
+        first, the plan's resident set last); then, for a demand load only,
+        blocks that queued requests will need.
+        """
         free = budget - st.memory_used_mb
         if need <= free + 1e-9:
             return True
         state, pins, pinned = block_state, block_pins, st.plan_pinned
-        ordinary = [b for b in lru if pins[b] == 0 and state[b] == 2 and b not in pinned and b not in protect]
-        last_resort = [b for b in lru if pins[b] == 0 and state[b] == 2 and b in pinned and b not in protect]
+        idle = [b for b in lru if pins[b] == 0 and state[b] == 2]
+        tiers = [
+            [b for b in idle if wanted[b] == 0 and b not in pinned],
+            [b for b in idle if wanted[b] == 0 and b in pinned],
+        ]
+        if demand:
+            tiers.append([b for b in idle if wanted[b] > 0 and b not in pinned])
+            tiers.append([b for b in idle if wanted[b] > 0 and b in pinned])
         victims: list[int] = []
-        for b in itertools.chain(ordinary, last_resort):
+        for b in itertools.chain.from_iterable(tiers):
             if need <= free + 1e-9:
                 break
             victims.append(b)
@@ -393,10 +408,10 @@ def run(
                 log.evictions.append((b, now))
         return True
 
-    def start_load(b: int, now: float, protect: frozenset[int] = frozenset()) -> bool:
+    def start_load(b: int, now: float, demand: bool = True) -> bool:
         """Reserve memory and queue block ``b`` on the storage channel; schedules its load event."""
         mb = block_mb[b]
-        if not make_room(mb, now, protect):
+        if not make_room(mb, now, demand):
             return False
         block_state[b] = 1
         lru[b] = None
@@ -479,7 +494,7 @@ def run(
         st.plan_pinned = set(resident) if total <= budget + 1e-9 else set()
         for b in [*resident, *(block_ids[d] for d in new_plan.preload if d in block_ids)]:
             if block_state[b] == 0:
-                start_load(b, now)  # best effort: a preload that does not fit is skipped
+                start_load(b, now, demand=False)  # best effort: a preload that does not fit is skipped
 
     load_residency(plan, 0.0)
     for i, ch in enumerate(sorted(slo_changes, key=lambda c: c.at_ms)):
@@ -510,6 +525,7 @@ def run(
             p, _, b, _ = steps[pos]
             busy[p] = False
             block_pins[b] -= 1
+            wanted[b] -= 1
             if mem_waiters and block_pins[b] == 0:
                 retry_memory(now)
             pos += 1
@@ -541,10 +557,12 @@ def run(
             req_slo[r] = slo_lat[k]
             req_acc[r] = cr.accuracy
             req_acc_bad[r] = cr.accuracy is not None and cr.accuracy < slo_acc[k] - 1e-12
+            for step in cr.steps:
+                wanted[step[2]] += 1
             if prefetch:
                 for b in cr.blocks:
-                    # Never evict this route's own blocks; what does not fit loads when its turn comes.
-                    if block_state[b] == 0 and not start_load(b, now, cr.block_set):
+                    # Prefetch never evicts a block a dispatched request needs; the rest loads on demand.
+                    if block_state[b] == 0 and not start_load(b, now, demand=False):
                         break
             first_xfer = cr.steps[0][3]
             if first_xfer > 0.0:
