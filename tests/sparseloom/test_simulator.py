@@ -284,3 +284,17 @@ def test_empty_workload_gives_empty_metrics() -> None:
     assert res.requests == 0 and res.decisions == 0 and res.block_executions == 0
     assert res.slo_violation_rate == 0.0 and res.throughput_rps == 0.0
     assert np.isnan(res.latency_ms.p99) and res.utilisation == {"cpu": 0.0}
+
+
+def test_prefetch_does_not_evict_blocks_queued_requests_need() -> None:
+    # 20 MB holds two of the three 10 MB blocks; c's prefetch must not evict b0, which a queued request needs.
+    tasks = [chain_task(n, [{"cpu": 5.0}], memory_mb=10.0, slo_ms=100.0) for n in "abc"]
+    problem = problem_of(tasks, memory_budget_mb=20.0, storage_mb_per_ms=10.0)
+    policy = FixedPolicy("fixed", {n: ((0,), ("cpu",)) for n in "abc"})
+    arrivals = Arrivals(0, 1.0, {"a": np.asarray([0.0, 2.0]), "b": np.asarray([0.5]), "c": np.asarray([3.0])})
+    res = simulate(problem, policy, arrivals)
+    # a0 loads 0-1 and runs 1-6; b0 loads 1-2 and runs 6-11; a runs again 11-16; c0 loads on demand 16-17.
+    np.testing.assert_allclose(res.latencies_ms["a"], [6.0, 14.0])
+    np.testing.assert_allclose(res.latencies_ms["b"], [10.5])
+    np.testing.assert_allclose(res.latencies_ms["c"], [19.0])
+    assert res.loads == 3 and res.evictions == 1
