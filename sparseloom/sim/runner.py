@@ -23,7 +23,7 @@ from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
 from sparseloom.sim.engine import SLOChangeEvent
 from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
-from sparseloom.workload import Arrival, Task, Transitions
+from sparseloom.workload import Arrival, Task, Transitions, Workload
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,46 @@ def compare(
         policies={n: summarise(n, runs[n]) for n in names},
         plans=plans,
         plan_wall_s=plan_wall,
+    )
+
+
+def compare_workload(
+    workload: Workload,
+    problem: Problem,
+    policies: Sequence[Policy],
+    *,
+    base_dir: str | Path = ".",
+    rate_scale: float = 1.0,
+    trace_until_s: float = 0.0,
+    progress: bool = True,
+) -> Comparison:
+    """:func:`compare` with arrivals, SLO changes, transitions, duration, warm-up and seeds from a workload.
+
+    ``problem`` must hold the workload's tasks (by name); ``base_dir`` is
+    where trace files are resolved (the workload file's folder).
+    """
+    scenario = workload.scenario
+    if scenario is None:
+        raise ValueError("the workload has no 'scenario' section")
+    names = {t.name for t in problem.tasks}
+    missing = [t.name for t in workload.tasks if t.name not in names]
+    if missing:
+        raise ValueError(f"the problem lacks the workload's task(s) {', '.join(missing)}")
+    tasks = [t for t in workload.tasks if t.name in names]
+    return compare(
+        problem,
+        policies,
+        arrival_specs(tasks),
+        duration_s=scenario.duration_s,
+        warmup_s=scenario.warmup_s,
+        seed=scenario.seed,
+        seeds=scenario.seeds,
+        slo_changes=slo_changes(tasks),
+        rate_scale=rate_scale,
+        base_dir=base_dir,
+        transitions=scenario.transitions,
+        trace_until_s=trace_until_s,
+        progress=progress,
     )
 
 

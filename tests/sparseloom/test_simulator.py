@@ -15,11 +15,12 @@ from sparseloom.sim import (
     Arrivals,
     SLOChangeEvent,
     compare,
+    compare_workload,
     make_arrivals,
     max_sustainable_rate,
     simulate,
 )
-from sparseloom.workload import Periodic, Poisson, Trace
+from sparseloom.workload import Periodic, Poisson, Trace, load_workload
 
 
 def one_arrival_at(ms: float, task: str = "a", duration_s: float = 10.0) -> Arrivals:
@@ -298,3 +299,19 @@ def test_prefetch_does_not_evict_blocks_queued_requests_need() -> None:
     np.testing.assert_allclose(res.latencies_ms["b"], [10.5])
     np.testing.assert_allclose(res.latencies_ms["c"], [19.0])
     assert res.loads == 3 and res.evictions == 1
+
+
+def test_compare_workload_uses_the_scenario(repo_root: Path) -> None:
+    path = repo_root / "workloads" / "scenarios" / "stress.yaml"
+    workload = load_workload(path)
+    scenario = workload.scenario
+    assert scenario is not None
+    tasks = [chain_task(t.name, [{"cpu": 0.5, "gpu": 0.3}] * 2, slo_ms=t.slo.latency_ms) for t in workload.tasks]
+    problem = problem_of(tasks, ["cpu", "gpu"], memory_budget_mb=scenario.memory_budget_mb)
+    policy = FixedPolicy("fixed", {t.name: ((0, 0), ("cpu", "gpu")) for t in workload.tasks})
+    cmp = compare_workload(workload, problem, [policy], base_dir=path.parent, progress=False)
+    assert cmp.duration_s == scenario.duration_s and cmp.warmup_s == scenario.warmup_s
+    assert cmp.seeds == tuple(range(scenario.seed, scenario.seed + scenario.seeds))
+    changes = sum(len(t.slo_changes) for t in workload.tasks)
+    assert all(len(r.replan_ms) == changes for r in cmp.policies["fixed"].runs)
+    assert len(policy.plans) == 1 + changes * scenario.seeds
