@@ -38,16 +38,24 @@ class LeastBacklog:
         for task in problem.tasks:
             found = []
             for shift in range(len(PROCS)):
-                procs = tuple(PROCS[(p + shift) % len(PROCS)] for p in range(len(task.positions)))
+                procs = tuple(
+                    PROCS[(p + shift) % len(PROCS)] for p in range(len(task.positions))
+                )
                 opts = tuple(0 for _ in task.positions)
-                lat = sum(task.positions[p][0].latency_ms[procs[p]] for p in range(len(opts)))
-                found.append(Route(task.name, opts, procs, lat, task.accuracy(opts), 0.0))
+                lat = sum(
+                    task.positions[p][0].latency_ms[procs[p]] for p in range(len(opts))
+                )
+                found.append(
+                    Route(task.name, opts, procs, lat, task.accuracy(opts), 0.0)
+                )
             routes[task.name] = found[0]
             alts[task.name] = tuple(found)
         return Plan(routes, SolveInfo("bench", "ok", 0.0), alternatives=alts)
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
-        return min(plan.alternatives[task], key=lambda r: state.backlog_ms(r.processors[0]))
+        return min(
+            plan.alternatives[task], key=lambda r: state.backlog_ms(r.processors[0])
+        )
 
 
 def ar_problem(block_ms: float, memory_budget_mb: float) -> Problem:
@@ -59,12 +67,19 @@ def ar_problem(block_ms: float, memory_budget_mb: float) -> Problem:
                     "dense",
                     f"{name}-b{i}",
                     20.0 + 5 * i,
-                    {p: block_ms * (1.0 + 0.3 * ((i + j + k) % 3)) for j, p in enumerate(PROCS)},
+                    {
+                        p: block_ms * (1.0 + 0.3 * ((i + j + k) % 3))
+                        for j, p in enumerate(PROCS)
+                    },
                 ),
             )
             for i in range(4)
         )
-        tasks.append(TaskSpec(name, f"{name}-m", 50.0 + 10 * k, 0.0, 15.0, positions, (0.5,) * 4, 0.9))
+        tasks.append(
+            TaskSpec(
+                name, f"{name}-m", 50.0 + 10 * k, 0.0, 15.0, positions, (0.5,) * 4, 0.9
+            )
+        )
     return Problem(
         tasks=tuple(tasks),
         processors=tuple(ProcessorInfo(p, p) for p in PROCS),
@@ -80,7 +95,13 @@ def specs(scale: float) -> dict[str, Arrival]:
         "speech": Periodic(process="periodic", period_ms=100.0 / scale, jitter_ms=2.0),
         "image": Poisson(process="poisson", rate_hz=15.0 * scale),
         "activity": Periodic(process="periodic", period_ms=50.0 / scale),
-        "sentiment": Bursty(process="bursty", rate_on_hz=20.0 * scale, rate_off_hz=2.0, mean_on_s=2.0, mean_off_s=5.0),
+        "sentiment": Bursty(
+            process="bursty",
+            rate_on_hz=20.0 * scale,
+            rate_off_hz=2.0,
+            mean_on_s=2.0,
+            mean_off_s=5.0,
+        ),
     }
 
 
@@ -95,7 +116,9 @@ def timed(
     arrivals = make_arrivals(arrival, duration_s, seed=1)
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        res = simulate(problem, policy, arrivals, warmup_s=min(10.0, duration_s / 10), plan=plan)
+        res = simulate(
+            problem, policy, arrivals, warmup_s=min(10.0, duration_s / 10), plan=plan
+        )
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return statistics.median(walls), statistics.median(cpus), res
@@ -103,8 +126,10 @@ def timed(
 
 def describe(res: RunResult) -> str:
     util = ", ".join(f"{p} {u:.0%}" for p, u in res.utilisation.items())
-    return (f"{res.requests / (res.duration_s - res.warmup_s):.0f} req/s, violations {res.slo_violation_rate:.1%}, "
-            f"utilisation {util}, loads {res.loads:,}, evictions {res.evictions:,}")
+    return (
+        f"{res.requests / (res.duration_s - res.warmup_s):.0f} req/s, violations {res.slo_violation_rate:.1%}, "
+        f"utilisation {util}, loads {res.loads:,}, evictions {res.evictions:,}"
+    )
 
 
 def main() -> None:
@@ -115,14 +140,18 @@ def main() -> None:
     # Throughput: short blocks and high load, so the loop does nothing but execute blocks.
     wall, cpu, res = timed(ar_problem(0.2, 10_000.0), specs(20.0), 300.0, args.repeats)
     rate = res.block_executions / wall
-    print(f"block executions/s: {rate:,.0f} per wall s, {res.block_executions / cpu:,.0f} per CPU s "
-          f"({res.block_executions:,} executions in {wall:.2f} s wall, measured; {describe(res)}) "
-          f"target >= 200,000 -> ratio {rate / 200_000:.2f}")
+    print(
+        f"block executions/s: {rate:,.0f} per wall s, {res.block_executions / cpu:,.0f} per CPU s "
+        f"({res.block_executions:,} executions in {wall:.2f} s wall, measured; {describe(res)}) "
+        f"target >= 200,000 -> ratio {rate / 200_000:.2f}"
+    )
 
     # One simulated hour of the AR-like mix (about 65 requests/s, memory budget forcing evictions).
     wall, cpu, res = timed(ar_problem(2.0, 400.0), specs(1.0), 3600.0, args.repeats)
-    print(f"one simulated hour (AR-like, 4 tasks x 4 blocks): {wall:.2f} s wall, {cpu:.2f} s CPU, measured "
-          f"({res.block_executions:,} block executions; {describe(res)}) target <= 10 s -> ratio {10.0 / wall:.2f}")
+    print(
+        f"one simulated hour (AR-like, 4 tasks x 4 blocks): {wall:.2f} s wall, {cpu:.2f} s CPU, measured "
+        f"({res.block_executions:,} block executions; {describe(res)}) target <= 10 s -> ratio {10.0 / wall:.2f}"
+    )
 
 
 if __name__ == "__main__":

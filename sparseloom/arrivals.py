@@ -32,14 +32,20 @@ def load_trace(path: str | Path) -> np.ndarray:
             except ValueError:
                 if not times and lineno == 1:
                     continue  # header line
-                raise ValueError(f"{path}:{lineno}: expected a timestamp in seconds, found {field!r}") from None
+                raise ValueError(
+                    f"{path}:{lineno}: expected a timestamp in seconds, found {field!r}"
+                ) from None
             if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{path}:{lineno}: timestamps must be finite and >= 0, found {value}")
+                raise ValueError(
+                    f"{path}:{lineno}: timestamps must be finite and >= 0, found {value}"
+                )
             times.append(value)
     return np.sort(np.asarray(times, dtype=np.float64))
 
 
-def _poisson(rate_per_ms: float, start_ms: float, end_ms: float, rng: np.random.Generator) -> np.ndarray:
+def _poisson(
+    rate_per_ms: float, start_ms: float, end_ms: float, rng: np.random.Generator
+) -> np.ndarray:
     """Homogeneous Poisson arrivals in [start, end), by cumulative exponential gaps."""
     span = end_ms - start_ms
     if rate_per_ms <= 0 or span <= 0:
@@ -58,7 +64,9 @@ def _poisson(rate_per_ms: float, start_ms: float, end_ms: float, rng: np.random.
     return np.concatenate(parts)
 
 
-def _bursty(spec: Bursty, scale: float, duration_ms: float, rng: np.random.Generator) -> np.ndarray:
+def _bursty(
+    spec: Bursty, scale: float, duration_ms: float, rng: np.random.Generator
+) -> np.ndarray:
     """On/off MMPP: exponential on and off periods, Poisson within each at its own rate."""
     mean_on_ms, mean_off_ms = spec.mean_on_s * 1000.0, spec.mean_off_s * 1000.0
     # Start in the stationary state so short runs are not biased towards "on".
@@ -92,7 +100,9 @@ def generate_arrivals(
         phase = float(rng.uniform(0.0, period))
         times = np.arange(phase, duration_ms, period)
         if spec.jitter_ms > 0:
-            times = times + rng.uniform(-spec.jitter_ms, spec.jitter_ms, size=times.size)
+            times = times + rng.uniform(
+                -spec.jitter_ms, spec.jitter_ms, size=times.size
+            )
             times = np.sort(times[(times >= 0) & (times < duration_ms)])
         return times
     if isinstance(spec, Poisson):
@@ -142,7 +152,9 @@ def active_windows(
         steps = [mentioned[i % len(mentioned)] for i in range(n)]
     else:
         matrix: Mapping[str, Mapping[str, float]] = transitions.matrix or {}
-        mentioned = sorted({s for s in matrix} | {d for row in matrix.values() for d in row})
+        mentioned = sorted(
+            {s for s in matrix} | {d for row in matrix.values() for d in row}
+        )
         state = next(iter(matrix))
         while len(steps) * dwell_ms < duration_ms:
             steps.append(state)

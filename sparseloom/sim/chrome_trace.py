@@ -21,7 +21,9 @@ from sparseloom.sim.engine import ScheduleLog
 def _variant_of(problem: Problem | None) -> dict[str, str]:
     if problem is None:
         return {}
-    return {o.digest: o.variant for t in problem.tasks for opts in t.positions for o in opts}
+    return {
+        o.digest: o.variant for t in problem.tasks for opts in t.positions for o in opts
+    }
 
 
 def trace_events(
@@ -36,11 +38,32 @@ def trace_events(
     storage_tid = len(log.processors)
     variants = _variant_of(problem)
     events: list[dict[str, Any]] = [
-        {"ph": "M", "pid": pid, "name": "process_name", "args": {"name": f"SoC ({policy})" if policy else "SoC"}}
+        {
+            "ph": "M",
+            "pid": pid,
+            "name": "process_name",
+            "args": {"name": f"SoC ({policy})" if policy else "SoC"},
+        }
     ]
     for tid, name in enumerate(log.processors):
-        events.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": name}})
-    events.append({"ph": "M", "pid": pid, "tid": storage_tid, "name": "thread_name", "args": {"name": "storage"}})
+        events.append(
+            {
+                "ph": "M",
+                "pid": pid,
+                "tid": tid,
+                "name": "thread_name",
+                "args": {"name": name},
+            }
+        )
+    events.append(
+        {
+            "ph": "M",
+            "pid": pid,
+            "tid": storage_tid,
+            "name": "thread_name",
+            "args": {"name": "storage"},
+        }
+    )
     body: list[dict[str, Any]] = []
     for p, r, pos, start, dur in log.executions:
         task = log.tasks[log.request_task[r]]
@@ -63,7 +86,9 @@ def trace_events(
                 "ph": "X",
                 "pid": pid,
                 "tid": storage_tid,
-                "name": f"load {variants.get(digest, '')} {digest[:10]}".replace("  ", " "),
+                "name": f"load {variants.get(digest, '')} {digest[:10]}".replace(
+                    "  ", " "
+                ),
                 "cat": "load",
                 "ts": start * 1000.0,
                 "dur": dur * 1000.0,
@@ -85,8 +110,15 @@ def trace_events(
         )
     for t, wall_us in log.replans:
         body.append(
-            {"ph": "i", "s": "g", "pid": pid, "name": "re-plan", "cat": "policy", "ts": t * 1000.0,
-             "args": {"wall_us_measured": wall_us}}
+            {
+                "ph": "i",
+                "s": "g",
+                "pid": pid,
+                "name": "re-plan",
+                "cat": "policy",
+                "ts": t * 1000.0,
+                "args": {"wall_us_measured": wall_us},
+            }
         )
     body.sort(key=lambda e: e["ts"])
     truncated = len(body) > max_events

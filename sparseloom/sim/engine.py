@@ -199,7 +199,12 @@ def _block_table(problem: Problem) -> tuple[dict[str, int], list[str], list[floa
     return ids, digests, mbs
 
 
-def compile_route(problem: Problem, route: Route, block_ids: dict[str, int], proc_index: dict[str, int]) -> CompiledRoute:
+def compile_route(
+    problem: Problem,
+    route: Route,
+    block_ids: dict[str, int],
+    proc_index: dict[str, int],
+) -> CompiledRoute:
     """Check a route against the problem and turn it into engine steps; ValueError if it cannot run."""
     for ti, task in enumerate(problem.tasks):
         if task.name == route.task:
@@ -220,7 +225,9 @@ def compile_route(problem: Problem, route: Route, block_ids: dict[str, int], pro
             raise ValueError(f"task '{task.name}' position {pos}: no option {oi}")
         opt = task.positions[pos][oi]
         if proc not in proc_index:
-            raise ValueError(f"task '{task.name}' position {pos}: unknown processor '{proc}'")
+            raise ValueError(
+                f"task '{task.name}' position {pos}: unknown processor '{proc}'"
+            )
         if proc not in opt.latency_ms:
             raise ValueError(
                 f"task '{task.name}' position {pos}: block {opt.variant} cannot run on '{proc}' (no latency)"
@@ -230,13 +237,19 @@ def compile_route(problem: Problem, route: Route, block_ids: dict[str, int], pro
                 f"task '{task.name}' position {pos}: block {opt.variant} needs {opt.memory_mb:g} MB, "
                 f"more than the memory budget ({problem.memory_budget_mb:g} MB)"
             )
-        xfer = problem.transfer_ms(task.output_mb[pos - 1]) if prev is not None and proc != prev else 0.0
+        xfer = (
+            problem.transfer_ms(task.output_mb[pos - 1])
+            if prev is not None and proc != prev
+            else 0.0
+        )
         lat = float(opt.latency_ms[proc])
         steps.append((proc_index[proc], lat, block_ids[opt.digest], xfer))
         service += xfer + lat
         prev = proc
     blocks = tuple(dict.fromkeys(step[2] for step in steps))
-    return CompiledRoute(ti, tuple(steps), blocks, task.accuracy(route.options), service)
+    return CompiledRoute(
+        ti, tuple(steps), blocks, task.accuracy(route.options), service
+    )
 
 
 def _replan(policy: Policy, problem: Problem, plan: Plan) -> Plan:
@@ -333,13 +346,20 @@ def run(
 
     log: ScheduleLog | None = None
     if trace_until_ms > 0:
-        log = ScheduleLog(trace_until_ms, processors, task_names, tuple(digests), request_task=arr_k)
+        log = ScheduleLog(
+            trace_until_ms, processors, task_names, tuple(digests), request_task=arr_k
+        )
 
     cache_by_id: dict[int, tuple[Route, CompiledRoute]] = {}
     cache_by_key: dict[tuple[str, tuple[int, ...], tuple[str, ...]], CompiledRoute] = {}
 
     # The state's lists, bound to locals: the hot loop reads them millions of times.
-    busy, busy_until, queued, queues = st.busy, st.busy_until_ms, st.queued_ms, st.queues
+    busy, busy_until, queued, queues = (
+        st.busy,
+        st.busy_until_ms,
+        st.queued_ms,
+        st.queues,
+    )
     block_state, block_pins, lru = st.block_state, st.block_pins, st.lru
     lru_touch = lru.move_to_end
     log_until = log.until_ms if log is not None else float("-inf")
@@ -368,7 +388,8 @@ def run(
         if cr is None:
             cr = compile_route(problem, route, block_ids, proc_index)
             cache_by_key[key] = cr
-        if len(cache_by_id) < 4096:  # policies that build fresh Route objects fall back to the key cache
+        # Policies that build fresh Route objects fall back to the key cache.
+        if len(cache_by_id) < 4096:
             cache_by_id[id(route)] = (route, cr)
         return cr
 
@@ -492,9 +513,13 @@ def run(
         resident = [block_ids[d] for d in sorted(new_plan.resident) if d in block_ids]
         total = sum(block_mb[b] for b in resident)
         st.plan_pinned = set(resident) if total <= budget + 1e-9 else set()
-        for b in [*resident, *(block_ids[d] for d in new_plan.preload if d in block_ids)]:
+        for b in [
+            *resident,
+            *(block_ids[d] for d in new_plan.preload if d in block_ids),
+        ]:
+            # Best effort: a preload that does not fit is skipped.
             if block_state[b] == 0:
-                start_load(b, now, demand=False)  # best effort: a preload that does not fit is skipped
+                start_load(b, now, demand=False)
 
     load_residency(plan, 0.0)
     for i, ch in enumerate(sorted(slo_changes, key=lambda c: c.at_ms)):
@@ -552,11 +577,15 @@ def run(
             decision_ns.append(perf() - t0)
             cr = compiled(route)
             if cr.task_index != k:
-                raise ValueError(f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'")
+                raise ValueError(
+                    f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'"
+                )
             req_steps[r] = cr.steps
             req_slo[r] = slo_lat[k]
             req_acc[r] = cr.accuracy
-            req_acc_bad[r] = cr.accuracy is not None and cr.accuracy < slo_acc[k] - 1e-12
+            req_acc_bad[r] = (
+                cr.accuracy is not None and cr.accuracy < slo_acc[k] - 1e-12
+            )
             for step in cr.steps:
                 wanted[step[2]] += 1
             if prefetch:
@@ -589,7 +618,9 @@ def run(
                 slo_lat[k] = ch.latency_ms
             if ch.min_accuracy is not None:
                 slo_acc[k] = ch.min_accuracy
-            tasks_now[k] = replace(tasks_now[k], latency_slo_ms=slo_lat[k], min_accuracy=slo_acc[k])
+            tasks_now[k] = replace(
+                tasks_now[k], latency_slo_ms=slo_lat[k], min_accuracy=slo_acc[k]
+            )
             t0 = perf()
             plan = _replan(policy, replace(problem, tasks=tuple(tasks_now)), plan)
             wall = perf() - t0
@@ -620,4 +651,3 @@ def run(
         block_executions=executions,
         schedule=log,
     )
-

@@ -204,7 +204,10 @@ def run_result(
         accuracy_unknown=unknown,
         peak_memory_mb=raw.memory_peak_mb,
         mean_memory_mb=raw.memory_area_mb_ms / (window_s * 1000.0),
-        utilisation={p: raw.busy_ms[i] / (window_s * 1000.0) for i, p in enumerate(raw.processors)},
+        utilisation={
+            p: raw.busy_ms[i] / (window_s * 1000.0)
+            for i, p in enumerate(raw.processors)
+        },
         task_switches=raw.task_switches,
         loads=raw.loads,
         load_ms=raw.load_ms,
@@ -291,7 +294,9 @@ def summarise(policy: str, runs: Sequence[RunResult]) -> PolicySummary:
         latency_p50_ms=estimate([r.latency_ms.p50 for r in runs]),
         latency_p95_ms=estimate([r.latency_ms.p95 for r in runs]),
         latency_p99_ms=estimate([r.latency_ms.p99 for r in runs]),
-        mean_accuracy=None if any(a is None for a in accs) else estimate([a for a in accs if a is not None]),
+        mean_accuracy=None
+        if any(a is None for a in accs)
+        else estimate([a for a in accs if a is not None]),
         peak_memory_mb=estimate([r.peak_memory_mb for r in runs]),
         mean_memory_mb=estimate([r.mean_memory_mb for r in runs]),
         utilisation={p: estimate([r.utilisation[p] for r in runs]) for p in procs},
@@ -300,7 +305,13 @@ def summarise(policy: str, runs: Sequence[RunResult]) -> PolicySummary:
         # Over seeds: the median of the per-seed medians, and the worst per-seed p99.
         decision_us_p50=float(np.median([r.decision_us_p50 for r in runs])),
         decision_us_p99=float(np.max([r.decision_us_p99 for r in runs])),
-        per_task_violation_rate={t: estimate([r.per_task[t].slo_violation_rate for r in runs]) for t in tasks},
-        per_task_latency_p99_ms={t: estimate([r.per_task[t].latency_ms.p99 for r in runs]) for t in tasks},
-        per_task_throughput_rps={t: estimate([r.per_task[t].throughput_rps for r in runs]) for t in tasks},
+        per_task_violation_rate={
+            t: estimate([r.per_task[t].slo_violation_rate for r in runs]) for t in tasks
+        },
+        per_task_latency_p99_ms={
+            t: estimate([r.per_task[t].latency_ms.p99 for r in runs]) for t in tasks
+        },
+        per_task_throughput_rps={
+            t: estimate([r.per_task[t].throughput_rps for r in runs]) for t in tasks
+        },
     )

@@ -53,7 +53,9 @@ def plot_latency_cdf(
             frac = np.arange(1, finite.size + 1) / lat.size
             ax.step(finite, frac, where="post", label=name)
         if slo_ms and task in slo_ms:
-            ax.axvline(slo_ms[task], color="black", linestyle="--", linewidth=1, label="SLO")
+            ax.axvline(
+                slo_ms[task], color="black", linestyle="--", linewidth=1, label="SLO"
+            )
         ax.set_title(task)
         ax.set_xlabel("latency (ms, modelled)")
         ax.set_ylabel("fraction of requests")
@@ -72,14 +74,26 @@ def plot_violations(comparison: Comparison, path: str | Path) -> Path:
     groups = ["overall", *first.runs[0].per_task]
     width = 0.8 / max(1, len(policies))
     x = np.arange(len(groups))
-    fig = Figure(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(policies)) / 2 + 3), 4.0))
+    fig = Figure(
+        figsize=(max(6.0, 1.3 * len(groups) * max(1, len(policies)) / 2 + 3), 4.0)
+    )
     ax = fig.add_subplot(1, 1, 1)
     for j, name in enumerate(policies):
         s = comparison.policies[name]
-        ests = [s.slo_violation_rate, *(s.per_task_violation_rate[t] for t in groups[1:])]
+        ests = [
+            s.slo_violation_rate,
+            *(s.per_task_violation_rate[t] for t in groups[1:]),
+        ]
         means = [100.0 * e.mean for e in ests]
         errs = [100.0 * (e.ci95 or 0.0) for e in ests]
-        ax.bar(x + (j - (len(policies) - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=name)
+        ax.bar(
+            x + (j - (len(policies) - 1) / 2) * width,
+            means,
+            width,
+            yerr=errs,
+            capsize=2,
+            label=name,
+        )
     ax.set_xticks(x, groups)
     ax.set_ylabel("SLO violations (%, modelled)")
     ax.set_title("SLO violation rate per policy")

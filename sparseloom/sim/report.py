@@ -87,7 +87,11 @@ def _per_seed(r: RunResult) -> dict[str, Any]:
         "offered_rps": _num(r.offered_rps),
         "slo_violation_rate": _num(r.slo_violation_rate),
         "throughput_rps": _num(r.throughput_rps),
-        "latency_ms": {"p50": _num(r.latency_ms.p50), "p95": _num(r.latency_ms.p95), "p99": _num(r.latency_ms.p99)},
+        "latency_ms": {
+            "p50": _num(r.latency_ms.p50),
+            "p95": _num(r.latency_ms.p95),
+            "p99": _num(r.latency_ms.p99),
+        },
         "mean_accuracy": _num(r.mean_accuracy),
         "peak_memory_mb": _num(r.peak_memory_mb),
         "block_executions": r.block_executions,
@@ -111,7 +115,10 @@ def policy_entry(summary: PolicySummary, comparison: Comparison) -> dict[str, An
         },
         "mean_accuracy": None if acc is None else _num(acc.mean),
         "peak_memory_mb": _num(summary.peak_memory_mb.mean),
-        "decision_us": {"p50": _num(summary.decision_us_p50), "p99": _num(summary.decision_us_p99)},
+        "decision_us": {
+            "p50": _num(summary.decision_us_p50),
+            "p99": _num(summary.decision_us_p99),
+        },
         "mean_memory_mb": _num(summary.mean_memory_mb.mean),
         "offered_rps": _num(float(np.mean([r.offered_rps for r in runs]))),
         "requests": int(sum(r.requests for r in runs)),
@@ -122,7 +129,9 @@ def policy_entry(summary: PolicySummary, comparison: Comparison) -> dict[str, An
         "load_ms": _num(summary.load_ms.mean),
         "evictions": _num(float(np.mean([r.evictions for r in runs]))),
         "replans": len(replans),
-        "replan_ms": {"mean": _num(float(np.mean(replans))), "max": _num(max(replans))} if replans else None,
+        "replan_ms": {"mean": _num(float(np.mean(replans))), "max": _num(max(replans))}
+        if replans
+        else None,
         "plan_wall_s": _num(comparison.plan_wall_s.get(summary.policy)),
         "plan": None
         if plan is None
@@ -165,7 +174,9 @@ def results_dict(
             "note": NUMBERS_NOTE,
             "source": dict(SOURCES),
         },
-        "policies": {name: policy_entry(s, comparison) for name, s in comparison.policies.items()},
+        "policies": {
+            name: policy_entry(s, comparison) for name, s in comparison.policies.items()
+        },
     }
     if extra:
         doc.update(extra)
@@ -186,7 +197,9 @@ def write_results(
     return doc
 
 
-def _fmt(x: float | None, spec: str, ci: float | None = None, scale: float = 1.0) -> str:
+def _fmt(
+    x: float | None, spec: str, ci: float | None = None, scale: float = 1.0
+) -> str:
     if x is None or not math.isfinite(x):
         return "inf" if x is not None and x > 0 else "-"
     text = format(x * scale, spec)
@@ -219,12 +232,16 @@ def format_table(comparison: Comparison) -> str:
         rows.append(
             [
                 name,
-                _fmt(s.slo_violation_rate.mean, ".1f", s.slo_violation_rate.ci95, 100.0),
+                _fmt(
+                    s.slo_violation_rate.mean, ".1f", s.slo_violation_rate.ci95, 100.0
+                ),
                 _fmt(s.throughput_rps.mean, ".1f", s.throughput_rps.ci95),
                 _fmt(s.latency_p50_ms.mean, ".2f"),
                 _fmt(s.latency_p95_ms.mean, ".2f"),
                 _fmt(s.latency_p99_ms.mean, ".2f", s.latency_p99_ms.ci95),
-                "unknown" if acc is None else _fmt(acc.mean, ".4f") + ("*" if partly_unknown else ""),
+                "unknown"
+                if acc is None
+                else _fmt(acc.mean, ".4f") + ("*" if partly_unknown else ""),
                 _fmt(s.peak_memory_mb.mean, ".1f"),
                 _fmt(util, ".0f", None, 100.0),
                 f"{_fmt(s.decision_us_p50, '.1f')}/{_fmt(s.decision_us_p99, '.1f')}",
@@ -233,7 +250,9 @@ def format_table(comparison: Comparison) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = []
     for j, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:])
+        ]
         lines.append("  ".join(cells))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -244,8 +263,12 @@ def format_table(comparison: Comparison) -> str:
         f"({comparison.warmup_s:g} s warm-up excluded); ± = 95% CI over seeds; util = busiest processor."
     )
     if any_unknown:
-        lines.append("* accuracy unknown for some requests (profiling-only models); the mean covers the rest.")
-    lines.append("Latency, violations, throughput, accuracy, memory: modelled. decide us: measured wall-clock.")
+        lines.append(
+            "* accuracy unknown for some requests (profiling-only models); the mean covers the rest."
+        )
+    lines.append(
+        "Latency, violations, throughput, accuracy, memory: modelled. decide us: measured wall-clock."
+    )
     return "\n".join(lines)
 
 
@@ -266,8 +289,14 @@ def write_outputs(
     out = Path(out_dir)
     paths: dict[str, Path] = {"results": out / "results.json"}
     write_results(paths["results"], comparison, workload=workload, soc=soc, extra=extra)
-    slo = {t.name: t.latency_slo_ms for t in problem.tasks} if problem is not None else None
-    paths["latency_cdf"] = plot_latency_cdf(comparison, out / "latency_cdf.png", slo_ms=slo)
+    slo = (
+        {t.name: t.latency_slo_ms for t in problem.tasks}
+        if problem is not None
+        else None
+    )
+    paths["latency_cdf"] = plot_latency_cdf(
+        comparison, out / "latency_cdf.png", slo_ms=slo
+    )
     paths["violations"] = plot_violations(comparison, out / "violations.png")
     for name, summary in comparison.policies.items():
         log = summary.runs[0].schedule

@@ -68,7 +68,9 @@ def make_arrivals(
     times: dict[str, np.ndarray] = {}
     for name, spec in specs.items():
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        times[name] = generate_arrivals(spec, duration_s, rng, rate_scale=rate_scale, base_dir=base_dir)
+        times[name] = generate_arrivals(
+            spec, duration_s, rng, rate_scale=rate_scale, base_dir=base_dir
+        )
     if transitions is not None:
         rng = np.random.default_rng([seed, zlib.crc32(b"transitions")])
         windows = active_windows(transitions, list(specs), duration_s, rng)
@@ -84,7 +86,9 @@ def arrival_specs(tasks: Sequence[Task]) -> dict[str, Arrival]:
 def slo_changes(tasks: Sequence[Task]) -> tuple[SLOChangeEvent, ...]:
     """The SLO changes of workload tasks as engine events, in time order."""
     events = [
-        SLOChangeEvent(c.at_s * 1000.0, t.name, c.latency_ms, c.min_accuracy) for t in tasks for c in t.slo_changes
+        SLOChangeEvent(c.at_s * 1000.0, t.name, c.latency_ms, c.min_accuracy)
+        for t in tasks
+        for c in t.slo_changes
     ]
     return tuple(sorted(events, key=lambda e: e.at_ms))
 
@@ -107,7 +111,9 @@ def simulate(
     """
     duration_s = arrivals.duration_s
     if not 0.0 <= warmup_s < duration_s:
-        raise ValueError(f"warmup_s ({warmup_s:g}) must be in [0, duration_s={duration_s:g})")
+        raise ValueError(
+            f"warmup_s ({warmup_s:g}) must be in [0, duration_s={duration_s:g})"
+        )
     plan_wall_s = 0.0
     if plan is None:
         t0 = time.perf_counter()
@@ -182,10 +188,21 @@ def compare(
         plan_wall[policy.name] = time.perf_counter() - t0
     seed_list = tuple(range(seed, seed + seeds))
     runs: dict[str, list[RunResult]] = {n: [] for n in names}
-    bar = tqdm(total=len(seed_list) * len(policies), desc="simulate", unit="run", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(seed_list) * len(policies),
+        desc="simulate",
+        unit="run",
+        disable=not progress,
+        leave=False,
+    )
     for s in seed_list:
         arrivals = make_arrivals(
-            specs, duration_s, s, rate_scale=rate_scale, base_dir=base_dir, transitions=transitions
+            specs,
+            duration_s,
+            s,
+            rate_scale=rate_scale,
+            base_dir=base_dir,
+            transitions=transitions,
         )
         for policy in policies:
             bar.set_postfix_str(f"{policy.name} seed {s}")
@@ -233,7 +250,9 @@ def compare_workload(
     names = {t.name for t in problem.tasks}
     missing = [t.name for t in workload.tasks if t.name not in names]
     if missing:
-        raise ValueError(f"the problem lacks the workload's task(s) {', '.join(missing)}")
+        raise ValueError(
+            f"the problem lacks the workload's task(s) {', '.join(missing)}"
+        )
     tasks = [t for t in workload.tasks if t.name in names]
     return compare(
         problem,
@@ -254,7 +273,10 @@ def compare_workload(
 
 def scale_rates(problem: Problem, rate_scale: float) -> Problem:
     """The problem with every task's expected arrival rate multiplied, so policies plan for the load."""
-    return replace(problem, tasks=tuple(replace(t, rate_hz=t.rate_hz * rate_scale) for t in problem.tasks))
+    return replace(
+        problem,
+        tasks=tuple(replace(t, rate_hz=t.rate_hz * rate_scale) for t in problem.tasks),
+    )
 
 
 @dataclass(frozen=True)
@@ -268,7 +290,9 @@ class SustainableRate:
     slo_violation_rate: float
     # (rate_scale, offered_rps, violation rate) of every point tried, in the order tried.
     points: tuple[tuple[float, float, float], ...]
-    bounded: bool  # False when the search hit its scale limit without crossing the target
+    bounded: (
+        bool  # False when the search hit its scale limit without crossing the target
+    )
 
 
 def max_sustainable_rate(
@@ -301,9 +325,21 @@ def max_sustainable_rate(
         viol, offered = [], []
         for s in range(seed, seed + seeds):
             arrivals = make_arrivals(
-                specs, duration_s, s, rate_scale=scale, base_dir=base_dir, transitions=transitions
+                specs,
+                duration_s,
+                s,
+                rate_scale=scale,
+                base_dir=base_dir,
+                transitions=transitions,
             )
-            res = simulate(scaled, policy, arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan)
+            res = simulate(
+                scaled,
+                policy,
+                arrivals,
+                warmup_s=warmup_s,
+                slo_changes=slo_changes,
+                plan=plan,
+            )
             viol.append(res.slo_violation_rate)
             offered.append(res.offered_rps)
         v, o = float(np.mean(viol)), float(np.mean(offered))
@@ -321,7 +357,9 @@ def max_sustainable_rate(
             best = (hi, o, v)
             lo, hi = hi, hi * 2.0
             if hi > max_scale:
-                return SustainableRate(policy.name, target, lo, best[1], best[2], tuple(points), False)
+                return SustainableRate(
+                    policy.name, target, lo, best[1], best[2], tuple(points), False
+                )
     else:
         lo, hi = 0.5, 1.0
         while True:
@@ -331,7 +369,9 @@ def max_sustainable_rate(
                 break
             lo, hi = lo / 2.0, lo
             if lo < 1.0 / max_scale:
-                return SustainableRate(policy.name, target, 0.0, 0.0, v, tuple(points), False)
+                return SustainableRate(
+                    policy.name, target, 0.0, 0.0, v, tuple(points), False
+                )
     while hi / lo - 1.0 > tolerance:
         mid = (lo * hi) ** 0.5
         v, o = trial(mid)
@@ -340,4 +380,6 @@ def max_sustainable_rate(
         else:
             hi = mid
     assert best is not None
-    return SustainableRate(policy.name, target, best[0], best[1], best[2], tuple(points), True)
+    return SustainableRate(
+        policy.name, target, best[0], best[1], best[2], tuple(points), True
+    )

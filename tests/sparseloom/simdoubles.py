@@ -28,10 +28,20 @@ class FixedPolicy:
         routes = {}
         for task in problem.tasks:
             options, procs = self.routes[task.name]
-            lat = sum(task.positions[p][o].latency_ms.get(procs[p], float("inf")) for p, o in enumerate(options))
+            lat = sum(
+                task.positions[p][o].latency_ms.get(procs[p], float("inf"))
+                for p, o in enumerate(options)
+            )
             mem = sum(task.positions[p][o].memory_mb for p, o in enumerate(options))
-            routes[task.name] = Route(task.name, options, procs, lat, task.accuracy(options), mem)
-        return Plan(routes, SolveInfo("fixed", "ok", 0.0), resident=self.resident, preload=self.preload)
+            routes[task.name] = Route(
+                task.name, options, procs, lat, task.accuracy(options), mem
+            )
+        return Plan(
+            routes,
+            SolveInfo("fixed", "ok", 0.0),
+            resident=self.resident,
+            preload=self.preload,
+        )
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
         return plan.routes[task]
@@ -52,7 +62,8 @@ def chain_task(
     """A task with one option per position."""
     prefix = digest_prefix or name
     positions = tuple(
-        (Option("dense", f"{prefix}-b{i}", memory_mb, dict(lat)),) for i, lat in enumerate(latencies_ms)
+        (Option("dense", f"{prefix}-b{i}", memory_mb, dict(lat)),)
+        for i, lat in enumerate(latencies_ms)
     )
     return TaskSpec(
         name=name,
@@ -66,10 +77,14 @@ def chain_task(
     )
 
 
-def problem_of(tasks: Sequence[TaskSpec], processors: Sequence[str] = ("cpu",), **kw: float) -> Problem:
+def problem_of(
+    tasks: Sequence[TaskSpec], processors: Sequence[str] = ("cpu",), **kw: float
+) -> Problem:
     return Problem(
         tasks=tuple(tasks),
-        processors=tuple(ProcessorInfo(p, p if p in ("cpu", "gpu", "dsp", "npu") else "cpu") for p in processors),
+        processors=tuple(
+            ProcessorInfo(p, p if p in ("cpu", "gpu", "dsp", "npu") else "cpu")
+            for p in processors
+        ),
         **kw,  # type: ignore[arg-type]
     )
-

@@ -30,13 +30,16 @@ def one_arrival_at(ms: float, task: str = "a", duration_s: float = 10.0) -> Arri
 def test_md1_mean_wait_matches_formula() -> None:
     service_ms, rate_hz = 10.0, 60.0
     rho = rate_hz * service_ms / 1000.0
-    expected_wait_ms = rho * service_ms / (2.0 * (1.0 - rho))  # Pollaczek-Khinchine for deterministic service
+    # Pollaczek-Khinchine mean wait for deterministic service.
+    expected_wait_ms = rho * service_ms / (2.0 * (1.0 - rho))
     task = chain_task("a", [{"cpu": service_ms}], slo_ms=1e5)
     problem = problem_of([task], memory_budget_mb=10)
     policy = FixedPolicy("fixed", {"a": ((0,), ("cpu",))})
     waits = []
     for seed in range(3):
-        arrivals = make_arrivals({"a": Poisson(process="poisson", rate_hz=rate_hz)}, 1500.0, seed)
+        arrivals = make_arrivals(
+            {"a": Poisson(process="poisson", rate_hz=rate_hz)}, 1500.0, seed
+        )
         res = simulate(problem, policy, arrivals, warmup_s=20.0)
         waits.append(res.latency_ms.mean - service_ms)
         assert res.utilisation["cpu"] == pytest.approx(rho, rel=0.03)
@@ -44,12 +47,23 @@ def test_md1_mean_wait_matches_formula() -> None:
 
 
 def test_periodic_task_latency_is_blocks_plus_transfers() -> None:
-    task = chain_task("a", [{"cpu": 2.0}, {"gpu": 3.5, "cpu": 9.0}, {"cpu": 1.25}], output_mb=0.5, slo_ms=8.0)
+    task = chain_task(
+        "a",
+        [{"cpu": 2.0}, {"gpu": 3.5, "cpu": 9.0}, {"cpu": 1.25}],
+        output_mb=0.5,
+        slo_ms=8.0,
+    )
     problem = problem_of(
-        [task], ["cpu", "gpu"], memory_budget_mb=100, transfer_latency_ms=0.1, transfer_mb_per_ms=1.0
+        [task],
+        ["cpu", "gpu"],
+        memory_budget_mb=100,
+        transfer_latency_ms=0.1,
+        transfer_mb_per_ms=1.0,
     )
     policy = FixedPolicy("fixed", {"a": ((0, 0, 0), ("cpu", "gpu", "cpu"))})
-    arrivals = make_arrivals({"a": Periodic(process="periodic", period_ms=50.0)}, 20.0, seed=3)
+    arrivals = make_arrivals(
+        {"a": Periodic(process="periodic", period_ms=50.0)}, 20.0, seed=3
+    )
     res = simulate(problem, policy, arrivals, warmup_s=1.0)
     exact = 2.0 + (0.1 + 0.5) + 3.5 + (0.1 + 0.5) + 1.25
     lat = res.latencies_ms["a"]
@@ -79,14 +93,20 @@ def test_prefetch_overlaps_loads_with_earlier_blocks() -> None:
     policy = FixedPolicy("fixed", {"a": ((0, 0), ("cpu", "cpu"))})
     eager = simulate(problem, policy, one_arrival_at(100.0))
     lazy = simulate(problem, policy, one_arrival_at(100.0), prefetch=False)
-    assert eager.latencies_ms["a"][0] == pytest.approx(10.0 + 10.0 + 3.0)  # b1 loaded at 20, b0 done at 12
+    # b0 loads 0-10 and runs 10-12; b1 loads 10-20 and runs 20-23.
+    assert eager.latencies_ms["a"][0] == pytest.approx(10.0 + 10.0 + 3.0)
     assert lazy.latencies_ms["a"][0] == pytest.approx(10.0 + 2.0 + 10.0 + 3.0)
     assert eager.loads == lazy.loads == 2 and eager.evictions == 0
 
 
 def test_memory_budget_is_never_exceeded_under_contention() -> None:
-    tasks = [chain_task(n, [{"cpu": 1.0, "gpu": 1.5}] * 3, memory_mb=12.0, slo_ms=200) for n in "abc"]
-    problem = problem_of(tasks, ["cpu", "gpu"], memory_budget_mb=50.0, storage_mb_per_ms=4.0)
+    tasks = [
+        chain_task(n, [{"cpu": 1.0, "gpu": 1.5}] * 3, memory_mb=12.0, slo_ms=200)
+        for n in "abc"
+    ]
+    problem = problem_of(
+        tasks, ["cpu", "gpu"], memory_budget_mb=50.0, storage_mb_per_ms=4.0
+    )
     policy = FixedPolicy(
         "fixed",
         {
@@ -96,7 +116,9 @@ def test_memory_budget_is_never_exceeded_under_contention() -> None:
         },
     )
     specs = {n: Poisson(process="poisson", rate_hz=40.0) for n in "abc"}
-    res = simulate(problem, policy, make_arrivals(specs, 60.0, 1), warmup_s=5.0, trace_until_s=60.0)
+    res = simulate(
+        problem, policy, make_arrivals(specs, 60.0, 1), warmup_s=5.0, trace_until_s=60.0
+    )
     assert res.evictions > 0 and res.loads > res.evictions
     assert res.peak_memory_mb <= 50.0 + 1e-9
     assert 0 < res.mean_memory_mb <= 50.0
@@ -120,7 +142,9 @@ def test_resident_set_is_pinned_and_loaded_up_front() -> None:
     problem = problem_of([task, other], memory_budget_mb=30.0, storage_mb_per_ms=1.0)
     routes = {"a": ((0, 0), ("cpu", "cpu")), "b": ((0,), ("cpu",))}
     pinned = FixedPolicy("pinned", routes, resident=frozenset({"a-b0", "a-b1"}))
-    arrivals = Arrivals(0, 10.0, {"a": np.asarray([500.0, 1500.0]), "b": np.asarray([1000.0])})
+    arrivals = Arrivals(
+        0, 10.0, {"a": np.asarray([500.0, 1500.0]), "b": np.asarray([1000.0])}
+    )
     res = simulate(problem, pinned, arrivals)
     # Loaded at time 0 (20 ms of storage), never again: only b's block loads later.
     np.testing.assert_allclose(res.latencies_ms["a"], [5.0, 5.0])
@@ -131,8 +155,13 @@ def test_resident_set_is_pinned_and_loaded_up_front() -> None:
 def test_same_seed_same_result_and_seeds_differ() -> None:
     tasks = [chain_task(n, [{"cpu": 3.0, "gpu": 2.0}] * 2, slo_ms=15.0) for n in "ab"]
     problem = problem_of(tasks, ["cpu", "gpu"], memory_budget_mb=100)
-    policy = FixedPolicy("fixed", {"a": ((0, 0), ("cpu", "gpu")), "b": ((0, 0), ("gpu", "cpu"))})
-    specs = {"a": Poisson(process="poisson", rate_hz=80.0), "b": Poisson(process="poisson", rate_hz=60.0)}
+    policy = FixedPolicy(
+        "fixed", {"a": ((0, 0), ("cpu", "gpu")), "b": ((0, 0), ("gpu", "cpu"))}
+    )
+    specs = {
+        "a": Poisson(process="poisson", rate_hz=80.0),
+        "b": Poisson(process="poisson", rate_hz=60.0),
+    }
     one = simulate(problem, policy, make_arrivals(specs, 30.0, 7), warmup_s=2.0)
     two = simulate(problem, policy, make_arrivals(specs, 30.0, 7), warmup_s=2.0)
     other = simulate(problem, policy, make_arrivals(specs, 30.0, 8), warmup_s=2.0)
@@ -151,7 +180,9 @@ def test_warmup_requests_are_excluded() -> None:
     cold = simulate(problem, policy, arrivals)
     warm = simulate(problem, policy, arrivals, warmup_s=1.0)
     assert cold.requests == 100 and warm.requests == 90
-    assert cold.per_task["a"].violations == 1 and cold.latency_ms.p50 == pytest.approx(1.0)
+    assert cold.per_task["a"].violations == 1 and cold.latency_ms.p50 == pytest.approx(
+        1.0
+    )
     assert warm.slo_violation_rate == 0.0
     assert warm.throughput_rps == pytest.approx(10.0)
 
@@ -174,7 +205,8 @@ def test_slo_change_replans_and_applies_the_new_slo() -> None:
     res = simulate(problem, plain, arrivals, slo_changes=[change])
     assert len(plain.plans) == 2 and plain.plans[1].task("a").latency_slo_ms == 3.0
     assert len(res.replan_ms) == 1 and res.replan_ms[0] >= 0.0
-    assert res.per_task["a"].latency_violations == 50  # requests from 5 s on take 4 ms > 3 ms
+    # Requests from 5 s on take 4 ms > 3 ms.
+    assert res.per_task["a"].latency_violations == 50
     with_replan = ReplanningPolicy("replanning", {"a": ((0,), ("cpu",))})
     simulate(problem, with_replan, arrivals, slo_changes=[change])
     assert with_replan.replans == 1
@@ -183,11 +215,19 @@ def test_slo_change_replans_and_applies_the_new_slo() -> None:
 def test_accuracy_slo_violations_and_unknown_accuracy() -> None:
     low = chain_task("low", [{"cpu": 1.0}], base_accuracy=0.80, min_accuracy=0.85)
     ok = chain_task("ok", [{"cpu": 1.0}], base_accuracy=0.90, min_accuracy=0.85)
-    unknown = chain_task("unknown", [{"cpu": 1.0}], base_accuracy=None, min_accuracy=0.85)
+    unknown = chain_task(
+        "unknown", [{"cpu": 1.0}], base_accuracy=None, min_accuracy=0.85
+    )
     problem = problem_of([low, ok, unknown], memory_budget_mb=10.0)
-    policy = FixedPolicy("fixed", {n: ((0,), ("cpu",)) for n in ("low", "ok", "unknown")})
+    policy = FixedPolicy(
+        "fixed", {n: ((0,), ("cpu",)) for n in ("low", "ok", "unknown")}
+    )
     spec = Periodic(process="periodic", period_ms=100.0)
-    res = simulate(problem, policy, make_arrivals({n: spec for n in ("low", "ok", "unknown")}, 10.0, 0))
+    res = simulate(
+        problem,
+        policy,
+        make_arrivals({n: spec for n in ("low", "ok", "unknown")}, 10.0, 0),
+    )
     assert res.per_task["low"].slo_violation_rate == 1.0
     assert res.per_task["low"].accuracy_violations == res.per_task["low"].requests
     assert res.per_task["ok"].slo_violation_rate == 0.0
@@ -221,7 +261,13 @@ def test_compare_gives_every_policy_the_same_arrivals(tmp_path: Path) -> None:
         assert summary.latency_p50_ms.mean == pytest.approx(lat)
         assert summary.latency_p50_ms.ci95 == pytest.approx(0.0)
     with pytest.raises(ValueError, match="unique"):
-        compare(problem, [fast, fast], {"a": Poisson(process="poisson", rate_hz=1)}, duration_s=1.0, progress=False)
+        compare(
+            problem,
+            [fast, fast],
+            {"a": Poisson(process="poisson", rate_hz=1)},
+            duration_s=1.0,
+            progress=False,
+        )
 
 
 def test_confidence_interval_shrinks_with_more_seeds() -> None:
@@ -229,11 +275,22 @@ def test_confidence_interval_shrinks_with_more_seeds() -> None:
     problem = problem_of([task], memory_budget_mb=10.0)
     policy = FixedPolicy("fixed", {"a": ((0,), ("cpu",))})
     spec = {"a": Poisson(process="poisson", rate_hz=90.0)}
-    few = compare(problem, [policy], spec, duration_s=20.0, seeds=3, progress=False).policies["fixed"]
-    many = compare(problem, [policy], spec, duration_s=20.0, seeds=12, progress=False).policies["fixed"]
-    assert few.slo_violation_rate.ci95 is not None and many.slo_violation_rate.ci95 is not None
+    few = compare(
+        problem, [policy], spec, duration_s=20.0, seeds=3, progress=False
+    ).policies["fixed"]
+    many = compare(
+        problem, [policy], spec, duration_s=20.0, seeds=12, progress=False
+    ).policies["fixed"]
+    assert (
+        few.slo_violation_rate.ci95 is not None
+        and many.slo_violation_rate.ci95 is not None
+    )
     assert 0 < many.slo_violation_rate.ci95 < few.slo_violation_rate.ci95
-    assert few.slo_violation_rate.low <= few.slo_violation_rate.mean <= few.slo_violation_rate.high
+    assert (
+        few.slo_violation_rate.low
+        <= few.slo_violation_rate.mean
+        <= few.slo_violation_rate.high
+    )
 
 
 def test_max_sustainable_rate_finds_the_service_capacity() -> None:
@@ -242,7 +299,11 @@ def test_max_sustainable_rate_finds_the_service_capacity() -> None:
     problem = problem_of([task], memory_budget_mb=10.0)
     policy = FixedPolicy("fixed", {"a": ((0,), ("cpu",))})
     found = max_sustainable_rate(
-        problem, policy, {"a": Periodic(process="periodic", period_ms=40.0)}, duration_s=30.0, warmup_s=1.0
+        problem,
+        policy,
+        {"a": Periodic(process="periodic", period_ms=40.0)},
+        duration_s=30.0,
+        warmup_s=1.0,
     )
     assert found.bounded
     assert 3.85 <= found.rate_scale <= 4.2
@@ -273,7 +334,11 @@ def test_policy_sees_queue_backlog() -> None:
     task = chain_task("a", [{"cpu": 10.0}], memory_mb=1.0)
     problem = problem_of([task], memory_budget_mb=10.0)
     arrivals = Arrivals(0, 1.0, {"a": np.asarray([0.0, 1.0, 2.0])})
-    simulate(problem, Watching("w", {"a": ((0,), ("cpu",))}, resident=frozenset({"a-b0"})), arrivals)
+    simulate(
+        problem,
+        Watching("w", {"a": ((0,), ("cpu",))}, resident=frozenset({"a-b0"})),
+        arrivals,
+    )
     # Resident set loads instantly (infinite storage bandwidth); then 10 ms blocks queue up.
     assert seen == [0.0, 9.0, 18.0]
 
@@ -281,7 +346,11 @@ def test_policy_sees_queue_backlog() -> None:
 def test_empty_workload_gives_empty_metrics() -> None:
     task = chain_task("a", [{"cpu": 1.0}])
     problem = problem_of([task], memory_budget_mb=10.0)
-    res = simulate(problem, FixedPolicy("fixed", {"a": ((0,), ("cpu",))}), Arrivals(0, 5.0, {"a": np.empty(0)}))
+    res = simulate(
+        problem,
+        FixedPolicy("fixed", {"a": ((0,), ("cpu",))}),
+        Arrivals(0, 5.0, {"a": np.empty(0)}),
+    )
     assert res.requests == 0 and res.decisions == 0 and res.block_executions == 0
     assert res.slo_violation_rate == 0.0 and res.throughput_rps == 0.0
     assert np.isnan(res.latency_ms.p99) and res.utilisation == {"cpu": 0.0}
@@ -292,7 +361,11 @@ def test_prefetch_does_not_evict_blocks_queued_requests_need() -> None:
     tasks = [chain_task(n, [{"cpu": 5.0}], memory_mb=10.0, slo_ms=100.0) for n in "abc"]
     problem = problem_of(tasks, memory_budget_mb=20.0, storage_mb_per_ms=10.0)
     policy = FixedPolicy("fixed", {n: ((0,), ("cpu",)) for n in "abc"})
-    arrivals = Arrivals(0, 1.0, {"a": np.asarray([0.0, 2.0]), "b": np.asarray([0.5]), "c": np.asarray([3.0])})
+    arrivals = Arrivals(
+        0,
+        1.0,
+        {"a": np.asarray([0.0, 2.0]), "b": np.asarray([0.5]), "c": np.asarray([3.0])},
+    )
     res = simulate(problem, policy, arrivals)
     # a0 loads 0-1 and runs 1-6; b0 loads 1-2 and runs 6-11; a runs again 11-16; c0 loads on demand 16-17.
     np.testing.assert_allclose(res.latencies_ms["a"], [6.0, 14.0])
@@ -306,10 +379,19 @@ def test_compare_workload_uses_the_scenario(repo_root: Path) -> None:
     workload = load_workload(path)
     scenario = workload.scenario
     assert scenario is not None
-    tasks = [chain_task(t.name, [{"cpu": 0.5, "gpu": 0.3}] * 2, slo_ms=t.slo.latency_ms) for t in workload.tasks]
-    problem = problem_of(tasks, ["cpu", "gpu"], memory_budget_mb=scenario.memory_budget_mb)
-    policy = FixedPolicy("fixed", {t.name: ((0, 0), ("cpu", "gpu")) for t in workload.tasks})
-    cmp = compare_workload(workload, problem, [policy], base_dir=path.parent, progress=False)
+    tasks = [
+        chain_task(t.name, [{"cpu": 0.5, "gpu": 0.3}] * 2, slo_ms=t.slo.latency_ms)
+        for t in workload.tasks
+    ]
+    problem = problem_of(
+        tasks, ["cpu", "gpu"], memory_budget_mb=scenario.memory_budget_mb
+    )
+    policy = FixedPolicy(
+        "fixed", {t.name: ((0, 0), ("cpu", "gpu")) for t in workload.tasks}
+    )
+    cmp = compare_workload(
+        workload, problem, [policy], base_dir=path.parent, progress=False
+    )
     assert cmp.duration_s == scenario.duration_s and cmp.warmup_s == scenario.warmup_s
     assert cmp.seeds == tuple(range(scenario.seed, scenario.seed + scenario.seeds))
     changes = sum(len(t.slo_changes) for t in workload.tasks)
