@@ -310,6 +310,7 @@ def max_sustainable_rate(
     slo_changes: Sequence[SLOChangeEvent] = (),
     base_dir: str | Path = ".",
     transitions: Transitions | None = None,
+    progress: bool = True,
 ) -> SustainableRate:
     """Bisect a load scale factor for the highest offered rate with violation rate <= ``target``.
 
@@ -318,6 +319,9 @@ def max_sustainable_rate(
     then bisects until the bracket is within ``tolerance`` (relative).
     """
     points: list[tuple[float, float, float]] = []
+    bar = tqdm(
+        desc=f"max rate {policy.name}", unit="point", disable=not progress, leave=False
+    )
 
     def trial(scale: float) -> tuple[float, float]:
         scaled = scale_rates(problem, scale)
@@ -344,6 +348,8 @@ def max_sustainable_rate(
             offered.append(res.offered_rps)
         v, o = float(np.mean(viol)), float(np.mean(offered))
         points.append((scale, o, v))
+        bar.set_postfix_str(f"x{scale:.3g}: {v:.1%} violations")
+        bar.update()
         return v, o
 
     v, o = trial(1.0)
@@ -357,6 +363,7 @@ def max_sustainable_rate(
             best = (hi, o, v)
             lo, hi = hi, hi * 2.0
             if hi > max_scale:
+                bar.close()
                 return SustainableRate(
                     policy.name, target, lo, best[1], best[2], tuple(points), False
                 )
@@ -369,6 +376,7 @@ def max_sustainable_rate(
                 break
             lo, hi = lo / 2.0, lo
             if lo < 1.0 / max_scale:
+                bar.close()
                 return SustainableRate(
                     policy.name, target, 0.0, 0.0, v, tuple(points), False
                 )
@@ -379,6 +387,7 @@ def max_sustainable_rate(
             lo, best = mid, (mid, o, v)
         else:
             hi = mid
+    bar.close()
     assert best is not None
     return SustainableRate(
         policy.name, target, best[0], best[1], best[2], tuple(points), True

@@ -304,6 +304,7 @@ def test_max_sustainable_rate_finds_the_service_capacity() -> None:
         {"a": Periodic(process="periodic", period_ms=40.0)},
         duration_s=30.0,
         warmup_s=1.0,
+        progress=False,
     )
     assert found.bounded
     assert 3.85 <= found.rate_scale <= 4.2
