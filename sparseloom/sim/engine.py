@@ -5,7 +5,7 @@ Things and happenings are kept apart. The state is plain data
 the event kinds below, each handled by one function that says what it changes
 and which events it schedules next. The loop holds a policy and never looks at
 its name; the only policy calls are ``decide`` (per request) and
-``replan``/``plan`` (on an SLO change).
+``replan(problem)`` (or ``plan`` when it has none) on an SLO change.
 
 Events (heap entries are plain tuples ``(time_ms, seq, kind, payload)`` so the
 hot loop makes no objects per event):
@@ -252,10 +252,11 @@ def compile_route(
     )
 
 
-def _replan(policy: Policy, problem: Problem, plan: Plan) -> Plan:
-    replan: Callable[[Problem, Plan], Plan] | None = getattr(policy, "replan", None)
+def _replan(policy: Policy, problem: Problem) -> Plan:
+    """A policy's optional ``replan(problem)`` (e.g. a warm-started solve), else ``plan``."""
+    replan: Callable[[Problem], Plan] | None = getattr(policy, "replan", None)
     if replan is not None:
-        return replan(problem, plan)
+        return replan(problem)
     return policy.plan(problem)
 
 
@@ -622,7 +623,7 @@ def run(
                 tasks_now[k], latency_slo_ms=slo_lat[k], min_accuracy=slo_acc[k]
             )
             t0 = perf()
-            plan = _replan(policy, replace(problem, tasks=tuple(tasks_now)), plan)
+            plan = _replan(policy, replace(problem, tasks=tuple(tasks_now)))
             wall = perf() - t0
             replan_ns.append(wall)
             if log is not None and now < log.until_ms:

@@ -191,7 +191,7 @@ def test_warmup_requests_are_excluded() -> None:
 class ReplanningPolicy(FixedPolicy):
     replans: int = 0
 
-    def replan(self, problem: Problem, previous: Plan) -> Plan:
+    def replan(self, problem: Problem) -> Plan:
         self.replans += 1
         return self.plan(problem)
 
