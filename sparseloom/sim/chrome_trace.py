@@ -65,18 +65,26 @@ def trace_events(
         }
     )
     body: list[dict[str, Any]] = []
-    for p, r, pos, start, dur in log.executions:
+    for p, r, pos, b, start, dur in log.executions:
         task = log.tasks[log.request_task[r]]
+        digest = log.blocks[b]
+        variant = variants.get(digest, "")
         body.append(
             {
                 "ph": "X",
                 "pid": pid,
                 "tid": p,
-                "name": f"{task} b{pos}",
+                "name": f"{task} b{pos} {variant}".rstrip(),
                 "cat": "block",
                 "ts": start * 1000.0,
                 "dur": dur * 1000.0,
-                "args": {"request": r, "task": task, "position": pos},
+                "args": {
+                    "request": r,
+                    "task": task,
+                    "position": pos,
+                    "variant": variant,
+                    "block": digest,
+                },
             }
         )
     for b, start, dur in log.loads:

@@ -105,8 +105,10 @@ class ScheduleLog:
     processors: tuple[str, ...]
     tasks: tuple[str, ...]
     blocks: tuple[str, ...]
-    # (processor index, request id, position, start_ms, duration_ms)
-    executions: list[tuple[int, int, int, float, float]] = field(default_factory=list)
+    # (processor index, request id, position, block id, start_ms, duration_ms)
+    executions: list[tuple[int, int, int, int, float, float]] = field(
+        default_factory=list
+    )
     # (block id, start_ms, duration_ms)
     loads: list[tuple[int, float, float]] = field(default_factory=list)
     # (block id, time_ms)
@@ -464,7 +466,7 @@ def run(
             busy_ms[p] += clip(end) - clip(now)
         last_task[p] = k
         if now < log_until:
-            log_executions.append((p, r, req_pos[r], now, lat))
+            log_executions.append((p, r, req_pos[r], step[2], now, lat))
 
     def take(p: int, r: int, step: Step, now: float) -> None:
         """The processor takes the request's block: run it now, or hold the processor while it loads."""

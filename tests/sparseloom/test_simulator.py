@@ -130,9 +130,9 @@ def test_memory_budget_is_never_exceeded_under_contention() -> None:
     for b, start, dur in log.loads:
         assert dur == pytest.approx(12.0 / 4.0)
         load_end.setdefault(b, []).append(start + dur)
-    for p, r, pos, start, _ in log.executions:
+    for _, r, pos, b, start, _ in log.executions:
         block = problem.tasks[log.request_task[r]].positions[pos][0].digest
-        b = log.blocks.index(block)
+        assert log.blocks[b] == block
         assert any(end <= start + 1e-9 for end in load_end[b])
 
 

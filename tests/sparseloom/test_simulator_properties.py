@@ -99,7 +99,7 @@ def test_engine_invariants(
     assert log is not None
     # Non-preemptive FIFO: executions on one processor never overlap.
     for p in range(len(PROCS)):
-        spans = sorted((s, s + d) for q, _, _, s, d in log.executions if q == p)
+        spans = sorted((s, s + d) for q, _, _, _, s, d in log.executions if q == p)
         assert all(a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(spans))
     # Loads are serial on the one storage channel.
     loads = sorted((s, s + d) for _, s, d in log.loads)
@@ -110,11 +110,12 @@ def test_engine_invariants(
         load_ends.setdefault(b, []).append(s + d)
     last: dict[int, float] = {}
     times, _ = arrivals.merged([t.name for t in problem.tasks])
-    for _, r, pos, s, d in sorted(log.executions, key=lambda e: (e[1], e[2])):
+    for _, r, pos, b_logged, s, d in sorted(log.executions, key=lambda e: (e[1], e[2])):
         assert s >= last.get(r, times[r]) - 1e-9
         last[r] = s + d
         task = problem.tasks[log.request_task[r]]
         b = log.blocks.index(task.positions[pos][0].digest)
+        assert b_logged == b
         assert any(end <= s + 1e-9 for end in load_ends.get(b, []))
     # Latency is never below the route's bare service time.
     for name, lat in res.latencies_ms.items():

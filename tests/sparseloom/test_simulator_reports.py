@@ -143,7 +143,8 @@ def test_chrome_trace_is_capped_and_consistent(
         spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in blocks if e["tid"] == tid)
         assert all(a[1] <= b[0] + 1e-6 for a, b in itertools.pairwise(spans))
     # The split policy puts task a's second block on the gpu (tid 1).
-    assert {e["tid"] for e in blocks if e["name"] == "a b1"} == {1}
+    assert {e["tid"] for e in blocks if e["name"] == "a b1 dense"} == {1}
+    assert all(e["args"]["block"].startswith(e["args"]["task"]) for e in blocks)
 
 
 def test_table_lists_every_policy(
