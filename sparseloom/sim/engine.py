@@ -275,6 +275,8 @@ def run(
     drain_ms: float | None = None,
     trace_until_ms: float = 0.0,
     prefetch: bool = True,
+    latency_cv: float = 0.0,
+    latency_rng: np.random.Generator | None = None,
 ) -> RawRun:
     """Simulate one run; ``arrival_ms`` must be sorted and ``arrival_task`` index ``problem.tasks``.
 
@@ -287,7 +289,16 @@ def run(
     when it is dispatched (the differential set of a task switch), so loads
     overlap with its earlier blocks' execution; without it each block loads
     only when it reaches the head of its processor's queue.
+
+    ``latency_cv`` > 0 makes every block execution's latency the profile's
+    value times a lognormal factor of mean 1 and that coefficient of
+    variation, drawn from ``latency_rng``; 0 (the default) keeps the
+    profile's latency exactly.
     """
+    if latency_cv < 0:
+        raise ValueError(f"latency_cv must be >= 0, got {latency_cv}")
+    if latency_cv > 0 and latency_rng is None:
+        raise ValueError("latency_cv > 0 needs a latency_rng")
     task_names = tuple(t.name for t in problem.tasks)
     processors = tuple(p.name for p in problem.processors)
     proc_index = {name: i for i, name in enumerate(processors)}
@@ -365,6 +376,19 @@ def run(
     )
     block_state, block_pins, lru = st.block_state, st.block_pins, st.lru
     lru_touch = lru.move_to_end
+    noisy = latency_cv > 0
+    sigma = float(np.sqrt(np.log1p(latency_cv**2)))
+    noise: list[float] = []
+
+    def noise_factor() -> float:
+        # Drawn in chunks: one numpy call per 64k executions, not one per execution.
+        if not noise:
+            assert latency_rng is not None
+            noise.extend(
+                latency_rng.lognormal(-sigma * sigma / 2.0, sigma, 65536).tolist()
+            )
+        return noise.pop()
+
     log_until = log.until_ms if log is not None else float("-inf")
     log_executions = log.executions if log is not None else []
     executions = 0
@@ -452,9 +476,10 @@ def run(
 
     def execute(p: int, r: int, step: Step, now: float) -> None:
         """Block start: the processor runs the request's current block (``step``) from ``now``."""
-        lat = step[1]
+        lat = step[1] * noise_factor() if noisy else step[1]
         end = now + lat
-        busy_until[p] = end
+        # Policies see the expected finish (the profile's latency), not the drawn one.
+        busy_until[p] = now + step[1]
         lru_touch(step[2])
         push(heap, (end, next(counter), FINISH, r))
         k = arr_k[r]

@@ -103,10 +103,13 @@ def simulate(
     plan: Plan | None = None,
     trace_until_s: float = 0.0,
     prefetch: bool = True,
+    latency_cv: float = 0.0,
 ) -> RunResult:
     """Simulate one policy on one seed's arrivals (plans first unless ``plan`` is given).
 
-    ``prefetch``: load a request's missing blocks when it is dispatched (see
+    ``prefetch``: load a request's missing blocks when it is dispatched;
+    ``latency_cv``: lognormal spread of each block execution's latency around
+    the profile's value, drawn from a stream keyed by the arrivals' seed (see
     :func:`sparseloom.sim.engine.run`).
     """
     duration_s = arrivals.duration_s
@@ -132,6 +135,8 @@ def simulate(
         slo_changes=slo_changes,
         trace_until_ms=trace_until_s * 1000.0,
         prefetch=prefetch,
+        latency_cv=latency_cv,
+        latency_rng=np.random.default_rng([arrivals.seed, zlib.crc32(b"latency")]),
     )
     wall = time.perf_counter() - t0
     return run_result(
@@ -172,6 +177,7 @@ def compare(
     base_dir: str | Path = ".",
     transitions: Transitions | None = None,
     trace_until_s: float = 0.0,
+    latency_cv: float = 0.0,
     progress: bool = True,
 ) -> Comparison:
     """Run every policy on seeds ``seed .. seed+seeds-1``; the schedule log is kept for the first seed."""
@@ -214,6 +220,7 @@ def compare(
                 slo_changes=slo_changes,
                 plan=plans[policy.name],
                 trace_until_s=trace_until_s if s == seed_list[0] else 0.0,
+                latency_cv=latency_cv,
             )
             runs[policy.name].append(replace(res, plan_wall_s=plan_wall[policy.name]))
             bar.update()
@@ -237,6 +244,7 @@ def compare_workload(
     base_dir: str | Path = ".",
     rate_scale: float = 1.0,
     trace_until_s: float = 0.0,
+    latency_cv: float = 0.0,
     progress: bool = True,
 ) -> Comparison:
     """:func:`compare` with arrivals, SLO changes, transitions, duration, warm-up and seeds from a workload.
@@ -267,6 +275,7 @@ def compare_workload(
         base_dir=base_dir,
         transitions=scenario.transitions,
         trace_until_s=trace_until_s,
+        latency_cv=latency_cv,
         progress=progress,
     )
 

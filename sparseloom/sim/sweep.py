@@ -66,6 +66,7 @@ class _Job:
     slo_changes: tuple[SLOChangeEvent, ...]
     base_dir: str
     transitions: Transitions | None
+    latency_cv: float
 
 
 def _run(job: _Job) -> Comparison:
@@ -87,6 +88,7 @@ def _run(job: _Job) -> Comparison:
         rate_scale=job.point.rate_scale,
         base_dir=job.base_dir,
         transitions=job.transitions,
+        latency_cv=job.latency_cv,
         progress=False,
     )
 
@@ -104,6 +106,7 @@ def run_sweep(
     slo_changes: Sequence[SLOChangeEvent] = (),
     base_dir: str | Path = ".",
     transitions: Transitions | None = None,
+    latency_cv: float = 0.0,
     workers: int | None = None,
     progress: bool = True,
 ) -> list[tuple[SweepPoint, Comparison]]:
@@ -125,6 +128,7 @@ def run_sweep(
             tuple(slo_changes),
             str(base_dir),
             transitions,
+            latency_cv,
         )
         for p in points
     ]

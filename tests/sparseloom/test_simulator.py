@@ -398,3 +398,25 @@ def test_compare_workload_uses_the_scenario(repo_root: Path) -> None:
     changes = sum(len(t.slo_changes) for t in workload.tasks)
     assert all(len(r.replan_ms) == changes for r in cmp.policies["fixed"].runs)
     assert len(policy.plans) == 1 + changes * scenario.seeds
+
+
+def test_mg1_mean_wait_with_latency_spread() -> None:
+    # Pollaczek-Khinchine: Wq = rho * S * (1 + cv^2) / (2 (1 - rho)) for mean service S.
+    service_ms, rate_hz, cv = 10.0, 60.0, 0.5
+    rho = rate_hz * service_ms / 1000.0
+    expected_wait_ms = rho * service_ms * (1 + cv**2) / (2.0 * (1.0 - rho))
+    task = chain_task("a", [{"cpu": service_ms}], slo_ms=1e5)
+    problem = problem_of([task], memory_budget_mb=10)
+    policy = FixedPolicy("fixed", {"a": ((0,), ("cpu",))})
+    waits = []
+    for seed in range(3):
+        arrivals = make_arrivals(
+            {"a": Poisson(process="poisson", rate_hz=rate_hz)}, 1500.0, seed
+        )
+        res = simulate(problem, policy, arrivals, warmup_s=20.0, latency_cv=cv)
+        mean_service = res.utilisation["cpu"] / rate_hz * 1000.0
+        assert mean_service == pytest.approx(service_ms, rel=0.03)
+        waits.append(res.latency_ms.mean - mean_service)
+    assert np.mean(waits) == pytest.approx(expected_wait_ms, rel=0.06)
+    again = simulate(problem, policy, arrivals, warmup_s=20.0, latency_cv=cv)
+    assert again.latency_ms == res.latency_ms
