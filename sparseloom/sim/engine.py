@@ -167,24 +167,29 @@ class RawRun:
 class _View:
     """The :class:`scheduler.policy.QueueView` a policy reads while deciding."""
 
-    __slots__ = ("_block_ids", "_s")
+    __slots__ = ("_block_ids", "_busy_until", "_proc", "_queued", "_s", "_state")
 
     def __init__(self, state: SimState, block_ids: dict[str, int]) -> None:
         self._s = state
         self._block_ids = block_ids
+        # The state's lists are never rebound, so the view can hold them directly.
+        self._proc = {name: i for i, name in enumerate(state.processors)}
+        self._busy_until = state.busy_until_ms
+        self._queued = state.queued_ms
+        self._state = state.block_state
 
     @property
     def now_ms(self) -> float:
         return self._s.now_ms
 
     def backlog_ms(self, processor: str) -> float:
-        s = self._s
-        p = s.processors.index(processor)
-        return max(0.0, s.busy_until_ms[p] - s.now_ms) + s.queued_ms[p]
+        p = self._proc[processor]
+        wait = self._busy_until[p] - self._s.now_ms
+        return (max(0.0, wait)) + self._queued[p]
 
     def is_resident(self, digest: str) -> bool:
         b = self._block_ids.get(digest)
-        return b is not None and self._s.block_state[b] == 2
+        return b is not None and self._state[b] == 2
 
 
 def _block_table(problem: Problem) -> tuple[dict[str, int], list[str], list[float]]:
