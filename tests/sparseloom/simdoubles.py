@@ -1,6 +1,6 @@
 """Test doubles for the simulator tests: a fixed-route policy and hand-built problems.
 
-Imported by the test modules beside it (pytest puts this folder on sys.path).
+Imported by the simulator test modules as ``tests.sparseloom.simdoubles``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from simdoubles import FixedPolicy, chain_task, problem_of
 
 from scheduler.plan import Plan
 from scheduler.problem import Problem
@@ -21,6 +20,7 @@ from sparseloom.sim import (
     simulate,
 )
 from sparseloom.workload import Periodic, Poisson, Trace, load_workload
+from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
 
 
 def one_arrival_at(ms: float, task: str = "a", duration_s: float = 10.0) -> Arrivals:

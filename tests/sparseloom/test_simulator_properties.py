@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from simdoubles import FixedPolicy, chain_task, problem_of
 
 from scheduler.problem import Option, Problem, TaskSpec
 from sparseloom.sim import make_arrivals, simulate
 from sparseloom.workload import Poisson
+from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
 
 PROCS = ("cpu", "gpu", "npu")
 

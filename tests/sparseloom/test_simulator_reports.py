@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from simdoubles import FixedPolicy, chain_task, problem_of
 
 from sparseloom.sim import SLOChangeEvent, compare
 from sparseloom.sim.report import format_table, write_outputs
 from sparseloom.workload import Periodic, Poisson
+from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from simdoubles import FixedPolicy, chain_task, problem_of
-
 from scheduler.problem import Problem
 from sparseloom.sim import Comparison, SLOChangeEvent
 from sparseloom.sim.sweep import SweepPoint, apply_point, run_sweep
 from sparseloom.workload import Poisson
+from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
 
 
 def make_case() -> tuple[Problem, FixedPolicy, dict[str, Poisson]]:
