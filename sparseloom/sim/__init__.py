@@ -1,0 +1,49 @@
+"""The discrete-event simulator: policies on a modelled SoC, their metrics and reports.
+
+``simulate`` runs one policy on one seed's arrivals; ``compare`` runs every
+policy on the same arrivals over several seeds; ``max_sustainable_rate``
+finds the highest load a policy sustains at <= 5% SLO violations;
+``run_sweep`` compares policies over load, SLO-scale and memory points in
+parallel processes. Metric definitions are in :mod:`sparseloom.sim.metrics`;
+the writers of the table, results.json, plots and trace are in
+:mod:`sparseloom.sim.report`.
+"""
+
+from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.sim.metrics import Estimate, PolicySummary, RunResult, TaskMetrics
+from sparseloom.sim.runner import (
+    Arrivals,
+    Comparison,
+    SustainableRate,
+    arrival_specs,
+    compare,
+    compare_workload,
+    make_arrivals,
+    max_sustainable_rate,
+    scale_rates,
+    simulate,
+    slo_changes,
+)
+from sparseloom.sim.sweep import SweepPoint, apply_point, run_sweep
+
+__all__ = [
+    "Arrivals",
+    "Comparison",
+    "Estimate",
+    "PolicySummary",
+    "RunResult",
+    "SLOChangeEvent",
+    "SustainableRate",
+    "SweepPoint",
+    "TaskMetrics",
+    "apply_point",
+    "arrival_specs",
+    "compare",
+    "compare_workload",
+    "make_arrivals",
+    "max_sustainable_rate",
+    "run_sweep",
+    "scale_rates",
+    "simulate",
+    "slo_changes",
+]

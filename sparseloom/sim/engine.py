@@ -1,0 +1,686 @@
+"""The discrete-event loop: one SoC, one policy, one set of arrivals.
+
+Things and happenings are kept apart. The state is plain data
+(:class:`SimState`, per-processor lists, the memory table); the happenings are
+the event kinds below, each handled by one function that says what it changes
+and which events it schedules next. The loop holds a policy and never looks at
+its name; the only policy calls are ``decide`` (per request) and
+``replan(problem)`` (or ``plan`` when it has none) on an SLO change.
+
+Events (heap entries are plain tuples ``(time_ms, seq, kind, payload)`` so the
+hot loop makes no objects per event):
+
+========== ======================================= ===============================================
+kind        changes                                 schedules
+========== ======================================= ===============================================
+arrival     asks the policy for a route; pins SLO   block ready (first block, no transfer)
+            in force at arrival
+ready       block enters its processor's FIFO       block start (now, if the processor is free)
+            queue (after a transfer, if any)
+start       processor busy; the block is pinned     load (block not resident) or finish
+            in memory
+load        storage channel busy; memory reserved   start of the block(s) waiting for it
+            (LRU blocks evicted to make room)
+finish      processor free; block unpinned          ready of the next block (after a transfer when
+                                                    the processor changes), or request completion;
+                                                    start of the next queued block
+slo_change  task SLO; the policy re-plans           loads of the new plan's resident set
+========== ======================================= ===============================================
+
+Arrivals are pre-generated and merged, so they are read from a sorted array
+instead of going through the heap; start, eviction and re-plan happen at the
+instant of another event and are not heap entries.
+
+Modelling choices:
+
+- Processors are non-preemptive FIFO queues. A block whose weights are not
+  resident holds its processor while they load (head-of-line blocking).
+- Memory holds whole blocks; the budget counts resident blocks and blocks
+  being loaded. Loads run one at a time on one storage channel at
+  ``Problem.storage_mb_per_ms``. A dispatched request's missing blocks start
+  loading at once, in route order (the differential set of a task switch),
+  as far as memory allows without evicting a block that a dispatched request
+  still needs; a block still missing when its processor takes it is loaded
+  then (a demand load). Eviction takes the least recently used block that no
+  processor holds: first blocks no dispatched request needs, then (demand
+  loads only) the others. The plan's resident set is loaded at the start and
+  pinned while the whole set fits in the budget (evicted only as a last
+  resort); its preload list is loaded after it as far as free memory allows.
+- A transfer of ``TaskSpec.output_mb`` costs ``Problem.transfer_ms`` when two
+  consecutive blocks run on different processors; it is a delay, not a shared
+  resource.
+- Block latency is ``Option.latency_ms[processor]`` and delivered accuracy is
+  ``TaskSpec.accuracy(options)``: the engine trusts the problem's numbers,
+  not what a route claims about itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from scheduler.plan import Plan, Route
+from scheduler.policy import Policy
+from scheduler.problem import Problem
+
+READY, FINISH, LOAD, SLO_CHANGE = 1, 2, 3, 4
+
+# A compiled block step: (processor index, latency_ms, block id, transfer_ms before it).
+Step = tuple[int, float, int, float]
+
+
+@dataclass(frozen=True)
+class SLOChangeEvent:
+    """An SLO change of one task at ``at_ms``; ``None`` leaves that bound as it is."""
+
+    at_ms: float
+    task: str
+    latency_ms: float | None = None
+    min_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    """A route turned into engine numbers once, then reused for every request that takes it."""
+
+    task_index: int
+    steps: tuple[Step, ...]
+    # The route's distinct block ids in run order.
+    blocks: tuple[int, ...]
+    accuracy: float | None
+    service_ms: float
+
+
+@dataclass
+class ScheduleLog:
+    """What ran where and when (first ``until_ms`` of simulated time), for the Chrome trace."""
+
+    until_ms: float
+    processors: tuple[str, ...]
+    tasks: tuple[str, ...]
+    blocks: tuple[str, ...]
+    # (processor index, request id, position, block id, start_ms, duration_ms)
+    executions: list[tuple[int, int, int, int, float, float]] = field(
+        default_factory=list
+    )
+    # (block id, start_ms, duration_ms)
+    loads: list[tuple[int, float, float]] = field(default_factory=list)
+    # (block id, time_ms)
+    evictions: list[tuple[int, float]] = field(default_factory=list)
+    # (time_ms, wall_us)
+    replans: list[tuple[float, float]] = field(default_factory=list)
+    request_task: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SimState:
+    """Everything the loop changes, as plain data (lists indexed by processor / block / request)."""
+
+    now_ms: float
+    processors: tuple[str, ...]
+    busy: list[bool]
+    busy_until_ms: list[float]
+    queued_ms: list[float]
+    queues: list[deque[int]]
+    block_digests: list[str]
+    block_mb: list[float]
+    # 0 = absent, 1 = loading, 2 = resident
+    block_state: list[int]
+    block_pins: list[int]
+    lru: OrderedDict[int, None]
+    plan_pinned: set[int]
+    memory_used_mb: float
+    storage_free_ms: float
+
+
+@dataclass
+class RawRun:
+    """The raw outcome of one engine run, turned into metrics by :mod:`sparseloom.sim.metrics`."""
+
+    task_names: tuple[str, ...]
+    processors: tuple[str, ...]
+    arrival_ms: list[float]
+    arrival_task: list[int]
+    done_ms: list[float]
+    latency_slo_ms: list[float]
+    accuracy: list[float | None]
+    accuracy_violated: list[bool]
+    decision_ns: list[int]
+    replan_ns: list[int]
+    busy_ms: list[float]
+    memory_peak_mb: float
+    memory_area_mb_ms: float
+    loads: int
+    load_ms: float
+    evictions: int
+    task_switches: int
+    block_executions: int
+    schedule: ScheduleLog | None
+
+
+class _View:
+    """The :class:`scheduler.policy.QueueView` a policy reads while deciding."""
+
+    __slots__ = ("_block_ids", "_busy_until", "_proc", "_queued", "_s", "_state")
+
+    def __init__(self, state: SimState, block_ids: dict[str, int]) -> None:
+        self._s = state
+        self._block_ids = block_ids
+        # The state's lists are never rebound, so the view can hold them directly.
+        self._proc = {name: i for i, name in enumerate(state.processors)}
+        self._busy_until = state.busy_until_ms
+        self._queued = state.queued_ms
+        self._state = state.block_state
+
+    @property
+    def now_ms(self) -> float:
+        return self._s.now_ms
+
+    def backlog_ms(self, processor: str) -> float:
+        p = self._proc[processor]
+        wait = self._busy_until[p] - self._s.now_ms
+        return (max(0.0, wait)) + self._queued[p]
+
+    def is_resident(self, digest: str) -> bool:
+        b = self._block_ids.get(digest)
+        return b is not None and self._state[b] == 2
+
+
+def _block_table(problem: Problem) -> tuple[dict[str, int], list[str], list[float]]:
+    ids: dict[str, int] = {}
+    digests: list[str] = []
+    mbs: list[float] = []
+    for task in problem.tasks:
+        for options in task.positions:
+            for opt in options:
+                if opt.digest not in ids:
+                    ids[opt.digest] = len(digests)
+                    digests.append(opt.digest)
+                    mbs.append(opt.memory_mb)
+    return ids, digests, mbs
+
+
+def compile_route(
+    problem: Problem,
+    route: Route,
+    block_ids: dict[str, int],
+    proc_index: dict[str, int],
+) -> CompiledRoute:
+    """Check a route against the problem and turn it into engine steps; ValueError if it cannot run."""
+    for ti, task in enumerate(problem.tasks):
+        if task.name == route.task:
+            break
+    else:
+        raise ValueError(f"route for unknown task '{route.task}'")
+    n = len(task.positions)
+    if len(route.options) != n or len(route.processors) != n:
+        raise ValueError(
+            f"route for task '{task.name}' has {len(route.options)} options and "
+            f"{len(route.processors)} processors; the task has {n} positions"
+        )
+    steps: list[Step] = []
+    prev: str | None = None
+    service = 0.0
+    for pos, (oi, proc) in enumerate(zip(route.options, route.processors)):
+        if not 0 <= oi < len(task.positions[pos]):
+            raise ValueError(f"task '{task.name}' position {pos}: no option {oi}")
+        opt = task.positions[pos][oi]
+        if proc not in proc_index:
+            raise ValueError(
+                f"task '{task.name}' position {pos}: unknown processor '{proc}'"
+            )
+        if proc not in opt.latency_ms:
+            raise ValueError(
+                f"task '{task.name}' position {pos}: block {opt.variant} cannot run on '{proc}' (no latency)"
+            )
+        if opt.memory_mb > problem.memory_budget_mb:
+            raise ValueError(
+                f"task '{task.name}' position {pos}: block {opt.variant} needs {opt.memory_mb:g} MB, "
+                f"more than the memory budget ({problem.memory_budget_mb:g} MB)"
+            )
+        xfer = (
+            problem.transfer_ms(task.output_mb[pos - 1])
+            if prev is not None and proc != prev
+            else 0.0
+        )
+        lat = float(opt.latency_ms[proc])
+        steps.append((proc_index[proc], lat, block_ids[opt.digest], xfer))
+        service += xfer + lat
+        prev = proc
+    blocks = tuple(dict.fromkeys(step[2] for step in steps))
+    return CompiledRoute(
+        ti, tuple(steps), blocks, task.accuracy(route.options), service
+    )
+
+
+def _replan(policy: Policy, problem: Problem) -> Plan:
+    """A policy's optional ``replan(problem)`` (e.g. a warm-started solve), else ``plan``."""
+    replan: Callable[[Problem], Plan] | None = getattr(policy, "replan", None)
+    if replan is not None:
+        return replan(problem)
+    return policy.plan(problem)
+
+
+def run(
+    problem: Problem,
+    policy: Policy,
+    plan: Plan,
+    arrival_ms: Sequence[float] | np.ndarray,
+    arrival_task: Sequence[int] | np.ndarray,
+    *,
+    duration_ms: float,
+    warmup_ms: float = 0.0,
+    slo_changes: Sequence[SLOChangeEvent] = (),
+    drain_ms: float | None = None,
+    trace_until_ms: float = 0.0,
+    prefetch: bool = True,
+    latency_cv: float = 0.0,
+    latency_rng: np.random.Generator | None = None,
+) -> RawRun:
+    """Simulate one run; ``arrival_ms`` must be sorted and ``arrival_task`` index ``problem.tasks``.
+
+    Arrivals stop at ``duration_ms``; the loop then drains until
+    ``duration_ms + drain_ms`` (default: the largest latency SLO, at least
+    1 s). A request still unfinished then has certainly missed its SLO and is
+    reported with an infinite latency.
+
+    With ``prefetch`` (the default) a request's missing blocks start loading
+    when it is dispatched (the differential set of a task switch), so loads
+    overlap with its earlier blocks' execution; without it each block loads
+    only when it reaches the head of its processor's queue.
+
+    ``latency_cv`` > 0 makes every block execution's latency the profile's
+    value times a lognormal factor of mean 1 and that coefficient of
+    variation, drawn from ``latency_rng``; 0 (the default) keeps the
+    profile's latency exactly.
+    """
+    if latency_cv < 0:
+        raise ValueError(f"latency_cv must be >= 0, got {latency_cv}")
+    if latency_cv > 0 and latency_rng is None:
+        raise ValueError("latency_cv > 0 needs a latency_rng")
+    task_names = tuple(t.name for t in problem.tasks)
+    processors = tuple(p.name for p in problem.processors)
+    proc_index = {name: i for i, name in enumerate(processors)}
+    block_ids, digests, block_mb = _block_table(problem)
+    nproc, nblock = len(processors), len(digests)
+    budget = problem.memory_budget_mb
+    storage_rate = problem.storage_mb_per_ms
+
+    st = SimState(
+        now_ms=0.0,
+        processors=processors,
+        busy=[False] * nproc,
+        busy_until_ms=[0.0] * nproc,
+        queued_ms=[0.0] * nproc,
+        queues=[deque() for _ in range(nproc)],
+        block_digests=digests,
+        block_mb=block_mb,
+        block_state=[0] * nblock,
+        block_pins=[0] * nblock,
+        lru=OrderedDict(),
+        plan_pinned=set(),
+        memory_used_mb=0.0,
+        storage_free_ms=0.0,
+    )
+    view = _View(st, block_ids)
+    tasks_now = list(problem.tasks)
+    slo_lat = [t.latency_slo_ms for t in problem.tasks]
+    slo_acc = [t.min_accuracy for t in problem.tasks]
+    max_slo = max([*slo_lat, *(c.latency_ms or 0.0 for c in slo_changes), 1000.0])
+    t_end = duration_ms + (max_slo if drain_ms is None else drain_ms)
+
+    # Per-request arrays, indexed by arrival order.
+    arr_t = [float(x) for x in arrival_ms]
+    arr_k = [int(x) for x in arrival_task]
+    n_req = len(arr_t)
+    req_steps: list[tuple[Step, ...]] = [()] * n_req
+    req_pos = [0] * n_req
+    done = [float("inf")] * n_req
+    req_slo = [0.0] * n_req
+    req_acc: list[float | None] = [None] * n_req
+    req_acc_bad = [False] * n_req
+    decision_ns: list[int] = []
+    replan_ns: list[int] = []
+
+    # Per-processor waiting state: the request whose block waits for a load, or -1.
+    waiting_req = [-1] * nproc
+    load_waiters: list[list[int]] = [[] for _ in range(nblock)]
+    mem_waiters: list[int] = []  # processors waiting for memory room
+    wanted = [0] * nblock  # block steps of dispatched requests not yet run
+    busy_ms = [0.0] * nproc
+    last_task = [-1] * nproc
+
+    heap: list[tuple[float, int, int, int]] = []
+    counter = itertools.count()
+    push = heapq.heappush
+    pop = heapq.heappop
+    perf = time.perf_counter_ns
+    decide = policy.decide
+
+    log: ScheduleLog | None = None
+    if trace_until_ms > 0:
+        log = ScheduleLog(
+            trace_until_ms, processors, task_names, tuple(digests), request_task=arr_k
+        )
+
+    cache_by_id: dict[int, tuple[Route, CompiledRoute]] = {}
+    cache_by_key: dict[tuple[str, tuple[int, ...], tuple[str, ...]], CompiledRoute] = {}
+
+    # The state's lists, bound to locals: the hot loop reads them millions of times.
+    busy, busy_until, queued, queues = (
+        st.busy,
+        st.busy_until_ms,
+        st.queued_ms,
+        st.queues,
+    )
+    block_state, block_pins, lru = st.block_state, st.block_pins, st.lru
+    lru_touch = lru.move_to_end
+    noisy = latency_cv > 0
+    sigma = float(np.sqrt(np.log1p(latency_cv**2)))
+    noise: list[float] = []
+
+    def noise_factor() -> float:
+        # Drawn in chunks: one numpy call per 64k executions, not one per execution.
+        if not noise:
+            assert latency_rng is not None
+            noise.extend(
+                latency_rng.lognormal(-sigma * sigma / 2.0, sigma, 65536).tolist()
+            )
+        return noise.pop()
+
+    log_until = log.until_ms if log is not None else float("-inf")
+    log_executions = log.executions if log is not None else []
+    executions = 0
+
+    # Mutable counters live in one list so the nested handlers can update them cheaply.
+    # [memory_peak, memory_area, memory_last_t, loads, load_ms, evictions, switches]
+    acc: list[float] = [0.0, 0.0, 0.0, 0, 0.0, 0, 0]
+
+    def clip(t: float) -> float:
+        return warmup_ms if t < warmup_ms else (min(t, duration_ms))
+
+    def memory_changed(now: float, delta: float) -> None:
+        acc[1] += st.memory_used_mb * (clip(now) - clip(acc[2]))
+        acc[2] = now
+        st.memory_used_mb += delta
+        acc[0] = max(acc[0], st.memory_used_mb)
+
+    def compiled(route: Route) -> CompiledRoute:
+        hit = cache_by_id.get(id(route))
+        if hit is not None and hit[0] is route:
+            return hit[1]
+        key = (route.task, route.options, route.processors)
+        cr = cache_by_key.get(key)
+        if cr is None:
+            cr = compile_route(problem, route, block_ids, proc_index)
+            cache_by_key[key] = cr
+        # Policies that build fresh Route objects fall back to the key cache.
+        if len(cache_by_id) < 4096:
+            cache_by_id[id(route)] = (route, cr)
+        return cr
+
+    def make_room(need: float, now: float, demand: bool) -> bool:
+        """Evict resident blocks no processor holds until ``need`` MB fit; False (evicting nothing) if they cannot.
+
+        Victims in order: blocks no dispatched request still needs (LRU
+        first, the plan's resident set last); then, for a demand load only,
+        blocks that queued requests will need.
+        """
+        free = budget - st.memory_used_mb
+        if need <= free + 1e-9:
+            return True
+        state, pins, pinned = block_state, block_pins, st.plan_pinned
+        idle = [b for b in lru if pins[b] == 0 and state[b] == 2]
+        tiers = [
+            [b for b in idle if wanted[b] == 0 and b not in pinned],
+            [b for b in idle if wanted[b] == 0 and b in pinned],
+        ]
+        if demand:
+            tiers.append([b for b in idle if wanted[b] > 0 and b not in pinned])
+            tiers.append([b for b in idle if wanted[b] > 0 and b in pinned])
+        victims: list[int] = []
+        for b in itertools.chain.from_iterable(tiers):
+            if need <= free + 1e-9:
+                break
+            victims.append(b)
+            free += block_mb[b]
+        if need > free + 1e-9:
+            return False
+        for b in victims:
+            del lru[b]
+            state[b] = 0
+            acc[5] += 1
+            memory_changed(now, -block_mb[b])
+            if log is not None and now < log.until_ms:
+                log.evictions.append((b, now))
+        return True
+
+    def start_load(b: int, now: float, demand: bool = True) -> bool:
+        """Reserve memory and queue block ``b`` on the storage channel; schedules its load event."""
+        mb = block_mb[b]
+        if not make_room(mb, now, demand):
+            return False
+        block_state[b] = 1
+        lru[b] = None
+        memory_changed(now, mb)
+        begin = max(st.storage_free_ms, now)
+        end = begin + mb / storage_rate
+        st.storage_free_ms = end
+        acc[3] += 1
+        acc[4] += clip(end) - clip(begin)
+        if log is not None and begin < log.until_ms:
+            log.loads.append((b, begin, end - begin))
+        push(heap, (end, next(counter), LOAD, b))
+        return True
+
+    def execute(p: int, r: int, step: Step, now: float) -> None:
+        """Block start: the processor runs the request's current block (``step``) from ``now``."""
+        lat = step[1] * noise_factor() if noisy else step[1]
+        end = now + lat
+        # Policies see the expected finish (the profile's latency), not the drawn one.
+        busy_until[p] = now + step[1]
+        lru_touch(step[2])
+        push(heap, (end, next(counter), FINISH, r))
+        k = arr_k[r]
+        if warmup_ms <= now and end <= duration_ms:
+            busy_ms[p] += lat
+            if last_task[p] != k and last_task[p] >= 0:
+                acc[6] += 1
+        else:
+            busy_ms[p] += clip(end) - clip(now)
+        last_task[p] = k
+        if now < log_until:
+            log_executions.append((p, r, req_pos[r], step[2], now, lat))
+
+    def take(p: int, r: int, step: Step, now: float) -> None:
+        """The processor takes the request's block: run it now, or hold the processor while it loads."""
+        b = step[2]
+        busy[p] = True
+        block_pins[b] += 1
+        state = block_state[b]
+        if state == 2:
+            execute(p, r, step, now)
+            return
+        waiting_req[p] = r
+        if state == 1 or start_load(b, now):
+            load_waiters[b].append(p)
+            est = st.storage_free_ms
+        else:
+            mem_waiters.append(p)
+            est = max(now, st.storage_free_ms) + block_mb[b] / storage_rate
+        busy_until[p] = est + step[1]
+
+    def retry_memory(now: float) -> None:
+        """Memory may have room again: start the loads that processors wait for, in FIFO order."""
+        while mem_waiters:
+            q = mem_waiters[0]
+            rq = waiting_req[q]
+            bq = req_steps[rq][req_pos[rq]][2]
+            if block_state[bq] == 0 and not start_load(bq, now):
+                return
+            mem_waiters.pop(0)
+            if block_state[bq] == 2:
+                waiting_req[q] = -1
+                execute(q, rq, req_steps[rq][req_pos[rq]], now)
+            else:
+                load_waiters[bq].append(q)
+
+    def ready(r: int, now: float) -> None:
+        """Block ready: it joins its processor's FIFO queue (and starts if the processor is free)."""
+        step = req_steps[r][req_pos[r]]
+        p = step[0]
+        if not busy[p] and not queues[p]:
+            take(p, r, step, now)
+        else:
+            queues[p].append(r)
+            queued[p] += step[1]
+
+    def load_residency(new_plan: Plan, now: float) -> None:
+        """Pin the plan's resident set when it fits, then load it and the preload list as room allows."""
+        resident = [block_ids[d] for d in sorted(new_plan.resident) if d in block_ids]
+        total = sum(block_mb[b] for b in resident)
+        st.plan_pinned = set(resident) if total <= budget + 1e-9 else set()
+        for b in [
+            *resident,
+            *(block_ids[d] for d in new_plan.preload if d in block_ids),
+        ]:
+            # Best effort: a preload that does not fit is skipped.
+            if block_state[b] == 0:
+                start_load(b, now, demand=False)
+
+    load_residency(plan, 0.0)
+    for i, ch in enumerate(sorted(slo_changes, key=lambda c: c.at_ms)):
+        if ch.task not in task_names:
+            raise ValueError(f"SLO change for unknown task '{ch.task}'")
+        push(heap, (ch.at_ms, next(counter), SLO_CHANGE, i))
+    changes = sorted(slo_changes, key=lambda c: c.at_ms)
+
+    i_arr = 0
+    next_arr = arr_t[0] if n_req else float("inf")
+    while True:
+        if heap and heap[0][0] <= next_arr:
+            now, _, kind, a = pop(heap)
+        elif i_arr < n_req:
+            now, kind, a = next_arr, 0, i_arr
+            i_arr += 1
+            next_arr = arr_t[i_arr] if i_arr < n_req else float("inf")
+        else:
+            break
+        if now > t_end:
+            break
+        st.now_ms = now
+        if kind == FINISH:
+            executions += 1
+            r = a
+            steps = req_steps[r]
+            pos = req_pos[r]
+            p, _, b, _ = steps[pos]
+            busy[p] = False
+            block_pins[b] -= 1
+            wanted[b] -= 1
+            if mem_waiters and block_pins[b] == 0:
+                retry_memory(now)
+            pos += 1
+            if pos == len(steps):
+                done[r] = now
+            else:
+                req_pos[r] = pos
+                xfer = steps[pos][3]
+                if xfer > 0.0:
+                    push(heap, (now + xfer, next(counter), READY, r))
+                else:
+                    ready(r, now)
+            q = queues[p]
+            if q and not busy[p]:
+                r2 = q.popleft()
+                step2 = req_steps[r2][req_pos[r2]]
+                queued[p] -= step2[1]
+                take(p, r2, step2, now)
+        elif kind == 0:
+            r = a
+            k = arr_k[r]
+            t0 = perf()
+            route = decide(task_names[k], plan, view)
+            decision_ns.append(perf() - t0)
+            cr = compiled(route)
+            if cr.task_index != k:
+                raise ValueError(
+                    f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'"
+                )
+            req_steps[r] = cr.steps
+            req_slo[r] = slo_lat[k]
+            req_acc[r] = cr.accuracy
+            req_acc_bad[r] = (
+                cr.accuracy is not None and cr.accuracy < slo_acc[k] - 1e-12
+            )
+            for step in cr.steps:
+                wanted[step[2]] += 1
+            if prefetch:
+                for b in cr.blocks:
+                    # Prefetch never evicts a block a dispatched request needs; the rest loads on demand.
+                    if block_state[b] == 0 and not start_load(b, now, demand=False):
+                        break
+            first_xfer = cr.steps[0][3]
+            if first_xfer > 0.0:
+                push(heap, (now + first_xfer, next(counter), READY, r))
+            else:
+                ready(r, now)
+        elif kind == READY:
+            ready(a, now)
+        elif kind == LOAD:
+            b = a
+            block_state[b] = 2
+            waiters = load_waiters[b]
+            load_waiters[b] = []
+            for p in waiters:
+                r = waiting_req[p]
+                waiting_req[p] = -1
+                execute(p, r, req_steps[r][req_pos[r]], now)
+            if mem_waiters:
+                retry_memory(now)
+        else:  # SLO_CHANGE
+            ch = changes[a]
+            k = task_names.index(ch.task)
+            if ch.latency_ms is not None:
+                slo_lat[k] = ch.latency_ms
+            if ch.min_accuracy is not None:
+                slo_acc[k] = ch.min_accuracy
+            tasks_now[k] = replace(
+                tasks_now[k], latency_slo_ms=slo_lat[k], min_accuracy=slo_acc[k]
+            )
+            t0 = perf()
+            plan = _replan(policy, replace(problem, tasks=tuple(tasks_now)))
+            wall = perf() - t0
+            replan_ns.append(wall)
+            if log is not None and now < log.until_ms:
+                log.replans.append((now, wall / 1000.0))
+            load_residency(plan, now)
+
+    memory_changed(max(st.now_ms, duration_ms), 0.0)
+    return RawRun(
+        task_names=task_names,
+        processors=processors,
+        arrival_ms=arr_t,
+        arrival_task=arr_k,
+        done_ms=done,
+        latency_slo_ms=req_slo,
+        accuracy=req_acc,
+        accuracy_violated=req_acc_bad,
+        decision_ns=decision_ns,
+        replan_ns=replan_ns,
+        busy_ms=busy_ms,
+        memory_peak_mb=acc[0],
+        memory_area_mb_ms=acc[1],
+        loads=int(acc[3]),
+        load_ms=acc[4],
+        evictions=int(acc[5]),
+        task_switches=int(acc[6]),
+        block_executions=executions,
+        schedule=log,
+    )

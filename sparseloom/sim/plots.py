@@ -1,0 +1,102 @@
+"""PNG plots of a comparison: per-task latency CDFs and violation bars per policy.
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so nothing
+global changes, and written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sparseloom.atomic import write_bytes
+from sparseloom.sim.runner import Comparison
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    write_bytes(path, buf.getvalue())
+    return path
+
+
+def plot_latency_cdf(
+    comparison: Comparison,
+    path: str | Path,
+    *,
+    slo_ms: Mapping[str, float] | None = None,
+) -> Path:
+    """One panel per task, one CDF line per policy (all seeds pooled); the task's SLO as a dashed line.
+
+    Unfinished requests count in the denominator, so a curve that stops below
+    1 shows the share that never finished.
+    """
+    first = next(iter(comparison.policies.values()))
+    tasks = list(first.runs[0].per_task)
+    cols = min(3, max(1, len(tasks)))
+    rows = math.ceil(len(tasks) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    for i, task in enumerate(tasks):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for name, summary in comparison.policies.items():
+            lat = np.concatenate([r.latencies_ms[task] for r in summary.runs])
+            if lat.size == 0:
+                continue
+            finite = np.sort(lat[np.isfinite(lat)])
+            frac = np.arange(1, finite.size + 1) / lat.size
+            ax.step(finite, frac, where="post", label=name)
+        if slo_ms and task in slo_ms:
+            ax.axvline(
+                slo_ms[task], color="black", linestyle="--", linewidth=1, label="SLO"
+            )
+        ax.set_title(task)
+        ax.set_xlabel("latency (ms, modelled)")
+        ax.set_ylabel("fraction of requests")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle("Per-task latency CDF")
+    return _save(fig, Path(path))
+
+
+def plot_violations(comparison: Comparison, path: str | Path) -> Path:
+    """Bars of SLO violation rate per policy: overall and per task, with 95% CI whiskers when seeds allow."""
+    policies = list(comparison.policies)
+    first = comparison.policies[policies[0]]
+    groups = ["overall", *first.runs[0].per_task]
+    width = 0.8 / max(1, len(policies))
+    x = np.arange(len(groups))
+    fig = Figure(
+        figsize=(max(6.0, 1.3 * len(groups) * max(1, len(policies)) / 2 + 3), 4.0)
+    )
+    ax = fig.add_subplot(1, 1, 1)
+    for j, name in enumerate(policies):
+        s = comparison.policies[name]
+        ests = [
+            s.slo_violation_rate,
+            *(s.per_task_violation_rate[t] for t in groups[1:]),
+        ]
+        means = [100.0 * e.mean for e in ests]
+        errs = [100.0 * (e.ci95 or 0.0) for e in ests]
+        ax.bar(
+            x + (j - (len(policies) - 1) / 2) * width,
+            means,
+            width,
+            yerr=errs,
+            capsize=2,
+            label=name,
+        )
+    ax.set_xticks(x, groups)
+    ax.set_ylabel("SLO violations (%, modelled)")
+    ax.set_title("SLO violation rate per policy")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, Path(path))

@@ -1,0 +1,403 @@
+"""Run the simulator: one run, every policy on the same arrivals over several seeds, a load sweep.
+
+All policies of a comparison see exactly the same arrivals per seed: they are
+generated once per seed, before any policy runs. Each policy plans once (its
+plan wall time is recorded) and that plan starts every seed's run.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from scheduler.plan import Plan
+from scheduler.policy import Policy
+from scheduler.problem import Problem
+from sparseloom.arrivals import active_windows, generate_arrivals, within
+from sparseloom.sim import engine
+from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
+from sparseloom.workload import Arrival, Task, Transitions, Workload
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """The arrival times (ms, sorted) of each task for one seed."""
+
+    seed: int
+    duration_s: float
+    times_ms: Mapping[str, np.ndarray]
+
+    def merged(self, task_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All arrivals in time order, with the index (in ``task_names``) of each one's task."""
+        missing = [n for n in task_names if n not in self.times_ms]
+        if missing:
+            raise ValueError(f"no arrivals given for task(s) {', '.join(missing)}")
+        times = [np.asarray(self.times_ms[n], dtype=np.float64) for n in task_names]
+        tasks = [np.full(t.size, k, dtype=np.int64) for k, t in enumerate(times)]
+        all_t = np.concatenate(times) if times else np.empty(0)
+        all_k = np.concatenate(tasks) if tasks else np.empty(0, dtype=np.int64)
+        order = np.argsort(all_t, kind="stable")
+        return all_t[order], all_k[order]
+
+    @property
+    def count(self) -> int:
+        return sum(int(t.size) for t in self.times_ms.values())
+
+
+def make_arrivals(
+    specs: Mapping[str, Arrival],
+    duration_s: float,
+    seed: int,
+    *,
+    rate_scale: float = 1.0,
+    base_dir: str | Path = ".",
+    transitions: Transitions | None = None,
+) -> Arrivals:
+    """Generate every task's arrivals for one seed.
+
+    Each task draws from its own stream, keyed by the seed and the task's
+    name, so adding a task leaves the others' arrivals unchanged.
+    """
+    times: dict[str, np.ndarray] = {}
+    for name, spec in specs.items():
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        times[name] = generate_arrivals(
+            spec, duration_s, rng, rate_scale=rate_scale, base_dir=base_dir
+        )
+    if transitions is not None:
+        rng = np.random.default_rng([seed, zlib.crc32(b"transitions")])
+        windows = active_windows(transitions, list(specs), duration_s, rng)
+        times = {n: within(t, windows[n]) for n, t in times.items()}
+    return Arrivals(seed, duration_s, times)
+
+
+def arrival_specs(tasks: Sequence[Task]) -> dict[str, Arrival]:
+    """The arrival process of each workload task, by task name."""
+    return {t.name: t.arrival for t in tasks}
+
+
+def slo_changes(tasks: Sequence[Task]) -> tuple[SLOChangeEvent, ...]:
+    """The SLO changes of workload tasks as engine events, in time order."""
+    events = [
+        SLOChangeEvent(c.at_s * 1000.0, t.name, c.latency_ms, c.min_accuracy)
+        for t in tasks
+        for c in t.slo_changes
+    ]
+    return tuple(sorted(events, key=lambda e: e.at_ms))
+
+
+def simulate(
+    problem: Problem,
+    policy: Policy,
+    arrivals: Arrivals,
+    *,
+    warmup_s: float = 0.0,
+    slo_changes: Sequence[SLOChangeEvent] = (),
+    plan: Plan | None = None,
+    trace_until_s: float = 0.0,
+    prefetch: bool = True,
+    latency_cv: float = 0.0,
+) -> RunResult:
+    """Simulate one policy on one seed's arrivals (plans first unless ``plan`` is given).
+
+    ``prefetch``: load a request's missing blocks when it is dispatched;
+    ``latency_cv``: lognormal spread of each block execution's latency around
+    the profile's value, drawn from a stream keyed by the arrivals' seed (see
+    :func:`sparseloom.sim.engine.run`).
+    """
+    duration_s = arrivals.duration_s
+    if not 0.0 <= warmup_s < duration_s:
+        raise ValueError(
+            f"warmup_s ({warmup_s:g}) must be in [0, duration_s={duration_s:g})"
+        )
+    plan_wall_s = 0.0
+    if plan is None:
+        t0 = time.perf_counter()
+        plan = policy.plan(problem)
+        plan_wall_s = time.perf_counter() - t0
+    times, tasks = arrivals.merged([t.name for t in problem.tasks])
+    t0 = time.perf_counter()
+    raw = engine.run(
+        problem,
+        policy,
+        plan,
+        times,
+        tasks,
+        duration_ms=duration_s * 1000.0,
+        warmup_ms=warmup_s * 1000.0,
+        slo_changes=slo_changes,
+        trace_until_ms=trace_until_s * 1000.0,
+        prefetch=prefetch,
+        latency_cv=latency_cv,
+        latency_rng=np.random.default_rng([arrivals.seed, zlib.crc32(b"latency")]),
+    )
+    wall = time.perf_counter() - t0
+    return run_result(
+        raw,
+        policy=policy.name,
+        seed=arrivals.seed,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        sim_wall_s=wall,
+        plan_wall_s=plan_wall_s,
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every policy on the same arrivals, over the same seeds."""
+
+    duration_s: float
+    warmup_s: float
+    seeds: tuple[int, ...]
+    rate_scale: float
+    policies: Mapping[str, PolicySummary]
+    plans: Mapping[str, Plan]
+    plan_wall_s: Mapping[str, float]
+
+
+def compare(
+    problem: Problem,
+    policies: Sequence[Policy],
+    specs: Mapping[str, Arrival],
+    *,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    seed: int = 0,
+    seeds: int = 1,
+    slo_changes: Sequence[SLOChangeEvent] = (),
+    rate_scale: float = 1.0,
+    base_dir: str | Path = ".",
+    transitions: Transitions | None = None,
+    trace_until_s: float = 0.0,
+    latency_cv: float = 0.0,
+    progress: bool = True,
+) -> Comparison:
+    """Run every policy on seeds ``seed .. seed+seeds-1``; the schedule log is kept for the first seed."""
+    if seeds < 1:
+        raise ValueError("seeds must be >= 1")
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"policy names must be unique, got {names}")
+    plans: dict[str, Plan] = {}
+    plan_wall: dict[str, float] = {}
+    for policy in policies:
+        t0 = time.perf_counter()
+        plans[policy.name] = policy.plan(problem)
+        plan_wall[policy.name] = time.perf_counter() - t0
+    seed_list = tuple(range(seed, seed + seeds))
+    runs: dict[str, list[RunResult]] = {n: [] for n in names}
+    bar = tqdm(
+        total=len(seed_list) * len(policies),
+        desc="simulate",
+        unit="run",
+        disable=not progress,
+        leave=False,
+    )
+    for s in seed_list:
+        arrivals = make_arrivals(
+            specs,
+            duration_s,
+            s,
+            rate_scale=rate_scale,
+            base_dir=base_dir,
+            transitions=transitions,
+        )
+        for policy in policies:
+            bar.set_postfix_str(f"{policy.name} seed {s}")
+            res = simulate(
+                problem,
+                policy,
+                arrivals,
+                warmup_s=warmup_s,
+                slo_changes=slo_changes,
+                plan=plans[policy.name],
+                trace_until_s=trace_until_s if s == seed_list[0] else 0.0,
+                latency_cv=latency_cv,
+            )
+            runs[policy.name].append(replace(res, plan_wall_s=plan_wall[policy.name]))
+            bar.update()
+    bar.close()
+    return Comparison(
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        seeds=seed_list,
+        rate_scale=rate_scale,
+        policies={n: summarise(n, runs[n]) for n in names},
+        plans=plans,
+        plan_wall_s=plan_wall,
+    )
+
+
+def compare_workload(
+    workload: Workload,
+    problem: Problem,
+    policies: Sequence[Policy],
+    *,
+    base_dir: str | Path = ".",
+    rate_scale: float = 1.0,
+    trace_until_s: float = 0.0,
+    latency_cv: float = 0.0,
+    progress: bool = True,
+) -> Comparison:
+    """:func:`compare` with arrivals, SLO changes, transitions, duration, warm-up and seeds from a workload.
+
+    ``problem`` must hold the workload's tasks (by name); ``base_dir`` is
+    where trace files are resolved (the workload file's folder).
+    """
+    scenario = workload.scenario
+    if scenario is None:
+        raise ValueError("the workload has no 'scenario' section")
+    names = {t.name for t in problem.tasks}
+    missing = [t.name for t in workload.tasks if t.name not in names]
+    if missing:
+        raise ValueError(
+            f"the problem lacks the workload's task(s) {', '.join(missing)}"
+        )
+    tasks = [t for t in workload.tasks if t.name in names]
+    return compare(
+        problem,
+        policies,
+        arrival_specs(tasks),
+        duration_s=scenario.duration_s,
+        warmup_s=scenario.warmup_s,
+        seed=scenario.seed,
+        seeds=scenario.seeds,
+        slo_changes=slo_changes(tasks),
+        rate_scale=rate_scale,
+        base_dir=base_dir,
+        transitions=scenario.transitions,
+        trace_until_s=trace_until_s,
+        latency_cv=latency_cv,
+        progress=progress,
+    )
+
+
+def scale_rates(problem: Problem, rate_scale: float) -> Problem:
+    """The problem with every task's expected arrival rate multiplied, so policies plan for the load."""
+    return replace(
+        problem,
+        tasks=tuple(replace(t, rate_hz=t.rate_hz * rate_scale) for t in problem.tasks),
+    )
+
+
+@dataclass(frozen=True)
+class SustainableRate:
+    """The largest load a policy sustains at or below the target violation rate."""
+
+    policy: str
+    target: float
+    rate_scale: float
+    offered_rps: float
+    slo_violation_rate: float
+    # (rate_scale, offered_rps, violation rate) of every point tried, in the order tried.
+    points: tuple[tuple[float, float, float], ...]
+    bounded: (
+        bool  # False when the search hit its scale limit without crossing the target
+    )
+
+
+def max_sustainable_rate(
+    problem: Problem,
+    policy: Policy,
+    specs: Mapping[str, Arrival],
+    *,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    seed: int = 0,
+    seeds: int = 1,
+    target: float = 0.05,
+    tolerance: float = 0.02,
+    max_scale: float = 64.0,
+    slo_changes: Sequence[SLOChangeEvent] = (),
+    base_dir: str | Path = ".",
+    transitions: Transitions | None = None,
+    progress: bool = True,
+) -> SustainableRate:
+    """Bisect a load scale factor for the highest offered rate with violation rate <= ``target``.
+
+    The policy re-plans at every load point with the scaled expected rates.
+    The search doubles (or halves) from scale 1 until it brackets the target,
+    then bisects until the bracket is within ``tolerance`` (relative).
+    """
+    points: list[tuple[float, float, float]] = []
+    bar = tqdm(
+        desc=f"max rate {policy.name}", unit="point", disable=not progress, leave=False
+    )
+
+    def trial(scale: float) -> tuple[float, float]:
+        scaled = scale_rates(problem, scale)
+        plan = policy.plan(scaled)
+        viol, offered = [], []
+        for s in range(seed, seed + seeds):
+            arrivals = make_arrivals(
+                specs,
+                duration_s,
+                s,
+                rate_scale=scale,
+                base_dir=base_dir,
+                transitions=transitions,
+            )
+            res = simulate(
+                scaled,
+                policy,
+                arrivals,
+                warmup_s=warmup_s,
+                slo_changes=slo_changes,
+                plan=plan,
+            )
+            viol.append(res.slo_violation_rate)
+            offered.append(res.offered_rps)
+        v, o = float(np.mean(viol)), float(np.mean(offered))
+        points.append((scale, o, v))
+        bar.set_postfix_str(f"x{scale:.3g}: {v:.1%} violations")
+        bar.update()
+        return v, o
+
+    v, o = trial(1.0)
+    best: tuple[float, float, float] | None = (1.0, o, v) if v <= target else None
+    if v <= target:
+        lo, hi = 1.0, 2.0
+        while True:
+            v, o = trial(hi)
+            if v > target:
+                break
+            best = (hi, o, v)
+            lo, hi = hi, hi * 2.0
+            if hi > max_scale:
+                bar.close()
+                return SustainableRate(
+                    policy.name, target, lo, best[1], best[2], tuple(points), False
+                )
+    else:
+        lo, hi = 0.5, 1.0
+        while True:
+            v, o = trial(lo)
+            if v <= target:
+                best = (lo, o, v)
+                break
+            lo, hi = lo / 2.0, lo
+            if lo < 1.0 / max_scale:
+                bar.close()
+                return SustainableRate(
+                    policy.name, target, 0.0, 0.0, v, tuple(points), False
+                )
+    while hi / lo - 1.0 > tolerance:
+        mid = (lo * hi) ** 0.5
+        v, o = trial(mid)
+        if v <= target:
+            lo, best = mid, (mid, o, v)
+        else:
+            hi = mid
+    bar.close()
+    assert best is not None
+    return SustainableRate(
+        policy.name, target, best[0], best[1], best[2], tuple(points), True
+    )

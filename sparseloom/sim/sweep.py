@@ -1,0 +1,151 @@
+"""Sweeps: the same comparison at many load, SLO-scale and memory-budget points, in parallel processes.
+
+Each point changes the problem (the policies re-plan for it) and, for load,
+the arrivals; every policy at a point sees the same arrivals. Points run in a
+process pool, so policies and problems must be picklable (module-level
+classes and frozen dataclasses are).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from scheduler.policy import Policy
+from scheduler.problem import Problem
+from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.sim.runner import Comparison, compare, scale_rates
+from sparseloom.workload import Arrival, Transitions
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of a sweep: a load scale, a latency-SLO scale and optionally a memory budget."""
+
+    rate_scale: float = 1.0
+    slo_scale: float = 1.0
+    memory_budget_mb: float | None = None
+
+    @property
+    def label(self) -> str:
+        parts = [f"load x{self.rate_scale:g}", f"SLO x{self.slo_scale:g}"]
+        if self.memory_budget_mb is not None:
+            parts.append(f"{self.memory_budget_mb:g} MB")
+        return ", ".join(parts)
+
+
+def apply_point(problem: Problem, point: SweepPoint) -> Problem:
+    """The problem at a sweep point: expected rates and latency SLOs scaled, budget replaced."""
+    out = scale_rates(problem, point.rate_scale)
+    if point.slo_scale != 1.0:
+        tasks = tuple(
+            replace(t, latency_slo_ms=t.latency_slo_ms * point.slo_scale)
+            for t in out.tasks
+        )
+        out = replace(out, tasks=tasks)
+    if point.memory_budget_mb is not None:
+        out = replace(out, memory_budget_mb=point.memory_budget_mb)
+    return out
+
+
+@dataclass(frozen=True)
+class _Job:
+    problem: Problem
+    policies: tuple[Policy, ...]
+    specs: Mapping[str, Arrival]
+    point: SweepPoint
+    duration_s: float
+    warmup_s: float
+    seed: int
+    seeds: int
+    slo_changes: tuple[SLOChangeEvent, ...]
+    base_dir: str
+    transitions: Transitions | None
+    latency_cv: float
+
+
+def _run(job: _Job) -> Comparison:
+    changes = tuple(
+        replace(c, latency_ms=c.latency_ms * job.point.slo_scale)
+        if c.latency_ms is not None
+        else c
+        for c in job.slo_changes
+    )
+    return compare(
+        apply_point(job.problem, job.point),
+        job.policies,
+        job.specs,
+        duration_s=job.duration_s,
+        warmup_s=job.warmup_s,
+        seed=job.seed,
+        seeds=job.seeds,
+        slo_changes=changes,
+        rate_scale=job.point.rate_scale,
+        base_dir=job.base_dir,
+        transitions=job.transitions,
+        latency_cv=job.latency_cv,
+        progress=False,
+    )
+
+
+def run_sweep(
+    problem: Problem,
+    policies: Sequence[Policy],
+    specs: Mapping[str, Arrival],
+    points: Sequence[SweepPoint],
+    *,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    seed: int = 0,
+    seeds: int = 1,
+    slo_changes: Sequence[SLOChangeEvent] = (),
+    base_dir: str | Path = ".",
+    transitions: Transitions | None = None,
+    latency_cv: float = 0.0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[tuple[SweepPoint, Comparison]]:
+    """Compare every policy at every point; results come back in the order of ``points``.
+
+    ``workers``: processes to use (default: the CPUs available, at most one per
+    point); 1 runs in this process.
+    """
+    jobs = [
+        _Job(
+            problem,
+            tuple(policies),
+            dict(specs),
+            p,
+            duration_s,
+            warmup_s,
+            seed,
+            seeds,
+            tuple(slo_changes),
+            str(base_dir),
+            transitions,
+            latency_cv,
+        )
+        for p in points
+    ]
+    n = workers or min(len(jobs), len(os.sched_getaffinity(0)))
+    results: list[Comparison | None] = [None] * len(jobs)
+    bar = tqdm(
+        total=len(jobs), desc="sweep", unit="point", disable=not progress, leave=False
+    )
+    if n <= 1:
+        for i, job in enumerate(jobs):
+            results[i] = _run(job)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=n) as pool:
+            futures = {pool.submit(_run, job): i for i, job in enumerate(jobs)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    return [(p, r) for p, r in zip(points, results, strict=True) if r is not None]
