@@ -178,7 +178,8 @@ def measure(block: BlockModule, inputs: tuple[torch.Tensor, ...]) -> tuple[Block
     skips zeros would do.
     """
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        outputs = block.run(*inputs)
+        out = block(*inputs)  # through forward, so the counter sees module names
+    outputs = out if isinstance(out, tuple) else (out,)
     counts = counter.get_flop_counts()
     total = int(counter.get_total_flops())
     saved = 0.0

@@ -26,6 +26,11 @@ class Evaluator:
     def size(self) -> int:
         return int(self.reference.shape[0])
 
+    @property
+    def floor(self) -> float:
+        """Chance level: what a model that learned nothing scores (1/classes, or 0 for cosine)."""
+        return 1.0 / (int(self.reference.max()) + 1) if self.metric == "top1" else 0.0
+
     def score(self, outputs: tuple[torch.Tensor, ...]) -> float:
         out = outputs[0]
         if self.metric == "top1":
