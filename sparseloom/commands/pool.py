@@ -1,0 +1,149 @@
+"""``sparseloom pool build|ls|verify``: build, list and check a pool of blocks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sparseloom.errors import InputError, Problem
+from sparseloom.workload import ModelSpec, load_workload
+from stitching import zoo
+from stitching.pool import ModelRequest, Pool, build_pool, verify
+from stitching.prune import Recipe, parse_recipe
+
+DEFAULT_VARIANTS = "structured-0.3,structured-0.5,structured-0.7,unstructured-0.5,unstructured-0.9,2:4,int8"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("pool", help="build, list and verify pools of blocks")
+    psub = p.add_subparsers(dest="pool_command", metavar="SUBCOMMAND", parser_class=type(p))
+    psub.required = True
+
+    b = psub.add_parser(
+        "build",
+        help="partition, prune and store a model's variants",
+        description="Build (or resume building) a pool from a workload file's models or one zoo model name.",
+    )
+    b.add_argument("source", metavar="WORKLOAD_OR_MODEL", help=f"workload YAML, or a zoo model: {', '.join(zoo.names())}")
+    b.add_argument("--out", required=True, type=Path, metavar="DIR", help="pool directory")
+    b.add_argument("--blocks", type=int, default=4, help="blocks per model, for a zoo model name (default 4)")
+    b.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"for a zoo model name (default {DEFAULT_VARIANTS})")
+    b.add_argument("--cache", type=Path, default=None, help="cache for trained zoo weights ($SPARSELOOM_CACHE or ~/.cache/sparseloom)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(run=run_build)
+
+    ls = psub.add_parser("ls", help="list the models, variants and blocks of a pool")
+    ls.add_argument("dir", type=Path, metavar="DIR")
+    ls.add_argument("--json", action="store_true", help="print the blocks as JSON")
+    ls.set_defaults(run=run_ls)
+
+    v = psub.add_parser("verify", help="check every block file (exit 2 naming each bad file)")
+    v.add_argument("dir", type=Path, metavar="DIR")
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.set_defaults(run=run_verify)
+
+
+def stitching_error(err: ValueError, path: str, expected: str) -> InputError:
+    """A lower package's ValueError as the one user-facing error type."""
+    if isinstance(err, InputError):
+        return err
+    return InputError([Problem(path=path, expected=expected, found=str(err))])
+
+
+def _recipes(spec: ModelSpec) -> tuple[Recipe, ...]:
+    out: list[Recipe] = []
+    for v in spec.variants:
+        if v.pattern in ("2:4", "int8"):
+            out.append(Recipe(v.pattern))
+        else:
+            out += [Recipe(v.pattern, level, v.block_size) for level in v.levels]
+    return tuple(out)
+
+
+def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
+    source = str(args.source)
+    if source in zoo.names():
+        try:
+            recipes = tuple(parse_recipe(n.strip()) for n in args.variants.split(",") if n.strip())
+        except ValueError as err:
+            raise stitching_error(err, "--variants", "variant names such as structured-0.5, block16-0.7, 2:4, int8") from None
+        return [ModelRequest(source, source, blocks=args.blocks, recipes=recipes)]
+    if not Path(source).is_file():
+        raise InputError(
+            [Problem("WORKLOAD_OR_MODEL", f"a workload YAML file or a zoo model ({', '.join(zoo.names())})", repr(source))]
+        )
+    workload = load_workload(source)
+    requests: list[ModelRequest] = []
+    problems: list[Problem] = []
+    for i, spec in enumerate(workload.models):
+        if spec.zoo is None:
+            problems.append(
+                Problem(f"models[{i}].module", "a zoo model ('zoo:'); pools of user modules are not supported yet", spec.module or "", source)
+            )
+            continue
+        requests.append(
+            ModelRequest(spec.name, spec.zoo, spec.partition.blocks, spec.partition.boundaries, _recipes(spec))
+        )
+    if problems:
+        raise InputError(problems)
+    if not requests:
+        raise InputError([Problem("models", "at least one model", "none", source)])
+    return requests
+
+
+def run_build(args: argparse.Namespace) -> int:
+    requests = requests_from(args)
+    try:
+        pool = build_pool(args.out, requests, args.cache, progress=not args.no_progress)
+    except ValueError as err:
+        raise stitching_error(err, str(args.source), "models that can be partitioned and pruned as asked") from None
+    size = pool.size()
+    print(
+        f"{args.out}: {len(pool.models())} model(s), {size.unique_blocks} unique of {size.block_refs} blocks, "
+        f"{size.pool_bytes / 1e6:.2f} MB (whole-model checkpoints: {size.checkpoint_bytes / 1e6:.2f} MB)"
+    )
+    return 0
+
+
+def _open(path: Path) -> Pool:
+    try:
+        return Pool(path)
+    except ValueError as err:
+        raise stitching_error(err, str(path), "a pool directory (made by 'sparseloom pool build')") from None
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    pool = _open(args.dir)
+    if args.json:
+        print(json.dumps({
+            "models": {m: pool.model_info(m) for m in pool.models()},
+            "blocks": [b.to_json() for b in pool.blocks()],
+            "size": pool.size().__dict__,
+        }, indent=1))
+        return 0
+    for model in pool.models():
+        info = pool.model_info(model)
+        print(f"{model} (zoo {info['zoo']}): {len(info['cut'])} blocks x {len(info['variants'])} variants")
+        print(f"  {'pos':>3} {'variant':<18} {'digest':<12} {'MFLOPs':>9} {'eff.MFLOPs':>10} {'KB':>9} units")
+        for b in sorted(pool.blocks(model), key=lambda b: (b.position, info["variants"].index(b.variant))):
+            print(
+                f"  {b.position:>3} {b.variant:<18} {b.digest[:12]} {b.flops / 1e6:>9.2f} "
+                f"{b.effective_flops / 1e6:>10.2f} {b.param_bytes / 1e3:>9.1f} {'+'.join(b.units)}"
+            )
+    size = pool.size()
+    print(f"{size.unique_blocks} unique of {size.block_refs} blocks: {size.pool_bytes / 1e6:.2f} MB on disk, "
+          f"{size.checkpoint_bytes / 1e6:.2f} MB as whole-model checkpoints")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    problems = verify(args.dir)
+    if args.json:
+        print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))
+    elif not problems:
+        print(f"{args.dir}: ok")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 2 if problems else 0

@@ -1,0 +1,410 @@
+"""The pool: an on-disk, content-addressed store of blocks.
+
+Layout of a pool directory::
+
+    manifest.json                 every block record, per-model partitions and variants
+    blocks/<sha256>.safetensors   one file per unique block (tensors + unit specs in metadata)
+
+A block's digest is the sha256 of its unit specs and tensors, so a block that
+two variants (or two models of a workload) share is stored once. Files and the
+manifest are written atomically; the manifest is rewritten after every block,
+so an interrupted build resumes where it stopped. Loading never uses pickle:
+:meth:`Pool.load_module` rebuilds a runnable ``torch.nn.Module`` from the
+manifest's unit specs and the block's safetensors file alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from tqdm import tqdm
+
+from stitching import zoo
+from stitching.atomic import write_bytes, write_safetensors
+from stitching.partition import BlockModule, TensorSpec, check_chain, cut_model, measure, split
+from stitching.prune import Recipe, prune_block
+
+FORMAT = "sparseloom-pool/1"
+MANIFEST = "manifest.json"
+BLOCKS = "blocks"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of one model at one variant, as stored in the pool.
+
+    ``flops`` is what dense execution does; ``effective_flops`` what a kernel
+    that skips zero weights would do. ``param_bytes`` are the tensor bytes as
+    stored (int8 variants store int8); ``activation_bytes`` the outputs' bytes
+    for the example input (batch 1). ``level`` is the fraction of weights removed.
+    """
+
+    model: str
+    zoo: str
+    position: int
+    variant: str
+    units: tuple[str, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    flops: int
+    effective_flops: int
+    param_bytes: int
+    activation_bytes: int
+    pattern: str
+    level: float
+    nonzero_fraction: float
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = [[list(s.shape), s.dtype] for s in self.inputs]
+        d["outputs"] = [[list(s.shape), s.dtype] for s in self.outputs]
+        d["units"] = list(self.units)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Block:
+        specs = {k: tuple(TensorSpec(tuple(s), t) for s, t in d[k]) for k in ("inputs", "outputs")}
+        return cls(**{**d, **specs, "units": tuple(d["units"])})
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What to put in the pool for one model: the zoo base model, its partition and its variants.
+
+    The dense variant is always built (it is the reference for every other).
+    """
+
+    name: str
+    zoo: str
+    blocks: int | None = 4
+    boundaries: tuple[str, ...] | None = None
+    recipes: tuple[Recipe, ...] = ()
+
+    def variants(self) -> tuple[Recipe, ...]:
+        out = [Recipe("dense")]
+        for r in self.recipes:
+            if r not in out:
+                out.append(r)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class PoolProblem:
+    """One thing wrong with a pool directory."""
+
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    """Dedup figures: unique block files versus whole-model checkpoints of every variant."""
+
+    block_refs: int
+    unique_blocks: int
+    pool_bytes: int
+    checkpoint_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.pool_bytes / self.checkpoint_bytes if self.checkpoint_bytes else 1.0
+
+
+def digest(unit_specs: Sequence[dict[str, Any]], state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the unit specs (canonical JSON) and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps(list(unit_specs), sort_keys=True).encode())
+    for name in sorted(state):
+        t = state[name].detach().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class _Manifest:
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"format": FORMAT, "files": self.files, "blocks": self.blocks, "models": self.models}, indent=1
+        ).encode()
+
+
+def _read_manifest(root: Path) -> _Manifest:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{root} is not a pool: {MANIFEST} is missing")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} manifest")
+    return _Manifest(data["files"], data["blocks"], data["models"])
+
+
+class Pool:
+    """A pool directory, read side. Build one with :func:`build_pool`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._manifest = _read_manifest(self.root)
+        self._blocks = [Block.from_json(b) for b in self._manifest.blocks]
+
+    def models(self) -> list[str]:
+        return list(self._manifest.models)
+
+    def model_info(self, model: str) -> dict[str, Any]:
+        """Zoo name, partition (unit ranges and names), variants, checkpoint bytes, chain check of ``model``."""
+        if model not in self._manifest.models:
+            raise ValueError(f"model {model!r} is not in the pool {self.root}; it holds: {', '.join(self.models()) or 'nothing'}")
+        return dict(self._manifest.models[model])
+
+    def variants(self, model: str) -> list[str]:
+        return list(self.model_info(model)["variants"])
+
+    def positions(self, model: str) -> int:
+        return len(self.model_info(model)["cut"])
+
+    def blocks(self, model: str | None = None, variant: str | None = None, position: int | None = None) -> list[Block]:
+        return [
+            b
+            for b in self._blocks
+            if (model is None or b.model == model)
+            and (variant is None or b.variant == variant)
+            and (position is None or b.position == position)
+        ]
+
+    def block(self, model: str, position: int, variant: str) -> Block:
+        found = self.blocks(model, variant, position)
+        if not found:
+            raise ValueError(f"no block at position {position} of variant {variant!r} of model {model!r}")
+        return found[0]
+
+    def path(self, digest_: str) -> Path:
+        return self.root / BLOCKS / f"{digest_}.safetensors"
+
+    def load_state(self, digest_: str) -> dict[str, torch.Tensor]:
+        if digest_ not in self._manifest.files:
+            raise ValueError(f"no block with digest {digest_} in {self.root}")
+        return load_file(self.path(digest_))
+
+    def unit_specs(self, digest_: str) -> list[dict[str, Any]]:
+        return list(self._manifest.files[digest_]["units"])
+
+    def load_module(self, digest_: str) -> BlockModule:
+        """A runnable block rebuilt from the manifest's unit specs and the block's safetensors file."""
+        return BlockModule.rebuild(self.unit_specs(digest_), self.load_state(digest_))
+
+    def file_bytes(self, digest_: str) -> int:
+        return int(self._manifest.files[digest_]["bytes"])
+
+    def size(self, model: str | None = None) -> PoolSize:
+        """Dedup figures for one model or the whole pool."""
+        refs = self.blocks(model)
+        unique = {b.digest for b in refs}
+        models = [model] if model is not None else self.models()
+        ckpt = sum(sum(self._manifest.models[m]["checkpoint_bytes"].values()) for m in models)
+        return PoolSize(len(refs), len(unique), sum(self.file_bytes(d) for d in unique), int(ckpt))
+
+
+def verify(root: str | Path) -> list[PoolProblem]:
+    """Every missing, truncated or altered file of a pool (empty when it is sound)."""
+    root = Path(root)
+    try:
+        manifest = _read_manifest(root)
+    except ValueError as err:
+        return [PoolProblem(str(root / MANIFEST), str(err))]
+    problems: list[PoolProblem] = []
+    for dig, info in manifest.files.items():
+        path = root / BLOCKS / f"{dig}.safetensors"
+        if not path.is_file():
+            problems.append(PoolProblem(str(path), "missing"))
+            continue
+        size = path.stat().st_size
+        if size != info["bytes"]:
+            kind = "truncated" if size < info["bytes"] else "altered"
+            problems.append(PoolProblem(str(path), f"{kind}: {size} bytes, manifest says {info['bytes']}"))
+            continue
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError, ValueError) as err:
+            problems.append(PoolProblem(str(path), f"unreadable safetensors ({err})"))
+            continue
+        if digest(info["units"], state) != dig:
+            problems.append(PoolProblem(str(path), "altered: content does not match its sha256 name"))
+    known = set(manifest.files)
+    for b in manifest.blocks:
+        if b["digest"] not in known:
+            problems.append(PoolProblem(str(root / MANIFEST), f"block {b['model']}/{b['variant']}/{b['position']} names an unknown file"))
+    return problems
+
+
+def _requests_total(requests: Sequence[ModelRequest]) -> int:
+    return sum(len(r.variants()) * (r.blocks or len(r.boundaries or ()) + 1) for r in requests)
+
+
+def build_pool(
+    root: str | Path,
+    requests: Sequence[ModelRequest],
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    on_block: Callable[[Block], None] | None = None,
+) -> Pool:
+    """Build (or resume building) a pool holding every requested model variant.
+
+    Blocks already recorded with a sound file are skipped, so running this
+    again after an interruption finishes the job. ``on_block`` is called after
+    each block is durably recorded.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / BLOCKS).mkdir(exist_ok=True)
+    for stale in root.rglob(".*.tmp"):  # left by an interrupted atomic write
+        stale.unlink()
+    manifest = _read_manifest(root) if (root / MANIFEST).is_file() else _Manifest()
+    names = [r.name for r in requests]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique in one pool build: {names}")
+    with tqdm(total=_requests_total(requests), desc="pool build", unit="block", disable=not progress) as bar:
+        for request in requests:
+            _build_model(root, manifest, request, cache_dir, bar, on_block)
+    return Pool(root)
+
+
+def _file_ok(root: Path, manifest: _Manifest, dig: str) -> bool:
+    path = root / BLOCKS / f"{dig}.safetensors"
+    return dig in manifest.files and path.is_file() and path.stat().st_size == manifest.files[dig]["bytes"]
+
+
+def _build_model(
+    root: Path,
+    manifest: _Manifest,
+    request: ModelRequest,
+    cache_dir: Path | None,
+    bar: Any,
+    on_block: Callable[[Block], None] | None,
+) -> None:
+    base = zoo.load(request.zoo, cache_dir)
+    cut = cut_model(base, request.blocks, request.boundaries)
+    dense = split(base, cut)
+    info = manifest.models.get(request.name)
+    ranges = [list(r) for r in cut.ranges]
+    if info is not None and (info["zoo"] != request.zoo or info["cut"] != ranges):
+        raise ValueError(
+            f"the pool already holds a model {request.name!r} with another zoo model or partition; "
+            "use another name or another pool directory"
+        )
+    chain_diff = check_chain(base, dense)
+    if info is None:
+        info = {
+            "zoo": request.zoo,
+            "accuracy_known": zoo.entry(request.zoo).accuracy_known,
+            "cut": ranges,
+            "unit_names": [list(base.unit_names[a:b]) for a, b in cut.ranges],
+            "variants": [],
+            "checkpoint_bytes": {},
+            "chain_max_abs_diff": chain_diff,
+        }
+        manifest.models[request.name] = info
+    # Inputs of each position: the dense chain's activations on the example input.
+    inputs = [base.example_inputs]
+    with torch.no_grad():
+        for block in dense[:-1]:
+            inputs.append(block.run(*inputs[-1]))
+    done = {(b["variant"], b["position"]): b for b in manifest.blocks if b["model"] == request.name}
+    for recipe in request.variants():
+        if recipe.name not in info["variants"]:
+            info["variants"].append(recipe.name)
+        digests: list[str] = []
+        for position, block in enumerate(dense):
+            bar.set_postfix_str(f"{request.name} {recipe.name} #{position}")
+            old = done.get((recipe.name, position))
+            if old is not None and _file_ok(root, manifest, old["digest"]):
+                digests.append(old["digest"])
+                bar.update(1)
+                continue
+            record = _store_block(root, manifest, request, base.unit_names, cut.ranges[position], position, recipe, block, inputs[position])
+            if old is not None:
+                manifest.blocks.remove(old)
+            manifest.blocks.append(record.to_json())
+            digests.append(record.digest)
+            write_bytes(root / MANIFEST, manifest.to_bytes())
+            bar.update(1)
+            if on_block is not None:
+                on_block(record)
+        if recipe.name not in info["checkpoint_bytes"]:
+            info["checkpoint_bytes"][recipe.name] = _checkpoint_bytes(root, digests)
+            write_bytes(root / MANIFEST, manifest.to_bytes())
+
+
+def _store_block(
+    root: Path,
+    manifest: _Manifest,
+    request: ModelRequest,
+    unit_names: tuple[str, ...],
+    unit_range: tuple[int, int],
+    position: int,
+    recipe: Recipe,
+    dense_block: BlockModule,
+    inputs: tuple[torch.Tensor, ...],
+) -> Block:
+    block = prune_block(dense_block, recipe)
+    dense_stats, _ = measure(dense_block, inputs)
+    stats, _ = measure(block, inputs)
+    if stats.outputs != dense_stats.outputs:
+        raise ValueError(
+            f"{recipe.name} changed the interface of block {position} of {request.name}: "
+            f"{', '.join(map(str, stats.outputs))} instead of {', '.join(map(str, dense_stats.outputs))}"
+        )
+    state = {k: v.detach().contiguous() for k, v in block.state_dict().items()}
+    specs = block.unit_specs()
+    dig = digest(specs, state)
+    if not _file_ok(root, manifest, dig):
+        write_safetensors(root / BLOCKS / f"{dig}.safetensors", state, {"digest": dig, "units": json.dumps(specs)})
+        manifest.files[dig] = {"bytes": (root / BLOCKS / f"{dig}.safetensors").stat().st_size, "units": specs}
+    return Block(
+        model=request.name,
+        zoo=request.zoo,
+        position=position,
+        variant=recipe.name,
+        units=unit_names[unit_range[0] : unit_range[1]],
+        inputs=stats.inputs,
+        outputs=stats.outputs,
+        flops=stats.flops,
+        effective_flops=stats.effective_flops,
+        param_bytes=stats.param_bytes,
+        activation_bytes=stats.activation_bytes,
+        pattern=recipe.pattern,
+        level=recipe.sparsity_level,
+        nonzero_fraction=stats.nonzero_fraction,
+        digest=dig,
+    )
+
+
+def _checkpoint_bytes(root: Path, digests: Sequence[str]) -> int:
+    """Size of the whole-model safetensors checkpoint of one variant (what a pool-less store would keep)."""
+    merged: dict[str, torch.Tensor] = {}
+    for position, dig in enumerate(digests):
+        for name, t in load_file(root / BLOCKS / f"{dig}.safetensors").items():
+            merged[f"blocks.{position}.{name}"] = t
+    return len(save(merged))
+
+
+def iter_block_files(root: str | Path) -> Iterator[Path]:
+    """Every block file in a pool directory, referenced or not."""
+    yield from sorted((Path(root) / BLOCKS).glob("*.safetensors"))

@@ -1,0 +1,176 @@
+"""Prune a dense block into a sparse variant, keeping its input/output interface.
+
+Kinds (one small function each, composed in :func:`prune_block`):
+
+- ``structured``: whole channels, attention heads and FFN rows removed; the
+  tensors really shrink (see :meth:`stitching.units.Unit.structured`);
+- ``unstructured``: per-layer magnitude pruning;
+- ``2:4``: in each group of 4 consecutive input weights, the 2 largest stay;
+- ``block``: square tiles of the weight matrix with the smallest norm are zeroed;
+- ``int8``: symmetric per-output-channel int8 weights.
+
+Only Linear/Conv weights are pruned; embeddings, norms and biases stay dense.
+No fine-tuning: stitching needs none.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from stitching.layers import float_weight_layers, quantize_weight
+from stitching.partition import BlockModule
+from stitching.units import Unit, build_unit
+
+Pattern = Literal["dense", "structured", "unstructured", "2:4", "block", "int8"]
+PATTERNS: tuple[str, ...] = ("dense", "structured", "unstructured", "2:4", "block", "int8")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to make one variant: a pattern, its level (fraction removed) and tile size for ``block``."""
+
+    pattern: Pattern
+    level: float = 0.0
+    block_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"unknown sparsity pattern {self.pattern!r}; known: {', '.join(PATTERNS)}")
+        fixed = self.pattern in ("dense", "2:4", "int8")
+        if fixed and self.level != 0.0:
+            raise ValueError(f"pattern {self.pattern!r} has a fixed level; got level {self.level}")
+        if not fixed and not 0.0 < self.level < 1.0:
+            raise ValueError(f"pattern {self.pattern!r} needs a level in (0, 1); got {self.level}")
+        if self.block_size < 2:
+            raise ValueError(f"block_size must be at least 2; got {self.block_size}")
+
+    @property
+    def name(self) -> str:
+        if self.pattern in ("dense", "2:4", "int8"):
+            return self.pattern
+        if self.pattern == "block":
+            return f"block{self.block_size}-{self.level:g}"
+        return f"{self.pattern}-{self.level:g}"
+
+    @property
+    def sparsity_level(self) -> float:
+        """Fraction of weights removed (2:4 removes half)."""
+        return 0.5 if self.pattern == "2:4" else self.level
+
+
+def parse_recipe(name: str) -> Recipe:
+    """Inverse of :attr:`Recipe.name`, e.g. ``structured-0.5``, ``block16-0.7``, ``2:4``, ``int8``."""
+    if name in ("dense", "2:4", "int8"):
+        return Recipe(name)  # type: ignore[arg-type]
+    head, _, level = name.rpartition("-")
+    try:
+        value = float(level)
+    except ValueError:
+        raise ValueError(f"cannot read variant name {name!r}; expected e.g. structured-0.5, block16-0.7, 2:4, int8") from None
+    if head.startswith("block") and head[5:].isdigit():
+        return Recipe("block", value, int(head[5:]))
+    if head in ("structured", "unstructured"):
+        return Recipe(head, value)  # type: ignore[arg-type]
+    raise ValueError(f"cannot read variant name {name!r}; expected e.g. structured-0.5, block16-0.7, 2:4, int8")
+
+
+def _matrix(w: torch.Tensor) -> torch.Tensor:
+    return w.reshape(w.shape[0], -1)
+
+
+def unstructured_mask(w: torch.Tensor, level: float) -> torch.Tensor:
+    flat = w.abs().reshape(-1)
+    drop = int(round(level * flat.numel()))
+    mask = torch.ones_like(flat, dtype=torch.bool)
+    if drop:
+        mask[torch.topk(flat, drop, largest=False).indices] = False
+    return mask.reshape(w.shape)
+
+
+def nm_mask(w: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    mat = _matrix(w).abs()
+    cols = mat.shape[1] // m * m  # a ragged tail (fewer than m inputs) stays dense
+    mask = torch.ones_like(mat, dtype=torch.bool)
+    if cols:
+        groups = mat[:, :cols].reshape(mat.shape[0], -1, m)
+        drop = torch.topk(groups, m - n, dim=-1, largest=False).indices
+        gmask = torch.ones_like(groups, dtype=torch.bool).scatter(-1, drop, False)
+        mask[:, :cols] = gmask.reshape(mat.shape[0], cols)
+    return mask.reshape(w.shape)
+
+
+def block_mask(w: torch.Tensor, level: float, size: int) -> torch.Tensor:
+    mat = _matrix(w)
+    rows, cols = mat.shape
+    tr, tc = -(-rows // size), -(-cols // size)
+    padded = torch.zeros(tr * size, tc * size, dtype=mat.dtype)
+    padded[:rows, :cols] = mat.abs()
+    scores = padded.reshape(tr, size, tc, size).pow(2).sum(dim=(1, 3)).reshape(-1)
+    drop = int(round(level * scores.numel()))
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if drop:
+        keep[torch.topk(scores, drop, largest=False).indices] = False
+    tiles = keep.reshape(tr, 1, tc, 1).expand(tr, size, tc, size).reshape(tr * size, tc * size)
+    return tiles[:rows, :cols].reshape(w.shape)
+
+
+def _masked(block: BlockModule, recipe: Recipe) -> BlockModule:
+    new = copy.deepcopy(block)
+    with torch.no_grad():
+        for layer in float_weight_layers(new):
+            w = layer.weight
+            if recipe.pattern == "unstructured":
+                mask = unstructured_mask(w, recipe.level)
+            elif recipe.pattern == "2:4":
+                mask = nm_mask(w)
+            else:
+                mask = block_mask(w, recipe.level, recipe.block_size)
+            w.mul_(mask)
+    return new
+
+
+def _structured(block: BlockModule, recipe: Recipe) -> BlockModule:
+    units: list[Unit] = []
+    for unit in block.units:
+        shrunk = unit.structured(recipe.level)  # type: ignore[operator]
+        units.append(shrunk if shrunk is not None else copy.deepcopy(unit))  # type: ignore[arg-type]
+    return BlockModule(units).eval()
+
+
+def _int8(block: BlockModule) -> BlockModule:
+    units: list[Unit] = []
+    for unit in block.units:
+        config = dict(unit.config)  # type: ignore[union-attr]
+        if "int8" not in config:  # a unit without weight layers (pooling, embeddings)
+            units.append(copy.deepcopy(unit))  # type: ignore[arg-type]
+            continue
+        if config["int8"]:
+            raise ValueError("this block is already int8")
+        state: dict[str, torch.Tensor] = {}
+        layers = {n: m for n, m in unit.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))}
+        for key, value in unit.state_dict().items():
+            owner, _, leaf = key.rpartition(".")
+            if owner in layers and leaf == "weight":
+                state[f"{owner}.weight_q"], state[f"{owner}.weight_scale"] = quantize_weight(value)
+            else:
+                state[key] = value.clone()
+        new = build_unit(unit.kind, {**config, "int8": True})  # type: ignore[arg-type]
+        new.load_state_dict(state, strict=True)
+        units.append(new)
+    return BlockModule(units).eval()
+
+
+def prune_block(block: BlockModule, recipe: Recipe) -> BlockModule:
+    """A new block: ``block`` turned into the variant ``recipe``. ``block`` is not modified."""
+    if recipe.pattern == "dense":
+        return copy.deepcopy(block)
+    if recipe.pattern == "structured":
+        return _structured(block, recipe)
+    if recipe.pattern == "int8":
+        return _int8(block)
+    return _masked(block, recipe)

@@ -1,0 +1,413 @@
+"""Stitching: enumerate stitched variants, measure or estimate their accuracy, find Pareto fronts.
+
+A stitched variant picks one block per position (blocks may come from
+different variants) whose interfaces chain. Accuracy is *measured* on the
+model's held-out evaluation set where we run it, and *estimated* elsewhere by
+an :class:`Estimator` fitted from a few measurements: the dense model, every
+single-block swap (one term per position and variant) and a few random
+stitched variants that choose the estimator's form.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from stitching.partition import BlockModule
+from stitching.pool import Block, Pool
+from stitching.zoo.evaluate import Evaluator
+
+Source = Literal["measured", "estimated", "unknown"]
+MAX_COMBINATIONS = 250_000
+
+
+@dataclass(frozen=True)
+class StitchedVariant:
+    """One block choice per position, with its accuracy (and where that number comes from) and cost."""
+
+    model: str
+    digests: tuple[str, ...]
+    variants: tuple[str, ...]
+    accuracy: float | None
+    accuracy_source: Source
+    flops: int
+    effective_flops: int
+    bytes: int
+
+    @property
+    def is_original(self) -> bool:
+        """True for an unmixed variant (the same variant at every position)."""
+        return len(set(self.variants)) == 1
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Why block ``left`` (position p) cannot feed block ``right`` (position p+1)."""
+
+    position: int
+    left: str
+    right: str
+    reason: str
+
+
+def mismatch_reason(left: Block, right: Block) -> str | None:
+    """None when ``left``'s outputs are exactly ``right``'s inputs, else a one-line explanation."""
+    if left.outputs == right.inputs:
+        return None
+    lo = ", ".join(map(str, left.outputs))
+    ri = ", ".join(map(str, right.inputs))
+    return (
+        f"block {left.position} of {left.variant} ({'+'.join(left.units)}) outputs {lo}, "
+        f"but block {right.position} of {right.variant} ({'+'.join(right.units)}) expects {ri}"
+    )
+
+
+def choices(pool: Pool, model: str) -> list[list[Block]]:
+    """Per position, one block per unique digest (the first variant that produced it names it)."""
+    out: list[list[Block]] = []
+    for position in range(pool.positions(model)):
+        seen: dict[str, Block] = {}
+        for variant in pool.variants(model):
+            b = pool.block(model, position, variant)
+            seen.setdefault(b.digest, b)
+        out.append(list(seen.values()))
+    return out
+
+
+def enumerate_stitched(pool: Pool, model: str) -> tuple[list[tuple[Block, ...]], list[Mismatch]]:
+    """Every interface-compatible block chain of ``model``, and every incompatible adjacent pair."""
+    per_position = choices(pool, model)
+    total = math.prod(len(c) for c in per_position)
+    if total > MAX_COMBINATIONS:
+        raise ValueError(
+            f"{model} has {total} stitched variants (more than {MAX_COMBINATIONS}); use fewer blocks or variants"
+        )
+    mismatches: list[Mismatch] = []
+    bad: set[tuple[str, str]] = set()
+    for p in range(len(per_position) - 1):
+        for a, b in itertools.product(per_position[p], per_position[p + 1]):
+            reason = mismatch_reason(a, b)
+            if reason is not None:
+                mismatches.append(Mismatch(p, a.variant, b.variant, reason))
+                bad.add((a.digest, b.digest))
+    chains = [
+        combo
+        for combo in itertools.product(*per_position)
+        if not any((x.digest, y.digest) in bad for x, y in zip(combo, combo[1:]))
+    ]
+    return chains, mismatches
+
+
+def _variant(model: str, combo: Sequence[Block], accuracy: float | None, source: Source) -> StitchedVariant:
+    return StitchedVariant(
+        model=model,
+        digests=tuple(b.digest for b in combo),
+        variants=tuple(b.variant for b in combo),
+        accuracy=accuracy,
+        accuracy_source=source,
+        flops=sum(b.flops for b in combo),
+        effective_flops=sum(b.effective_flops for b in combo),
+        bytes=sum(b.param_bytes for b in combo),
+    )
+
+
+class Measurer:
+    """Measures stitched variants on an evaluator, reusing the outputs of shared prefixes.
+
+    ``count`` is the number of distinct stitched variants measured so far.
+    """
+
+    def __init__(self, pool: Pool, evaluator: Evaluator) -> None:
+        self.pool, self.evaluator = pool, evaluator
+        self._modules: dict[str, BlockModule] = {}
+        self._results: dict[tuple[str, ...], float] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self._results)
+
+    @property
+    def results(self) -> Mapping[tuple[str, ...], float]:
+        return dict(self._results)
+
+    def _module(self, digest: str) -> BlockModule:
+        if digest not in self._modules:
+            self._modules[digest] = self.pool.load_module(digest)
+        return self._modules[digest]
+
+    def measure(self, digests: Sequence[str]) -> float:
+        key = tuple(digests)
+        if key not in self._results:
+            xs = self.evaluator.inputs
+            with torch.no_grad():
+                for d in key:
+                    xs = self._module(d).run(*xs)
+            self._results[key] = self.evaluator.score(xs)
+        return self._results[key]
+
+    def measure_all(self, per_position: Sequence[Sequence[str]], progress: bool = True) -> dict[tuple[str, ...], float]:
+        """Measure every combination, depth first so each prefix runs once."""
+        total = math.prod(len(c) for c in per_position)
+        bar = tqdm(total=total, desc="measure", unit="variant", disable=not progress)
+
+        def walk(prefix: tuple[str, ...], xs: tuple[torch.Tensor, ...]) -> None:
+            p = len(prefix)
+            if p == len(per_position):
+                self._results.setdefault(prefix, self.evaluator.score(xs))
+                bar.update(1)
+                return
+            for d in per_position[p]:
+                with torch.no_grad():
+                    walk(prefix + (d,), self._module(d).run(*xs))
+
+        walk((), self.evaluator.inputs)
+        bar.close()
+        return {k: v for k, v in self._results.items() if len(k) == len(per_position)}
+
+
+Pair = tuple[int, str, int, str]
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """Accuracy of a stitched variant from per-block degradation terms (plus a few pairwise corrections).
+
+    ``terms[(position, variant)]`` is the measured accuracy change when only
+    that position uses that variant (dense elsewhere). ``form`` says how the
+    terms combine:
+
+    - ``additive``: base + sum of terms;
+    - ``multiplicative``: the accuracy above ``floor`` (chance level) is scaled
+      by each block's retained fraction, i.e. additive in :attr:`log_terms`,
+      so an ILP can still use a sum.
+
+    ``pairs[(p, a, q, b)]`` corrects the combination of variant ``a`` at
+    position ``p`` with ``b`` at ``q`` (in the form's own space: accuracy
+    points, or log retained fraction), for the pairs that were measured.
+    ``measurements`` counts the stitched variants measured to fit it.
+    """
+
+    model: str
+    form: Literal["additive", "multiplicative"]
+    base_accuracy: float
+    floor: float
+    terms: Mapping[tuple[int, str], float]
+    measurements: int
+    pairs: Mapping[Pair, float] = field(default_factory=dict)
+    calibration_mae: float = field(default=float("nan"))
+
+    @property
+    def log_terms(self) -> dict[tuple[int, str], float]:
+        """log of each block's retained fraction of accuracy above the floor (0 for dense)."""
+        return {k: self._space(t) for k, t in self.terms.items()}
+
+    def _space(self, delta: float) -> float:
+        """A term in the form's own space."""
+        if self.form == "additive":
+            return delta
+        span = self.base_accuracy - self.floor
+        return math.log(max(1e-6, 1.0 + delta / span)) if span > 0 else 0.0
+
+    def _from_space(self, total: float) -> float:
+        if self.form == "additive":
+            value = self.base_accuracy + total
+        else:
+            value = self.floor + (self.base_accuracy - self.floor) * math.exp(total)
+        return min(1.0, max(0.0, value))
+
+    def estimate(self, variants: Sequence[str], pairs: bool = True) -> float:
+        total = sum(self._space(self.terms.get((p, v), 0.0)) for p, v in enumerate(variants))
+        if pairs:
+            for (p, a), (q, b) in itertools.combinations(enumerate(variants), 2):
+                total += self.pairs.get((p, a, q, b), 0.0)
+        return self._from_space(total)
+
+    def pair_space(self, p: int, a: str, q: int, b: str, measured: float) -> float:
+        """The correction that makes the estimate of a measured two-block swap exact."""
+        space = self._space(measured - self.base_accuracy) if self.form == "multiplicative" else measured - self.base_accuracy
+        return space - self._space(self.terms[(p, a)]) - self._space(self.terms[(q, b)])
+
+
+def fit_estimator(
+    pool: Pool,
+    model: str,
+    measurer: Measurer,
+    budget: float = 0.05,
+    calibration: int = 8,
+    seed: int = 0,
+) -> Estimator:
+    """Fit an estimator while measuring at most ``budget`` of all combinations (never fewer than the singles).
+
+    1. the dense model and every single-block swap give the terms;
+    2. ``calibration`` random stitched variants choose the form (additive or multiplicative);
+    3. the remaining budget measures two-block swaps, most damaging pairs first
+       (ranked by the product of their terms), each giving one pairwise correction.
+    """
+    per_position = choices(pool, model)
+    positions = len(per_position)
+    dense = [pool.block(model, p, "dense") for p in range(positions)]
+    dense_digests = [b.digest for b in dense]
+    base = measurer.measure(dense_digests)
+    floor = measurer.evaluator.floor
+    terms: dict[tuple[int, str], float] = {}
+    for p, blocks in enumerate(per_position):
+        for b in blocks:
+            digests = list(dense_digests)
+            digests[p] = b.digest
+            terms[(p, b.variant)] = measurer.measure(digests) - base
+    space = math.prod(len(c) for c in per_position)
+    limit = max(measurer.count, int(budget * space))
+    rng = random.Random(seed)
+    samples: list[tuple[list[str], float]] = []
+    seen: set[tuple[str, ...]] = set(measurer.results)
+    while len(samples) < calibration and len(seen) < space and measurer.count < limit:
+        combo = [rng.choice(c) for c in per_position]
+        key = tuple(b.digest for b in combo)
+        if key in seen:
+            continue
+        seen.add(key)
+        samples.append(([b.variant for b in combo], measurer.measure(key)))
+    best: tuple[float, Literal["additive", "multiplicative"]] = (float("inf"), "additive")
+    for form in ("additive", "multiplicative"):
+        trial = Estimator(model, form, base, floor, terms, 0)  # type: ignore[arg-type]
+        errors = [abs(trial.estimate(names) - acc) for names, acc in samples]
+        mae = sum(errors) / len(errors) if errors else 0.0
+        if mae < best[0]:
+            best = (mae, form)  # type: ignore[assignment]
+    partial = Estimator(model, best[1], base, floor, terms, 0)
+    ranked = sorted(
+        (
+            (terms[(p, a.variant)] * terms[(q, b.variant)], p, a, q, b)
+            for p, q in itertools.combinations(range(positions), 2)
+            for a in per_position[p]
+            for b in per_position[q]
+            if terms[(p, a.variant)] < 0 and terms[(q, b.variant)] < 0
+        ),
+        key=lambda t: -t[0],
+    )
+    pairs: dict[Pair, float] = {}
+    for _, p, a, q, b in ranked:
+        if measurer.count >= limit:
+            break
+        digests = list(dense_digests)
+        digests[p], digests[q] = a.digest, b.digest
+        pairs[(p, a.variant, q, b.variant)] = partial.pair_space(p, a.variant, q, b.variant, measurer.measure(digests))
+    for p in range(positions):  # variants sharing a digest share the term
+        for variant in pool.variants(model):
+            terms.setdefault((p, variant), terms[(p, _name(per_position[p], pool.block(model, p, variant).digest))])
+    return Estimator(model, best[1], base, floor, terms, measurer.count, pairs, best[0])
+
+
+def _name(blocks: Sequence[Block], digest: str) -> str:
+    return next(b.variant for b in blocks if b.digest == digest)
+
+
+def pareto_front(items: Sequence[StitchedVariant], cost: Callable[[StitchedVariant], float]) -> list[int]:
+    """Indices of the items no other item beats (higher or equal accuracy at lower or equal cost, one strictly)."""
+    known = [i for i, v in enumerate(items) if v.accuracy is not None]
+    order = sorted(known, key=lambda i: (cost(items[i]), -(items[i].accuracy or 0.0)))
+    front: list[int] = []
+    best = -math.inf
+    for i in order:
+        acc = items[i].accuracy or 0.0
+        if acc > best:
+            front.append(i)
+            best = acc
+    return front
+
+
+def dominates(a: StitchedVariant, b: StitchedVariant, cost: Callable[[StitchedVariant], float]) -> bool:
+    if a.accuracy is None or b.accuracy is None:
+        return False
+    no_worse = a.accuracy >= b.accuracy and cost(a) <= cost(b)
+    return no_worse and (a.accuracy > b.accuracy or cost(a) < cost(b))
+
+
+def beats_originals(items: Sequence[StitchedVariant], cost: Callable[[StitchedVariant], float]) -> list[int]:
+    """Indices of mixed stitched variants on the front that no original variant dominates."""
+    originals = [v for v in items if v.is_original]
+    front = set(pareto_front(items, cost))
+    return [
+        i
+        for i, v in enumerate(items)
+        if not v.is_original and i in front and not any(dominates(o, v, cost) for o in originals)
+    ]
+
+
+COSTS: dict[str, Callable[[StitchedVariant], float]] = {
+    "flops": lambda v: float(v.effective_flops),
+    "bytes": lambda v: float(v.bytes),
+}
+
+
+@dataclass(frozen=True)
+class StitchReport:
+    """Candidates of one model with accuracy, the estimator used, Pareto fronts and interface mismatches."""
+
+    model: str
+    candidates: tuple[StitchedVariant, ...]
+    estimator: Estimator | None
+    fronts: Mapping[str, tuple[int, ...]]
+    mismatches: tuple[Mismatch, ...]
+    measured: int
+    evaluation: str
+
+
+def stitch(
+    pool: Pool,
+    model: str,
+    evaluator: Evaluator | None,
+    measure_all: bool = False,
+    budget: float = 0.05,
+    seed: int = 0,
+    progress: bool = True,
+) -> StitchReport:
+    """All stitched variants of ``model`` with measured or estimated accuracy and Pareto fronts.
+
+    Without an evaluator (profiling-only models) accuracy is ``unknown`` and
+    no front is drawn. Original (unmixed) variants are always measured.
+    """
+    chains, mismatches = enumerate_stitched(pool, model)
+    estimator: Estimator | None = None
+    results: Mapping[tuple[str, ...], float] = {}
+    if evaluator is not None:
+        measurer = Measurer(pool, evaluator)
+        if measure_all:
+            measurer.measure_all([[b.digest for b in c] for c in choices(pool, model)], progress)
+        estimator = fit_estimator(pool, model, measurer, budget, seed=seed)
+        for variant in pool.variants(model):
+            measurer.measure([pool.block(model, p, variant).digest for p in range(pool.positions(model))])
+        results = measurer.results
+    candidates: list[StitchedVariant] = []
+    for combo in chains:
+        key = tuple(b.digest for b in combo)
+        if key in results:
+            candidates.append(_variant(model, combo, results[key], "measured"))
+        elif estimator is not None:
+            candidates.append(_variant(model, combo, estimator.estimate([b.variant for b in combo]), "estimated"))
+        else:
+            candidates.append(_variant(model, combo, None, "unknown"))
+    fronts = {name: tuple(pareto_front(candidates, cost)) for name, cost in COSTS.items()} if evaluator else {}
+    return StitchReport(
+        model=model,
+        candidates=tuple(candidates),
+        estimator=estimator,
+        fronts=fronts,
+        mismatches=tuple(mismatches),
+        measured=len(results),
+        evaluation=evaluator.data if evaluator is not None else "none: accuracy unknown for this model",
+    )
+
+
+def measured_mae(estimator: Estimator, truth: Mapping[tuple[str, ...], float], names: Mapping[tuple[str, ...], Sequence[str]], exclude: Iterable[tuple[str, ...]] = ()) -> float:
+    """Mean absolute error of ``estimator`` against measured ground truth, skipping ``exclude`` (e.g. its own measurements)."""
+    skip = set(exclude)
+    errors = [abs(estimator.estimate(names[k]) - acc) for k, acc in truth.items() if k not in skip]
+    return sum(errors) / len(errors) if errors else float("nan")

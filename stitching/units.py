@@ -1,0 +1,421 @@
+"""Units: the smallest rebuildable pieces a base model is a chain of.
+
+A unit is a ``torch.nn.Module`` whose architecture is fully described by its
+kind and a JSON-able config, so that the pool can rebuild it from the manifest
+plus its safetensors tensors alone. Every unit maps a tuple of tensors to a
+tuple of tensors. A block is a run of consecutive units.
+
+Each unit kind knows the one thing that differs between kinds: which inner
+dimensions structured pruning may shrink without changing the unit's input and
+output shapes (:meth:`Unit.structured`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stitching.layers import conv, linear
+
+Tensors = tuple[torch.Tensor, ...]
+State = dict[str, torch.Tensor]
+
+
+def keep_indices(scores: torch.Tensor, level: float) -> torch.Tensor:
+    """Indices (ascending) of the ``1 - level`` fraction with the largest scores; at least one."""
+    n = scores.numel()
+    keep = max(1, int(round(n * (1.0 - level))))
+    return torch.sort(torch.topk(scores, keep).indices).values
+
+
+def _rows(w: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each output row/filter of a weight."""
+    return w.detach().reshape(w.shape[0], -1).norm(dim=1)
+
+
+def _cols(w: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each input column/channel of a weight."""
+    return w.detach().transpose(0, 1).reshape(w.shape[1], -1).norm(dim=1)
+
+
+class Unit(nn.Module):
+    """Base of every unit kind: ``kind`` + ``config`` rebuild the architecture."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        self.config: dict[str, Any] = dict(config)
+
+    def structured(self, level: float) -> Unit | None:
+        """A copy whose inner dimensions shrink by ``level``; None when the unit has none."""
+        return None
+
+    def _shrunk(self, config: dict[str, Any], state: State) -> Unit:
+        new = type(self)(**config)
+        new.load_state_dict(state, strict=True)
+        return new
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ConvBlock(Unit):
+    """3x3 conv -> ReLU -> 3x3 conv (+ residual when shapes allow) -> ReLU [-> 2x2 max-pool]."""
+
+    kind = "conv_block"
+
+    def __init__(self, in_ch: int, hidden: int, out_ch: int, pool: bool = False, int8: bool = False) -> None:
+        super().__init__(in_ch=in_ch, hidden=hidden, out_ch=out_ch, pool=pool, int8=int8)
+        self.conv1 = conv(2, in_ch, hidden, 3, int8, padding=1)
+        self.conv2 = conv(2, hidden, out_ch, 3, int8, padding=1)
+        self.residual = in_ch == out_ch
+        self.pool = pool
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        x = xs[0]
+        y = self.conv2(F.relu(self.conv1(x)))
+        if self.residual:
+            y = y + x
+        y = F.relu(y)
+        if self.pool:
+            y = F.max_pool2d(y, 2)
+        return (y,)
+
+    def structured(self, level: float) -> Unit | None:
+        sd = self.state_dict()
+        keep = keep_indices(_rows(sd["conv1.weight"]) * _cols(sd["conv2.weight"]), level)
+        sd["conv1.weight"], sd["conv1.bias"] = sd["conv1.weight"][keep], sd["conv1.bias"][keep]
+        sd["conv2.weight"] = sd["conv2.weight"][:, keep]
+        return self._shrunk({**self.config, "hidden": len(keep)}, sd)
+
+
+class ConvStem(Unit):
+    """ResNet stem: k x k strided conv (batch norm folded in) -> ReLU -> 3x3/2 max-pool."""
+
+    kind = "conv_stem"
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 7, stride: int = 2, int8: bool = False) -> None:
+        super().__init__(in_ch=in_ch, out_ch=out_ch, kernel=kernel, stride=stride, int8=int8)
+        self.conv = conv(2, in_ch, out_ch, kernel, int8, stride=stride, padding=kernel // 2)
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        return (F.max_pool2d(F.relu(self.conv(xs[0])), 3, 2, 1),)
+
+
+class Bottleneck(Unit):
+    """ResNet bottleneck (batch norm folded into the convs): 1x1 -> 3x3 -> 1x1, plus shortcut."""
+
+    kind = "bottleneck"
+
+    def __init__(
+        self,
+        in_ch: int,
+        mid1: int,
+        mid2: int,
+        out_ch: int,
+        stride: int = 1,
+        downsample: bool = False,
+        int8: bool = False,
+    ) -> None:
+        super().__init__(
+            in_ch=in_ch, mid1=mid1, mid2=mid2, out_ch=out_ch, stride=stride, downsample=downsample, int8=int8
+        )
+        self.conv1 = conv(2, in_ch, mid1, 1, int8)
+        self.conv2 = conv(2, mid1, mid2, 3, int8, stride=stride, padding=1)
+        self.conv3 = conv(2, mid2, out_ch, 1, int8)
+        self.shortcut = conv(2, in_ch, out_ch, 1, int8, stride=stride) if downsample else None
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        x = xs[0]
+        y = self.conv3(F.relu(self.conv2(F.relu(self.conv1(x)))))
+        return (F.relu(y + (self.shortcut(x) if self.shortcut is not None else x)),)
+
+    def structured(self, level: float) -> Unit | None:
+        sd = self.state_dict()
+        k1 = keep_indices(_rows(sd["conv1.weight"]), level)
+        sd["conv1.weight"], sd["conv1.bias"] = sd["conv1.weight"][k1], sd["conv1.bias"][k1]
+        sd["conv2.weight"] = sd["conv2.weight"][:, k1]
+        k2 = keep_indices(_rows(sd["conv2.weight"]), level)
+        sd["conv2.weight"], sd["conv2.bias"] = sd["conv2.weight"][k2], sd["conv2.bias"][k2]
+        sd["conv3.weight"] = sd["conv3.weight"][:, k2]
+        return self._shrunk({**self.config, "mid1": len(k1), "mid2": len(k2)}, sd)
+
+
+class Head(Unit):
+    """Classifier head: pool (flatten | avg2d | cls token) [-> LayerNorm] [-> Linear -> act] -> Linear."""
+
+    kind = "head"
+
+    def __init__(
+        self,
+        pool: str,
+        in_features: int,
+        hidden: int,
+        out_features: int,
+        ln: bool = False,
+        act: str = "relu",
+        int8: bool = False,
+    ) -> None:
+        super().__init__(
+            pool=pool, in_features=in_features, hidden=hidden, out_features=out_features, ln=ln, act=act, int8=int8
+        )
+        if pool not in ("flatten", "avg2d", "cls"):
+            raise ValueError(f"head pool must be flatten, avg2d or cls, not {pool!r}")
+        self.pool, self.act = pool, act
+        self.norm = nn.LayerNorm(in_features) if ln else None
+        self.fc1 = linear(in_features, hidden, int8) if hidden else None
+        self.fc2 = linear(hidden or in_features, out_features, int8)
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        x = xs[0]
+        if self.pool == "flatten":
+            x = x.flatten(1)
+        elif self.pool == "avg2d":
+            x = x.mean(dim=(2, 3))
+        else:
+            x = x[:, 0]
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.fc1 is not None:
+            x = self.fc1(x)
+            x = torch.tanh(x) if self.act == "tanh" else F.relu(x)
+        return (self.fc2(x),)
+
+    def structured(self, level: float) -> Unit | None:
+        if not self.config["hidden"]:
+            return None
+        sd = self.state_dict()
+        keep = keep_indices(_rows(sd["fc1.weight"]) * _cols(sd["fc2.weight"]), level)
+        sd["fc1.weight"], sd["fc1.bias"] = sd["fc1.weight"][keep], sd["fc1.bias"][keep]
+        sd["fc2.weight"] = sd["fc2.weight"][:, keep]
+        return self._shrunk({**self.config, "hidden": len(keep)}, sd)
+
+
+class BertEmbeddings(Unit):
+    """BERT embeddings: word + position + token-type, LayerNorm. (ids, mask) -> (hidden, float mask)."""
+
+    kind = "bert_embeddings"
+
+    def __init__(self, vocab: int, hidden: int, max_positions: int, type_vocab: int = 2, eps: float = 1e-12) -> None:
+        super().__init__(vocab=vocab, hidden=hidden, max_positions=max_positions, type_vocab=type_vocab, eps=eps)
+        self.word_embeddings = nn.Embedding(vocab, hidden)
+        self.position_embeddings = nn.Embedding(max_positions, hidden)
+        self.token_type_embeddings = nn.Embedding(type_vocab, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        ids, mask = xs
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        h = self.word_embeddings(ids) + self.position_embeddings(positions)[None]
+        h = h + self.token_type_embeddings.weight[0]
+        return (self.LayerNorm(h), mask.to(torch.float32))
+
+
+class TransformerLayer(Unit):
+    """Encoder layer: multi-head self-attention + GELU FFN, post-LN (BERT) or pre-LN (ViT).
+
+    ``masked`` layers take (hidden, mask) and pass the mask on; others take (hidden,).
+    Structured pruning removes whole heads and FFN rows.
+    """
+
+    kind = "transformer_layer"
+
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        head_dim: int,
+        ffn: int,
+        pre_ln: bool = False,
+        masked: bool = False,
+        eps: float = 1e-12,
+        int8: bool = False,
+    ) -> None:
+        super().__init__(
+            hidden=hidden, heads=heads, head_dim=head_dim, ffn=ffn, pre_ln=pre_ln, masked=masked, eps=eps, int8=int8
+        )
+        inner = heads * head_dim
+        self.heads, self.head_dim, self.pre_ln, self.masked = heads, head_dim, pre_ln, masked
+        self.query = linear(hidden, inner, int8)
+        self.key = linear(hidden, inner, int8)
+        self.value = linear(hidden, inner, int8)
+        self.attn_out = linear(inner, hidden, int8)
+        self.attn_norm = nn.LayerNorm(hidden, eps=eps)
+        self.ffn_in = linear(hidden, ffn, int8)
+        self.ffn_out = linear(ffn, hidden, int8)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
+
+    def _attention(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, _ = h.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        if mask is not None:
+            scores = scores + (1.0 - mask[:, None, None, :]) * -10000.0
+        ctx = torch.softmax(scores, dim=-1) @ v
+        return self.attn_out(ctx.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        h = xs[0]
+        mask = xs[1] if self.masked else None
+        if self.pre_ln:
+            h = h + self._attention(self.attn_norm(h), mask)
+            h = h + self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(h))))
+        else:
+            h = self.attn_norm(h + self._attention(h, mask))
+            h = self.ffn_norm(h + self.ffn_out(F.gelu(self.ffn_in(h))))
+        return (h, xs[1]) if self.masked else (h,)
+
+    def structured(self, level: float) -> Unit | None:
+        sd = self.state_dict()
+        hd = self.head_dim
+        # A head's importance: the norm of everything it reads and writes.
+        per_head = (
+            _rows(sd["query.weight"]) ** 2 + _rows(sd["key.weight"]) ** 2 + _rows(sd["value.weight"]) ** 2
+            + _cols(sd["attn_out.weight"]) ** 2
+        ).reshape(self.heads, hd).sum(dim=1)
+        heads = keep_indices(per_head, level)
+        idx = (heads[:, None] * hd + torch.arange(hd)[None]).reshape(-1)
+        for name in ("query", "key", "value"):
+            sd[f"{name}.weight"], sd[f"{name}.bias"] = sd[f"{name}.weight"][idx], sd[f"{name}.bias"][idx]
+        sd["attn_out.weight"] = sd["attn_out.weight"][:, idx]
+        rows = keep_indices(_rows(sd["ffn_in.weight"]) * _cols(sd["ffn_out.weight"]), level)
+        sd["ffn_in.weight"], sd["ffn_in.bias"] = sd["ffn_in.weight"][rows], sd["ffn_in.bias"][rows]
+        sd["ffn_out.weight"] = sd["ffn_out.weight"][:, rows]
+        return self._shrunk({**self.config, "heads": len(heads), "ffn": len(rows)}, sd)
+
+
+class MeanPool(Unit):
+    """Sentence embedding: attention-masked mean of token states, L2-normalised. (hidden, mask) -> (emb,)."""
+
+    kind = "mean_pool"
+
+    def __init__(self, normalize: bool = True) -> None:
+        super().__init__(normalize=normalize)
+        self.normalize = normalize
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        h, mask = xs
+        m = mask[:, :, None]
+        emb = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        return (F.normalize(emb, p=2.0, dim=1) if self.normalize else emb,)
+
+
+class MaskDrop(Unit):
+    """Drops the attention mask once the encoder is done: (hidden, mask) -> (hidden,)."""
+
+    kind = "mask_drop"
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        return (xs[0],)
+
+
+class PatchEmbed(Unit):
+    """ViT patch embedding: strided conv, class token, learned positions. (image,) -> (tokens,)."""
+
+    kind = "patch_embed"
+
+    def __init__(self, in_ch: int, hidden: int, patch: int, patches: int, int8: bool = False) -> None:
+        super().__init__(in_ch=in_ch, hidden=hidden, patch=patch, patches=patches, int8=int8)
+        self.proj = conv(2, in_ch, hidden, patch, int8, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.pos_embed = nn.Parameter(torch.zeros(1, patches + 1, hidden))
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        t = self.proj(xs[0]).flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(t.shape[0], -1, -1)
+        return (torch.cat([cls, t], dim=1) + self.pos_embed,)
+
+
+class AudioFeatures(Unit):
+    """Wav2Vec2 feature encoder: 1-d conv stack with GELU (group norm after the first). (wave,) -> (frames,)."""
+
+    kind = "audio_features"
+
+    def __init__(self, channels: list[int], kernels: list[int], strides: list[int], int8: bool = False) -> None:
+        super().__init__(channels=list(channels), kernels=list(kernels), strides=list(strides), int8=int8)
+        ins = [1] + list(channels[:-1])
+        self.convs = nn.ModuleList(
+            conv(1, i, o, k, int8, stride=s, bias=False) for i, o, k, s in zip(ins, channels, kernels, strides)
+        )
+        self.norm = nn.GroupNorm(channels[0], channels[0], affine=True)
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        x = xs[0][:, None, :]
+        for i, layer in enumerate(self.convs):
+            x = layer(x)
+            if i == 0:
+                x = self.norm(x)
+            x = F.gelu(x)
+        return (x.transpose(1, 2),)
+
+    def structured(self, level: float) -> Unit | None:
+        sd = self.state_dict()
+        channels = list(self.config["channels"])
+        # The last conv's channels are the unit's output; only inner ones shrink.
+        for i in range(len(channels) - 1):
+            keep = keep_indices(_rows(sd[f"convs.{i}.weight"]), level)
+            sd[f"convs.{i}.weight"] = sd[f"convs.{i}.weight"][keep]
+            sd[f"convs.{i + 1}.weight"] = sd[f"convs.{i + 1}.weight"][:, keep]
+            if i == 0:
+                sd["norm.weight"], sd["norm.bias"] = sd["norm.weight"][keep], sd["norm.bias"][keep]
+            channels[i] = len(keep)
+        return self._shrunk({**self.config, "channels": channels}, sd)
+
+
+class FeatureProjection(Unit):
+    """Wav2Vec2 feature projection + convolutional relative position embedding (post-LN)."""
+
+    kind = "feature_projection"
+
+    def __init__(
+        self, in_features: int, hidden: int, pos_kernel: int, pos_groups: int, eps: float = 1e-5, int8: bool = False
+    ) -> None:
+        super().__init__(
+            in_features=in_features, hidden=hidden, pos_kernel=pos_kernel, pos_groups=pos_groups, eps=eps, int8=int8
+        )
+        self.in_norm = nn.LayerNorm(in_features, eps=eps)
+        self.proj = linear(in_features, hidden, int8)
+        self.pos_conv = conv(1, hidden, hidden, pos_kernel, int8, padding=pos_kernel // 2, groups=pos_groups)
+        self.out_norm = nn.LayerNorm(hidden, eps=eps)
+        self.trim = pos_kernel % 2 == 0
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        h = self.proj(self.in_norm(xs[0]))
+        pos = self.pos_conv(h.transpose(1, 2))
+        if self.trim:
+            pos = pos[:, :, :-1]
+        return (self.out_norm(h + F.gelu(pos).transpose(1, 2)),)
+
+
+UNIT_KINDS: dict[str, type[Unit]] = {
+    cls.kind: cls
+    for cls in (
+        ConvBlock,
+        ConvStem,
+        Bottleneck,
+        Head,
+        BertEmbeddings,
+        TransformerLayer,
+        MeanPool,
+        MaskDrop,
+        PatchEmbed,
+        AudioFeatures,
+        FeatureProjection,
+    )
+}
+
+
+def build_unit(kind: str, config: dict[str, Any]) -> Unit:
+    """Rebuild an (untrained) unit from its kind and config."""
+    if kind not in UNIT_KINDS:
+        raise ValueError(f"unknown unit kind {kind!r}; known: {', '.join(sorted(UNIT_KINDS))}")
+    return UNIT_KINDS[kind](**config)

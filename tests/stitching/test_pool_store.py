@@ -1,0 +1,121 @@
+"""Pool: content addressing and dedup, rebuild from disk, corruption detection, resume."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from stitching.pool import Block, ModelRequest, Pool, build_pool, digest, verify
+from stitching.prune import Recipe
+
+SMALL_RECIPES = (Recipe("structured", 0.5), Recipe("unstructured", 0.9), Recipe("int8"))  # as in conftest
+
+
+def test_every_block_rebuilds_from_manifest_and_file(digits_pool: Pool) -> None:
+    for block in digits_pool.blocks():
+        module = digits_pool.load_module(block.digest)
+        state = {k: v.contiguous() for k, v in module.state_dict().items()}
+        assert digest(digits_pool.unit_specs(block.digest), state) == block.digest
+        x = tuple(torch.zeros(s.shape, dtype=getattr(torch, s.dtype)) for s in block.inputs)
+        out = module.run(*x)
+        assert tuple((tuple(o.shape), str(o.dtype).removeprefix("torch.")) for o in out) == tuple(
+            (s.shape, s.dtype) for s in block.outputs
+        )
+
+
+def test_structured_blocks_are_smaller_on_disk(digits_pool: Pool) -> None:
+    for p in range(4):
+        dense = digits_pool.block("digits_cnn", p, "dense")
+        assert digits_pool.block("digits_cnn", p, "structured-0.5").param_bytes < dense.param_bytes
+        assert digits_pool.block("digits_cnn", p, "int8").param_bytes < dense.param_bytes / 2
+
+
+def test_identical_blocks_are_stored_once(digits_pool: Pool, cache_dir: Path, tmp_path: Path) -> None:
+    requests = [
+        ModelRequest("task_a", "digits_cnn", 4, None, (Recipe("structured", 0.5), Recipe("int8"))),
+        ModelRequest("task_b", "digits_cnn", 4, None, (Recipe("structured", 0.5), Recipe("unstructured", 0.9))),
+    ]
+    pool = build_pool(tmp_path / "p", requests, cache_dir, progress=False)
+    size = pool.size()
+    assert size.block_refs == 24 and size.unique_blocks == 16
+    assert len(list((tmp_path / "p" / "blocks").iterdir())) == 16
+    assert size.pool_bytes < 0.75 * size.checkpoint_bytes
+    assert {b.digest for b in pool.blocks("task_a", "dense")} == {b.digest for b in pool.blocks("task_b", "dense")}
+
+
+def _copy(pool: Pool, tmp_path: Path) -> tuple[Path, list[Path]]:
+    root = tmp_path / "copy"
+    shutil.copytree(pool.root, root)
+    assert verify(root) == []
+    return root, sorted((root / "blocks").iterdir())
+
+
+def test_verify_names_a_missing_file(digits_pool: Pool, tmp_path: Path) -> None:
+    root, files = _copy(digits_pool, tmp_path)
+    files[3].unlink()
+    problems = verify(root)
+    assert [(Path(p.path).name, p.problem) for p in problems] == [(files[3].name, "missing")]
+
+
+def test_verify_names_a_truncated_file(digits_pool: Pool, tmp_path: Path) -> None:
+    root, files = _copy(digits_pool, tmp_path)
+    data = files[5].read_bytes()
+    files[5].write_bytes(data[: len(data) // 2])
+    problems = verify(root)
+    assert len(problems) == 1 and problems[0].path.endswith(files[5].name) and "truncated" in problems[0].problem
+
+
+def test_verify_names_an_altered_file(digits_pool: Pool, tmp_path: Path) -> None:
+    root, files = _copy(digits_pool, tmp_path)
+    data = bytearray(files[7].read_bytes())
+    data[-3] ^= 0x55  # same size, one weight byte changed
+    files[7].write_bytes(bytes(data))
+    problems = verify(root)
+    assert len(problems) == 1 and problems[0].path.endswith(files[7].name) and "altered" in problems[0].problem
+
+
+def test_verify_reports_a_missing_manifest(tmp_path: Path) -> None:
+    problems = verify(tmp_path)
+    assert len(problems) == 1 and "manifest.json is missing" in problems[0].problem
+    with pytest.raises(ValueError, match="not a pool"):
+        Pool(tmp_path)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_build_resumes(digits_pool: Pool, cache_dir: Path, tmp_path: Path) -> None:
+    request = ModelRequest("digits_cnn", "digits_cnn", 4, None, SMALL_RECIPES)
+    written: list[Block] = []
+
+    def stop_after_five(block: Block) -> None:
+        written.append(block)
+        if len(written) == 5:
+            raise Interrupted
+
+    root = tmp_path / "p"
+    with pytest.raises(Interrupted):
+        build_pool(root, [request], cache_dir, progress=False, on_block=stop_after_five)
+    (root / "blocks" / ".leftover.safetensors.tmp").write_bytes(b"half a write")  # a killed atomic write
+    assert len(Pool(root).blocks()) == 5 and verify(root) == []
+    first = {b.digest: (root / "blocks" / f"{b.digest}.safetensors").stat().st_mtime_ns for b in written}
+
+    resumed: list[Block] = []
+    pool = build_pool(root, [request], cache_dir, progress=False, on_block=resumed.append)
+    assert len(resumed) == 16 - 5, "blocks recorded before the interruption were rebuilt"
+    assert verify(root) == [] and not list(root.rglob("*.tmp"))
+    assert sorted(b.to_json().items().__repr__() for b in pool.blocks()) == sorted(
+        b.to_json().items().__repr__() for b in digits_pool.blocks()
+    )
+    assert all((root / "blocks" / f"{d}.safetensors").stat().st_mtime_ns == t for d, t in first.items())
+
+
+def test_a_pool_refuses_a_different_partition_under_the_same_name(digits_pool: Pool, cache_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    build_pool(root, [ModelRequest("m", "digits_cnn", 2)], cache_dir, progress=False)
+    with pytest.raises(ValueError, match="another zoo model or partition"):
+        build_pool(root, [ModelRequest("m", "digits_cnn", 4)], cache_dir, progress=False)
