@@ -25,6 +25,8 @@ class CompileOptions:
     cache: CompileCache
     tuning_db: Path | None = None
     tune_trials: int = 0
+    # Link cross-target objects into a shared object with zig (a cold zig cache builds libc: ~1 min).
+    cross_link: bool = True
 
 
 @dataclass(frozen=True)

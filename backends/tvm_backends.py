@@ -44,8 +44,8 @@ def host_arch() -> str:
     return platform.machine().lower()
 
 
-def _cached(block: BlockSpec, processor: ProcessorSpec, state: str) -> tuple[str, dict[str, Any]]:
-    key = cache_key(block.digest, input_signature(block), processor.target, state, PIPELINE_VERSION)
+def _cached(block: BlockSpec, processor: ProcessorSpec, state: str, extra: str = "") -> tuple[str, dict[str, Any]]:
+    key = cache_key(block.digest, input_signature(block), processor.target, state, PIPELINE_VERSION + extra)
     record = {"block": block.name, "digest": block.digest, "processor": processor.name,
               "target": canonical_target(processor.target), "tuning_state": state, "tvm": tvm.__version__}
     return key, record
@@ -76,25 +76,26 @@ class CPUBackend:
         if options.tuning_db is not None and options.tune_trials > 0 and self.present(processor):
             tune(import_block(block), target, options.tuning_db, options.tune_trials)
         state = tuning_state(options.tuning_db)
-        key, record = _cached(block, processor, state)
+        linked = "" if self.present(processor) else f":link={options.cross_link}"
+        key, record = _cached(block, processor, state, linked)
         entry = options.cache.get(key)
         if entry is not None:
             return _compiled(entry, block, processor, hit=True)
         start = time.perf_counter()
         executable = build(import_block(block), target, options.tuning_db)
-        fmt, writer, note = self._exporter(executable, processor)
+        fmt, writer, note = self._exporter(executable, processor, options.cross_link)
         record.update(format=fmt, compile_s=time.perf_counter() - start, note=note)
         entry = options.cache.put(key, "." + ("tar" if fmt == "tar" else "so"), writer, record)
         return _compiled(entry, block, processor, hit=False)
 
-    def _exporter(self, executable: Any, processor: ProcessorSpec) -> tuple[str, Any, str]:
+    def _exporter(self, executable: Any, processor: ProcessorSpec, cross_link: bool) -> tuple[str, Any, str]:
         if self.present(processor):
             return "so", lambda p: executable.export_library(str(p)), ""
         triple = zig_triple(str(processor.target.get("mtriple", "")))
-        if triple is not None and zig_available():
+        if triple is not None and cross_link and zig_available():
             linker = zig_linker(triple)
             return "so-cross", lambda p: executable.export_library(str(p), fcompile=linker), f"linked with zig cc -target {triple}"
-        return "tar", lambda p: _export_objects(executable, p), "objects only: no cross linker for this target"
+        return "tar", lambda p: _export_objects(executable, p), "objects only (not linked)"
 
     def load(self, compiled: CompiledBlock, processor: ProcessorSpec) -> Runner:
         if not compiled.runnable or compiled.artifact is None:
