@@ -1,1 +1,1 @@
-"""Processors: compile blocks through TVM, run them, profile them, model them where absent."""
+"""Backends: compile blocks through TVM for CPU/GPU/DSP/NPU processors, run and profile them, model the rest."""

@@ -1,0 +1,112 @@
+"""Blocks through TVM Relax: import from torch, pipelines per target, build and tune.
+
+The passes are composed in one visible place (:func:`relax_pipeline`):
+library dispatch -> legalise and fuse -> apply the tuning database (if any)
+-> schedule rules -> lower -> finalise. llvm targets get SparseLoom's CPU
+schedule rules (:mod:`backends.cpu_schedule`); GPU targets get TVM's
+default pipeline for their kind, which applies dlight GPU schedules.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import tvm
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+from tvm.relax.frontend.torch import from_exported_program
+
+from backends.block import BlockSpec
+from backends.cpu_schedule import apply_cpu_schedules
+
+
+def make_target(target: dict[str, str | int]) -> tvm.target.Target:
+    """A TVM target from the dict form used in SoC descriptions."""
+    return tvm.target.Target(dict(target))
+
+
+def import_block(block: BlockSpec) -> tvm.IRModule:
+    """torch.export the block and convert it to a Relax module with weights as constants."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.export.export(block.module, block.example_inputs)
+        return from_exported_program(program, keep_params_as_input=False)
+
+
+def _legalize(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    return list(cpu_pipeline.library_dispatch_passes(target)) + list(cpu_pipeline.legalize_passes(target))
+
+
+def relax_pipeline(target: tvm.target.Target, tuning_db: Path | None = None) -> tvm.transform.Pass:
+    """The Relax pipeline for ``target``; tuned kernels come from ``tuning_db`` when given."""
+    if target.kind.name != "llvm":
+        return relax.pipeline.get_default_pipeline(target)
+
+    @tvm.transform.module_pass(opt_level=0, name="SparseLoomCPUPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        passes = _legalize(target)
+        if tuning_db is not None:
+            passes.append(relax.transform.MetaScheduleApplyDatabase(str(tuning_db)))
+        passes.append(apply_cpu_schedules)
+        passes += list(cpu_pipeline.dataflow_lower_passes(target))
+        passes += list(cpu_pipeline.finalize_passes(target))
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+def build(mod: tvm.IRModule, target: tvm.target.Target, tuning_db: Path | None = None) -> Any:
+    """Compile a Relax module to a VM executable for ``target``."""
+    return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, tuning_db))
+
+
+def tune(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    tuning_db: Path,
+    total_trials: int,
+    max_trials_per_task: int | None = None,
+) -> list[str]:
+    """MetaSchedule-tune the kernels of ``mod`` that ``tuning_db`` lacks; return their names.
+
+    The JSON database keys records by each kernel's structural hash, so a
+    kernel already tuned (in an earlier run, or for another block of the same
+    shape) is reused and not tuned again.
+    """
+    tuning_db.mkdir(parents=True, exist_ok=True)
+    with target:
+        legal = tvm.transform.Sequential(_legalize(target))(mod)
+    database = ms.database.JSONDatabase(work_dir=str(tuning_db))
+    missing = [
+        task
+        for task in ms.relax_integration.extract_tasks(legal, target)
+        if not database.has_workload(task.dispatched[0])
+    ]
+    if not missing or total_trials <= 0:
+        return []
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted_tasks=missing, work_dir=str(tuning_db)
+    )
+    per_task = max_trials_per_task or max(1, total_trials // len(missing))
+    ms.tune_tasks(
+        tasks=contexts,
+        task_weights=weights,
+        work_dir=str(tuning_db),
+        max_trials_global=total_trials,
+        max_trials_per_task=per_task,
+        num_trials_per_iter=min(64, per_task),
+        database=database,
+    )
+    return [task.task_name for task in missing]
+
+
+def tuning_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list[str]:
+    """Names of the kernels MetaSchedule would tune for ``mod`` on ``target``."""
+    with target:
+        legal = tvm.transform.Sequential(_legalize(target))(mod)
+    return sorted(gv.name_hint for gv, f in legal.functions_items() if isinstance(f, tvm.tirx.PrimFunc))

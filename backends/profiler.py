@@ -1,0 +1,263 @@
+"""Measure blocks where their processor is present; model them where it is not.
+
+:func:`time_ms` times repeated runs after warm-up; :func:`peak_activation_bytes`
+tracks live tensors during one eager run; :func:`measure_load_ms` reads a
+weight file after evicting it from the page cache; :class:`Profiler` puts
+these together per (block, processor) and calibrates the cost model on the
+measured entries before estimating the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tvm
+from safetensors.torch import save_file
+from torch.utils._python_dispatch import TorchDispatchMode
+from tqdm import tqdm
+
+from backends.base import CompiledBlock, CompileOptions
+from backends.block import BlockSpec
+from backends.costmodel import CostSample, Efficiency, calibrate, offload_ms, roofline_ms, transfer_ms
+from backends.profile import LoadCost, Profile, ProfileEntry, TransferCost
+from backends.processor import ProcessorSpec, SoCSpec, host_cpu
+from backends.tvm_backends import backend_for, runner_for
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency statistics of repeated runs, in milliseconds."""
+
+    median_ms: float
+    iqr_ms: float
+    p90_ms: float
+    repeats: int
+
+
+def time_ms(fn: Callable[[], Any], repeats: int = 30, warmup: int = 5) -> Timing:
+    """Median, IQR and p90 of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    q25, q50, q75, q90 = np.percentile(samples, [25, 50, 75, 90])
+    return Timing(median_ms=float(q50), iqr_ms=float(q75 - q25), p90_ms=float(q90), repeats=repeats)
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts bytes of storages created by ops and still alive; keeps the peak.
+
+    Views and outputs that alias an existing storage (weights, inputs) are not new memory.
+    """
+
+    def __init__(self, existing: set[int]) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.seen = set(existing)
+
+    def _release(self, ptr: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self.seen.discard(ptr)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for t in outs:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr in self.seen or storage.nbytes() == 0:
+                continue
+            self.seen.add(ptr)
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(t, self._release, ptr, storage.nbytes())
+        return out
+
+
+def peak_activation_bytes(block: BlockSpec) -> int:
+    """Peak bytes of intermediate and output tensors alive during one eager run, plus the inputs."""
+    existing = {t.untyped_storage().data_ptr() for t in block.module.state_dict().values()}
+    existing |= {t.untyped_storage().data_ptr() for t in block.example_inputs}
+    tracker = _LiveBytes(existing)
+    with torch.no_grad(), tracker:
+        out = block.module(*block.example_inputs)
+    del out
+    return tracker.peak + block.input_bytes
+
+
+def measure_load_ms(path: Path, repeats: int = 3) -> float:
+    """Median time to read ``path`` from storage with its pages evicted from the page cache first."""
+    times = []
+    for _ in range(repeats):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # dirty pages cannot be dropped
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            start = time.perf_counter()
+            while os.read(fd, 1 << 22):
+                pass
+            times.append((time.perf_counter() - start) * 1e3)
+        finally:
+            os.close(fd)
+    return float(np.median(times))
+
+
+def measure_copy_ms(nbytes: int, repeats: int = 30) -> float:
+    """Host memory copy of an activation of ``nbytes``: the transfer between two host processors."""
+    src = torch.empty(max(nbytes // 4, 1), dtype=torch.float32)
+    dst = torch.empty_like(src)
+    return time_ms(lambda: dst.copy_(src), repeats=repeats, warmup=3).median_ms
+
+
+def host_device() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu} ({platform.machine()})"
+
+
+def sample_of(block: BlockSpec) -> CostSample:
+    return CostSample(flops=block.flops, weight_bytes=block.weight_bytes,
+                      activation_bytes=block.input_bytes + block.output_bytes(),
+                      pattern=block.pattern, level=block.level, dtype=block.dtype)
+
+
+class Profiler:
+    """Profiles blocks on every processor of an SoC: measured where present, modelled elsewhere."""
+
+    def __init__(self, soc: SoCSpec, options: CompileOptions, repeats: int = 30, warmup: int = 5,
+                 progress: bool = True) -> None:
+        self.soc = soc
+        self.options = options
+        self.repeats = repeats
+        self.warmup = warmup
+        self.progress = progress
+
+    def profile(self, blocks: Sequence[BlockSpec], weight_files: Mapping[str, Path] | None = None) -> Profile:
+        """Compile (through the cache), measure or model each (block, processor), then transfers and loads."""
+        measured: list[ProfileEntry] = []
+        pending: list[tuple[BlockSpec, ProcessorSpec, CompiledBlock]] = []
+        activations = {b.digest: peak_activation_bytes(b) for b in blocks}
+        pairs = [(b, p) for b in blocks for p in self.soc.processors]
+        for block, proc in tqdm(pairs, desc="profile", disable=not self.progress):
+            compiled = backend_for(proc).compile(block, proc, self.options)
+            if backend_for(proc).present(proc):
+                measured.append(self._measure(block, proc, compiled, activations[block.digest]))
+            else:
+                pending.append((block, proc, compiled))
+        modelled = self._model(pending, measured, blocks, activations)
+        return Profile(
+            soc=self.soc.name,
+            entries=tuple(measured + modelled),
+            transfers=tuple(self._transfers(blocks)),
+            loads=tuple(self._loads(blocks, weight_files or {})),
+            meta={"tvm_version": tvm.__version__, "host": host_device(), "repeats": self.repeats,
+                  "warmup": self.warmup, "compiles": self.options.cache.compiles},
+        )
+
+    def _measure(self, block: BlockSpec, proc: ProcessorSpec, compiled: CompiledBlock, act: int) -> ProfileEntry:
+        run = runner_for(block, proc, compiled)
+        timing = time_ms(lambda: run(*block.example_inputs), self.repeats, self.warmup)
+        threads = int(proc.target.get("num-cores", len(os.sched_getaffinity(0))))
+        return ProfileEntry(
+            block=block.name, digest=block.digest, processor=proc.name, latency_ms=timing.median_ms,
+            latency_iqr_ms=timing.iqr_ms, latency_p90_ms=timing.p90_ms, weight_bytes=block.weight_bytes,
+            activation_bytes=act, flops=block.flops, pattern=block.pattern, level=block.level,
+            source="measured", device=host_device(), threads=threads,
+            tvm_version=tvm.__version__ if proc.executor == "tvm" else None, executor=proc.executor,
+            repeats=timing.repeats, compile_s=compiled.compile_s, note=compiled.tuning_state,
+        )
+
+    def _model(self, pending: list[tuple[BlockSpec, ProcessorSpec, CompiledBlock]], measured: list[ProfileEntry],
+               blocks: Sequence[BlockSpec], activations: dict[str, int]) -> list[ProfileEntry]:
+        # Host efficiency carries over; each processor keeps its own launch overhead.
+        eff = dataclasses.replace(self._efficiency(measured, blocks), overhead_us=None)
+        out = []
+        cpu = next((p for p in self.soc.processors if p.kind == "cpu"), None)
+        for block, proc, compiled in pending:
+            sample = sample_of(block)
+            if compiled.offload is not None and cpu is not None:
+                latency = offload_ms(compiled.offload, proc, cpu, self.soc.transfer, block.dtype, eff, eff)
+                how = f"roofline, BYOC offload {compiled.offload.offloaded_flop_fraction:.0%} of FLOPs"
+            else:
+                latency = roofline_ms(proc, sample, eff)
+                how = "roofline"
+            out.append(ProfileEntry(
+                block=block.name, digest=block.digest, processor=proc.name, latency_ms=latency, latency_iqr_ms=0.0,
+                latency_p90_ms=latency, weight_bytes=block.weight_bytes, activation_bytes=activations[block.digest],
+                flops=block.flops, pattern=block.pattern, level=block.level, source="modelled",
+                device=f"{how} ({eff.source})", executor=proc.executor, compile_s=compiled.compile_s,
+                note=f"compiled: {compiled.artifact_format}",
+            ))
+        return out
+
+    def _efficiency(self, measured: list[ProfileEntry], blocks: Sequence[BlockSpec]) -> Efficiency:
+        tvm_measured = [e for e in measured if e.executor == "tvm"]
+        by_digest = {b.digest: b for b in blocks}
+        if len(tvm_measured) < 3:
+            return Efficiency()
+        proc = self.soc.processor(tvm_measured[0].processor)
+        samples = [
+            CostSample(**{**sample_of(by_digest[e.digest]).__dict__, "latency_ms": e.latency_ms})
+            for e in tvm_measured if e.processor == proc.name
+        ]
+        host = proc if proc.kind == "cpu" else host_cpu()
+        return calibrate(host, samples) if len(samples) >= 3 else Efficiency()
+
+    def _transfers(self, blocks: Sequence[BlockSpec]) -> list[TransferCost]:
+        out = []
+        names = [p.name for p in self.soc.processors]
+        sizes = sorted({b.output_bytes() for b in blocks})
+        host_names = [p.name for p in self.soc.processors if backend_for(p).present(p)]
+        for nbytes in sizes:
+            for src in names:
+                for dst in names:
+                    if src == dst:
+                        continue
+                    if src in host_names and dst in host_names:
+                        out.append(TransferCost(src, dst, nbytes, measure_copy_ms(nbytes), "measured", host_device()))
+                    else:
+                        out.append(TransferCost(src, dst, nbytes, transfer_ms(self.soc.transfer, nbytes), "modelled",
+                                                f"SoC transfer {self.soc.transfer.latency_us} us + bytes/"
+                                                f"{self.soc.transfer.bandwidth_gbps} GB/s"))
+        return out
+
+    def _loads(self, blocks: Sequence[BlockSpec], weight_files: Mapping[str, Path]) -> list[LoadCost]:
+        out = []
+        with tempfile.TemporaryDirectory(dir=self.options.cache.root) as tmp:
+            for block in blocks:
+                path = weight_files.get(block.digest)
+                if path is None:
+                    path = Path(tmp) / f"{block.digest}.safetensors"
+                    tensors = {k: v.contiguous() for k, v in block.module.state_dict().items()}
+                    save_file(tensors, str(path))
+                nbytes = path.stat().st_size
+                out.append(LoadCost(block.name, block.digest, nbytes, measure_load_ms(path), "measured",
+                                    f"{host_device()}, page cache evicted"))
+                out.append(LoadCost(block.name, block.digest, nbytes,
+                                    nbytes / (self.soc.storage_read_gbps * 1e9) * 1e3, "modelled",
+                                    f"storage_read_gbps={self.soc.storage_read_gbps}"))
+        return out

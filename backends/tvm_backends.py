@@ -1,0 +1,270 @@
+"""Backends per processor kind: host/cross CPU, GPU, DSP (Hexagon), NPU (BYOC), torch eager.
+
+Each is one class behind :class:`backends.base.Backend`; :data:`BACKENDS`
+maps a processor kind to its class and :func:`backend_for` picks one for a
+processor (``executor: torch`` selects the eager reference).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import tvm
+from tvm import relax
+
+from backends.base import Backend, CompiledBlock, CompileOptions, Runner
+from backends.block import BlockSpec
+from backends.cache import CacheEntry, cache_key, canonical_target, tuning_state
+from backends.compile import build, import_block, make_target, tune
+from backends.link import zig_available, zig_linker, zig_triple
+from backends.npu import OffloadPlan, partition
+from backends.processor import ProcessorSpec
+
+PIPELINE_VERSION = "sparseloom-cpu-rules-1"
+
+
+def input_signature(block: BlockSpec) -> str:
+    return ";".join(f"{tuple(t.shape)}:{t.dtype}" for t in block.example_inputs)
+
+
+def set_tvm_threads(threads: int) -> None:
+    """Size TVM's CPU thread pool (it uses 1 thread unless told otherwise)."""
+    tvm.get_global_func("runtime.config_threadpool")(0, threads)
+
+
+def host_arch() -> str:
+    return platform.machine().lower()
+
+
+def _cached(block: BlockSpec, processor: ProcessorSpec, state: str, extra: str = "") -> tuple[str, dict[str, Any]]:
+    key = cache_key(block.digest, input_signature(block), processor.target, state, PIPELINE_VERSION + extra)
+    record = {"block": block.name, "digest": block.digest, "processor": processor.name,
+              "target": canonical_target(processor.target), "tuning_state": state, "tvm": tvm.__version__}
+    return key, record
+
+
+def _compiled(entry: CacheEntry, block: BlockSpec, processor: ProcessorSpec, hit: bool,
+              offload: OffloadPlan | None = None) -> CompiledBlock:
+    rec = entry.record
+    return CompiledBlock(
+        block=block.name, digest=block.digest, processor=processor.name, target=rec["target"],
+        artifact=entry.artifact, artifact_format=rec["format"], runnable=rec["format"] == "so",
+        cache_hit=hit, compile_s=0.0 if hit else float(rec["compile_s"]), tuning_state=rec["tuning_state"],
+        offload=offload, note=rec.get("note", ""),
+    )
+
+
+class CPUBackend:
+    """llvm targets: the host (compiled, loaded, run) or a cross CPU (compiled, exported, linked with zig)."""
+
+    kind = "cpu"
+
+    def present(self, processor: ProcessorSpec) -> bool:
+        triple = str(processor.target.get("mtriple", ""))
+        return processor.target.get("kind") == "llvm" and (not triple or triple.startswith(host_arch()))
+
+    def compile(self, block: BlockSpec, processor: ProcessorSpec, options: CompileOptions) -> CompiledBlock:
+        target = make_target(processor.target)
+        if options.tuning_db is not None and options.tune_trials > 0 and self.present(processor):
+            tune(import_block(block), target, options.tuning_db, options.tune_trials)
+        state = tuning_state(options.tuning_db)
+        linked = "" if self.present(processor) else f":link={options.cross_link}"
+        key, record = _cached(block, processor, state, linked)
+        entry = options.cache.get(key)
+        if entry is not None:
+            return _compiled(entry, block, processor, hit=True)
+        start = time.perf_counter()
+        executable = build(import_block(block), target, options.tuning_db)
+        fmt, writer, note = self._exporter(executable, processor, options.cross_link)
+        record.update(format=fmt, compile_s=time.perf_counter() - start, note=note)
+        entry = options.cache.put(key, "." + ("tar" if fmt == "tar" else "so"), writer, record)
+        return _compiled(entry, block, processor, hit=False)
+
+    def _exporter(self, executable: Any, processor: ProcessorSpec, cross_link: bool) -> tuple[str, Any, str]:
+        if self.present(processor):
+            return "so", lambda p: executable.export_library(str(p)), ""
+        triple = zig_triple(str(processor.target.get("mtriple", "")))
+        if triple is not None and cross_link and zig_available():
+            linker = zig_linker(triple)
+            return "so-cross", lambda p: executable.export_library(str(p), fcompile=linker), f"linked with zig cc -target {triple}"
+        return "tar", lambda p: _export_objects(executable, p), "objects only (not linked)"
+
+    def load(self, compiled: CompiledBlock, processor: ProcessorSpec) -> Runner:
+        if not compiled.runnable or compiled.artifact is None:
+            raise RuntimeError(f"{compiled.block} on {compiled.processor} is not runnable here ({compiled.artifact_format})")
+        set_tvm_threads(int(processor.target.get("num-cores", len(os.sched_getaffinity(0)))))
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(compiled.artifact)), tvm.cpu())
+        return _vm_runner(vm, tvm.cpu())
+
+
+def _export_objects(executable: Any, path: Path) -> None:
+    # export_library picks the tar format from the file name, so write under a .tar name first.
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        out = Path(tmp) / "block.tar"
+        executable.export_library(str(out))
+        shutil.move(str(out), path)
+
+
+def object_members(archive: Path) -> list[str]:
+    with tarfile.open(archive) as tar:
+        return tar.getnames()
+
+
+def _vm_runner(vm: Any, device: Any) -> Runner:
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        args = [tvm.runtime.from_dlpack(t.contiguous()) if device.dlpack_device_type() == 1 else
+                tvm.runtime.tensor(t.numpy(), device) for t in inputs]
+        out = vm["main"](*args)
+        outs = list(out) if not hasattr(out, "numpy") else [out]
+        return tuple(torch.from_dlpack(o) if device.dlpack_device_type() == 1 else torch.from_numpy(o.numpy()) for o in outs)
+
+    return run
+
+
+class GPUBackend:
+    """cuda / opencl (adreno) code generation with dlight GPU schedules; runs only where a GPU is."""
+
+    kind = "gpu"
+
+    def present(self, processor: ProcessorSpec) -> bool:
+        kind = str(processor.target.get("kind"))
+        device = tvm.cuda(0) if kind == "cuda" else tvm.opencl(0) if kind == "opencl" else None
+        return bool(device is not None and device.exist)
+
+    def compile(self, block: BlockSpec, processor: ProcessorSpec, options: CompileOptions) -> CompiledBlock:
+        state = "untuned"  # MetaSchedule GPU tuning needs the device; codegen uses dlight defaults
+        key, record = _cached(block, processor, state)
+        entry = options.cache.get(key)
+        if entry is not None:
+            return _compiled(entry, block, processor, hit=True)
+        start = time.perf_counter()
+        target = make_target(processor.target)
+        executable = build(import_block(block), target)
+        runnable = self.present(processor)
+        fmt = "so" if runnable else "tar"
+        writer = (lambda p: executable.export_library(str(p))) if runnable else (lambda p: _export_objects(executable, p))
+        record.update(format=fmt, compile_s=time.perf_counter() - start,
+                      note="" if runnable else "device code and host objects; no GPU here to run them")
+        entry = options.cache.put(key, "." + fmt, writer, record)
+        return _compiled(entry, block, processor, hit=False)
+
+    def load(self, compiled: CompiledBlock, processor: ProcessorSpec) -> Runner:
+        if not compiled.runnable or compiled.artifact is None:
+            raise RuntimeError(f"no GPU for {compiled.processor} on this machine")
+        device = tvm.cuda(0) if processor.target.get("kind") == "cuda" else tvm.opencl(0)
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(compiled.artifact)), device)
+
+        def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = vm["main"](*[tvm.runtime.tensor(t.numpy(), device) for t in inputs])
+            outs = list(out) if not hasattr(out, "numpy") else [out]
+            return tuple(torch.from_numpy(o.numpy()) for o in outs)
+
+        return run
+
+
+def device_source(executable: Any) -> str:
+    """Generated device code (CUDA/OpenCL source) of a GPU executable, for inspection."""
+    sources = [m.inspect_source() for m in executable.mod.imports[0].imports] if executable.mod.imports else []
+    return "\n".join(sources)
+
+
+class DSPBackend(CPUBackend):
+    """Hexagon through llvm (``mtriple=hexagon``): real Hexagon objects, linked with zig where possible."""
+
+    kind = "dsp"
+
+    def present(self, processor: ProcessorSpec) -> bool:
+        return False  # no Hexagon here; latency comes from the cost model
+
+
+class NPUBackend:
+    """BYOC partitioning: supported regions are offloaded (latency modelled), the rest compiled for the host CPU."""
+
+    kind = "npu"
+
+    def present(self, processor: ProcessorSpec) -> bool:
+        return False
+
+    def compile(self, block: BlockSpec, processor: ProcessorSpec, options: CompileOptions) -> CompiledBlock:
+        ops = processor.ops or ()
+        _, plan = partition(import_block(block), processor.name, ops, processor.dtypes, block.dtype)
+        key, record = _cached(block, processor, "untuned")
+        entry = options.cache.get(key)
+        hit = entry is not None
+        if entry is None:
+            start = time.perf_counter()
+            fallback = ProcessorSpec(name=f"{processor.name}-fallback", kind="cpu", target=_fallback_target(),
+                                     peak_gops=processor.peak_gops, memory_bandwidth_gbps=processor.memory_bandwidth_gbps)
+            executable = build(import_block(block), make_target(fallback.target))
+            record.update(format="so", compile_s=time.perf_counter() - start,
+                          note="host CPU build of the whole block: the functional fallback; NPU part modelled")
+            entry = options.cache.put(key, ".so", lambda p: executable.export_library(str(p)), record)
+        compiled = _compiled(entry, block, processor, hit=hit, offload=plan)
+        return CompiledBlock(**{**compiled.__dict__, "runnable": False})
+
+    def load(self, compiled: CompiledBlock, processor: ProcessorSpec) -> Runner:
+        raise RuntimeError(f"no NPU {processor.name} on this machine; its latency is modelled")
+
+
+def _fallback_target() -> dict[str, str | int]:
+    from backends.processor import host_cpu
+
+    return host_cpu().target
+
+
+class TorchBackend:
+    """The eager PyTorch reference on the host CPU (``executor: torch``); nothing to compile."""
+
+    kind = "cpu"
+
+    def present(self, processor: ProcessorSpec) -> bool:
+        return True
+
+    def compile(self, block: BlockSpec, processor: ProcessorSpec, options: CompileOptions) -> CompiledBlock:
+        return CompiledBlock(block=block.name, digest=block.digest, processor=processor.name, target="torch-eager",
+                             artifact=None, artifact_format="none", runnable=True, cache_hit=True, compile_s=0.0,
+                             tuning_state="eager")
+
+    def load(self, compiled: CompiledBlock, processor: ProcessorSpec) -> Runner:
+        raise RuntimeError("the torch executor runs the module itself: use runner_for(block, processor, compiled)")
+
+
+def torch_runner(block: BlockSpec, processor: ProcessorSpec) -> Runner:
+    threads = int(processor.target.get("num-cores", len(os.sched_getaffinity(0))))
+    module = block.module.eval()
+
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            out = module(*inputs)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    return run
+
+
+BACKENDS: dict[str, type] = {"cpu": CPUBackend, "gpu": GPUBackend, "dsp": DSPBackend, "npu": NPUBackend}
+
+
+def backend_for(processor: ProcessorSpec) -> Backend:
+    """The backend that serves ``processor``."""
+    if processor.executor == "torch":
+        return TorchBackend()
+    try:
+        return BACKENDS[processor.kind]()  # type: ignore[no-any-return]
+    except KeyError:
+        raise ValueError(f"no backend for processor kind {processor.kind!r}; known: {sorted(BACKENDS)}") from None
+
+
+def runner_for(block: BlockSpec, processor: ProcessorSpec, compiled: CompiledBlock) -> Runner:
+    """A callable running ``block`` on ``processor`` here; raises when the processor is absent."""
+    if processor.executor == "torch":
+        return torch_runner(block, processor)
+    return backend_for(processor).load(compiled, processor)
