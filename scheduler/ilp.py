@@ -271,13 +271,11 @@ class _Model:
             if enf.latency and math.isfinite(t.latency_slo_ms):
                 s = slack(1.0 / max(t.latency_slo_ms, 1e-9))
                 self.lp += latency <= t.latency_slo_ms + (s if s is not None else 0)
-            if enf.accuracy and t.base_accuracy is not None:
+            if enf.accuracy and t.min_score > -math.inf:
                 s = slack(100.0)
                 self.lp += (
-                    t.base_accuracy
-                    + pulp.LpAffineExpression(acc_terms)
-                    + (s if s is not None else 0)
-                    >= t.min_accuracy
+                    pulp.LpAffineExpression(acc_terms) + (s if s is not None else 0)
+                    >= t.min_score
                 )
             if objective == "latency":
                 obj_terms.extend(lat_terms)

@@ -7,6 +7,7 @@ missing processor key means the block cannot run there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ class Option:
     digest: str
     memory_mb: float
     latency_ms: Mapping[str, float]
-    # Additive accuracy term relative to the task's base accuracy (usually <= 0).
+    # Accuracy term relative to the task's base accuracy (usually <= 0); see TaskSpec.accuracy_floor.
     accuracy_delta: float = 0.0
     latency_source: str = "modelled"
 
@@ -38,13 +39,34 @@ class TaskSpec:
     output_mb: tuple[float, ...]
     # Accuracy of the dense model; None when unknown (profiling-only models).
     base_accuracy: float | None = None
+    # None: option terms are accuracy points and add up. A number (chance level):
+    # terms are log retained fractions of the accuracy above it, so they still add up,
+    # and accuracy = floor + (base - floor) * exp(sum). Either way constraints stay linear.
+    accuracy_floor: float | None = None
 
-    def accuracy(self, choice: tuple[int, ...]) -> float | None:
+    def accuracy_of(self, score: float) -> float | None:
+        """The accuracy a sum of option terms stands for."""
         if self.base_accuracy is None:
             return None
-        return self.base_accuracy + sum(
-            self.positions[p][i].accuracy_delta for p, i in enumerate(choice)
-        )
+        if self.accuracy_floor is None:
+            return self.base_accuracy + score
+        return self.accuracy_floor + (self.base_accuracy - self.accuracy_floor) * math.exp(score)
+
+    @property
+    def min_score(self) -> float:
+        """The smallest sum of option terms that meets ``min_accuracy`` (-inf when any does)."""
+        if self.base_accuracy is None:
+            return -math.inf
+        if self.accuracy_floor is None:
+            return self.min_accuracy - self.base_accuracy
+        span = self.base_accuracy - self.accuracy_floor
+        need = self.min_accuracy - self.accuracy_floor
+        if need <= 0:
+            return -math.inf
+        return math.log(need / span) if span > 0 else math.inf
+
+    def accuracy(self, choice: tuple[int, ...]) -> float | None:
+        return self.accuracy_of(sum(self.positions[p][i].accuracy_delta for p, i in enumerate(choice)))
 
 
 @dataclass(frozen=True)

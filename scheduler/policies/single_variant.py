@@ -58,12 +58,7 @@ class SingleVariantPolicy:
                 key=lambda v: (accuracy(v), -self._best_ms(problem, task, whole[v])),
             )
         else:
-            base = task.base_accuracy
-            ok = [
-                v
-                for v in whole
-                if base is None or base + accuracy(v) >= task.min_accuracy - 1e-9
-            ]
+            ok = [v for v in whole if accuracy(v) >= task.min_score - 1e-9]
             if ok:
                 pick = min(
                     ok,

@@ -92,3 +92,36 @@ def test_instances_cover_both_outcomes() -> None:
         brute_force(_instance(s), OBJECTIVES[s % 3]) is not None for s in range(80)
     )
     assert 50 <= feasible <= 75, feasible
+
+
+def _multiplicative(problem, seed: int):  # type: ignore[no-untyped-def]
+    """The same instance with log-retained-fraction terms above a chance-level floor."""
+    import dataclasses
+    import math
+
+    rng = random.Random(seed)
+    tasks = []
+    for t in problem.tasks:
+        floor = 0.1
+        positions = tuple(
+            tuple(dataclasses.replace(o, accuracy_delta=math.log(rng.uniform(0.6, 1.0))) for o in pos)
+            for pos in t.positions
+        )
+        tasks.append(dataclasses.replace(t, positions=positions, accuracy_floor=floor, base_accuracy=0.95,
+                                         min_accuracy=rng.uniform(0.5, 0.9)))
+    return dataclasses.replace(problem, tasks=tuple(tasks))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ilp_matches_brute_force_with_multiplicative_accuracy(seed: int) -> None:
+    problem = _multiplicative(_instance(seed), seed)
+    expected = brute_force(problem, "slo")
+    sol = solve(problem, "slo", EXACT)
+    if expected is None:
+        assert sol.info.status == "infeasible"
+        return
+    assert sol.info.status == "optimal"
+    for t in problem.tasks:
+        acc = sol.routes[t.name].accuracy
+        assert acc is not None and acc >= t.min_accuracy - 1e-9
+    assert objective_value(problem, sol.routes, "slo") == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
