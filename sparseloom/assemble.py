@@ -1,0 +1,262 @@
+"""Assemble a planning problem from a workload: pool, profile, accuracy terms, then scheduler numbers.
+
+The data flow of DESIGN.md in one visible place::
+
+    workload models --stitching--> pool --backends--> profile
+    pool + zoo evaluator --stitching--> accuracy terms
+    workload tasks + pool + profile + terms --> scheduler.Problem
+
+Every step caches on disk under the cache directory, so a warm re-run only
+reads files. Each latency keeps its ``measured``/``modelled`` mark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from backends.base import CompileOptions
+from backends.block import BlockSpec
+from backends.cache import CompileCache
+from backends.processor import PeakRates, ProcessorSpec, SoCSpec, SparsitySupport, TransferSpec
+from backends.profile import Profile
+from backends.profiler import Profiler
+from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from sparseloom.arrivals import mean_rate_hz
+from sparseloom.atomic import write_json
+from sparseloom.errors import InputError
+from sparseloom.errors import Problem as Complaint
+from sparseloom.workload import SoC, Workload
+from stitching import zoo
+from stitching.pool import Block, ModelRequest, Pool, build_pool
+from stitching.prune import Recipe
+from stitching.stitch import stitch
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class AccuracyTerms:
+    """Per-block accuracy terms of one model, in the form the scheduler adds up."""
+
+    model: str
+    form: str  # "additive" or "multiplicative"
+    base_accuracy: float
+    floor: float
+    # (position, variant) -> accuracy change of swapping in that one block (accuracy points)
+    deltas: Mapping[tuple[int, str], float]
+    measurements: int
+    evaluation: str
+
+    def term(self, position: int, variant: str) -> float:
+        """The term in scheduler space: points (additive) or log retained fraction (multiplicative)."""
+        delta = self.deltas[(position, variant)]
+        if self.form == "additive":
+            return delta
+        span = self.base_accuracy - self.floor
+        return math.log(max(1e-6, 1.0 + delta / span)) if span > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """Everything a policy, the simulator or the runtime needs for one workload on one SoC."""
+
+    workload: Workload
+    soc: SoCSpec
+    pool: Pool
+    profile: Profile
+    problem: Problem
+    accuracy: Mapping[str, AccuracyTerms]
+
+
+def soc_spec(soc: SoC) -> SoCSpec:
+    """The backends' view of a validated SoC description (same field names)."""
+    procs = tuple(
+        ProcessorSpec(
+            name=p.name,
+            kind=p.kind,
+            target=dict(p.target),
+            executor=p.executor,
+            peak_gops=PeakRates(p.peak_gops.fp32, p.peak_gops.fp16, p.peak_gops.int8),
+            memory_bandwidth_gbps=p.memory_bandwidth_gbps,
+            launch_overhead_us=p.launch_overhead_us,
+            sparsity=SparsitySupport(p.sparsity.structured, p.sparsity.unstructured, p.sparsity.nm_2_4, p.sparsity.block),
+            dtypes=tuple(p.dtypes),
+            ops=tuple(p.ops) if p.ops is not None else None,
+            source=p.source,
+        )
+        for p in soc.processors
+    )
+    return SoCSpec(soc.name, soc.memory_mb, soc.storage_read_gbps,
+                   TransferSpec(soc.transfer.latency_us, soc.transfer.bandwidth_gbps), procs, soc.source)
+
+
+def model_requests(workload: Workload, source: str) -> list[ModelRequest]:
+    """Pool build requests for a workload's models (zoo models; user modules are not pooled yet)."""
+    requests: list[ModelRequest] = []
+    problems: list[Complaint] = []
+    for i, spec in enumerate(workload.models):
+        if spec.zoo is None:
+            problems.append(Complaint(f"models[{i}].module", "a zoo model ('zoo:'); pools of user modules "
+                                      "are not supported yet", spec.module or "", source))
+            continue
+        recipes: list[Recipe] = []
+        for v in spec.variants:
+            if v.pattern in ("2:4", "int8"):
+                recipes.append(Recipe(v.pattern))
+            else:
+                recipes += [Recipe(v.pattern, level, v.block_size) for level in v.levels]
+        requests.append(ModelRequest(spec.name, spec.zoo, spec.partition.blocks, spec.partition.boundaries,
+                                     tuple(recipes)))
+    if problems:
+        raise InputError(problems)
+    if not requests:
+        raise InputError([Complaint("models", "at least one model", "none", source)])
+    return requests
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pool_dir(cache_dir: Path, requests: Sequence[ModelRequest]) -> Path:
+    """One pool per distinct set of model requests."""
+    return cache_dir / "pools" / _key([asdict(r) for r in requests])
+
+
+def _example(spec_shape: tuple[int, ...], dtype: str) -> torch.Tensor:
+    torch_dtype = getattr(torch, dtype)
+    if torch_dtype.is_floating_point:
+        return torch.randn(spec_shape, generator=torch.Generator().manual_seed(0)).to(torch_dtype)
+    return torch.zeros(spec_shape, dtype=torch_dtype)  # token ids, masks: 0 is always valid
+
+
+def block_spec(pool: Pool, block: Block) -> BlockSpec:
+    """A pool block as the backends compile and profile it."""
+    inputs = tuple(_example(s.shape, s.dtype) for s in block.inputs)
+    dtype = "int8" if block.pattern == "int8" else "fp32"
+    pattern = "dense" if block.pattern in ("int8",) else block.pattern
+    return BlockSpec(name=f"{block.model}/{block.position}/{block.variant}", module=pool.load_module(block.digest),
+                     example_inputs=inputs, digest=block.digest, pattern=pattern, level=block.level, dtype=dtype,
+                     flops=float(block.flops), weight_bytes=block.param_bytes)
+
+
+def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = True, repeats: int = 20) -> Profile:
+    """Profile every unique block of ``pool`` on every processor of ``spec``; cached per (SoC, pool)."""
+    blocks = {b.digest: b for b in pool.blocks()}
+    path = pool.root / "profiles" / f"{spec.name}-{_key(repr(spec), sorted(blocks))}.json"
+    if path.is_file():
+        return Profile.load(path)
+    specs = [block_spec(pool, b) for b in blocks.values()]
+    options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), cross_link=False)
+    profile = Profiler(spec, options, repeats=repeats, progress=progress).profile(
+        specs, {d: pool.path(d) for d in blocks})
+    profile.save(path)
+    return profile
+
+
+def accuracy_terms(pool: Pool, model: str, cache_dir: Path, progress: bool = True) -> AccuracyTerms | None:
+    """Measured per-block accuracy terms for ``model`` (None when its accuracy is unknown); cached."""
+    info = pool.model_info(model)
+    name = info["zoo"]
+    if not zoo.entry(name).accuracy_known:
+        return None
+    digests = sorted(b.digest for b in pool.blocks(model))
+    path = pool.root / "accuracy" / f"{model}-{_key(digests)}.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        deltas = {(int(p), v): d for p, v, d in data.pop("deltas")}
+        return AccuracyTerms(deltas=deltas, **data)
+    base = zoo.load(name, cache_dir)
+    evaluator = zoo.evaluator(name, base, cache_dir)
+    report = stitch(pool, model, evaluator, progress=progress)
+    est = report.estimator
+    if est is None:
+        return None
+    terms = AccuracyTerms(model, est.form, est.base_accuracy, est.floor, dict(est.terms), est.measurements,
+                          report.evaluation)
+    record = {k: v for k, v in asdict(terms).items() if k != "deltas"}
+    record["deltas"] = [[p, v, d] for (p, v), d in terms.deltas.items()]
+    write_json(path, record)
+    return terms
+
+
+def _transitions(workload: Workload) -> dict[str, dict[str, float]]:
+    tr = workload.scenario.transitions if workload.scenario else None
+    if tr is None:
+        return {}
+    if tr.matrix is not None:
+        return {src: dict(row) for src, row in tr.matrix.items()}
+    counts: dict[str, dict[str, float]] = {}
+    seq = tr.sequence or ()
+    for a, b in itertools.pairwise(seq):
+        counts.setdefault(a, {}).setdefault(b, 0.0)
+        counts[a][b] += 1.0
+    return counts
+
+
+def build_problem(workload: Workload, spec: SoCSpec, pool: Pool, profile: Profile,
+                  accuracy: Mapping[str, AccuracyTerms | None], base_dir: Path,
+                  memory_budget_mb: float | None = None) -> Problem:
+    """The scheduler's numbers for ``workload`` from the pool, the profile and the accuracy terms."""
+    latency: dict[str, dict[str, float]] = {}
+    source: dict[str, str] = {}
+    for e in profile.entries:
+        latency.setdefault(e.digest, {})[e.processor] = e.latency_ms
+        source[e.digest] = e.source if source.get(e.digest, e.source) == e.source else "mixed"
+    tasks = []
+    for task in workload.tasks:
+        model = task.model
+        terms = accuracy.get(model)
+        positions = []
+        output_mb = []
+        for p in range(pool.positions(model)):
+            options = []
+            for variant in pool.variants(model):
+                b = pool.block(model, p, variant)
+                options.append(Option(variant=variant, digest=b.digest, memory_mb=b.param_bytes / MB,
+                                      latency_ms=dict(latency.get(b.digest, {})),
+                                      accuracy_delta=terms.term(p, variant) if terms else 0.0,
+                                      latency_source=source.get(b.digest, "modelled")))
+            positions.append(tuple(options))
+            output_mb.append(pool.block(model, p, "dense").activation_bytes / MB)
+        tasks.append(TaskSpec(
+            name=task.name, model=model, latency_slo_ms=task.slo.latency_ms, min_accuracy=task.slo.min_accuracy,
+            rate_hz=mean_rate_hz(task.arrival, base_dir=base_dir), positions=tuple(positions),
+            output_mb=tuple(output_mb), base_accuracy=terms.base_accuracy if terms else None,
+            accuracy_floor=terms.floor if terms and terms.form == "multiplicative" else None,
+        ))
+    assert workload.scenario is not None
+    bytes_per_ms = 1e9 / 1e3 / MB
+    return Problem(
+        tasks=tuple(tasks),
+        processors=tuple(ProcessorInfo(p.name, p.kind) for p in spec.processors),
+        memory_budget_mb=memory_budget_mb or workload.scenario.memory_budget_mb,
+        transfer_latency_ms=spec.transfer.latency_us / 1e3,
+        transfer_mb_per_ms=spec.transfer.bandwidth_gbps * bytes_per_ms,
+        storage_mb_per_ms=spec.storage_read_gbps * bytes_per_ms,
+        transitions=_transitions(workload),
+    )
+
+
+def assemble(workload: Workload, *, base_dir: Path, cache_dir: Path, soc: SoC | None = None,
+             progress: bool = True, source: str = "workload") -> Assembled:
+    """Pool, profile and accuracy for ``workload`` (cached), and the scheduler problem built from them."""
+    soc = soc or workload.soc
+    if soc is None or workload.scenario is None:
+        raise InputError([Complaint("soc" if soc is None else "scenario", "a workload with an SoC and a scenario",
+                                    "nothing", source)])
+    requests = model_requests(workload, source)
+    pool = build_pool(pool_dir(cache_dir, requests), requests, cache_dir, progress=progress)
+    spec = soc_spec(soc)
+    profile = profile_pool(spec, pool, cache_dir, progress)
+    accuracy = {m: accuracy_terms(pool, m, cache_dir, progress) for m in pool.models()}
+    problem = build_problem(workload, spec, pool, profile, accuracy, base_dir)
+    return Assembled(workload, spec, pool, profile, problem, {k: v for k, v in accuracy.items() if v is not None})

@@ -1,0 +1,81 @@
+"""``sparseloom simulate WORKLOAD``: compare policies on the same arrivals; table, results.json, plots, trace."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from sparseloom.commands import common
+from sparseloom.errors import InputError, Problem
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("simulate", help="simulate a workload under several policies and compare them",
+                       description="Every policy sees the same arrivals per seed. Writes DIR/results.json, "
+                                   "latency_cdf.png, violations.png and a Chrome trace per policy.")
+    p.add_argument("workload", metavar="WORKLOAD", nargs="?", help="workload YAML file")
+    p.add_argument("--soc", type=Path, metavar="FILE", help="run on this SoC file instead of the workload's")
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="pools, profiles, compiled blocks ($SPARSELOOM_CACHE or ~/.cache/sparseloom)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--policies", nargs="*", metavar="NAME",
+                   help="policies to compare (default: the scenario's); with no names, list the registry")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default out/<scenario>)")
+    p.add_argument("--seeds", type=int, metavar="N", help="override the scenario's number of seeds")
+    p.add_argument("--duration", type=float, metavar="S", help="override the scenario's duration in seconds")
+    p.add_argument("--trace-s", type=float, default=2.0, metavar="S", help="seconds of schedule in the trace")
+    p.add_argument("--json", action="store_true", help="print results.json to stdout instead of the table")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scheduler import registry
+
+    if args.policies is not None and not args.policies:
+        for name in registry.names():
+            print(name)
+        return 0
+    if args.workload is None:
+        raise InputError([Problem("WORKLOAD", "a workload YAML file", "nothing")])
+    workload, _ = common.load(args)
+    assert workload.scenario is not None
+    names = tuple(args.policies or workload.scenario.policies)
+    unknown = [n for n in names if n not in registry.names()]
+    if unknown:
+        raise InputError([Problem("--policies", f"names from: {', '.join(registry.names())}", ", ".join(unknown))])
+    if args.seeds is not None and args.seeds < 1:
+        raise InputError([Problem("--seeds", "an integer >= 1", str(args.seeds))])
+    if args.duration is not None and args.duration <= workload.scenario.warmup_s:
+        raise InputError([Problem("--duration", f"more than the warm-up ({workload.scenario.warmup_s:g} s)",
+                                  str(args.duration))])
+    changes = {k: v for k, v in (("seeds", args.seeds), ("duration_s", args.duration)) if v is not None}
+    if changes:
+        workload = workload.model_copy(update={"scenario": workload.scenario.model_copy(update=changes)})
+    assembled = common.assemble(args)
+
+    from sparseloom.sim import compare_workload
+    from sparseloom.sim.report import format_table, write_outputs
+
+    policies = [registry.create(n) for n in names]
+    comparison = compare_workload(workload, assembled.problem, policies, base_dir=Path(args.workload).parent,
+                                  trace_until_s=args.trace_s, progress=not args.no_progress)
+    out = args.out or Path("out") / workload.scenario.name
+    soc_name = assembled.soc.name
+    sources = sorted({e.source for e in assembled.profile.entries})
+    extra = {"latency_sources": sources,
+             "accuracy": {m: dataclasses.asdict(t) | {"deltas": len(t.deltas)} for m, t in assembled.accuracy.items()}}
+    files = write_outputs(out, comparison, workload=args.workload, soc=soc_name, problem=assembled.problem,
+                          extra=extra)
+    if args.json:
+        print(json.dumps(json.loads(files["results"].read_text()), indent=2))
+    else:
+        print(f"{workload.scenario.name} on {soc_name}: {len(names)} policies, "
+              f"{workload.scenario.seeds} seed(s) x {workload.scenario.duration_s:g} s simulated; "
+              f"block latencies {'/'.join(sources)}")
+        print(format_table(comparison))
+        for kind, path in files.items():
+            print(f"  {kind}: {path}", file=sys.stderr)
+    return 0
