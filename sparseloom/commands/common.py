@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparseloom.errors import InputError, Problem
 from sparseloom.workload import SoC, Workload, load_workload
+
+if TYPE_CHECKING:
+    from sparseloom.assemble import Assembled
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:
@@ -40,7 +44,7 @@ def load(args: argparse.Namespace) -> tuple[Workload, SoC]:
     return workload, soc
 
 
-def assemble(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def assemble(args: argparse.Namespace) -> Assembled:
     """Pool, profile, accuracy and problem for the command's workload (all cached)."""
     from sparseloom.assemble import assemble as run
 

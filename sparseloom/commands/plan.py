@@ -8,7 +8,7 @@ import json
 from sparseloom.commands import common
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="plan a workload: stitched variant and processor per block, per task",
                        description="Build (cached) pool, profile and accuracy terms, then plan with a policy. "
                                    "Exit 3 when the workload is infeasible, with the reason.")

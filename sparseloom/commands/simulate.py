@@ -12,7 +12,7 @@ from sparseloom.commands import common
 from sparseloom.errors import InputError, Problem
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate a workload under several policies and compare them",
                        description="Every policy sees the same arrivals per seed. Writes DIR/results.json, "
                                    "latency_cdf.png, violations.png and a Chrome trace per policy.")
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if changes:
         workload = workload.model_copy(update={"scenario": workload.scenario.model_copy(update=changes)})
     assembled = common.assemble(args)
+    scenario = workload.scenario
+    assert scenario is not None
 
     from sparseloom.sim import compare_workload
     from sparseloom.sim.report import format_table, write_outputs
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     policies = [registry.create(n) for n in names]
     comparison = compare_workload(workload, assembled.problem, policies, base_dir=Path(args.workload).parent,
                                   trace_until_s=args.trace_s, progress=not args.no_progress)
-    out = args.out or Path("out") / workload.scenario.name
+    out = args.out or Path("out") / scenario.name
     soc_name = assembled.soc.name
     sources = sorted({e.source for e in assembled.profile.entries})
     extra = {"latency_sources": sources,
@@ -72,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json.loads(files["results"].read_text()), indent=2))
     else:
-        print(f"{workload.scenario.name} on {soc_name}: {len(names)} policies, "
-              f"{workload.scenario.seeds} seed(s) x {workload.scenario.duration_s:g} s simulated; "
+        print(f"{scenario.name} on {soc_name}: {len(names)} policies, "
+              f"{scenario.seeds} seed(s) x {scenario.duration_s:g} s simulated; "
               f"block latencies {'/'.join(sources)}")
         print(format_table(comparison))
         for kind, path in files.items():
