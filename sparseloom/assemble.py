@@ -148,14 +148,17 @@ def block_spec(pool: Pool, block: Block) -> BlockSpec:
                      flops=float(block.flops), weight_bytes=block.param_bytes)
 
 
-def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = True, repeats: int = 20) -> Profile:
-    """Profile every unique block of ``pool`` on every processor of ``spec``; cached per (SoC, pool)."""
+def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = True, repeats: int = 20,
+                 tune_trials: int = 0) -> Profile:
+    """Profile every unique block of ``pool`` on every processor of ``spec``; cached per (SoC, pool, tuning)."""
     blocks = {b.digest: b for b in pool.blocks()}
-    path = pool.root / "profiles" / f"{spec.name}-{_key(repr(spec), sorted(blocks))}.json"
+    path = pool.root / "profiles" / f"{spec.name}-{_key(repr(spec), sorted(blocks), repeats, tune_trials)}.json"
     if path.is_file():
         return Profile.load(path)
     specs = [block_spec(pool, b) for b in blocks.values()]
-    options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), cross_link=False)
+    tuning_db = cache_dir / "tuning" if tune_trials else None
+    options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), tuning_db=tuning_db,
+                             tune_trials=tune_trials, cross_link=False)
     profile = Profiler(spec, options, repeats=repeats, progress=progress).profile(
         specs, {d: pool.path(d) for d in blocks})
     profile.save(path)

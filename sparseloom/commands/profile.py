@@ -1,0 +1,90 @@
+"""``sparseloom profile WORKLOAD`` and ``sparseloom profile show FILE``: measure or model block latencies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from sparseloom.commands import common
+from sparseloom.errors import InputError, Problem
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "profile", help="profile a workload's blocks on its SoC, or show a profile file",
+        usage="sparseloom profile WORKLOAD [--soc FILE] [--out FILE] [--repeats N] [--tune-budget N]\n"
+              "       sparseloom profile show FILE [--json]",
+        description="Compile each block through TVM for each processor; measure where the processor is "
+                    "present, model it (roofline calibrated on the measured blocks) where not. Cached.")
+    p.add_argument("target", nargs="+", metavar="WORKLOAD | show FILE")
+    p.add_argument("--soc", type=Path, metavar="FILE", help="profile on this SoC file instead of the workload's")
+    p.add_argument("--cache", type=Path, metavar="DIR", help="pools, profiles, compiled blocks")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the profile JSON here")
+    p.add_argument("--repeats", type=int, default=20, metavar="N", help="timed runs per block (after warm-up)")
+    p.add_argument("--tune-budget", type=int, default=0, metavar="TRIALS",
+                   help="MetaSchedule trials per block for present CPUs (0: rule schedules only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="show: print the profile as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.target[0] == "show":
+        if len(args.target) != 2:
+            raise InputError([Problem("FILE", "exactly one profile file after 'show'", " ".join(args.target[1:]))])
+        return show(Path(args.target[1]), args.json)
+    if len(args.target) != 1:
+        raise InputError([Problem("WORKLOAD", "one workload file", " ".join(args.target))])
+    if args.repeats < 1 or args.tune_budget < 0:
+        raise InputError([Problem("--repeats/--tune-budget", "repeats >= 1 and a budget >= 0",
+                                  f"{args.repeats}/{args.tune_budget}")])
+    from sparseloom.assemble import model_requests, pool_dir, profile_pool, soc_spec
+    from stitching.pool import build_pool
+
+    args.workload = args.target[0]
+    workload, soc = common.load(args)
+    cache = common.cache_dir(args)
+    requests = model_requests(workload, args.workload)
+    pool = build_pool(pool_dir(cache, requests), requests, cache, progress=not args.no_progress)
+    profile = profile_pool(soc_spec(soc), pool, cache, progress=not args.no_progress, repeats=args.repeats,
+                           tune_trials=args.tune_budget)
+    if args.out:
+        tmp = Path(str(args.out) + ".tmp")
+        profile.save(tmp)
+        shutil.move(tmp, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    _table(profile)
+    return 0
+
+
+def show(path: Path, as_json: bool) -> int:
+    from backends.profile import Profile
+
+    if not path.is_file():
+        raise InputError([Problem("FILE", "an existing profile JSON file", "no such file", str(path))])
+    try:
+        profile = Profile.load(path)
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError([Problem("", "a profile written by 'sparseloom profile'", str(err), str(path))]) from None
+    if as_json:
+        print(json.dumps(profile.to_json(), indent=1))
+    else:
+        _table(profile)
+    return 0
+
+
+def _table(profile: object) -> None:
+    from backends.profile import Profile
+
+    assert isinstance(profile, Profile)
+    print(f"profile for {profile.soc}: {len(profile.entries)} (block, processor) entries")
+    print(f"{'block':<34} {'processor':<10} {'latency ms':>10} {'iqr ms':>8} {'weights KB':>10}  source")
+    for e in sorted(profile.entries, key=lambda e: (e.block, e.processor)):
+        print(f"{e.block[:34]:<34} {e.processor:<10} {e.latency_ms:>10.4f} {e.latency_iqr_ms:>8.4f} "
+              f"{e.weight_bytes / 1e3:>10.1f}  {e.source} ({e.device})")
+    measured = sum(e.source == "measured" for e in profile.entries)
+    print(f"{measured} measured, {len(profile.entries) - measured} modelled; "
+          f"{len(profile.loads)} load costs, {len(profile.transfers)} transfer costs")
