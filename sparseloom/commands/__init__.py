@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from sparseloom.commands import demo, plan, pool, profile, simulate, soc, stitch, validate
+from sparseloom.commands import demo, plan, pool, profile, simulate, soc, stitch, sweep, validate
 
 # Each module has ``register(subparsers)``, which adds its parser and sets ``run``.
-COMMANDS: tuple[ModuleType, ...] = (demo, validate, soc, pool, stitch, profile, plan, simulate)
+COMMANDS: tuple[ModuleType, ...] = (demo, validate, soc, pool, stitch, profile, plan, simulate, sweep)

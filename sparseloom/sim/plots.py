@@ -100,3 +100,31 @@ def plot_violations(comparison: Comparison, path: str | Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, Path(path))
+
+
+def plot_sweep(
+    points: list[tuple[float, Comparison]],
+    path: str | Path,
+    *,
+    axis_label: str,
+) -> Path:
+    """Violation rate and throughput of every policy against the swept value (95% CI as error bars)."""
+    fig = Figure(figsize=(10, 3.6))
+    ax_v = fig.add_subplot(1, 2, 1)
+    ax_t = fig.add_subplot(1, 2, 2)
+    names = list(points[0][1].policies) if points else []
+    xs = [x for x, _ in points]
+    for name in names:
+        viol = [c.policies[name].slo_violation_rate for _, c in points]
+        thr = [c.policies[name].throughput_rps for _, c in points]
+        ax_v.errorbar(xs, [100 * e.mean for e in viol], yerr=[100 * (e.ci95 or 0) for e in viol],
+                      marker="o", capsize=2, label=name)
+        ax_t.errorbar(xs, [e.mean for e in thr], yerr=[e.ci95 or 0 for e in thr], marker="o", capsize=2,
+                      label=name)
+    ax_v.set_xlabel(axis_label)
+    ax_v.set_ylabel("SLO violations (%, modelled)")
+    ax_v.axhline(5, color="black", linestyle=":", linewidth=1)
+    ax_t.set_xlabel(axis_label)
+    ax_t.set_ylabel("throughput (req/s, modelled)")
+    ax_t.legend(fontsize=7)
+    return _save(fig, Path(path))
