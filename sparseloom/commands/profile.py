@@ -12,7 +12,7 @@ from sparseloom.commands import common
 from sparseloom.errors import InputError, Problem
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile", help="profile a workload's blocks on its SoC, or show a profile file",
         usage="sparseloom profile WORKLOAD [--soc FILE] [--out FILE] [--repeats N] [--tune-budget N]\n"

@@ -16,7 +16,7 @@ AXES = {
 }
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="compare policies across load, SLO scale or memory budget",
                        description="Each point re-plans and re-simulates every policy on the same arrivals; "
                                    "points run in parallel processes. Writes sweep.json and sweep.png.")
