@@ -32,7 +32,7 @@ from backends.block import BlockSpec
 from backends.costmodel import CostSample, Efficiency, calibrate, offload_ms, roofline_ms, transfer_ms
 from backends.profile import LoadCost, Profile, ProfileEntry, TransferCost
 from backends.processor import ProcessorSpec, SoCSpec, host_cpu
-from backends.tvm_backends import backend_for, runner_for
+from backends.tvm_backends import backend_for, plan_only, runner_for
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,10 @@ class Profiler:
     """Profiles blocks on every processor of an SoC: measured where present, modelled elsewhere."""
 
     def __init__(self, soc: SoCSpec, options: CompileOptions, repeats: int = 30, warmup: int = 5,
-                 progress: bool = True) -> None:
+                 progress: bool = True, compile_absent: bool = True) -> None:
+        # compile_absent=False models absent processors without generating their code (NPU offload
+        # decisions still come from BYOC partitioning): minutes saved when only latencies are wanted.
+        self.compile_absent = compile_absent
         self.soc = soc
         self.options = options
         self.repeats = repeats
@@ -163,11 +166,14 @@ class Profiler:
         activations = {b.digest: peak_activation_bytes(b) for b in blocks}
         pairs = [(b, p) for b in blocks for p in self.soc.processors]
         for block, proc in tqdm(pairs, desc="profile", disable=not self.progress):
-            compiled = backend_for(proc).compile(block, proc, self.options)
-            if backend_for(proc).present(proc):
+            backend = backend_for(proc)
+            if backend.present(proc):
+                compiled = backend.compile(block, proc, self.options)
                 measured.append(self._measure(block, proc, compiled, activations[block.digest]))
+            elif self.compile_absent:
+                pending.append((block, proc, backend.compile(block, proc, self.options)))
             else:
-                pending.append((block, proc, compiled))
+                pending.append((block, proc, plan_only(block, proc)))
         modelled = self._model(pending, measured, blocks, activations)
         return Profile(
             soc=self.soc.name,

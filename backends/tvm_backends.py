@@ -193,9 +193,12 @@ class NPUBackend:
     def present(self, processor: ProcessorSpec) -> bool:
         return False
 
+    def offload_plan(self, block: BlockSpec, processor: ProcessorSpec) -> OffloadPlan:
+        """Which operators of ``block`` the NPU takes (BYOC partitioning only, no code generation)."""
+        return partition(import_block(block), processor.name, processor.ops or (), processor.dtypes, block.dtype)[1]
+
     def compile(self, block: BlockSpec, processor: ProcessorSpec, options: CompileOptions) -> CompiledBlock:
-        ops = processor.ops or ()
-        _, plan = partition(import_block(block), processor.name, ops, processor.dtypes, block.dtype)
+        plan = self.offload_plan(block, processor)
         key, record = _cached(block, processor, "untuned")
         entry = options.cache.get(key)
         hit = entry is not None
@@ -261,6 +264,14 @@ def backend_for(processor: ProcessorSpec) -> Backend:
         return BACKENDS[processor.kind]()  # type: ignore[no-any-return]
     except KeyError:
         raise ValueError(f"no backend for processor kind {processor.kind!r}; known: {sorted(BACKENDS)}") from None
+
+
+def plan_only(block: BlockSpec, processor: ProcessorSpec) -> CompiledBlock:
+    """What the cost model needs of an absent processor without generating code: NPU offload decisions."""
+    offload = NPUBackend().offload_plan(block, processor) if processor.kind == "npu" else None
+    return CompiledBlock(block=block.name, digest=block.digest, processor=processor.name,
+                         target=canonical_target(processor.target), artifact=None, artifact_format="none",
+                         runnable=False, cache_hit=False, compile_s=0.0, tuning_state="not compiled", offload=offload)
 
 
 def runner_for(block: BlockSpec, processor: ProcessorSpec, compiled: CompiledBlock) -> Runner:

@@ -149,17 +149,22 @@ def block_spec(pool: Pool, block: Block) -> BlockSpec:
 
 
 def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = True, repeats: int = 20,
-                 tune_trials: int = 0) -> Profile:
-    """Profile every unique block of ``pool`` on every processor of ``spec``; cached per (SoC, pool, tuning)."""
+                 tune_trials: int = 0, compile_absent: bool = False) -> Profile:
+    """Profile every unique block of ``pool`` on every processor of ``spec``; cached per (SoC, pool, tuning).
+
+    Present processors are measured; absent ones are modelled, by default without generating their
+    code (``compile_absent`` cross-compiles them too, which takes minutes per model).
+    """
     blocks = {b.digest: b for b in pool.blocks()}
-    path = pool.root / "profiles" / f"{spec.name}-{_key(repr(spec), sorted(blocks), repeats, tune_trials)}.json"
+    key = _key(repr(spec), sorted(blocks), repeats, tune_trials)
+    path = pool.root / "profiles" / f"{spec.name}-{key}.json"
     if path.is_file():
         return Profile.load(path)
     specs = [block_spec(pool, b) for b in blocks.values()]
     tuning_db = cache_dir / "tuning" if tune_trials else None
     options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), tuning_db=tuning_db,
                              tune_trials=tune_trials, cross_link=False)
-    profile = Profiler(spec, options, repeats=repeats, progress=progress).profile(
+    profile = Profiler(spec, options, repeats=repeats, progress=progress, compile_absent=compile_absent).profile(
         specs, {d: pool.path(d) for d in blocks})
     profile.save(path)
     return profile
