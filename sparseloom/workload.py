@@ -246,7 +246,7 @@ class Trace(Schema):
 
 
 Arrival = Annotated[
-    Union[Periodic, Poisson, Bursty, Trace], Field(discriminator="process")
+    Periodic | Poisson | Bursty | Trace, Field(discriminator="process")
 ]
 
 
@@ -410,8 +410,7 @@ def _problem(err: Any, located: Located) -> Problem:
     file, line = located.where(path)
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Input should be "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
+        msg = msg.removeprefix(prefix)
     if kind == "missing":
         return Problem(
             format_path(path), "this key (it is required)", "nothing", file, line

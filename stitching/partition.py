@@ -52,7 +52,7 @@ class BlockModule(nn.Module):
         return xs[0] if len(xs) == 1 else xs
 
     def unit_specs(self) -> list[dict[str, Any]]:
-        return [{"kind": u.kind, "config": u.config} for u in self.units]  # type: ignore[union-attr]
+        return [{"kind": u.kind, "config": u.config} for u in self.units]
 
     @classmethod
     def rebuild(cls, unit_specs: Sequence[dict[str, Any]], state: dict[str, torch.Tensor]) -> BlockModule:
@@ -186,7 +186,7 @@ def measure(block: BlockModule, inputs: tuple[torch.Tensor, ...]) -> tuple[Block
     for name, layer in block.named_modules():
         if name and isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             layer_flops = sum(counts.get(f"BlockModule.{name}", {}).values())
-            w = layer.weight.detach()  # type: ignore[union-attr]
+            w = layer.weight.detach()
             saved += layer_flops * float((w == 0).sum()) / w.numel()
     state = block.state_dict()
     weights = [t for t in state.values() if t.is_floating_point() or t.dtype == torch.int8]
@@ -197,7 +197,7 @@ def measure(block: BlockModule, inputs: tuple[torch.Tensor, ...]) -> tuple[Block
             inputs=tuple(TensorSpec.of(t) for t in inputs),
             outputs=tuple(TensorSpec.of(t) for t in outputs),
             flops=total,
-            effective_flops=int(round(total - saved)),
+            effective_flops=round(total - saved),
             param_bytes=sum(t.numel() * t.element_size() for t in state.values()),
             activation_bytes=sum(t.numel() * t.element_size() for t in outputs),
             nonzero_fraction=nonzero / numel if numel else 1.0,

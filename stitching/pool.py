@@ -29,7 +29,14 @@ from tqdm import tqdm
 
 from stitching import zoo
 from stitching.atomic import write_bytes, write_safetensors
-from stitching.partition import BlockModule, TensorSpec, check_chain, cut_model, measure, split
+from stitching.partition import (
+    BlockModule,
+    TensorSpec,
+    check_chain,
+    cut_model,
+    measure,
+    split,
+)
 from stitching.prune import Recipe, prune_block
 
 FORMAT = "sparseloom-pool/1"

@@ -28,7 +28,7 @@ State = dict[str, torch.Tensor]
 def keep_indices(scores: torch.Tensor, level: float) -> torch.Tensor:
     """Indices (ascending) of the ``1 - level`` fraction with the largest scores; at least one."""
     n = scores.numel()
-    keep = max(1, int(round(n * (1.0 - level))))
+    keep = max(1, round(n * (1.0 - level)))
     return torch.sort(torch.topk(scores, keep).indices).values
 
 

@@ -16,7 +16,7 @@ from stitching.prune import Recipe, parse_recipe
 DEFAULT_VARIANTS = "structured-0.3,structured-0.5,structured-0.7,unstructured-0.5,unstructured-0.9,2:4,int8"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("pool", help="build, list and verify pools of blocks")
     psub = p.add_subparsers(dest="pool_command", metavar="SUBCOMMAND", parser_class=type(p))
     psub.required = True

@@ -12,7 +12,7 @@ from stitching import zoo
 from stitching.stitch import StitchReport, stitch
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser(
         "stitch",
         help="list a model's stitched variants with accuracy and Pareto membership",

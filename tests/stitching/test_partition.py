@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from stitching import zoo
-from stitching.partition import BaseModel, balanced_cut, boundary_cut, check_chain, cut_model, split
+from stitching.partition import (
+    BaseModel,
+    balanced_cut,
+    boundary_cut,
+    check_chain,
+    cut_model,
+    split,
+)
 from stitching.pool import Pool
 from stitching.zoo import minilm
 

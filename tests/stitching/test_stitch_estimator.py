@@ -120,7 +120,7 @@ def test_pareto_front_and_mixed_variants_that_beat_the_originals() -> None:
         _sv(0.93, 75, ("dense", "s")),  # between the originals: a new trade-off
         _sv(0.70, 80, ("s", "dense")),  # dominated by ("s","s")
     ]
-    cost = lambda v: float(v.effective_flops)  # noqa: E731
+    cost = lambda v: float(v.effective_flops)
     assert sorted(pareto_front(items, cost)) == [0, 1, 2]
     assert beats_originals(items, cost) == [2]
 
