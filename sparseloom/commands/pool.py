@@ -78,14 +78,20 @@ def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
     requests: list[ModelRequest] = []
     problems: list[Problem] = []
     for i, spec in enumerate(workload.models):
-        if spec.zoo is None:
-            problems.append(
-                Problem(f"models[{i}].module", "a zoo model ('zoo:'); pools of user modules are not supported yet", spec.module or "", source)
+        try:
+            requests.append(
+                ModelRequest(
+                    spec.name,
+                    spec.zoo,
+                    spec.partition.blocks,
+                    spec.partition.boundaries,
+                    _recipes(spec),
+                    factory=spec.module,
+                    input_shape=spec.input_shape,
+                )
             )
-            continue
-        requests.append(
-            ModelRequest(spec.name, spec.zoo, spec.partition.blocks, spec.partition.boundaries, _recipes(spec))
-        )
+        except ValueError as err:
+            problems.append(Problem(f"models[{i}]", "a model that can be pooled", str(err), source))
     if problems:
         raise InputError(problems)
     if not requests:

@@ -69,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
         info = pool.model_info(args.model)
         if not 0 < args.budget <= 1:
             raise ValueError(f"--budget must be in (0, 1], got {args.budget}")
-        base = zoo.load(info["zoo"], args.cache)
-        evaluator = zoo.evaluator(info["zoo"], base, args.cache, args.eval_limit)
+        evaluator = None
+        if info["zoo"] is not None and info["accuracy_known"]:
+            base = zoo.load(info["zoo"], args.cache)
+            evaluator = zoo.evaluator(info["zoo"], base, args.cache, args.eval_limit)
         report = stitch(pool, args.model, evaluator, args.measure_all, args.budget, progress=not args.no_progress)
     except ValueError as err:
         raise stitching_error(err, "--model" if "model" in str(err) else "stitch", "a pooled model that can be stitched") from None
