@@ -342,8 +342,12 @@ def beats_originals(items: Sequence[StitchedVariant], cost: Callable[[StitchedVa
     ]
 
 
+# Cost axes of the Pareto fronts. "flops" counts only non-zero weights (what a
+# sparse kernel does); "dense_flops" what dense execution does; "bytes" the
+# stored parameter bytes. Latency fronts come later, from profiles.
 COSTS: dict[str, Callable[[StitchedVariant], float]] = {
     "flops": lambda v: float(v.effective_flops),
+    "dense_flops": lambda v: float(v.flops),
     "bytes": lambda v: float(v.bytes),
 }
 

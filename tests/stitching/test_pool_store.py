@@ -119,3 +119,13 @@ def test_a_pool_refuses_a_different_partition_under_the_same_name(digits_pool: P
     build_pool(root, [ModelRequest("m", "digits_cnn", 2)], cache_dir, progress=False)
     with pytest.raises(ValueError, match="another zoo model or partition"):
         build_pool(root, [ModelRequest("m", "digits_cnn", 4)], cache_dir, progress=False)
+
+
+def test_pool_blocks_export_with_torch_export(digits_pool: Pool) -> None:
+    # The backends compile blocks through torch.export; shrunk and int8 blocks must export too.
+    for variant in ("structured-0.5", "int8"):
+        block = digits_pool.block("digits_cnn", 1, variant)
+        module = digits_pool.load_module(block.digest)
+        x = torch.randn(block.inputs[0].shape)
+        exported = torch.export.export(module, (x,))
+        assert torch.allclose(exported.module()(x), module(x))

@@ -95,7 +95,7 @@ def test_stitch_measures_originals_and_estimates_the_rest(digits_pool: Pool, cac
     dense = next(c for c in originals if c.variants[0] == "dense")
     assert dense.accuracy == pytest.approx(ev.score(digits_base.whole.run(*ev.inputs)))  # type: ignore[attr-defined]
     assert all(0.0 <= (c.accuracy or 0) <= 1.0 for c in report.candidates)
-    assert set(report.fronts) == {"flops", "bytes"} and report.fronts["flops"]
+    assert set(report.fronts) == {"flops", "dense_flops", "bytes"} and report.fronts["flops"]
 
 
 def test_mismatched_interfaces_are_explained_and_excluded(digits_pool: Pool) -> None:
