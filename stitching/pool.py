@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,7 +435,3 @@ def _checkpoint_bytes(root: Path, digests: Sequence[str]) -> int:
             merged[f"blocks.{position}.{name}"] = t
     return len(save(merged))
 
-
-def iter_block_files(root: str | Path) -> Iterator[Path]:
-    """Every block file in a pool directory, referenced or not."""
-    yield from sorted((Path(root) / BLOCKS).glob("*.safetensors"))

@@ -113,7 +113,7 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(path: Path) -> Pool:
+def open_pool(path: Path) -> Pool:
     try:
         return Pool(path)
     except ValueError as err:
@@ -121,7 +121,7 @@ def _open(path: Path) -> Pool:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    pool = _open(args.dir)
+    pool = open_pool(args.dir)
     if args.json:
         print(json.dumps({
             "models": {m: pool.model_info(m) for m in pool.models()},

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sparseloom.commands.pool import _open, stitching_error
+from sparseloom.commands.pool import open_pool, stitching_error
 from stitching import zoo
 from stitching.stitch import StitchReport, stitch
 
@@ -64,7 +64,7 @@ def to_json(report: StitchReport) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    pool = _open(args.dir)
+    pool = open_pool(args.dir)
     try:
         info = pool.model_info(args.model)
         if not 0 < args.budget <= 1:
