@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparseloom.errors import InputError, Problem
-from sparseloom.workload import ModelSpec, load_workload
-from stitching import zoo
-from stitching.pool import ModelRequest, Pool, build_pool, verify
-from stitching.prune import Recipe, parse_recipe
+from sparseloom.workload import ModelSpec, ZooName, load_workload
+
+if TYPE_CHECKING:  # torch loads only when a pool command runs, not for every CLI call
+    from stitching.pool import ModelRequest, Pool
+    from stitching.prune import Recipe
+
+ZOO_NAMES: tuple[str, ...] = typing.get_args(ZooName)
 
 DEFAULT_VARIANTS = "structured-0.3,structured-0.5,structured-0.7,unstructured-0.5,unstructured-0.9,2:4,int8"
 
@@ -26,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         help="partition, prune and store a model's variants",
         description="Build (or resume building) a pool from a workload file's models or one zoo model name.",
     )
-    b.add_argument("source", metavar="WORKLOAD_OR_MODEL", help=f"workload YAML, or a zoo model: {', '.join(zoo.names())}")
+    b.add_argument("source", metavar="WORKLOAD_OR_MODEL", help=f"workload YAML, or a zoo model: {', '.join(ZOO_NAMES)}")
     b.add_argument("--out", required=True, type=Path, metavar="DIR", help="pool directory")
     b.add_argument("--blocks", type=int, default=4, help="blocks per model, for a zoo model name (default 4)")
     b.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"for a zoo model name (default {DEFAULT_VARIANTS})")
@@ -53,6 +58,8 @@ def stitching_error(err: ValueError, path: str, expected: str) -> InputError:
 
 
 def _recipes(spec: ModelSpec) -> tuple[Recipe, ...]:
+    from stitching.prune import Recipe
+
     out: list[Recipe] = []
     for v in spec.variants:
         if v.pattern in ("2:4", "int8"):
@@ -63,8 +70,11 @@ def _recipes(spec: ModelSpec) -> tuple[Recipe, ...]:
 
 
 def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
+    from stitching.pool import ModelRequest
+    from stitching.prune import parse_recipe
+
     source = str(args.source)
-    if source in zoo.names():
+    if source in ZOO_NAMES:
         try:
             recipes = tuple(parse_recipe(n.strip()) for n in args.variants.split(",") if n.strip())
         except ValueError as err:
@@ -72,7 +82,7 @@ def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
         return [ModelRequest(source, source, blocks=args.blocks, recipes=recipes)]
     if not Path(source).is_file():
         raise InputError(
-            [Problem("WORKLOAD_OR_MODEL", f"a workload YAML file or a zoo model ({', '.join(zoo.names())})", repr(source))]
+            [Problem("WORKLOAD_OR_MODEL", f"a workload YAML file or a zoo model ({', '.join(ZOO_NAMES)})", repr(source))]
         )
     workload = load_workload(source)
     requests: list[ModelRequest] = []
@@ -100,6 +110,8 @@ def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from stitching.pool import build_pool
+
     requests = requests_from(args)
     try:
         pool = build_pool(args.out, requests, args.cache, progress=not args.no_progress)
@@ -114,6 +126,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def open_pool(path: Path) -> Pool:
+    from stitching.pool import Pool
+
     try:
         return Pool(path)
     except ValueError as err:
@@ -145,6 +159,8 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from stitching.pool import verify
+
     problems = verify(args.dir)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))

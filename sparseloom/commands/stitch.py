@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparseloom.commands.pool import open_pool, stitching_error
-from stitching import zoo
-from stitching.stitch import StitchReport, stitch
+
+if TYPE_CHECKING:
+    from stitching.stitch import StitchReport
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -64,6 +65,9 @@ def to_json(report: StitchReport) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stitching import zoo
+    from stitching.stitch import stitch
+
     pool = open_pool(args.dir)
     try:
         info = pool.model_info(args.model)
