@@ -26,7 +26,16 @@ from pathlib import Path
 from stitching import zoo
 from stitching.pool import ModelRequest, Pool, build_pool
 from stitching.prune import Recipe
-from stitching.stitch import COSTS, Measurer, StitchedVariant, beats_originals, choices, fit_estimator, measured_mae, pareto_front
+from stitching.stitch import (
+    COSTS,
+    Measurer,
+    StitchedVariant,
+    beats_originals,
+    choices,
+    fit_estimator,
+    measured_mae,
+    pareto_front,
+)
 
 DIGITS = ModelRequest(
     "digits_cnn",
@@ -150,9 +159,10 @@ def main() -> None:
         }
         print(json.dumps({"models": results, "dedup": dedup}, indent=1))
         for r in results:
+            fraction = float(r["measured_fraction"])  # type: ignore[arg-type]
             print(
                 f"{r['model']}: {r['combinations']} stitched variants, estimator ({r['estimator_form']}) measured "
-                f"{r['measured_for_estimator']} ({100 * float(r['measured_fraction']):.1f}%), "
+                f"{r['measured_for_estimator']} ({100 * fraction:.1f}%), "
                 f"MAE {r['mae_points_unmeasured']} points on the rest (terms only: {r['mae_points_terms_only']}); "
                 f"mixed variants beating every original on accuracy/FLOPs: "
                 f"{r['pareto']['flops']['mixed_beating_every_original']}"  # type: ignore[index]

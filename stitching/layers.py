@@ -15,6 +15,9 @@ from torch import nn
 class QuantLinear(nn.Module):
     """Linear layer with int8 weights (symmetric, per output channel)."""
 
+    weight_q: torch.Tensor
+    weight_scale: torch.Tensor
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
         self.in_features = in_features
@@ -32,6 +35,9 @@ class QuantLinear(nn.Module):
 
 class QuantConv(nn.Module):
     """1-d or 2-d convolution with int8 weights (symmetric, per output channel)."""
+
+    weight_q: torch.Tensor
+    weight_scale: torch.Tensor
 
     def __init__(
         self,
@@ -56,8 +62,9 @@ class QuantConv(nn.Module):
         return self.weight_q.float() * scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = F.conv1d if self.dim == 1 else F.conv2d
-        return conv(x, self.dequantized(), self.bias, self.stride, self.padding, 1, self.groups)
+        if self.dim == 1:
+            return F.conv1d(x, self.dequantized(), self.bias, self.stride, self.padding, 1, self.groups)
+        return F.conv2d(x, self.dequantized(), self.bias, self.stride, self.padding, 1, self.groups)
 
 
 WeightLayer = nn.Linear | nn.Conv1d | nn.Conv2d | QuantLinear | QuantConv

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,17 @@ from tqdm import tqdm
 
 from stitching import zoo
 from stitching.atomic import write_bytes, write_safetensors
-from stitching.partition import BlockModule, TensorSpec, check_chain, cut_model, measure, split
+from stitching.partition import (
+    BaseModel,
+    BlockModule,
+    TensorSpec,
+    check_chain,
+    cut_model,
+    measure,
+    split,
+)
 from stitching.prune import Recipe, prune_block
+from stitching.user_model import load_factory_model
 
 FORMAT = "sparseloom-pool/1"
 MANIFEST = "manifest.json"
@@ -48,7 +57,7 @@ class Block:
     """
 
     model: str
-    zoo: str
+    base_model: str
     position: int
     variant: str
     units: tuple[str, ...]
@@ -78,16 +87,36 @@ class Block:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """What to put in the pool for one model: the zoo base model, its partition and its variants.
+    """What to put in the pool for one model: its base model, partition and variants.
 
-    The dense variant is always built (it is the reference for every other).
+    The base model is a zoo name, or a user's ``factory`` ("pkg.mod:fn",
+    whose top-level children run in order) with its ``input_shape``. The
+    dense variant is always built (it is the reference for every other).
     """
 
     name: str
-    zoo: str
+    zoo: str | None
     blocks: int | None = 4
     boundaries: tuple[str, ...] | None = None
     recipes: tuple[Recipe, ...] = ()
+    factory: str | None = None
+    input_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.zoo is None) == (self.factory is None):
+            raise ValueError(f"model {self.name}: give exactly one of a zoo name or a factory")
+        if self.factory is not None and self.input_shape is None:
+            raise ValueError(f"model {self.name}: a factory model needs an input_shape")
+
+    @property
+    def base_model(self) -> str:
+        return self.zoo if self.zoo is not None else f"factory:{self.factory}"
+
+    def load(self, cache_dir: Path | None) -> BaseModel:
+        if self.zoo is not None:
+            return zoo.load(self.zoo, cache_dir)
+        assert self.factory is not None and self.input_shape is not None
+        return load_factory_model(self.name, self.factory, self.input_shape)
 
     def variants(self) -> tuple[Recipe, ...]:
         out = [Recipe("dense")]
@@ -169,7 +198,7 @@ class Pool:
         return list(self._manifest.models)
 
     def model_info(self, model: str) -> dict[str, Any]:
-        """Zoo name, partition (unit ranges and names), variants, checkpoint bytes, chain check of ``model``."""
+        """Zoo name or factory, partition (unit ranges and names), variants, checkpoint bytes, chain check of ``model``."""
         if model not in self._manifest.models:
             raise ValueError(f"model {model!r} is not in the pool {self.root}; it holds: {', '.join(self.models()) or 'nothing'}")
         return dict(self._manifest.models[model])
@@ -299,12 +328,12 @@ def _build_model(
     bar: Any,
     on_block: Callable[[Block], None] | None,
 ) -> None:
-    base = zoo.load(request.zoo, cache_dir)
+    base = request.load(cache_dir)
     cut = cut_model(base, request.blocks, request.boundaries)
     dense = split(base, cut)
     info = manifest.models.get(request.name)
     ranges = [list(r) for r in cut.ranges]
-    if info is not None and (info["zoo"] != request.zoo or info["cut"] != ranges):
+    if info is not None and (info["base_model"] != request.base_model or info["cut"] != ranges):
         raise ValueError(
             f"the pool already holds a model {request.name!r} with another zoo model or partition; "
             "use another name or another pool directory"
@@ -313,7 +342,9 @@ def _build_model(
     if info is None:
         info = {
             "zoo": request.zoo,
-            "accuracy_known": zoo.entry(request.zoo).accuracy_known,
+            "factory": request.factory,
+            "base_model": request.base_model,
+            "accuracy_known": request.zoo is not None and zoo.entry(request.zoo).accuracy_known,
             "cut": ranges,
             "unit_names": [list(base.unit_names[a:b]) for a, b in cut.ranges],
             "variants": [],
@@ -379,7 +410,7 @@ def _store_block(
         manifest.files[dig] = {"bytes": (root / BLOCKS / f"{dig}.safetensors").stat().st_size, "units": specs}
     return Block(
         model=request.name,
-        zoo=request.zoo,
+        base_model=request.base_model,
         position=position,
         variant=recipe.name,
         units=unit_names[unit_range[0] : unit_range[1]],
@@ -404,7 +435,3 @@ def _checkpoint_bytes(root: Path, digests: Sequence[str]) -> int:
             merged[f"blocks.{position}.{name}"] = t
     return len(save(merged))
 
-
-def iter_block_files(root: str | Path) -> Iterator[Path]:
-    """Every block file in a pool directory, referenced or not."""
-    yield from sorted((Path(root) / BLOCKS).glob("*.safetensors"))

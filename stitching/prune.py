@@ -85,7 +85,7 @@ def _matrix(w: torch.Tensor) -> torch.Tensor:
 
 def unstructured_mask(w: torch.Tensor, level: float) -> torch.Tensor:
     flat = w.abs().reshape(-1)
-    drop = int(round(level * flat.numel()))
+    drop = round(level * flat.numel())
     mask = torch.ones_like(flat, dtype=torch.bool)
     if drop:
         mask[torch.topk(flat, drop, largest=False).indices] = False
@@ -111,7 +111,7 @@ def block_mask(w: torch.Tensor, level: float, size: int) -> torch.Tensor:
     padded = torch.zeros(tr * size, tc * size, dtype=mat.dtype)
     padded[:rows, :cols] = mat.abs()
     scores = padded.reshape(tr, size, tc, size).pow(2).sum(dim=(1, 3)).reshape(-1)
-    drop = int(round(level * scores.numel()))
+    drop = round(level * scores.numel())
     keep = torch.ones_like(scores, dtype=torch.bool)
     if drop:
         keep[torch.topk(scores, drop, largest=False).indices] = False
@@ -134,20 +134,24 @@ def _masked(block: BlockModule, recipe: Recipe) -> BlockModule:
     return new
 
 
+def _units(block: BlockModule) -> list[Unit]:
+    return [u for u in block.units if isinstance(u, Unit)]
+
+
 def _structured(block: BlockModule, recipe: Recipe) -> BlockModule:
     units: list[Unit] = []
-    for unit in block.units:
-        shrunk = unit.structured(recipe.level)  # type: ignore[operator]
-        units.append(shrunk if shrunk is not None else copy.deepcopy(unit))  # type: ignore[arg-type]
+    for unit in _units(block):
+        shrunk = unit.structured(recipe.level)
+        units.append(shrunk if shrunk is not None else copy.deepcopy(unit))
     return BlockModule(units).eval()
 
 
 def _int8(block: BlockModule) -> BlockModule:
     units: list[Unit] = []
-    for unit in block.units:
-        config = dict(unit.config)  # type: ignore[union-attr]
+    for unit in _units(block):
+        config = dict(unit.config)
         if "int8" not in config:  # a unit without weight layers (pooling, embeddings)
-            units.append(copy.deepcopy(unit))  # type: ignore[arg-type]
+            units.append(copy.deepcopy(unit))
             continue
         if config["int8"]:
             raise ValueError("this block is already int8")
@@ -159,7 +163,7 @@ def _int8(block: BlockModule) -> BlockModule:
                 state[f"{owner}.weight_q"], state[f"{owner}.weight_scale"] = quantize_weight(value)
             else:
                 state[key] = value.clone()
-        new = build_unit(unit.kind, {**config, "int8": True})  # type: ignore[arg-type]
+        new = build_unit(unit.kind, {**config, "int8": True})
         new.load_state_dict(state, strict=True)
         units.append(new)
     return BlockModule(units).eval()

@@ -100,7 +100,7 @@ def enumerate_stitched(pool: Pool, model: str) -> tuple[list[tuple[Block, ...]],
     chains = [
         combo
         for combo in itertools.product(*per_position)
-        if not any((x.digest, y.digest) in bad for x, y in zip(combo, combo[1:]))
+        if not any((x.digest, y.digest) in bad for x, y in itertools.pairwise(combo))
     ]
     return chains, mismatches
 
@@ -274,13 +274,14 @@ def fit_estimator(
             continue
         seen.add(key)
         samples.append(([b.variant for b in combo], measurer.measure(key)))
+    forms: tuple[Literal["additive", "multiplicative"], ...] = ("additive", "multiplicative")
     best: tuple[float, Literal["additive", "multiplicative"]] = (float("inf"), "additive")
-    for form in ("additive", "multiplicative"):
-        trial = Estimator(model, form, base, floor, terms, 0)  # type: ignore[arg-type]
+    for form in forms:
+        trial = Estimator(model, form, base, floor, terms, 0)
         errors = [abs(trial.estimate(names) - acc) for names, acc in samples]
         mae = sum(errors) / len(errors) if errors else 0.0
         if mae < best[0]:
-            best = (mae, form)  # type: ignore[assignment]
+            best = (mae, form)
     partial = Estimator(model, best[1], base, floor, terms, 0)
     ranked = sorted(
         (
@@ -341,8 +342,12 @@ def beats_originals(items: Sequence[StitchedVariant], cost: Callable[[StitchedVa
     ]
 
 
+# Cost axes of the Pareto fronts. "flops" counts only non-zero weights (what a
+# sparse kernel does); "dense_flops" what dense execution does; "bytes" the
+# stored parameter bytes. Latency fronts come later, from profiles.
 COSTS: dict[str, Callable[[StitchedVariant], float]] = {
     "flops": lambda v: float(v.effective_flops),
+    "dense_flops": lambda v: float(v.flops),
     "bytes": lambda v: float(v.bytes),
 }
 

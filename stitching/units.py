@@ -12,14 +12,16 @@ output shapes (:meth:`Unit.structured`).
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stitching.layers import conv, linear
+from stitching.layers import QuantConv, QuantLinear, conv, linear
 
 Tensors = tuple[torch.Tensor, ...]
 State = dict[str, torch.Tensor]
@@ -28,7 +30,7 @@ State = dict[str, torch.Tensor]
 def keep_indices(scores: torch.Tensor, level: float) -> torch.Tensor:
     """Indices (ascending) of the ``1 - level`` fraction with the largest scores; at least one."""
     n = scores.numel()
-    keep = max(1, int(round(n * (1.0 - level))))
+    keep = max(1, round(n * (1.0 - level)))
     return torch.sort(torch.topk(scores, keep).indices).values
 
 
@@ -396,6 +398,59 @@ class FeatureProjection(Unit):
         return (self.out_norm(h + F.gelu(pos).transpose(1, 2)),)
 
 
+def import_factory(path: str) -> Callable[[], nn.Module]:
+    module_name, _, attr = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import model factory {path!r}: {err}") from None
+    if not callable(factory):
+        raise ValueError(f"model factory {path!r} is not callable")  # noqa: TRY004 - bad user input
+    return factory
+
+
+def _int8_layers(module: nn.Module) -> nn.Module:
+    """``module`` with every float Linear/Conv swapped for its int8-weight twin (same shapes)."""
+    for name, layer in list(module.named_modules()):
+        if isinstance(layer, nn.Linear):
+            new: nn.Module = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None)
+        elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            k, s, p = layer.kernel_size, layer.stride, layer.padding
+            if len(set(k)) != 1 or len(set(s)) != 1 or not isinstance(p, tuple) or len(set(p)) != 1 or set(layer.dilation) != {1}:
+                raise ValueError(f"int8 supports square, undilated convolutions only; {name} is not")
+            dim = 1 if isinstance(layer, nn.Conv1d) else 2
+            new = QuantConv(dim, layer.in_channels, layer.out_channels, k[0], s[0], p[0], layer.groups, layer.bias is not None)
+        else:
+            continue
+        if not name:
+            return new
+        parent, _, leaf = name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, leaf, new)
+    return module
+
+
+class TorchChild(Unit):
+    """One top-level child of a user's model, rebuilt by calling the model's factory."""
+
+    kind = "torch_child"
+
+    def __init__(self, factory: str, child: str, int8: bool = False) -> None:
+        super().__init__(factory=factory, child=child, int8=int8)
+        self.inner = import_factory(factory)().get_submodule(child)
+        if int8:
+            self.inner = _int8_layers(self.inner)
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        out = self.inner(*xs)
+        return out if isinstance(out, tuple) else (out,)
+
+    def structured(self, level: float) -> Unit | None:
+        raise ValueError(
+            f"structured pruning needs to know a block's inner dimensions; {self.config['factory']} is a user model. "
+            "Use unstructured, 2:4, block or int8, or a zoo model"
+        )
+
+
 UNIT_KINDS: dict[str, type[Unit]] = {
     cls.kind: cls
     for cls in (
@@ -410,6 +465,7 @@ UNIT_KINDS: dict[str, type[Unit]] = {
         PatchEmbed,
         AudioFeatures,
         FeatureProjection,
+        TorchChild,
     )
 }
 

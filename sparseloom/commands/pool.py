@@ -5,18 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparseloom.errors import InputError, Problem
-from sparseloom.workload import ModelSpec, load_workload
-from stitching import zoo
-from stitching.pool import ModelRequest, Pool, build_pool, verify
-from stitching.prune import Recipe, parse_recipe
+from sparseloom.workload import ModelSpec, ZooName, load_workload
+
+if TYPE_CHECKING:  # torch loads only when a pool command runs, not for every CLI call
+    from stitching.pool import ModelRequest, Pool
+    from stitching.prune import Recipe
+
+ZOO_NAMES: tuple[str, ...] = typing.get_args(ZooName)
 
 DEFAULT_VARIANTS = "structured-0.3,structured-0.5,structured-0.7,unstructured-0.5,unstructured-0.9,2:4,int8"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("pool", help="build, list and verify pools of blocks")
     psub = p.add_subparsers(dest="pool_command", metavar="SUBCOMMAND", parser_class=type(p))
     psub.required = True
@@ -26,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="partition, prune and store a model's variants",
         description="Build (or resume building) a pool from a workload file's models or one zoo model name.",
     )
-    b.add_argument("source", metavar="WORKLOAD_OR_MODEL", help=f"workload YAML, or a zoo model: {', '.join(zoo.names())}")
+    b.add_argument("source", metavar="WORKLOAD_OR_MODEL", help=f"workload YAML, or a zoo model: {', '.join(ZOO_NAMES)}")
     b.add_argument("--out", required=True, type=Path, metavar="DIR", help="pool directory")
     b.add_argument("--blocks", type=int, default=4, help="blocks per model, for a zoo model name (default 4)")
     b.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"for a zoo model name (default {DEFAULT_VARIANTS})")
@@ -53,6 +58,8 @@ def stitching_error(err: ValueError, path: str, expected: str) -> InputError:
 
 
 def _recipes(spec: ModelSpec) -> tuple[Recipe, ...]:
+    from stitching.prune import Recipe
+
     out: list[Recipe] = []
     for v in spec.variants:
         if v.pattern in ("2:4", "int8"):
@@ -63,8 +70,11 @@ def _recipes(spec: ModelSpec) -> tuple[Recipe, ...]:
 
 
 def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
+    from stitching.pool import ModelRequest
+    from stitching.prune import parse_recipe
+
     source = str(args.source)
-    if source in zoo.names():
+    if source in ZOO_NAMES:
         try:
             recipes = tuple(parse_recipe(n.strip()) for n in args.variants.split(",") if n.strip())
         except ValueError as err:
@@ -72,20 +82,26 @@ def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
         return [ModelRequest(source, source, blocks=args.blocks, recipes=recipes)]
     if not Path(source).is_file():
         raise InputError(
-            [Problem("WORKLOAD_OR_MODEL", f"a workload YAML file or a zoo model ({', '.join(zoo.names())})", repr(source))]
+            [Problem("WORKLOAD_OR_MODEL", f"a workload YAML file or a zoo model ({', '.join(ZOO_NAMES)})", repr(source))]
         )
     workload = load_workload(source)
     requests: list[ModelRequest] = []
     problems: list[Problem] = []
     for i, spec in enumerate(workload.models):
-        if spec.zoo is None:
-            problems.append(
-                Problem(f"models[{i}].module", "a zoo model ('zoo:'); pools of user modules are not supported yet", spec.module or "", source)
+        try:
+            requests.append(
+                ModelRequest(
+                    spec.name,
+                    spec.zoo,
+                    spec.partition.blocks,
+                    spec.partition.boundaries,
+                    _recipes(spec),
+                    factory=spec.module,
+                    input_shape=spec.input_shape,
+                )
             )
-            continue
-        requests.append(
-            ModelRequest(spec.name, spec.zoo, spec.partition.blocks, spec.partition.boundaries, _recipes(spec))
-        )
+        except ValueError as err:
+            problems.append(Problem(f"models[{i}]", "a model that can be pooled", str(err), source))
     if problems:
         raise InputError(problems)
     if not requests:
@@ -94,6 +110,8 @@ def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from stitching.pool import build_pool
+
     requests = requests_from(args)
     try:
         pool = build_pool(args.out, requests, args.cache, progress=not args.no_progress)
@@ -107,7 +125,9 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(path: Path) -> Pool:
+def open_pool(path: Path) -> Pool:
+    from stitching.pool import Pool
+
     try:
         return Pool(path)
     except ValueError as err:
@@ -115,7 +135,7 @@ def _open(path: Path) -> Pool:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    pool = _open(args.dir)
+    pool = open_pool(args.dir)
     if args.json:
         print(json.dumps({
             "models": {m: pool.model_info(m) for m in pool.models()},
@@ -139,6 +159,8 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from stitching.pool import verify
+
     problems = verify(args.dir)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))

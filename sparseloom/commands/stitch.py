@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sparseloom.commands.pool import _open, stitching_error
-from stitching import zoo
-from stitching.stitch import StitchReport, stitch
+from sparseloom.commands.pool import open_pool, stitching_error
+
+if TYPE_CHECKING:
+    from stitching.stitch import StitchReport
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser(
         "stitch",
         help="list a model's stitched variants with accuracy and Pareto membership",
@@ -64,13 +65,18 @@ def to_json(report: StitchReport) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    pool = _open(args.dir)
+    from stitching import zoo
+    from stitching.stitch import stitch
+
+    pool = open_pool(args.dir)
     try:
         info = pool.model_info(args.model)
         if not 0 < args.budget <= 1:
             raise ValueError(f"--budget must be in (0, 1], got {args.budget}")
-        base = zoo.load(info["zoo"], args.cache)
-        evaluator = zoo.evaluator(info["zoo"], base, args.cache, args.eval_limit)
+        evaluator = None
+        if info["zoo"] is not None and info["accuracy_known"]:
+            base = zoo.load(info["zoo"], args.cache)
+            evaluator = zoo.evaluator(info["zoo"], base, args.cache, args.eval_limit)
         report = stitch(pool, args.model, evaluator, args.measure_all, args.budget, progress=not args.no_progress)
     except ValueError as err:
         raise stitching_error(err, "--model" if "model" in str(err) else "stitch", "a pooled model that can be stitched") from None

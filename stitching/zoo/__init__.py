@@ -18,7 +18,7 @@ from stitching.partition import BaseModel
 from stitching.zoo import digits, minilm, profiling
 from stitching.zoo.evaluate import Evaluator
 
-__all__ = ["Evaluator", "ZooModel", "default_cache_dir", "entry", "names", "load", "evaluator"]
+__all__ = ["Evaluator", "ZooModel", "default_cache_dir", "entry", "evaluator", "load", "names"]
 
 
 @dataclass(frozen=True)

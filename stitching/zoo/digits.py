@@ -64,7 +64,7 @@ def _epochs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), 64):
             idx = order[i : i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])  # type: ignore[arg-type]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

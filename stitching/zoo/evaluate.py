@@ -32,7 +32,7 @@ class Evaluator:
         return 1.0 / (int(self.reference.max()) + 1) if self.metric == "top1" else 0.0
 
     def score(self, outputs: tuple[torch.Tensor, ...]) -> float:
-        out = outputs[0]
+        out = outputs[0].detach()
         if self.metric == "top1":
             return float((out.argmax(dim=1) == self.reference).float().mean())
         return float(F.cosine_similarity(out, self.reference, dim=1).mean())

@@ -84,7 +84,7 @@ def _map_weights(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def build(cache_dir: Path) -> BaseModel:  # noqa: ARG001 - weights come from the package, nothing to cache
+def build(cache_dir: Path) -> BaseModel:
     units: list[tuple[str, Unit]] = [("embeddings", BertEmbeddings(30522, 384, 512, 2, 1e-12))]
     units += [(f"layer{i}", TransformerLayer(384, 12, 32, 1536, masked=True, eps=1e-12)) for i in range(LAYERS)]
     units.append(("pool", MeanPool()))
@@ -94,7 +94,7 @@ def build(cache_dir: Path) -> BaseModel:  # noqa: ARG001 - weights come from the
     return base
 
 
-def evaluator(cache_dir: Path, base: BaseModel, limit: int | None) -> Evaluator:  # noqa: ARG001
+def evaluator(cache_dir: Path, base: BaseModel, limit: int | None) -> Evaluator:
     texts = sentences(limit)
     inputs = encode(texts)
     with torch.no_grad():

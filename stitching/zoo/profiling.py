@@ -33,7 +33,7 @@ VIT_S_DOC = "ViT-S/16 shapes (12 layers, hidden 384, 6 heads), random weights, 1
 WAV2VEC2_DOC = "Wav2Vec2-base shapes (conv feature encoder + 12 layers, hidden 768), random weights, 1 s of 16 kHz audio"
 
 
-def resnet50(cache_dir: Path) -> BaseModel:  # noqa: ARG001 - random weights, nothing cached
+def resnet50(cache_dir: Path) -> BaseModel:
     """ResNet-50: 3x112x112 input (reduced from 224x224), 1000 classes."""
     torch.manual_seed(SEED)
     units: list[tuple[str, Unit]] = [("stem", ConvStem(3, 64))]
@@ -47,7 +47,7 @@ def resnet50(cache_dir: Path) -> BaseModel:  # noqa: ARG001 - random weights, no
     return BaseModel("resnet50", units, (torch.randn(1, 3, 112, 112),))
 
 
-def bert_base(cache_dir: Path) -> BaseModel:  # noqa: ARG001
+def bert_base(cache_dir: Path) -> BaseModel:
     """BERT-base encoder + pooler: 64 tokens (reduced from 128/512)."""
     torch.manual_seed(SEED)
     units: list[tuple[str, Unit]] = [("embeddings", BertEmbeddings(30522, 768, 512))]
@@ -58,7 +58,7 @@ def bert_base(cache_dir: Path) -> BaseModel:  # noqa: ARG001
     return BaseModel("bert_base", units, (ids, torch.ones(1, 64, dtype=torch.int64)))
 
 
-def vit_s(cache_dir: Path) -> BaseModel:  # noqa: ARG001
+def vit_s(cache_dir: Path) -> BaseModel:
     """ViT-S/16: 3x112x112 input = 7x7 patches (reduced from 224x224), 1000 classes."""
     torch.manual_seed(SEED)
     units: list[tuple[str, Unit]] = [("patch_embed", PatchEmbed(3, 384, 16, 49))]
@@ -67,7 +67,7 @@ def vit_s(cache_dir: Path) -> BaseModel:  # noqa: ARG001
     return BaseModel("vit_s", units, (torch.randn(1, 3, 112, 112),))
 
 
-def wav2vec2_base(cache_dir: Path) -> BaseModel:  # noqa: ARG001
+def wav2vec2_base(cache_dir: Path) -> BaseModel:
     """Wav2Vec2-base: 16000 samples (1 s at 16 kHz) -> 49 frames of 768."""
     torch.manual_seed(SEED)
     units: list[tuple[str, Unit]] = [

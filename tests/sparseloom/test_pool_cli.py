@@ -93,6 +93,6 @@ def test_build_from_a_workload_file(built: tuple[Path, Path], tmp_path: Path, ca
     data = json.loads(capsys.readouterr().out)
     assert data["models"]["digits"]["variants"] == ["dense", "unstructured-0.5", "2:4"]
     assert data["models"]["digits"]["unit_names"] == [["conv1", "conv2"], ["conv3", "head"]]
-    wl.write_text("models:\n  - name: mine\n    module: 'pkg.mod:make'\n    input_shape: [1, 3]\n")
+    wl.write_text("models:\n  - name: mine\n    module: 'no_such_pkg.mod:make'\n    input_shape: [1, 3]\n")
     assert main(["pool", "build", str(wl), "--out", str(out)]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    assert "cannot import model factory 'no_such_pkg.mod:make'" in capsys.readouterr().err

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from stitching import zoo
-from stitching.partition import BaseModel, balanced_cut, boundary_cut, check_chain, cut_model, split
+from stitching.partition import (
+    BaseModel,
+    balanced_cut,
+    boundary_cut,
+    check_chain,
+    cut_model,
+    split,
+)
 from stitching.pool import Pool
 from stitching.zoo import minilm
 
@@ -70,3 +77,13 @@ def test_profiling_models_have_no_accuracy() -> None:
     for name in ("resnet50", "bert_base", "vit_s", "wav2vec2_base"):
         assert zoo.entry(name).accuracy_known is False
         assert zoo.entry(name).make_evaluator is None
+
+
+def test_a_profiling_model_cuts_into_chaining_blocks(cache_dir: Path) -> None:
+    base = zoo.load("vit_s", cache_dir)
+    assert base.example_inputs[0].shape == (1, 3, 112, 112)
+    cut = cut_model(base, blocks=4)
+    flops = base.unit_flops()
+    sizes = [sum(flops[a:b]) for a, b in cut.ranges]
+    assert max(sizes) <= 1.5 * sum(flops) / 4  # balanced
+    assert check_chain(base, split(base, cut), atol=1e-4) < 1e-4

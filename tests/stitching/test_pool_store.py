@@ -119,3 +119,55 @@ def test_a_pool_refuses_a_different_partition_under_the_same_name(digits_pool: P
     build_pool(root, [ModelRequest("m", "digits_cnn", 2)], cache_dir, progress=False)
     with pytest.raises(ValueError, match="another zoo model or partition"):
         build_pool(root, [ModelRequest("m", "digits_cnn", 4)], cache_dir, progress=False)
+
+
+def test_pool_blocks_export_with_torch_export(digits_pool: Pool) -> None:
+    # The backends compile blocks through torch.export; shrunk and int8 blocks must export too.
+    for variant in ("structured-0.5", "int8"):
+        block = digits_pool.block("digits_cnn", 1, variant)
+        module = digits_pool.load_module(block.digest)
+        x = torch.randn(block.inputs[0].shape)
+        exported = torch.export.export(module, (x,))
+        assert torch.allclose(exported.module()(x), module(x))
+
+
+_KILLED_BUILD = """
+import sys, time
+from pathlib import Path
+from stitching.pool import ModelRequest, build_pool
+from stitching.prune import Recipe
+request = ModelRequest("digits_cnn", "digits_cnn", 4, None, (Recipe("structured", 0.5), Recipe("unstructured", 0.9), Recipe("int8")))
+build_pool(Path(sys.argv[1]), [request], Path(sys.argv[2]), progress=False, on_block=lambda b: time.sleep(0.2))
+"""
+
+
+def test_a_killed_build_process_resumes(digits_pool: Pool, cache_dir: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import stitching
+
+    root = tmp_path / "p"
+    env = {**os.environ, "PYTHONPATH": str(Path(stitching.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_BUILD, str(root), str(cache_dir)], env=env)
+    deadline = time.monotonic() + 60
+    recorded = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            recorded = len(json.loads((root / "manifest.json").read_text())["blocks"])
+        except (OSError, ValueError):
+            recorded = 0
+        if recorded >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= recorded < 16, "the build was not killed midway"
+    assert verify(root) == []
+    pool = build_pool(root, [ModelRequest("digits_cnn", "digits_cnn", 4, None, SMALL_RECIPES)], cache_dir, progress=False)
+    assert verify(root) == [] and len(pool.blocks()) == 16
+    assert {b.digest for b in pool.blocks()} == {b.digest for b in digits_pool.blocks()}
