@@ -35,10 +35,11 @@ def tuning_state(tuning_db: Path | None) -> str:
     """``untuned``, or a hash of the tuning records the compile would apply."""
     if tuning_db is None:
         return "untuned"
-    records = tuning_db / "database_tuning_record.json"
-    if not records.exists():
-        return "tuned:empty"
-    return "tuned:" + hashlib.sha256(records.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for name in ("database_tuning_record.json", "schedule_choices.json"):
+        path = tuning_db / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return "tuned:" + digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,11 @@ def apply_cpu_schedules(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> t
     return mod
 
 
+def schedule_with_rules(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
+    """The schedule these rules give one kernel (None when no rule fits)."""
+    return _first_schedule(func, target, _vector_lanes(target), dlight.cpu.Reduction())
+
+
 def _first_schedule(
     func: tirx.PrimFunc, target: tvm.target.Target, lanes: int, fallback: dlight.ScheduleRule
 ) -> s_tir.Schedule | None:
