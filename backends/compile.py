@@ -127,6 +127,11 @@ def workload_key(func: tvm.tirx.PrimFunc) -> str:
     return str(tvm_ffi.structural_hash(_workload(func)))
 
 
+def has_records(tuning_db: Path) -> bool:
+    records = tuning_db / "database_tuning_record.json"
+    return records.exists() and records.stat().st_size > 0
+
+
 def read_choices(tuning_db: Path) -> dict[str, dict[str, object]]:
     path = tuning_db / CHOICES_FILE
     return dict(json.loads(path.read_text())) if path.exists() else {}
@@ -137,6 +142,8 @@ def apply_tuned_schedules(tuning_db: Path, target: tvm.target.Target) -> tvm.tra
 
     @tvm.transform.module_pass(opt_level=0, name="SparseLoomApplyTuned")
     def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        if not has_records(tuning_db):
+            return mod
         database = ms.database.JSONDatabase(work_dir=str(tuning_db))
         choices = read_choices(tuning_db)
         updated = {}
@@ -173,6 +180,8 @@ def choose_schedules(mod: tvm.IRModule, target: tvm.target.Target, tuning_db: Pa
     MetaSchedule with a small trial budget can lose to the hand-written
     rules; the choice is measured once per kernel shape and reused.
     """
+    if not has_records(tuning_db):
+        return {}
     with target:
         legal = tvm.transform.Sequential(_legalize(target))(mod)
     database = ms.database.JSONDatabase(work_dir=str(tuning_db))
