@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import tvm
 import tvm_ffi
-from tvm import relax
-from tvm.s_tir import meta_schedule as ms
+from tvm import relax, te, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.relax.frontend.torch import from_exported_program
+from tvm.s_tir import meta_schedule as ms
 
 from backends.block import BlockSpec
 from backends.cache import write_json_atomic
@@ -43,8 +43,31 @@ def import_block(block: BlockSpec) -> tvm.IRModule:
         return from_exported_program(program, keep_params_as_input=False)
 
 
+def _fast_gelu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    def te_gelu(x: te.Tensor) -> te.Tensor:
+        erf = topi.fast_erf(x * tvm.tirx.const(0.5**0.5, x.dtype))
+        return x * (tvm.tirx.const(0.5, x.dtype) + erf * tvm.tirx.const(0.5, x.dtype))
+
+    return bb.call_te(te_gelu, call.args[0], primfunc_name_hint="gelu")
+
+
+def _fast_softmax(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    return bb.call_te(topi.nn.fast_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
+
+
+# fp32 erf and exp lower to scalar libm calls that block vectorisation; TOPI's
+# polynomial approximations (max error ~1e-6 relative) vectorise. Used on llvm targets.
+FAST_MATH_LEGALIZE = {"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_softmax}
+
+
 def _legalize(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    return list(cpu_pipeline.library_dispatch_passes(target)) + list(cpu_pipeline.legalize_passes(target))
+    return list(cpu_pipeline.library_dispatch_passes(target)) + [
+        relax.transform.LegalizeOps(customize_legalize_map=FAST_MATH_LEGALIZE),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
 
 
 def relax_pipeline(target: tvm.target.Target, tuning_db: Path | None = None) -> tvm.transform.Pass:

@@ -29,9 +29,16 @@ from tqdm import tqdm
 
 from backends.base import CompiledBlock, CompileOptions
 from backends.block import BlockSpec
-from backends.costmodel import CostSample, Efficiency, calibrate, offload_ms, roofline_ms, transfer_ms
-from backends.profile import LoadCost, Profile, ProfileEntry, TransferCost
+from backends.costmodel import (
+    CostSample,
+    Efficiency,
+    calibrate,
+    offload_ms,
+    roofline_ms,
+    transfer_ms,
+)
 from backends.processor import ProcessorSpec, SoCSpec, host_cpu
+from backends.profile import LoadCost, Profile, ProfileEntry, TransferCost
 from backends.tvm_backends import backend_for, runner_for
 
 

@@ -28,7 +28,7 @@ from backends.link import zig_available, zig_linker, zig_triple
 from backends.npu import OffloadPlan, partition
 from backends.processor import ProcessorSpec
 
-PIPELINE_VERSION = "sparseloom-cpu-rules-1"
+PIPELINE_VERSION = "sparseloom-cpu-rules-2"
 
 
 def input_signature(block: BlockSpec) -> str:
@@ -260,7 +260,7 @@ def backend_for(processor: ProcessorSpec) -> Backend:
     if processor.executor == "torch":
         return TorchBackend()
     try:
-        return BACKENDS[processor.kind]()  # type: ignore[no-any-return]
+        return BACKENDS[processor.kind]()
     except KeyError:
         raise ValueError(f"no backend for processor kind {processor.kind!r}; known: {sorted(BACKENDS)}") from None
 

@@ -28,16 +28,28 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from backends_blocks import benchmark_blocks  # noqa: E402
+from backends_blocks import benchmark_blocks
 
-from backends.base import CompileOptions, Runner  # noqa: E402
-from backends.block import BlockSpec, make_block  # noqa: E402
-from backends.cache import CompileCache, tuning_state  # noqa: E402
-from backends.compile import choose_schedules, import_block, make_target, read_choices, tune  # noqa: E402
-from backends.costmodel import CostSample, Step, calibrate, leave_one_out, roofline_ms, stitched_latency_ms  # noqa: E402
-from backends.processor import ProcessorSpec, host_cpu  # noqa: E402
-from backends.profiler import measure_copy_ms, sample_of, time_ms  # noqa: E402
-from backends.tvm_backends import backend_for, runner_for  # noqa: E402
+from backends.base import CompileOptions, Runner
+from backends.block import BlockSpec, make_block
+from backends.cache import CompileCache, tuning_state
+from backends.compile import (
+    choose_schedules,
+    import_block,
+    make_target,
+    read_choices,
+    tune,
+)
+from backends.costmodel import (
+    Step,
+    calibrate,
+    leave_one_out,
+    roofline_ms,
+    stitched_latency_ms,
+)
+from backends.processor import ProcessorSpec, host_cpu
+from backends.profiler import measure_copy_ms, sample_of, time_ms
+from backends.tvm_backends import backend_for, runner_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +62,7 @@ def interleaved_ms(runners: dict[str, tuple[Runner, tuple[torch.Tensor, ...]]], 
             run(*inputs)
     for _ in range(rounds):
         for name, (run, inputs) in runners.items():
-            samples[name].append(time_ms(lambda: run(*inputs), repeats=per_round, warmup=1).median_ms)
+            samples[name].append(time_ms(lambda r=run, x=inputs: r(*x), repeats=per_round, warmup=1).median_ms)
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
@@ -118,7 +130,7 @@ def main() -> None:
         print(f"{block.name:24s} {lat['torch']:8.3f} {lat['untuned']:8.3f} {lat['tuned']:8.3f} "
               f"{row['untuned_ratio']:9.2f} {row['tuned_ratio']:9.2f} {compile_s:9.2f} {tune_s:7.1f}")
     rows = report["blocks"]  # type: ignore[assignment]
-    geo = lambda key: float(np.exp(np.mean([np.log(r[key]) for r in rows])))  # noqa: E731
+    geo = lambda key: float(np.exp(np.mean([np.log(r[key]) for r in rows])))
     print(f"geomean ratio: untuned {geo('untuned_ratio'):.2f}x, tuned {geo('tuned_ratio'):.2f}x torch "
           f"(targets: untuned <= 3x, tuned <= 1.0x)")
     choices = read_choices(args.tuning_db) if args.tuning_db.exists() else {}
@@ -174,11 +186,11 @@ def stitched_validation(blocks: list[BlockSpec], host: ProcessorSpec, eager: Pro
                     if out_bytes not in copy_ms:
                         copy_ms[out_bytes] = measure_copy_ms(out_bytes)
                     steps.append(Step(solo[(name, pname)], procs[pname].name, out_bytes))
-                transfers = {(a.processor, b.processor): copy_ms[a.output_bytes] for a, b in zip(steps, steps[1:])}
+                transfers = {(a.processor, b.processor): copy_ms[a.output_bytes] for a, b in itertools.pairwise(steps)}
                 estimate = stitched_latency_ms(steps, measured_transfer_ms=transfers)
                 first_inputs = by_name[names[0]].example_inputs
                 chain = [runners[(n, p)] for n, p in zip(names, placement)]
-                hand_over = [a != b for a, b in zip(placement, placement[1:])] + [False]
+                hand_over = [a != b for a, b in itertools.pairwise(placement)] + [False]
 
                 def run_chain(chain: list[Runner] = chain, moves: list[bool] = hand_over,
                               x: tuple[torch.Tensor, ...] = first_inputs) -> tuple[torch.Tensor, ...]:

@@ -16,10 +16,17 @@ from tvm.s_tir import meta_schedule as ms
 from backends.base import CompileOptions
 from backends.block import make_block
 from backends.cache import CompileCache, tuning_state
-from backends.compile import _legalize, choose_schedules, import_block, make_target, read_choices, tune, tuning_tasks
+from backends.compile import (
+    _legalize,
+    choose_schedules,
+    import_block,
+    make_target,
+    read_choices,
+    tune,
+    tuning_tasks,
+)
 from backends.processor import host_cpu
 from backends.tvm_backends import backend_for, runner_for
-
 
 
 def _store_record(mod: tvm.IRModule, target: tvm.target.Target, db: Path) -> None:
@@ -31,7 +38,7 @@ def _store_record(mod: tvm.IRModule, target: tvm.target.Target, db: Path) -> Non
         workload = database.commit_workload(task.dispatched[0])
         sch = tvm.s_tir.Schedule(task.dispatched[0])
         block = sch.get_sblock("matmul")
-        i, j, k = sch.get_loops(block)
+        i, j, _k = sch.get_loops(block)
         sch.parallel(i)
         sch.vectorize(sch.split(j, [None, 4])[1])
         record = ms.database.TuningRecord(sch.trace, workload, [1e-6], target,
