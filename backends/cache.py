@@ -19,6 +19,8 @@ from typing import Any
 
 import tvm
 
+from backends.atomic import write_json_atomic
+
 
 def canonical_target(target: dict[str, str | int]) -> str:
     """The target dict as sorted JSON, so equal targets give equal keys."""
@@ -89,16 +91,3 @@ class CompileCache:
         full = dict(record, artifact=artifact.name)
         write_json_atomic(self._record_path(key), full)
         return CacheEntry(key=key, artifact=artifact, record=full)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -23,8 +23,8 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.relax.frontend.torch import from_exported_program
 from tvm.s_tir import meta_schedule as ms
 
+from backends.atomic import write_json_atomic
 from backends.block import BlockSpec
-from backends.cache import write_json_atomic
 from backends.cpu_schedule import apply_cpu_schedules, schedule_with_rules
 
 CHOICES_FILE = "schedule_choices.json"
@@ -100,12 +100,14 @@ def tune(
     tuning_db: Path,
     total_trials: int,
     max_trials_per_task: int | None = None,
+    timeout_s: float = 300.0,
 ) -> list[str]:
     """MetaSchedule-tune the kernels of ``mod`` that ``tuning_db`` lacks; return their names.
 
     The JSON database keys records by each kernel's structural hash, so a
     kernel already tuned (in an earlier run, or for another block of the same
-    shape) is reused and not tuned again.
+    shape) is reused and not tuned again. ``timeout_s`` bounds each candidate's
+    build and run; MetaSchedule's 30 s default fails every build on a busy machine.
     """
     tuning_db.mkdir(parents=True, exist_ok=True)
     with target:
@@ -130,6 +132,8 @@ def tune(
         max_trials_per_task=per_task,
         num_trials_per_iter=min(64, per_task),
         database=database,
+        builder=ms.builder.LocalBuilder(timeout_sec=int(timeout_s)),
+        runner=ms.runner.LocalRunner(timeout_sec=int(timeout_s)),
     )
     return [task.task_name for task in missing]
 

@@ -19,12 +19,15 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import least_squares
 
-from backends.npu import OffloadPlan
 from backends.processor import ProcessorSpec, TransferSpec
+
+if TYPE_CHECKING:  # the NPU partitioner imports TVM; the cost model itself must not
+    from backends.npu import OffloadPlan
 
 MASKED_PATTERNS = ("unstructured", "2:4", "block")
 

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
-from backends.base import CompiledBlock, CompileOptions
+from backends.base import CompiledBlock, CompileOptions, Runner
 from backends.block import BlockSpec
 from backends.costmodel import (
     CostSample,
@@ -133,6 +133,23 @@ def measure_copy_ms(nbytes: int, repeats: int = 30) -> float:
     return time_ms(lambda: dst.copy_(src), repeats=repeats, warmup=3).median_ms
 
 
+def measure_handoff_ms(first: Runner, second: Runner, inputs: tuple[torch.Tensor, ...],
+                       repeats: int = 30, rounds: int = 5) -> float:
+    """Extra time of running ``first`` then ``second`` (a hand-over between two host processors)
+    over running each alone, measured on a probe block in interleaved rounds; at least 0."""
+    mid = first(*inputs)
+
+    def both() -> None:
+        second(*tuple(o.clone() for o in first(*inputs)))
+
+    extra = []
+    for _ in range(rounds):
+        pair = time_ms(both, repeats, 3).median_ms
+        alone = time_ms(lambda: first(*inputs), repeats, 3).median_ms + time_ms(lambda: second(*mid), repeats, 3).median_ms
+        extra.append(pair - alone)
+    return max(0.0, float(np.median(extra)))
+
+
 def host_device() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -146,9 +163,11 @@ def host_device() -> str:
     return f"{cpu} ({platform.machine()})"
 
 
-def sample_of(block: BlockSpec) -> CostSample:
-    return CostSample(flops=block.flops, weight_bytes=block.weight_bytes,
-                      activation_bytes=block.input_bytes + block.output_bytes(),
+def sample_of(block: BlockSpec, activation_bytes: int | None = None) -> CostSample:
+    """Cost-model inputs of a block; activation traffic is its peak live activation memory
+    (intermediates such as attention scores dominate, not just inputs and outputs)."""
+    act = peak_activation_bytes(block) if activation_bytes is None else activation_bytes
+    return CostSample(flops=block.flops, weight_bytes=block.weight_bytes, activation_bytes=act,
                       pattern=block.pattern, level=block.level, dtype=block.dtype)
 
 
@@ -205,7 +224,7 @@ class Profiler:
         out = []
         cpu = next((p for p in self.soc.processors if p.kind == "cpu"), None)
         for block, proc, compiled in pending:
-            sample = sample_of(block)
+            sample = sample_of(block, activations[block.digest])
             if compiled.offload is not None and cpu is not None:
                 latency = offload_ms(compiled.offload, proc, cpu, self.soc.transfer, block.dtype, eff, eff)
                 how = f"roofline, BYOC offload {compiled.offload.offloaded_flop_fraction:.0%} of FLOPs"
@@ -228,7 +247,7 @@ class Profiler:
             return Efficiency()
         proc = self.soc.processor(tvm_measured[0].processor)
         samples = [
-            CostSample(**{**sample_of(by_digest[e.digest]).__dict__, "latency_ms": e.latency_ms})
+            CostSample(**{**sample_of(by_digest[e.digest], e.activation_bytes).__dict__, "latency_ms": e.latency_ms})
             for e in tvm_measured if e.processor == proc.name
         ]
         host = proc if proc.kind == "cpu" else host_cpu()

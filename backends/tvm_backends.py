@@ -28,7 +28,7 @@ from backends.link import zig_available, zig_linker, zig_triple
 from backends.npu import OffloadPlan, partition
 from backends.processor import ProcessorSpec
 
-PIPELINE_VERSION = "sparseloom-cpu-rules-2"
+PIPELINE_VERSION = "sparseloom-cpu-rules-3"
 
 
 def input_signature(block: BlockSpec) -> str:
