@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
 from backends.base import CompiledBlock, CompileOptions, Runner
-from backends.block import BlockSpec
+from backends.block import BlockSpec, make_block
 from backends.costmodel import (
     CostSample,
     Efficiency,
@@ -255,21 +255,33 @@ class Profiler:
 
     def _transfers(self, blocks: Sequence[BlockSpec]) -> list[TransferCost]:
         out = []
-        names = [p.name for p in self.soc.processors]
         sizes = sorted({b.output_bytes() for b in blocks})
-        host_names = [p.name for p in self.soc.processors if backend_for(p).present(p)]
+        present = [p for p in self.soc.processors if backend_for(p).present(p)]
+        handoff = self._host_handoffs(present)
         for nbytes in sizes:
-            for src in names:
-                for dst in names:
-                    if src == dst:
+            for src in self.soc.processors:
+                for dst in self.soc.processors:
+                    if src.name == dst.name:
                         continue
-                    if src in host_names and dst in host_names:
-                        out.append(TransferCost(src, dst, nbytes, measure_copy_ms(nbytes), "measured", host_device()))
+                    if (src.name, dst.name) in handoff:
+                        latency = handoff[(src.name, dst.name)] + measure_copy_ms(nbytes)
+                        out.append(TransferCost(src.name, dst.name, nbytes, latency, "measured",
+                                                f"{host_device()}: probe hand-over + copy"))
                     else:
-                        out.append(TransferCost(src, dst, nbytes, transfer_ms(self.soc.transfer, nbytes), "modelled",
-                                                f"SoC transfer {self.soc.transfer.latency_us} us + bytes/"
+                        out.append(TransferCost(src.name, dst.name, nbytes, transfer_ms(self.soc.transfer, nbytes),
+                                                "modelled", f"SoC transfer {self.soc.transfer.latency_us} us + bytes/"
                                                 f"{self.soc.transfer.bandwidth_gbps} GB/s"))
         return out
+
+    def _host_handoffs(self, present: list[ProcessorSpec]) -> dict[tuple[str, str], float]:
+        """Hand-over cost between processors present here, measured on a small probe block."""
+        if len(present) < 2:
+            return {}
+        torch.manual_seed(0)
+        probe = make_block("handoff-probe", torch.nn.Conv2d(32, 32, 1), (torch.randn(1, 32, 4, 4),))
+        runs = {p.name: runner_for(probe, p, backend_for(p).compile(probe, p, self.options)) for p in present}
+        return {(a.name, b.name): measure_handoff_ms(runs[a.name], runs[b.name], probe.example_inputs, repeats=20, rounds=3)
+                for a in present for b in present if a.name != b.name}
 
     def _loads(self, blocks: Sequence[BlockSpec], weight_files: Mapping[str, Path]) -> list[LoadCost]:
         out = []
