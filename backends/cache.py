@@ -19,6 +19,8 @@ from typing import Any
 
 import tvm
 
+from backends.atomic import write_json_atomic
+
 
 def canonical_target(target: dict[str, str | int]) -> str:
     """The target dict as sorted JSON, so equal targets give equal keys."""
@@ -35,10 +37,11 @@ def tuning_state(tuning_db: Path | None) -> str:
     """``untuned``, or a hash of the tuning records the compile would apply."""
     if tuning_db is None:
         return "untuned"
-    records = tuning_db / "database_tuning_record.json"
-    if not records.exists():
-        return "tuned:empty"
-    return "tuned:" + hashlib.sha256(records.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for name in ("database_tuning_record.json", "schedule_choices.json"):
+        path = tuning_db / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return "tuned:" + digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -88,16 +91,3 @@ class CompileCache:
         full = dict(record, artifact=artifact.name)
         write_json_atomic(self._record_path(key), full)
         return CacheEntry(key=key, artifact=artifact, record=full)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -9,19 +9,25 @@ default pipeline for their kind, which applies dlight GPU schedules.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import tvm
-from tvm import relax
-from tvm.s_tir import meta_schedule as ms
+import tvm_ffi
+from tvm import relax, te, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.relax.frontend.torch import from_exported_program
+from tvm.s_tir import meta_schedule as ms
 
+from backends.atomic import write_json_atomic
 from backends.block import BlockSpec
-from backends.cpu_schedule import apply_cpu_schedules
+from backends.cpu_schedule import apply_cpu_schedules, schedule_with_rules
+
+CHOICES_FILE = "schedule_choices.json"
 
 
 def make_target(target: dict[str, str | int]) -> tvm.target.Target:
@@ -37,8 +43,31 @@ def import_block(block: BlockSpec) -> tvm.IRModule:
         return from_exported_program(program, keep_params_as_input=False)
 
 
+def _fast_gelu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    def te_gelu(x: te.Tensor) -> te.Tensor:
+        erf = topi.fast_erf(x * tvm.tirx.const(0.5**0.5, x.dtype))
+        return x * (tvm.tirx.const(0.5, x.dtype) + erf * tvm.tirx.const(0.5, x.dtype))
+
+    return bb.call_te(te_gelu, call.args[0], primfunc_name_hint="gelu")
+
+
+def _fast_softmax(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    return bb.call_te(topi.nn.fast_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
+
+
+# fp32 erf and exp lower to scalar libm calls that block vectorisation; TOPI's
+# polynomial approximations (max error ~1e-6 relative) vectorise. Used on llvm targets.
+FAST_MATH_LEGALIZE = {"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_softmax}
+
+
 def _legalize(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    return list(cpu_pipeline.library_dispatch_passes(target)) + list(cpu_pipeline.legalize_passes(target))
+    return list(cpu_pipeline.library_dispatch_passes(target)) + [
+        relax.transform.LegalizeOps(customize_legalize_map=FAST_MATH_LEGALIZE),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
 
 
 def relax_pipeline(target: tvm.target.Target, tuning_db: Path | None = None) -> tvm.transform.Pass:
@@ -50,7 +79,7 @@ def relax_pipeline(target: tvm.target.Target, tuning_db: Path | None = None) -> 
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         passes = _legalize(target)
         if tuning_db is not None:
-            passes.append(relax.transform.MetaScheduleApplyDatabase(str(tuning_db)))
+            passes.append(apply_tuned_schedules(tuning_db, target))
         passes.append(apply_cpu_schedules)
         passes += list(cpu_pipeline.dataflow_lower_passes(target))
         passes += list(cpu_pipeline.finalize_passes(target))
@@ -71,12 +100,14 @@ def tune(
     tuning_db: Path,
     total_trials: int,
     max_trials_per_task: int | None = None,
+    timeout_s: float = 300.0,
 ) -> list[str]:
     """MetaSchedule-tune the kernels of ``mod`` that ``tuning_db`` lacks; return their names.
 
     The JSON database keys records by each kernel's structural hash, so a
     kernel already tuned (in an earlier run, or for another block of the same
-    shape) is reused and not tuned again.
+    shape) is reused and not tuned again. ``timeout_s`` bounds each candidate's
+    build and run; MetaSchedule's 30 s default fails every build on a busy machine.
     """
     tuning_db.mkdir(parents=True, exist_ok=True)
     with target:
@@ -101,6 +132,8 @@ def tune(
         max_trials_per_task=per_task,
         num_trials_per_iter=min(64, per_task),
         database=database,
+        builder=ms.builder.LocalBuilder(timeout_sec=int(timeout_s)),
+        runner=ms.runner.LocalRunner(timeout_sec=int(timeout_s)),
     )
     return [task.task_name for task in missing]
 
@@ -110,3 +143,90 @@ def tuning_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list[str]:
     with target:
         legal = tvm.transform.Sequential(_legalize(target))(mod)
     return sorted(gv.name_hint for gv, f in legal.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def _workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
+    # The form MetaSchedule's task extraction commits to the database.
+    return tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+
+
+def workload_key(func: tvm.tirx.PrimFunc) -> str:
+    return str(tvm_ffi.structural_hash(_workload(func)))
+
+
+def has_records(tuning_db: Path) -> bool:
+    records = tuning_db / "database_tuning_record.json"
+    return records.exists() and records.stat().st_size > 0
+
+
+def read_choices(tuning_db: Path) -> dict[str, dict[str, object]]:
+    path = tuning_db / CHOICES_FILE
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def apply_tuned_schedules(tuning_db: Path, target: tvm.target.Target) -> tvm.transform.Pass:
+    """Schedule kernels from the MetaSchedule database, except where the rules were measured faster."""
+
+    @tvm.transform.module_pass(opt_level=0, name="SparseLoomApplyTuned")
+    def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        if not has_records(tuning_db):
+            return mod
+        database = ms.database.JSONDatabase(work_dir=str(tuning_db))
+        choices = read_choices(tuning_db)
+        updated = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tvm.tirx.PrimFunc):
+                continue
+            if choices.get(workload_key(func), {}).get("choice") == "rules":
+                continue
+            sch = database.query_schedule(_workload(func), target, workload_name="main")
+            if sch is not None:
+                updated[gvar] = sch.mod["main"].without_attr("global_symbol").with_attr("tirx.is_scheduled", True)
+        for gvar, func in updated.items():
+            mod[gvar] = func
+        return mod
+
+    return _apply
+
+
+def _time_kernel_us(func: tvm.tirx.PrimFunc, target: tvm.target.Target, repeats: int) -> float:
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    args = []
+    for info in ms.arg_info.ArgInfo.from_prim_func(func):
+        shape = [int(d) for d in info.shape]
+        args.append(tvm.runtime.tensor(rng.standard_normal(shape).astype(str(info.dtype)), dev))
+    timer = lib.mod.time_evaluator("main", dev, number=max(1, repeats // 5), repeat=5, min_repeat_ms=20)
+    return float(np.median(timer(*args).results)) * 1e6
+
+
+def choose_schedules(mod: tvm.IRModule, target: tvm.target.Target, tuning_db: Path, repeats: int = 20) -> dict[str, dict[str, object]]:
+    """Time each tuned kernel against SparseLoom's rule schedule; remember the faster in the database folder.
+
+    MetaSchedule with a small trial budget can lose to the hand-written
+    rules; the choice is measured once per kernel shape and reused.
+    """
+    if not has_records(tuning_db):
+        return {}
+    with target:
+        legal = tvm.transform.Sequential(_legalize(target))(mod)
+    database = ms.database.JSONDatabase(work_dir=str(tuning_db))
+    choices = read_choices(tuning_db)
+    for gvar, func in legal.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        key = workload_key(func)
+        if key in choices:
+            continue
+        tuned = database.query_schedule(_workload(func), target, workload_name="main")
+        ruled = schedule_with_rules(func, target)
+        if tuned is None or ruled is None:
+            continue
+        tuned_us = _time_kernel_us(tuned.mod["main"], target, repeats)
+        rules_us = _time_kernel_us(ruled.mod["main"], target, repeats)
+        choices[key] = {"kernel": gvar.name_hint,
+                        "choice": "database" if tuned_us < rules_us else "rules",
+                        "tuned_us": tuned_us, "rules_us": rules_us}
+    write_json_atomic(tuning_db / CHOICES_FILE, choices)
+    return choices

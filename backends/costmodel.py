@@ -15,15 +15,19 @@ overhead are fitted to what is measured on the host (:func:`calibrate`);
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import least_squares
 
-from backends.npu import OffloadPlan
 from backends.processor import ProcessorSpec, TransferSpec
+
+if TYPE_CHECKING:  # the NPU partitioner imports TVM; the cost model itself must not
+    from backends.npu import OffloadPlan
 
 MASKED_PATTERNS = ("unstructured", "2:4", "block")
 
@@ -146,7 +150,7 @@ def stitched_latency_ms(steps: Sequence[Step], transfer: TransferSpec | None = N
     ``measured_transfer_ms`` (keyed by (src, dst)) overrides the SoC's transfer model where given.
     """
     total = sum(s.latency_ms for s in steps)
-    for prev, nxt in zip(steps, steps[1:]):
+    for prev, nxt in itertools.pairwise(steps):
         if prev.processor == nxt.processor:
             continue
         key = (prev.processor, nxt.processor)

@@ -24,6 +24,9 @@ from tvm.target.codegen import llvm_get_vector_width
 
 _SPATIAL = 0
 _REDUCE = 2
+# Register tile of a matmul-like kernel: ROW_TILES[0] rows x COL_VECTORS vectors of accumulators.
+COL_VECTORS = 1
+ROW_TILES = (8, 4, 2)
 # What a schedule primitive raises when a kernel does not fit the rule (ScheduleError is a RuntimeError).
 _SCHEDULE_ERRORS = (RuntimeError, ValueError, TypeError)
 
@@ -92,10 +95,10 @@ def schedule_tiled_reduction(func: tirx.PrimFunc, lanes: int) -> s_tir.Schedule 
         return None
     spatial, reduce = list(loops[:n_spatial]), list(loops[n_spatial:])
     write_back = sch.cache_write(red, 0, "local")
-    vec = _largest_divisor(_extent(sch, spatial[-1]), (lanes, 8, 4))
+    vec = _largest_divisor(_extent(sch, spatial[-1]), (lanes * COL_VECTORS, lanes, 8, 4))
     j_outer, j_inner = sch.split(spatial[-1], [None, vec])
     if n_spatial >= 2:
-        rows = _largest_divisor(_extent(sch, spatial[-2]), (4, 2))
+        rows = _largest_divisor(_extent(sch, spatial[-2]), ROW_TILES)
         i_outer, i_inner = sch.split(spatial[-2], [None, rows])
         outer = spatial[:-2] + [i_outer, j_outer]
         inner = [i_inner, j_inner]
@@ -161,6 +164,11 @@ def apply_cpu_schedules(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> t
     for gvar, func in updated.items():
         mod[gvar] = func
     return mod
+
+
+def schedule_with_rules(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
+    """The schedule these rules give one kernel (None when no rule fits)."""
+    return _first_schedule(func, target, _vector_lanes(target), dlight.cpu.Reduction())
 
 
 def _first_schedule(

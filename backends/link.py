@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 # TVM mtriple prefix -> zig target triple
 _ZIG_TRIPLES: dict[str, str] = {
@@ -66,7 +67,7 @@ def read_elf_header(path: Path) -> ElfInfo:
     head = path.read_bytes()[:20]
     if head[:4] != b"\x7fELF":
         raise ValueError(f"{path} is not an ELF file")
-    order = "little" if head[5] == 1 else "big"
+    order: Literal["little", "big"] = "little" if head[5] == 1 else "big"
     return ElfInfo(
         elf_class=head[4],
         e_type=int.from_bytes(head[16:18], order),

@@ -11,6 +11,7 @@ the offloaded part on the NPU and the rest on the CPU.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,7 @@ class OffloadPlan:
     def transitions(self) -> int:
         """Hand-overs between NPU and CPU along the region sequence (each costs a transfer)."""
         flags = [r.offloaded for r in self.regions]
-        return sum(1 for a, b in zip(flags, flags[1:]) if a != b)
+        return sum(1 for a, b in itertools.pairwise(flags) if a != b)
 
 
 def pattern_table(ops: tuple[str, ...], dtypes: tuple[str, ...]) -> list[relax.transform.FusionPattern]:

@@ -122,7 +122,7 @@ def host_cpu(name: str = "host-cpu", executor: Executor = "tvm", threads: int | 
 
 
 def _host_mcpu() -> str:
-    import tvm.target.codegen as codegen
+    from tvm.target import codegen
 
     name = str(codegen.llvm_get_system_cpu())
     return name if name and name != "generic" else "x86-64"

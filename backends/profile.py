@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from backends.cache import write_json_atomic
+from backends.atomic import write_json_atomic
 
 Source = Literal["measured", "modelled"]
 FORMAT_VERSION = 1

@@ -27,11 +27,18 @@ from safetensors.torch import save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
-from backends.base import CompiledBlock, CompileOptions
-from backends.block import BlockSpec
-from backends.costmodel import CostSample, Efficiency, calibrate, offload_ms, roofline_ms, transfer_ms
-from backends.profile import LoadCost, Profile, ProfileEntry, TransferCost
+from backends.base import CompiledBlock, CompileOptions, Runner
+from backends.block import BlockSpec, make_block
+from backends.costmodel import (
+    CostSample,
+    Efficiency,
+    calibrate,
+    offload_ms,
+    roofline_ms,
+    transfer_ms,
+)
 from backends.processor import ProcessorSpec, SoCSpec, host_cpu
+from backends.profile import LoadCost, Profile, ProfileEntry, TransferCost
 from backends.tvm_backends import backend_for, plan_only, runner_for
 
 
@@ -126,6 +133,23 @@ def measure_copy_ms(nbytes: int, repeats: int = 30) -> float:
     return time_ms(lambda: dst.copy_(src), repeats=repeats, warmup=3).median_ms
 
 
+def measure_handoff_ms(first: Runner, second: Runner, inputs: tuple[torch.Tensor, ...],
+                       repeats: int = 30, rounds: int = 5) -> float:
+    """Extra time of running ``first`` then ``second`` (a hand-over between two host processors)
+    over running each alone, measured on a probe block in interleaved rounds; at least 0."""
+    mid = first(*inputs)
+
+    def both() -> None:
+        second(*tuple(o.clone() for o in first(*inputs)))
+
+    extra = []
+    for _ in range(rounds):
+        pair = time_ms(both, repeats, 3).median_ms
+        alone = time_ms(lambda: first(*inputs), repeats, 3).median_ms + time_ms(lambda: second(*mid), repeats, 3).median_ms
+        extra.append(pair - alone)
+    return max(0.0, float(np.median(extra)))
+
+
 def host_device() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -139,9 +163,11 @@ def host_device() -> str:
     return f"{cpu} ({platform.machine()})"
 
 
-def sample_of(block: BlockSpec) -> CostSample:
-    return CostSample(flops=block.flops, weight_bytes=block.weight_bytes,
-                      activation_bytes=block.input_bytes + block.output_bytes(),
+def sample_of(block: BlockSpec, activation_bytes: int | None = None) -> CostSample:
+    """Cost-model inputs of a block; activation traffic is its peak live activation memory
+    (intermediates such as attention scores dominate, not just inputs and outputs)."""
+    act = peak_activation_bytes(block) if activation_bytes is None else activation_bytes
+    return CostSample(flops=block.flops, weight_bytes=block.weight_bytes, activation_bytes=act,
                       pattern=block.pattern, level=block.level, dtype=block.dtype)
 
 
@@ -204,7 +230,7 @@ class Profiler:
         out = []
         cpu = next((p for p in self.soc.processors if p.kind == "cpu"), None)
         for block, proc, compiled in pending:
-            sample = sample_of(block)
+            sample = sample_of(block, activations[block.digest])
             if compiled.offload is not None and cpu is not None:
                 latency = offload_ms(compiled.offload, proc, cpu, self.soc.transfer, block.dtype, eff, eff)
                 how = f"roofline, BYOC offload {compiled.offload.offloaded_flop_fraction:.0%} of FLOPs"
@@ -227,7 +253,7 @@ class Profiler:
             return Efficiency()
         proc = self.soc.processor(tvm_measured[0].processor)
         samples = [
-            CostSample(**{**sample_of(by_digest[e.digest]).__dict__, "latency_ms": e.latency_ms})
+            CostSample(**{**sample_of(by_digest[e.digest], e.activation_bytes).__dict__, "latency_ms": e.latency_ms})
             for e in tvm_measured if e.processor == proc.name
         ]
         host = proc if proc.kind == "cpu" else host_cpu()
@@ -235,21 +261,33 @@ class Profiler:
 
     def _transfers(self, blocks: Sequence[BlockSpec]) -> list[TransferCost]:
         out = []
-        names = [p.name for p in self.soc.processors]
         sizes = sorted({b.output_bytes() for b in blocks})
-        host_names = [p.name for p in self.soc.processors if backend_for(p).present(p)]
+        present = [p for p in self.soc.processors if backend_for(p).present(p)]
+        handoff = self._host_handoffs(present)
         for nbytes in sizes:
-            for src in names:
-                for dst in names:
-                    if src == dst:
+            for src in self.soc.processors:
+                for dst in self.soc.processors:
+                    if src.name == dst.name:
                         continue
-                    if src in host_names and dst in host_names:
-                        out.append(TransferCost(src, dst, nbytes, measure_copy_ms(nbytes), "measured", host_device()))
+                    if (src.name, dst.name) in handoff:
+                        latency = handoff[(src.name, dst.name)] + measure_copy_ms(nbytes)
+                        out.append(TransferCost(src.name, dst.name, nbytes, latency, "measured",
+                                                f"{host_device()}: probe hand-over + copy"))
                     else:
-                        out.append(TransferCost(src, dst, nbytes, transfer_ms(self.soc.transfer, nbytes), "modelled",
-                                                f"SoC transfer {self.soc.transfer.latency_us} us + bytes/"
+                        out.append(TransferCost(src.name, dst.name, nbytes, transfer_ms(self.soc.transfer, nbytes),
+                                                "modelled", f"SoC transfer {self.soc.transfer.latency_us} us + bytes/"
                                                 f"{self.soc.transfer.bandwidth_gbps} GB/s"))
         return out
+
+    def _host_handoffs(self, present: list[ProcessorSpec]) -> dict[tuple[str, str], float]:
+        """Hand-over cost between processors present here, measured on a small probe block."""
+        if len(present) < 2:
+            return {}
+        torch.manual_seed(0)
+        probe = make_block("handoff-probe", torch.nn.Conv2d(32, 32, 1), (torch.randn(1, 32, 4, 4),))
+        runs = {p.name: runner_for(probe, p, backend_for(p).compile(probe, p, self.options)) for p in present}
+        return {(a.name, b.name): measure_handoff_ms(runs[a.name], runs[b.name], probe.example_inputs, repeats=20, rounds=3)
+                for a in present for b in present if a.name != b.name}
 
     def _loads(self, blocks: Sequence[BlockSpec], weight_files: Mapping[str, Path]) -> list[LoadCost]:
         out = []

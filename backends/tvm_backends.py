@@ -23,12 +23,12 @@ from tvm import relax
 from backends.base import Backend, CompiledBlock, CompileOptions, Runner
 from backends.block import BlockSpec
 from backends.cache import CacheEntry, cache_key, canonical_target, tuning_state
-from backends.compile import build, import_block, make_target, tune
+from backends.compile import build, choose_schedules, import_block, make_target, tune
 from backends.link import zig_available, zig_linker, zig_triple
 from backends.npu import OffloadPlan, partition
 from backends.processor import ProcessorSpec
 
-PIPELINE_VERSION = "sparseloom-cpu-rules-1"
+PIPELINE_VERSION = "sparseloom-cpu-rules-3"
 
 
 def input_signature(block: BlockSpec) -> str:
@@ -74,7 +74,9 @@ class CPUBackend:
     def compile(self, block: BlockSpec, processor: ProcessorSpec, options: CompileOptions) -> CompiledBlock:
         target = make_target(processor.target)
         if options.tuning_db is not None and options.tune_trials > 0 and self.present(processor):
-            tune(import_block(block), target, options.tuning_db, options.tune_trials)
+            mod = import_block(block)
+            tune(mod, target, options.tuning_db, options.tune_trials)
+            choose_schedules(mod, target, options.tuning_db)
         state = tuning_state(options.tuning_db)
         linked = "" if self.present(processor) else f":link={options.cross_link}"
         key, record = _cached(block, processor, state, linked)
@@ -261,7 +263,7 @@ def backend_for(processor: ProcessorSpec) -> Backend:
     if processor.executor == "torch":
         return TorchBackend()
     try:
-        return BACKENDS[processor.kind]()  # type: ignore[no-any-return]
+        return BACKENDS[processor.kind]()
     except KeyError:
         raise ValueError(f"no backend for processor kind {processor.kind!r}; known: {sorted(BACKENDS)}") from None
 

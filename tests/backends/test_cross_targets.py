@@ -67,3 +67,10 @@ def test_elf_reader_rejects_non_elf(tmp_path: Path) -> None:
     path.write_bytes(b"not an elf file at all")
     with pytest.raises(ValueError):
         read_elf_header(path)
+
+
+@pytest.mark.parametrize("target", [{"kind": "opencl", "device": "adreno"}, {"kind": "opencl"}])
+def test_opencl_codegen_produces_kernels(cnn_block: BlockSpec, target: dict[str, str | int]) -> None:
+    # Adreno goes through TVM's adreno pipeline (texture-aware dlight rules), plain OpenCL through dlight GPU rules.
+    source = device_source(build(import_block(cnn_block), make_target(target)))
+    assert "__kernel" in source
