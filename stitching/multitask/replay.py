@@ -31,6 +31,7 @@ from stitching.multitask.loading import ActiveWeights, TileCache, evict_page_cac
 from stitching.multitask.manifest import TaskManifest, monolithic_tiles
 from stitching.multitask.preload import TransitionGraph, plan_preload
 from stitching.multitask.setting import Setting
+from stitching.multitask.store import TileStore
 from stitching.multitask.tasks import DRIVING_TASKS, features, head_accuracy, task_labels
 
 METHODS: tuple[str, ...] = ("monolithic", "independent_differential", "aligned_differential", "aligned_preload")
@@ -83,10 +84,11 @@ class _Replayer:
         self.budget = preload_budget_bytes
         family = "independent" if method in ("monolithic", "independent_differential") else "aligned"
         self.manifests: dict[str, TaskManifest] = setting.manifests[family]
+        self.pool = setting.pools[family]
         self.active = ActiveWeights(setting.grids)
         self.cache = TileCache()
         self.graph = TransitionGraph(self.manifests)
-        self.files = setting.packed.files() + list(setting.monolithic.values())
+        self.files = [f for p in setting.pools.values() for f in p.files()] + list(setting.monolithic.values())
         self.accuracy: dict[str, float] = {}
         self.mono_bytes = 0
 
@@ -99,7 +101,7 @@ class _Replayer:
             self.mono_bytes = sum(t.nbytes for t in tiles.values()) + head[0].nbytes + head[1].nbytes
             return len(raw)
         m = self.manifests[task]
-        loaded = self.cache.load(self.s.packed, m.digests())
+        loaded = self.cache.load(self.pool, m.digests())
         self.active.place(m.tiles, self.cache.data, (self.cache.data[m.head[0]], self.cache.data[m.head[1]]))
         return loaded
 
@@ -124,7 +126,7 @@ class _Replayer:
         self.cache.keep_only(keep | plan.digests)
         evict_page_cache(self.files)
         start = time.perf_counter()
-        got = self.cache.load(self.s.packed, plan.digests)
+        got = self.cache.load(self.pool, plan.digests)
         return got, (time.perf_counter() - start) * 1e3
 
     def resident_bytes(self) -> int:
@@ -213,7 +215,8 @@ def run_sequences(
 def compare_layouts(setting: Setting, repeats: int = 3) -> dict[str, Any]:
     """Cold-read each aligned task's full tile set from the packed and the one-file-per-tile pool."""
     result: dict[str, Any] = {}
-    for label, store in (("packed", setting.packed), ("file_per_tile", setting.per_file)):
+    stores: tuple[tuple[str, TileStore], ...] = (("packed", setting.pools["aligned"]), ("file_per_tile", setting.per_file))
+    for label, store in stores:
         files = store.files()
         times: list[float] = []
         for _ in range(repeats):

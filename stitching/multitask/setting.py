@@ -3,7 +3,7 @@
 One call, :func:`build_setting`, composes the steps in order: train (or load) the shared backbone,
 score tiles per task (|w| x |grad|), pick independent masks at each task's sparsity target, align
 them within the accuracy tolerance, make per-task manifests for both mask families, and store
-every tile once in a packed pool, a one-file-per-tile pool (for the layout comparison), and one
+every tile once in a packed pool per mask family, a one-file-per-tile pool (for the layout comparison), and one
 monolithic file per task (the baseline).
 """
 
@@ -56,8 +56,8 @@ class Setting:
     independent_accuracy: dict[str, float]
     alignment: Alignment
     manifests: dict[str, dict[str, TaskManifest]]  # family ("independent" | "aligned") -> task -> manifest
-    packed: PackedTileStore
-    per_file: FileTileStore
+    pools: dict[str, PackedTileStore]  # family -> packed pool laid out for that family's masks
+    per_file: FileTileStore  # every tile, one file each (layout comparison only)
     monolithic: dict[str, Path]
 
 
@@ -92,8 +92,10 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
             manifests[family][t], named = make_manifest(t, w, masks[t], heads[family][t], config.tile_size)
             tensors.update(named)
     every = [m for fam in manifests.values() for m in fam.values()]
-    packed = PackedTileStore(work_dir / "pool")
-    store_in_order(packed, every, tensors)
+    # One pool per mask family, so each method reads from a layout ordered for its own masks.
+    pools = {family: PackedTileStore(work_dir / f"pool_{family}") for family in manifests}
+    for family, pool in pools.items():
+        store_in_order(pool, manifests[family].values(), tensors)
     per_file = FileTileStore(work_dir / "pool_files")
     store_in_order(per_file, every, tensors)
     monolithic = {}
@@ -102,5 +104,5 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
         write_monolithic(monolithic[t], manifests["independent"][t], tensors)
     return Setting(
         config, model, split, grids, dense_acc, independent, {t: indep_eval[t].accuracy for t in tasks},
-        alignment, manifests, packed, per_file, monolithic,
+        alignment, manifests, pools, per_file, monolithic,
     )

@@ -186,38 +186,46 @@ class PackedTileStore:
             self._index[digest] = PackEntry(name, base + begin, end - begin, meta["dtype"], tuple(meta["shape"]))
         write_bytes(self.root / "packs" / name, blob)
 
+    def runs(self, digests: Iterable[str], max_gap_bytes: int = 0) -> list[tuple[str, int, int, list[str]]]:
+        """Byte ranges ``(pack, offset, length, digests)`` that cover ``digests``, adjacent ones merged."""
+        wanted = sorted(set(digests), key=lambda d: (self._index[d].pack, self._index[d].offset))
+        out: list[tuple[str, int, int, list[str]]] = []
+        for digest in wanted:
+            e = self._index[digest]
+            if out and out[-1][0] == e.pack and e.offset - (out[-1][1] + out[-1][2]) <= max_gap_bytes:
+                pack, offset, _, members = out[-1]
+                members.append(digest)
+                out[-1] = (pack, offset, e.offset + e.nbytes - offset, members)
+            else:
+                out.append((e.pack, e.offset, e.nbytes, [digest]))
+        return out
+
     def read(self, digests: Iterable[str], max_gap_bytes: int = 0) -> dict[str, np.ndarray]:
-        """Read tiles with one ``preadv`` per run of adjacent byte ranges in the same pack."""
-        wanted = sorted({d for d in digests}, key=lambda d: (self._index[d].pack, self._index[d].offset))
+        """Read tiles with one ``preadv`` per run of adjacent byte ranges in the same pack.
+
+        All runs are announced with ``POSIX_FADV_WILLNEED`` first, so the kernel has every read in
+        flight at once instead of one readahead window at a time.
+        """
+        runs = self.runs(digests, max_gap_bytes)
+        fds = {pack: os.open(self.root / "packs" / pack, os.O_RDONLY) for pack in {r[0] for r in runs}}
         out: dict[str, np.ndarray] = {}
-        i = 0
-        while i < len(wanted):
-            first = self._index[wanted[i]]
-            run = [wanted[i]]
-            end = first.offset + first.nbytes
-            j = i + 1
-            while j < len(wanted):
-                e = self._index[wanted[j]]
-                if e.pack != first.pack or e.offset - end > max_gap_bytes:
-                    break
-                run.append(wanted[j])
-                end = e.offset + e.nbytes
-                j += 1
-            buf = bytearray(end - first.offset)
-            fd = os.open(self.root / "packs" / first.pack, os.O_RDONLY)
-            try:
-                got = os.preadv(fd, [buf], first.offset)
-            finally:
+        try:
+            for pack, offset, length, _ in runs:
+                os.posix_fadvise(fds[pack], offset, length, os.POSIX_FADV_WILLNEED)
+            for pack, offset, length, members in runs:
+                buf = bytearray(length)
+                got = os.preadv(fds[pack], [buf], offset)
+                if got != length:
+                    raise OSError(f"short read from {pack}: {got} of {length} bytes")
+                for digest in members:
+                    e = self._index[digest]
+                    dtype = _ST_DTYPES[e.dtype]
+                    out[digest] = np.frombuffer(
+                        buf, dtype=dtype, count=e.nbytes // dtype.itemsize, offset=e.offset - offset
+                    ).reshape(e.shape)
+        finally:
+            for fd in fds.values():
                 os.close(fd)
-            if got != len(buf):
-                raise OSError(f"short read from {first.pack}: {got} of {len(buf)} bytes")
-            for digest in run:
-                e = self._index[digest]
-                dtype = _ST_DTYPES[e.dtype]
-                out[digest] = np.frombuffer(
-                    buf, dtype=dtype, count=e.nbytes // dtype.itemsize, offset=e.offset - first.offset
-                ).reshape(e.shape)
-            i = j
         return out
 
     def files(self) -> list[Path]:

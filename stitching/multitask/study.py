@@ -83,7 +83,10 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
         alignment["jaccard"]["independent"],
         alignment["jaccard"]["aligned"],
     )
-    measured = measure_read_bandwidth(setting.packed.files())
+    # Sequential cold reads of every pool and monolithic file: the storage's best-case bandwidth.
+    measured = measure_read_bandwidth(
+        [f for pool in setting.pools.values() for f in pool.files()] + list(setting.monolithic.values())
+    )
     bandwidth = config.bandwidth_gbps or measured.bandwidth_gbps
     budget = (
         int(config.preload_budget_mb * 1e6)
