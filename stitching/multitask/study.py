@@ -30,6 +30,7 @@ class StudyConfig:
     preload_budget_mb: float | None = None  # None: the largest aligned task model
     bandwidth_gbps: float | None = None  # None: measure the pool's cold read bandwidth
     layout_repeats: int = 3
+    replay_repeats: int = 3
 
 
 def _alignment_report(setting: Setting) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
         "preload_budget_mb": budget / 1e6,
         "alignment": alignment,
         "layouts": compare_layouts(setting, config.layout_repeats),
-        "sequences": run_sequences(setting, sequences, bandwidth, budget),
+        "sequences": run_sequences(setting, sequences, bandwidth, budget, config.replay_repeats),
         "config": asdict(config),
     }
     write_json(out_dir / "switch.json", report)

@@ -197,7 +197,7 @@ def masked_weights(
 def fit_head(feats: np.ndarray, y: np.ndarray, n_classes: int, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Re-fit a linear head on frozen features: a ridge classifier (closed form, fast, deterministic)."""
     ridge = RidgeClassifier(alpha=alpha).fit(feats, y)
-    coef = ridge.coef_.astype(np.float32)
+    coef = np.atleast_2d(ridge.coef_).astype(np.float32)
     intercept = np.atleast_1d(ridge.intercept_).astype(np.float32)
     if n_classes == 2 and coef.shape[0] == 1:
         # One score s for class 1; the head [-s, s] picks the same class by argmax.

@@ -18,9 +18,13 @@ SMALL = SettingConfig(hidden=(256, 128), epochs=3, tile_size=32, sparsity={"digi
 
 
 @pytest.fixture(scope="module")
-def setting(tmp_path_factory: pytest.TempPathFactory) -> Setting:
-    root = tmp_path_factory.mktemp("multitask")
-    return build_setting(root / "work", SMALL, cache_dir=root / "cache")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("multitask-cache")
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Setting:
+    return build_setting(tmp_path_factory.mktemp("multitask") / "work", SMALL, cache_dir=cache_dir)
 
 
 def test_tasks_learn_and_masks_respect_targets(setting: Setting) -> None:
@@ -64,9 +68,9 @@ def test_sequences_are_seeded_and_never_repeat_a_task() -> None:
     assert default_sequences(cycles=1)["driving"] == ["digit", "parity", "digit", "ge5", "loops"]
 
 
-def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path) -> None:
-    config = StudyConfig(setting=SMALL, cycles=2, markov_steps=8, layout_repeats=1)
-    report = run_study(tmp_path, config, cache_dir=tmp_path / "cache")
+def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path, cache_dir: Path) -> None:
+    config = StudyConfig(setting=SMALL, cycles=2, markov_steps=8, layout_repeats=1, replay_repeats=1)
+    report = run_study(tmp_path, config, cache_dir=cache_dir)
     written = json.loads((tmp_path / "switch.json").read_text())
     assert written["sequences"].keys() == {"driving", "markov"}
     for seq in written["sequences"].values():
