@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from sparseloom.commands import demo, soc, validate
+from sparseloom.commands import demo, soc, switch, validate
 
 # Each module has ``register(subparsers)``, which adds its parser and sets ``run``.
-COMMANDS: tuple[ModuleType, ...] = (demo, validate, soc)
+COMMANDS: tuple[ModuleType, ...] = (demo, validate, soc, switch)

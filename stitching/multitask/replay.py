@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,17 +43,30 @@ def driving_sequence(cycles: int) -> list[str]:
     return list(DRIVING_CYCLE) * cycles
 
 
-def markov_sequence(names: Sequence[str], steps: int, seed: int, concentration: float = 0.5) -> list[str]:
-    """A random walk on a seeded random transition matrix (Dirichlet rows, no self-transitions)."""
+def markov_sequence(
+    names: Sequence[str],
+    steps: int,
+    seed: int,
+    concentration: float = 0.5,
+    matrix: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[str]:
+    """A random walk with no self-transitions on ``matrix`` (rows: from, columns: to), or, when none
+    is given, on a seeded random matrix with Dirichlet(``concentration``) rows."""
     rng = np.random.default_rng(seed)
     n = len(names)
-    matrix = rng.dirichlet([concentration] * n, size=n)
-    np.fill_diagonal(matrix, 0.0)
-    matrix /= matrix.sum(axis=1, keepdims=True)
+    if matrix is None:
+        probs = rng.dirichlet([concentration] * n, size=n)
+    else:
+        probs = np.array([[float(matrix.get(a, {}).get(b, 0.0)) for b in names] for a in names])
+        probs[probs.sum(axis=1) == 0] = 1.0  # a task with no row: uniform
+    np.fill_diagonal(probs, 0.0)
+    probs[probs.sum(axis=1) == 0] = 1.0
+    np.fill_diagonal(probs, 0.0)
+    matrix_arr = probs / probs.sum(axis=1, keepdims=True)
     state = int(rng.integers(n))
     out = [names[state]]
     for _ in range(steps - 1):
-        state = int(rng.choice(n, p=matrix[state]))
+        state = int(rng.choice(n, p=matrix_arr[state]))
         out.append(names[state])
     return out
 

@@ -31,6 +31,7 @@ class StudyConfig:
     bandwidth_gbps: float | None = None  # None: measure the pool's cold read bandwidth
     layout_repeats: int = 3
     replay_repeats: int = 3
+    sequences: dict[str, list[str]] | None = None  # in model task names; None: driving + random Markov
 
 
 def _alignment_report(setting: Setting) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
         if config.preload_budget_mb is not None
         else max(m.total_bytes() for m in setting.manifests["aligned"].values())
     )
-    sequences = default_sequences(config.cycles, config.markov_steps, config.markov_seed)
+    sequences = config.sequences or default_sequences(config.cycles, config.markov_steps, config.markov_seed)
     report: dict[str, Any] = {
         "host": platform.node(),
         "model": {
