@@ -9,9 +9,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import matplotlib.pyplot as plt
 
-from stitching.multitask.atomic import write_bytes  # noqa: E402
+from stitching.multitask.atomic import write_bytes
 
 
 def plot_jaccard(

@@ -39,7 +39,7 @@ class ActiveWeights:
 
     def __init__(self, layer_grids: Mapping[str, TileGrid], dtype: type = np.float32) -> None:
         self.grids = dict(layer_grids)
-        self.weights = {n: np.zeros(g.shape, dtype=dtype) for n, g in self.grids.items()}
+        self.weights: dict[str, np.ndarray] = {n: np.zeros(g.shape, dtype=dtype) for n, g in self.grids.items()}
         self.placed: dict[TileKey, str] = {}
         self.head: tuple[np.ndarray, np.ndarray] | None = None
 

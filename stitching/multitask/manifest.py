@@ -18,7 +18,7 @@ from safetensors.numpy import save as st_save
 
 from stitching.multitask.atomic import write_bytes
 from stitching.multitask.store import TileStore
-from stitching.multitask.tiles import TileGrid, TileKey, split_tiles, tile_digest
+from stitching.multitask.tiles import TileKey, split_tiles, tile_digest
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,3 @@ def monolithic_tiles(loaded: Mapping[str, np.ndarray]) -> tuple[dict[TileKey, np
             for (row, col), tile in zip(loaded[f"{layer}.index"].tolist(), value, strict=True):
                 tiles[TileKey(layer, int(row), int(col))] = tile
     return tiles, (loaded["head.weight"], loaded["head.bias"])
-
-
-def grid_bytes(layer_grids: Mapping[str, TileGrid], dtype: np.dtype = np.dtype(np.float32)) -> int:
-    return sum(g.shape[0] * g.shape[1] for g in layer_grids.values()) * dtype.itemsize

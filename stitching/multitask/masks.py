@@ -32,7 +32,7 @@ def tile_importance(element_importance: Mapping[str, np.ndarray], layer_grids: M
     out: dict[TileKey, float] = {}
     for name, grid in layer_grids.items():
         imp = element_importance[name]
-        for key in grid.keys():
+        for key in grid.tile_keys():
             out[key] = float(imp[grid.slices(key)].sum())
     return out
 
@@ -63,14 +63,14 @@ def independent_mask(
     """The task's own most important tiles, layer by layer, up to its budget."""
     keep: set[TileKey] = set()
     for grid in layer_grids.values():
-        keep.update(_ranked(scores, grid.keys())[: layer_budget(grid, sparsity)])
+        keep.update(_ranked(scores, grid.tile_keys())[: layer_budget(grid, sparsity)])
     return frozenset(keep)
 
 
 def _normalised(scores: Mapping[TileKey, float], layer_grids: Mapping[str, TileGrid]) -> dict[TileKey, float]:
     out: dict[TileKey, float] = {}
     for grid in layer_grids.values():
-        keys = grid.keys()
+        keys = grid.tile_keys()
         total = sum(scores[k] for k in keys) or 1.0
         out.update({k: scores[k] / total for k in keys})
     return out
@@ -82,7 +82,7 @@ def shared_ranking(
     """Per layer, tiles ranked by summed per-task-normalised importance (the shared core order)."""
     normed = [_normalised(s, layer_grids) for s in task_scores.values()]
     summed = {k: sum(n[k] for n in normed) for k in normed[0]} if normed else {}
-    return {name: _ranked(summed, grid.keys()) for name, grid in layer_grids.items()}
+    return {name: _ranked(summed, grid.tile_keys()) for name, grid in layer_grids.items()}
 
 
 def aligned_mask(
@@ -98,7 +98,7 @@ def aligned_mask(
         budget = layer_budget(grid, sparsity)
         chosen = ranking[name][: round(core_fraction * budget)]
         chosen_set = set(chosen)
-        own = [k for k in _ranked(own_scores, grid.keys()) if k not in chosen_set]
+        own = [k for k in _ranked(own_scores, grid.tile_keys()) if k not in chosen_set]
         keep.update(chosen)
         keep.update(own[: budget - len(chosen)])
     return frozenset(keep)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 class TransitionGraph:
@@ -28,7 +29,7 @@ class TransitionGraph:
             self.counts[(src, dst)] = self.counts.get((src, dst), 0) + 1
 
     def observe_sequence(self, sequence: Sequence[str]) -> None:
-        for a, b in zip(sequence[:-1], sequence[1:], strict=True):
+        for a, b in pairwise(sequence):
             self.observe(a, b)
 
     def next_probabilities(self, src: str) -> dict[str, float]:

@@ -20,19 +20,30 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import load as st_load
 from tqdm import tqdm
 
-from stitching.multitask.loading import ActiveWeights, TileCache, evict_page_cache, modelled_load_ms, read_file
+from stitching.multitask.loading import (
+    ActiveWeights,
+    TileCache,
+    evict_page_cache,
+    modelled_load_ms,
+    read_file,
+)
 from stitching.multitask.manifest import TaskManifest, monolithic_tiles
 from stitching.multitask.preload import TransitionGraph, plan_preload
 from stitching.multitask.setting import Setting
 from stitching.multitask.store import TileStore
-from stitching.multitask.tasks import DRIVING_TASKS, features, head_accuracy, task_labels
+from stitching.multitask.tasks import (
+    DRIVING_TASKS,
+    features,
+    head_accuracy,
+    task_labels,
+)
 
 METHODS: tuple[str, ...] = ("monolithic", "independent_differential", "aligned_differential", "aligned_preload")
 DRIVING_CYCLE: tuple[str, ...] = ("car", "traffic_light", "car", "obstacle", "person")
@@ -157,7 +168,7 @@ class _Replayer:
         self._measure_accuracy(first)
         self._after_switch(first)
         records: list[SwitchRecord] = []
-        for src, dst in zip(sequence[:-1], sequence[1:], strict=True):
+        for src, dst in pairwise(sequence):
             if src == dst:
                 continue
             evict_page_cache(self.files)

@@ -16,8 +16,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stitching.multitask.manifest import TaskManifest, make_manifest, store_in_order, write_monolithic
-from stitching.multitask.masks import Alignment, TileMask, align_masks, independent_mask, tile_importance
+from stitching.multitask.manifest import (
+    TaskManifest,
+    make_manifest,
+    store_in_order,
+    write_monolithic,
+)
+from stitching.multitask.masks import (
+    Alignment,
+    TileMask,
+    align_masks,
+    independent_mask,
+    tile_importance,
+)
 from stitching.multitask.store import FileTileStore, PackedTileStore
 from stitching.multitask.tasks import (
     TASK_CLASSES,

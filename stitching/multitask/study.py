@@ -15,7 +15,11 @@ from typing import Any
 from stitching.multitask.atomic import write_json
 from stitching.multitask.heatmap import plot_jaccard
 from stitching.multitask.loading import measure_read_bandwidth
-from stitching.multitask.masks import jaccard_matrix, mean_pairwise_jaccard, respects_sparsity
+from stitching.multitask.masks import (
+    jaccard_matrix,
+    mean_pairwise_jaccard,
+    respects_sparsity,
+)
 from stitching.multitask.replay import compare_layouts, default_sequences, run_sequences
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from stitching.multitask.tasks import DRIVING_TASKS

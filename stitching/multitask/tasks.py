@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ class MultiTaskModel:
         return sorted(self.weights, key=lambda n: int(n[2:]))
 
     def grids(self, tile_size: int) -> dict[str, TileGrid]:
-        return grids({n: self.weights[n].shape for n in self.layers}, tile_size)  # type: ignore[misc]
+        return grids({n: (self.weights[n].shape[0], self.weights[n].shape[1]) for n in self.layers}, tile_size)
 
     def backbone_bytes(self) -> int:
         return sum(w.nbytes for w in self.weights.values())
@@ -101,7 +102,7 @@ def features(
 
 def _torch_net(hidden: tuple[int, ...]) -> tuple[torch.nn.ModuleList, torch.nn.ModuleDict]:
     dims = (64, *hidden)
-    backbone = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+    backbone = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in pairwise(dims))
     heads = torch.nn.ModuleDict({t: torch.nn.Linear(hidden[-1], k) for t, k in sorted(TASK_CLASSES.items())})
     return backbone, heads
 
@@ -144,19 +145,20 @@ def train_multitask(
             loss.backward()  # type: ignore[union-attr]
             opt.step()
     tensors: dict[str, np.ndarray] = {}
-    for i, layer in enumerate(backbone):
-        tensors[f"backbone.fc{i}.weight"] = layer.weight.detach().numpy().copy()
-        tensors[f"backbone.fc{i}.bias"] = layer.bias.detach().numpy().copy()
-    for t, head in heads.items():
-        tensors[f"head.{t}.weight"] = head.weight.detach().numpy().copy()
-        tensors[f"head.{t}.bias"] = head.bias.detach().numpy().copy()
+    for name, param in backbone.named_parameters():  # "0.weight", "0.bias", ...
+        index, kind = name.split(".")
+        tensors[f"backbone.fc{index}.{kind}"] = param.detach().numpy().copy()
+    for name, param in heads.named_parameters():  # "digit.weight", ...
+        tensors[f"head.{name}"] = param.detach().numpy().copy()
     if path is not None:
         write_bytes(path, save(tensors))
     return _from_tensors(tensors, seed)
 
 
 def _from_tensors(tensors: Mapping[str, np.ndarray], seed: int) -> MultiTaskModel:
-    weights, biases, heads = {}, {}, {}
+    weights: dict[str, np.ndarray] = {}
+    biases: dict[str, np.ndarray] = {}
+    heads: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, value in tensors.items():
         parts = name.split(".")
         if parts[0] == "backbone":

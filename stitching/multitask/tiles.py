@@ -47,7 +47,7 @@ class TileGrid:
     def cols(self) -> int:
         return -(-self.shape[1] // self.tile_size)
 
-    def keys(self) -> list[TileKey]:
+    def tile_keys(self) -> list[TileKey]:
         return [TileKey(self.layer, r, c) for r in range(self.rows) for c in range(self.cols)]
 
     def slices(self, key: TileKey) -> tuple[slice, slice]:
@@ -64,7 +64,7 @@ def grids(shapes: Mapping[str, tuple[int, int]], tile_size: int) -> dict[str, Ti
 
 
 def all_keys(layer_grids: Mapping[str, TileGrid]) -> list[TileKey]:
-    return [k for g in layer_grids.values() for k in g.keys()]
+    return [k for g in layer_grids.values() for k in g.tile_keys()]
 
 
 def tile_digest(tile: np.ndarray) -> str:
@@ -78,12 +78,12 @@ def split_tiles(
     weights: Mapping[str, np.ndarray], tile_size: int, keep: Iterable[TileKey] | None = None
 ) -> dict[TileKey, np.ndarray]:
     """Tiles of ``weights`` (restricted to ``keep`` when given); all-zero tiles are dropped."""
-    layer_grids = grids({n: w.shape for n, w in weights.items()}, tile_size)  # type: ignore[misc]
+    layer_grids = grids({n: (w.shape[0], w.shape[1]) for n, w in weights.items()}, tile_size)
     wanted = set(keep) if keep is not None else None
     out: dict[TileKey, np.ndarray] = {}
     for name, grid in layer_grids.items():
         w = weights[name]
-        for key in grid.keys():
+        for key in grid.tile_keys():
             if wanted is not None and key not in wanted:
                 continue
             tile = np.ascontiguousarray(w[grid.slices(key)])
@@ -104,7 +104,7 @@ def assemble(
     layer_grids: Mapping[str, TileGrid], tiles: Mapping[TileKey, np.ndarray], dtype: type = np.float32
 ) -> dict[str, np.ndarray]:
     """Dense weights with ``tiles`` in place and zeros elsewhere."""
-    out = {name: np.zeros(g.shape, dtype=dtype) for name, g in layer_grids.items()}
+    out: dict[str, np.ndarray] = {name: np.zeros(g.shape, dtype=dtype) for name, g in layer_grids.items()}
     for key, tile in tiles.items():
         out[key.layer][layer_grids[key.layer].slices(key)] = tile
     return out

@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stitching.multitask.loading import ActiveWeights, TileCache, differential_set, modelled_load_ms
+from stitching.multitask.loading import (
+    ActiveWeights,
+    TileCache,
+    differential_set,
+    modelled_load_ms,
+)
 from stitching.multitask.manifest import make_manifest, store_in_order
 from stitching.multitask.store import PackedTileStore
 from stitching.multitask.tiles import TileKey, all_keys, grids, tile_mask_to_dense

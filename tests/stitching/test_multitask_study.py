@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stitching.multitask.masks import respects_sparsity
-from stitching.multitask.replay import METHODS, default_sequences, markov_sequence, replay
+from stitching.multitask.replay import (
+    METHODS,
+    default_sequences,
+    markov_sequence,
+    replay,
+)
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from stitching.multitask.study import StudyConfig, run_study
 from stitching.multitask.tasks import TASK_CLASSES, masked_weights
@@ -57,14 +63,14 @@ def test_every_method_installs_the_weights_its_accuracy_claims(setting: Setting)
 def test_masked_weights_zero_outside_the_mask(setting: Setting) -> None:
     mask = setting.alignment.masks["parity"]
     w = masked_weights(setting.model, mask, SMALL.tile_size)
-    for key in set(k for g in setting.grids.values() for k in g.keys()) - mask:
+    for key in {k for g in setting.grids.values() for k in g.tile_keys()} - mask:
         assert not np.any(w[key.layer][setting.grids[key.layer].slices(key)])
 
 
 def test_sequences_are_seeded_and_never_repeat_a_task() -> None:
     a = markov_sequence(["p", "q", "r"], 30, seed=3)
     assert a == markov_sequence(["p", "q", "r"], 30, seed=3)
-    assert all(x != y for x, y in zip(a, a[1:], strict=False))
+    assert all(x != y for x, y in pairwise(a))
     assert default_sequences(cycles=1)["driving"] == ["digit", "parity", "digit", "ge5", "loops"]
 
 

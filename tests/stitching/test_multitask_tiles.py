@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from stitching.multitask.store import FileTileStore, PackedTileStore, TileStore
-from stitching.multitask.tiles import TileKey, all_keys, assemble, grids, split_tiles, tile_digest, tile_mask_to_dense
+from stitching.multitask.tiles import (
+    TileKey,
+    all_keys,
+    assemble,
+    grids,
+    split_tiles,
+    tile_digest,
+    tile_mask_to_dense,
+)
 
 
 def _weights(seed: int) -> dict[str, np.ndarray]:
