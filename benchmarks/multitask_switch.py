@@ -31,6 +31,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"backbone {report['model']['backbone_mb']:.1f} MB, {report['model']['tiles_in_backbone']} tiles of "
           f"{report['model']['tile_size']}x{report['model']['tile_size']}")
     print(f"cold sequential read bandwidth (measured): {bw['bandwidth_gbps']:.3f} GB/s over {bw['nbytes'] / 1e6:.1f} MB")
+    print(f"cold 4 KiB read latency (measured, median): {report['read_latency']['latency_ms']:.3f} ms")
     lay = report["layouts"]
     print(f"pool layout, cold load of one task's tiles (measured, median): packed {lay['packed']['load_ms_median']:.2f} ms, "
           f"one file per tile {lay['file_per_tile']['load_ms_median']:.2f} ms ({lay['packed_speedup']:.1f}x)")
@@ -55,7 +56,9 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  => speed-up aligned+preload vs monolithic: {full['mean']:.2f}x on mean, {full['median']:.2f}x on median "
               f"(paper: 6.6x average)")
         print(f"  => aligned differential: switch time / I/O limit {_fmt_ratio(diff['io_limit_ratio'])}, "
-              f"read time / I/O limit {_fmt_ratio(diff['read_limit_ratio'])} (aim <= 1.25x)")
+              f"read time / I/O limit {_fmt_ratio(diff['read_limit_ratio'])} (aim <= 1.25x); "
+              f"switch time / model with per-read latency {_fmt_ratio(diff['model_ratio'])}; "
+              f"{diff['reads_per_switch']:.1f} reads per switch")
 
 
 def main(argv: list[str] | None = None) -> int:

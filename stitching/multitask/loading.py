@@ -102,6 +102,37 @@ class ReadBandwidth:
     source: str = "measured"
 
 
+@dataclass(frozen=True)
+class ReadLatency:
+    """Median time of one small cold read (source: measured): the fixed cost of each read request."""
+
+    latency_ms: float
+    read_bytes: int
+    samples: int
+    source: str = "measured"
+
+
+def measure_read_latency(paths: Iterable[Path], samples: int = 30, read_bytes: int = 4096, seed: int = 0) -> ReadLatency:
+    """Median over ``samples`` of: evict the page cache, ``pread`` ``read_bytes`` at a random offset."""
+    paths = [p for p in paths if p.stat().st_size > read_bytes]
+    if not paths:
+        raise ValueError(f"need a file larger than {read_bytes} bytes")
+    rng = np.random.default_rng(seed)
+    times: list[float] = []
+    for i in range(samples):
+        path = paths[i % len(paths)]
+        evict_page_cache([path])
+        offset = int(rng.integers(0, path.stat().st_size - read_bytes)) // 4096 * 4096
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            start = time.perf_counter()
+            os.pread(fd, read_bytes, offset)
+            times.append(time.perf_counter() - start)
+        finally:
+            os.close(fd)
+    return ReadLatency(float(np.median(times)) * 1e3, read_bytes, samples)
+
+
 def measure_read_bandwidth(paths: Iterable[Path], repeats: int = 5, chunk_bytes: int = 8 << 20) -> ReadBandwidth:
     """Median over ``repeats`` of: evict the page cache of ``paths``, then read them whole."""
     paths = list(paths)

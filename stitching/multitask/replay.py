@@ -30,6 +30,7 @@ from tqdm import tqdm
 from stitching.multitask.loading import (
     ActiveWeights,
     TileCache,
+    differential_set,
     evict_page_cache,
     modelled_load_ms,
     read_file,
@@ -89,7 +90,8 @@ class SwitchRecord:
     latency_ms: float  # measured: read + install
     read_ms: float  # measured: the file I/O part
     bytes_loaded: int
-    modelled_ms: float  # from the bandwidth parameter
+    reads: int  # read requests (byte runs) on the critical path
+    modelled_ms: float  # from the bandwidth and per-read latency parameters
     preload_bytes: int
     preload_ms: float  # measured, off the critical path
     resident_bytes: int
@@ -100,12 +102,15 @@ def _p95(values: Sequence[float]) -> float:
 
 
 class _Replayer:
-    def __init__(self, setting: Setting, method: str, bandwidth_gbps: float, preload_budget_bytes: int) -> None:
+    def __init__(
+        self, setting: Setting, method: str, bandwidth_gbps: float, preload_budget_bytes: int, read_latency_ms: float
+    ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
         self.s = setting
         self.method = method
         self.bandwidth_gbps = bandwidth_gbps
+        self.read_latency_ms = read_latency_ms
         self.budget = preload_budget_bytes
         family = "independent" if method in ("monolithic", "independent_differential") else "aligned"
         self.manifests: dict[str, TaskManifest] = setting.manifests[family]
@@ -117,8 +122,10 @@ class _Replayer:
         self.accuracy: dict[str, float] = {}
         self.mono_bytes = 0
 
-    def _install(self, task: str) -> tuple[int, float]:
-        """Bring ``task`` in; return bytes read and the milliseconds the reading took."""
+    def _install(self, task: str) -> tuple[int, float, int]:
+        """Bring ``task`` in; return bytes read, the milliseconds the reading took, and read requests."""
+        if self.method != "monolithic":  # counted before the clock starts: bookkeeping for the report
+            reads = len(self.pool.runs(differential_set(self.manifests[task].digests(), self.cache.data)))
         start = time.perf_counter()
         if self.method == "monolithic":
             raw = read_file(self.s.monolithic[task])
@@ -127,12 +134,12 @@ class _Replayer:
             ids = {k: f"{task}/{k.label()}" for k in tiles}
             self.active.place(ids, {ids[k]: t for k, t in tiles.items()}, head)
             self.mono_bytes = sum(t.nbytes for t in tiles.values()) + head[0].nbytes + head[1].nbytes
-            return len(raw), read_ms
+            return len(raw), read_ms, 1
         m = self.manifests[task]
         loaded = self.cache.load(self.pool, m.digests())
         read_ms = (time.perf_counter() - start) * 1e3
         self.active.place(m.tiles, self.cache.data, (self.cache.data[m.head[0]], self.cache.data[m.head[1]]))
-        return loaded, read_ms
+        return loaded, read_ms, reads
 
     def _measure_accuracy(self, task: str) -> None:
         if task in self.accuracy or self.active.head is None:
@@ -173,14 +180,15 @@ class _Replayer:
                 continue
             evict_page_cache(self.files)
             start = time.perf_counter()
-            loaded, read_ms = self._install(dst)
+            loaded, read_ms, reads = self._install(dst)
             latency_ms = (time.perf_counter() - start) * 1e3
             self.graph.observe(src, dst)
             self._measure_accuracy(dst)
             pre_bytes, pre_ms = self._after_switch(dst)
             records.append(
                 SwitchRecord(
-                    src, dst, latency_ms, read_ms, loaded, modelled_load_ms(loaded, self.bandwidth_gbps),
+                    src, dst, latency_ms, read_ms, loaded, reads,
+                    modelled_load_ms(loaded, self.bandwidth_gbps, self.read_latency_ms, reads),
                     pre_bytes, pre_ms, self.resident_bytes(),
                 )
             )
@@ -188,10 +196,15 @@ class _Replayer:
 
 
 def replay(
-    setting: Setting, method: str, sequence: Sequence[str], bandwidth_gbps: float, preload_budget_bytes: int
+    setting: Setting,
+    method: str,
+    sequence: Sequence[str],
+    bandwidth_gbps: float,
+    preload_budget_bytes: int,
+    read_latency_ms: float = 0.0,
 ) -> tuple[list[SwitchRecord], dict[str, float]]:
     """Switch records and per-task accuracy (measured on the installed weights) for one method."""
-    r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes)
+    r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes, read_latency_ms)
     return r.run(sequence), r.accuracy
 
 
@@ -202,7 +215,12 @@ def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[st
     return {
         "switches": len(records),
         "switch_latency_ms": {"mean": float(np.mean(lat)), "p95": _p95(lat), "median": float(np.median(lat)), "source": "measured"},
-        "modelled_switch_ms": {"mean": float(np.mean([r.modelled_ms for r in records])), "source": "modelled", "bandwidth_gbps": bandwidth_gbps},
+        "modelled_switch_ms": {
+            "mean": float(np.mean([r.modelled_ms for r in records])),
+            "source": "modelled: bytes / bandwidth + reads x read latency",
+            "bandwidth_gbps": bandwidth_gbps,
+        },
+        "reads_per_switch": float(np.mean([r.reads for r in records])),
         "bytes_loaded_per_switch": float(np.mean([r.bytes_loaded for r in records])),
         "preload_bytes_per_switch": float(np.mean([r.preload_bytes for r in records])),
         "preload_ms_mean": float(np.mean([r.preload_ms for r in records])),
@@ -216,6 +234,13 @@ def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[st
         # The same for the reading alone (without installing the tiles into the runnable weights).
         "read_limit_ratio": (sum(r for _, r, _ in io) / limit_ms) if limit_ms > 0 else None,
         "read_ms_mean": float(np.mean([r.read_ms for r in records])),
+        # Measured switch time over the modelled one (bandwidth + per-read latency), switches that read.
+        "model_ratio": (
+            sum(r.latency_ms for r in records if r.bytes_loaded > 0)
+            / sum(r.modelled_ms for r in records if r.bytes_loaded > 0)
+            if any(r.bytes_loaded > 0 for r in records)
+            else None
+        ),
         "per_switch": [r.__dict__ for r in records],
     }
 
@@ -230,6 +255,7 @@ def run_sequences(
     bandwidth_gbps: float,
     preload_budget_bytes: int,
     repeats: int = 3,
+    read_latency_ms: float = 0.0,
 ) -> dict[str, Any]:
     """All methods on all sequences (in model task names), ``repeats`` rounds with methods interleaved.
 
@@ -242,7 +268,7 @@ def run_sequences(
         accuracy: dict[str, dict[str, float]] = {}
         for _ in tqdm(range(repeats), desc=f"replay {name}", file=sys.stderr, leave=False):
             for method in METHODS:
-                got, acc = replay(setting, method, seq, bandwidth_gbps, preload_budget_bytes)
+                got, acc = replay(setting, method, seq, bandwidth_gbps, preload_budget_bytes, read_latency_ms)
                 records[method].extend(got)
                 accuracy[method] = acc
         methods = {m: summarise(records[m], bandwidth_gbps) | {"accuracy": accuracy[m]} for m in METHODS}

@@ -14,7 +14,7 @@ from typing import Any
 
 from stitching.multitask.atomic import write_json
 from stitching.multitask.heatmap import plot_jaccard
-from stitching.multitask.loading import measure_read_bandwidth
+from stitching.multitask.loading import measure_read_bandwidth, measure_read_latency
 from stitching.multitask.masks import (
     jaccard_matrix,
     mean_pairwise_jaccard,
@@ -93,6 +93,7 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
     measured = measure_read_bandwidth(
         [f for pool in setting.pools.values() for f in pool.files()] + list(setting.monolithic.values())
     )
+    latency = measure_read_latency(setting.pools["aligned"].files() + list(setting.monolithic.values()))
     bandwidth = config.bandwidth_gbps or measured.bandwidth_gbps
     budget = (
         int(config.preload_budget_mb * 1e6)
@@ -109,11 +110,12 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
             "tiles_in_backbone": sum(g.rows * g.cols for g in setting.grids.values()),
         },
         "read_bandwidth": asdict(measured),
+        "read_latency": asdict(latency),
         "modelled_bandwidth_gbps": bandwidth,
         "preload_budget_mb": budget / 1e6,
         "alignment": alignment,
         "layouts": compare_layouts(setting, config.layout_repeats),
-        "sequences": run_sequences(setting, sequences, bandwidth, budget, config.replay_repeats),
+        "sequences": run_sequences(setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms),
         "config": asdict(config),
     }
     write_json(out_dir / "switch.json", report)
