@@ -234,6 +234,17 @@ def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[st
         # The same for the reading alone (without installing the tiles into the runnable weights).
         "read_limit_ratio": (sum(r for _, r, _ in io) / limit_ms) if limit_ms > 0 else None,
         "read_ms_mean": float(np.mean([r.read_ms for r in records])),
+        # Robust to load from other processes: median per-switch ratio over switches reading >= 1 MB.
+        "io_limit_ratio_median_large": (
+            float(np.median([t / b for t, _, b in io if b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3]))
+            if any(b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3 for _, _, b in io)
+            else None
+        ),
+        "read_limit_ratio_median_large": (
+            float(np.median([r / b for _, r, b in io if b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3]))
+            if any(b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3 for _, _, b in io)
+            else None
+        ),
         # Measured switch time over the modelled one (bandwidth + per-read latency), switches that read.
         "model_ratio": (
             sum(r.latency_ms for r in records if r.bytes_loaded > 0)
