@@ -1,0 +1,98 @@
+"""Per-task manifests (which tile digest sits where) and writing them into a tile store.
+
+A :class:`TaskManifest` lists, for one task under one mask, the digest of every kept backbone tile
+by position, plus the digests of its head weight and bias (heads are stored like tiles). The
+monolithic baseline stores each task's whole sparse model as one safetensors file instead:
+``<layer>.tiles`` (stacked kept tiles, ``[n, t, t]``), ``<layer>.index`` (``[n, 2]`` tile row/col),
+``head.weight`` and ``head.bias``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save as st_save
+
+from stitching.multitask.atomic import write_bytes
+from stitching.multitask.store import TileStore
+from stitching.multitask.tiles import TileKey, split_tiles, tile_digest
+
+
+@dataclass(frozen=True)
+class TaskManifest:
+    task: str
+    tiles: dict[TileKey, str]
+    head: tuple[str, str]
+    nbytes: dict[str, int]  # digest -> bytes, for every digest above
+
+    def digests(self) -> frozenset[str]:
+        return frozenset(self.tiles.values()) | frozenset(self.head)
+
+    def total_bytes(self) -> int:
+        return sum(self.nbytes[d] for d in self.digests())
+
+
+def make_manifest(
+    task: str,
+    weights: Mapping[str, np.ndarray],
+    keep: Iterable[TileKey],
+    head: tuple[np.ndarray, np.ndarray],
+    tile_size: int,
+) -> tuple[TaskManifest, dict[str, np.ndarray]]:
+    """The manifest of ``task`` and the tensors it names (digest -> array)."""
+    tensors: dict[str, np.ndarray] = {}
+    positions: dict[TileKey, str] = {}
+    for key, tile in split_tiles(weights, tile_size, keep).items():
+        d = tile_digest(tile)
+        tensors[d] = tile
+        positions[key] = d
+    head_w, head_b = np.ascontiguousarray(head[0]), np.ascontiguousarray(head[1])
+    hw, hb = tile_digest(head_w), tile_digest(head_b)
+    tensors[hw], tensors[hb] = head_w, head_b
+    return TaskManifest(task, positions, (hw, hb), {d: t.nbytes for d, t in tensors.items()}), tensors
+
+
+def store_in_order(store: TileStore, manifests: Iterable[TaskManifest], tensors: Mapping[str, np.ndarray]) -> None:
+    """Put every tensor once, grouping digests used by the same set of manifests together.
+
+    Digests with the same usage signature are written next to each other, so the tiles one task
+    needs and another lacks form few contiguous runs in a packed store.
+    """
+    manifests = list(manifests)
+    users: dict[str, list[int]] = {}
+    for i, m in enumerate(manifests):
+        for d in m.digests():
+            users.setdefault(d, []).append(i)
+    position = {d: k for m in manifests for k, d in m.tiles.items()}
+    head_rank = TileKey("~head", 0, 0)  # heads after backbone tiles within a group
+    order = sorted(users, key=lambda d: (tuple(users[d]), position.get(d, head_rank), d))
+    for d in order:
+        store.put(d, tensors[d])
+    store.flush()
+
+
+def write_monolithic(path: Path, manifest: TaskManifest, tensors: Mapping[str, np.ndarray]) -> None:
+    """One file with the whole sparse model of a task (the baseline's unit of loading)."""
+    out: dict[str, np.ndarray] = {}
+    layers = sorted({k.layer for k in manifest.tiles})
+    for layer in layers:
+        keys = sorted(k for k in manifest.tiles if k.layer == layer)
+        out[f"{layer}.tiles"] = np.stack([tensors[manifest.tiles[k]] for k in keys])
+        out[f"{layer}.index"] = np.array([[k.row, k.col] for k in keys], dtype=np.int32)
+    out["head.weight"] = tensors[manifest.head[0]]
+    out["head.bias"] = tensors[manifest.head[1]]
+    write_bytes(path, st_save(out))
+
+
+def monolithic_tiles(loaded: Mapping[str, np.ndarray]) -> tuple[dict[TileKey, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Tiles by position and the head, from the tensors of a monolithic file."""
+    tiles: dict[TileKey, np.ndarray] = {}
+    for name, value in loaded.items():
+        if name.endswith(".tiles"):
+            layer = name[: -len(".tiles")]
+            for (row, col), tile in zip(loaded[f"{layer}.index"].tolist(), value, strict=True):
+                tiles[TileKey(layer, int(row), int(col))] = tile
+    return tiles, (loaded["head.weight"], loaded["head.bias"])

@@ -1,0 +1,320 @@
+"""Replay a task sequence under four loading methods and measure every switch with real file I/O.
+
+Methods (same model, same data, same cold page cache before every switch):
+
+* ``monolithic``: each task's whole sparse model (independent mask) is one file, read whole.
+* ``independent_differential``: independent masks; read only the tiles the next task lacks.
+* ``aligned_differential``: aligned masks; read only the missing tiles.
+* ``aligned_preload``: aligned masks; while a task runs, pre-load tiles of likely next tasks
+  (learnt online from the switches seen so far) within ``preload_budget_bytes``.
+
+Switch latency is wall-clock from the switch request until the next task's weights are in place
+(read + install), ``source: measured``. Pre-loading happens while the task runs and is reported
+apart (bytes and time). Accuracy is measured on the held-out split with the weights the replay
+installed, the first time each task runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from tqdm import tqdm
+
+from stitching.multitask.loading import (
+    ActiveWeights,
+    TileCache,
+    differential_set,
+    evict_page_cache,
+    modelled_load_ms,
+    read_file,
+)
+from stitching.multitask.manifest import TaskManifest, monolithic_tiles
+from stitching.multitask.preload import TransitionGraph, plan_preload
+from stitching.multitask.setting import Setting
+from stitching.multitask.store import TileStore
+from stitching.multitask.tasks import (
+    DRIVING_TASKS,
+    features,
+    head_accuracy,
+    task_labels,
+)
+
+METHODS: tuple[str, ...] = ("monolithic", "independent_differential", "aligned_differential", "aligned_preload")
+DRIVING_CYCLE: tuple[str, ...] = ("car", "traffic_light", "car", "obstacle", "person")
+
+
+def driving_sequence(cycles: int) -> list[str]:
+    """The driving scenario car -> traffic_light -> car -> obstacle -> person, repeated ``cycles`` times."""
+    return list(DRIVING_CYCLE) * cycles
+
+
+def markov_sequence(
+    names: Sequence[str],
+    steps: int,
+    seed: int,
+    concentration: float = 0.5,
+    matrix: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[str]:
+    """A random walk with no self-transitions on ``matrix`` (rows: from, columns: to), or, when none
+    is given, on a seeded random matrix with Dirichlet(``concentration``) rows."""
+    rng = np.random.default_rng(seed)
+    n = len(names)
+    if matrix is None:
+        probs = rng.dirichlet([concentration] * n, size=n)
+    else:
+        probs = np.array([[float(matrix.get(a, {}).get(b, 0.0)) for b in names] for a in names])
+        probs[probs.sum(axis=1) == 0] = 1.0  # a task with no row: uniform
+    np.fill_diagonal(probs, 0.0)
+    probs[probs.sum(axis=1) == 0] = 1.0
+    np.fill_diagonal(probs, 0.0)
+    matrix_arr = probs / probs.sum(axis=1, keepdims=True)
+    state = int(rng.integers(n))
+    out = [names[state]]
+    for _ in range(steps - 1):
+        state = int(rng.choice(n, p=matrix_arr[state]))
+        out.append(names[state])
+    return out
+
+
+@dataclass(frozen=True)
+class SwitchRecord:
+    src: str
+    dst: str
+    latency_ms: float  # measured: read + install
+    read_ms: float  # measured: the file I/O part
+    bytes_loaded: int
+    reads: int  # read requests (byte runs) on the critical path
+    modelled_ms: float  # from the bandwidth and per-read latency parameters
+    preload_bytes: int
+    preload_ms: float  # measured, off the critical path
+    resident_bytes: int
+
+
+def _p95(values: Sequence[float]) -> float:
+    return float(np.percentile(values, 95)) if values else 0.0
+
+
+class _Replayer:
+    def __init__(
+        self, setting: Setting, method: str, bandwidth_gbps: float, preload_budget_bytes: int, read_latency_ms: float
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
+        self.s = setting
+        self.method = method
+        self.bandwidth_gbps = bandwidth_gbps
+        self.read_latency_ms = read_latency_ms
+        self.budget = preload_budget_bytes
+        family = "independent" if method in ("monolithic", "independent_differential") else "aligned"
+        self.manifests: dict[str, TaskManifest] = setting.manifests[family]
+        self.pool = setting.pools[family]
+        self.active = ActiveWeights(setting.grids)
+        self.cache = TileCache()
+        self.graph = TransitionGraph(self.manifests)
+        self.files = [f for p in setting.pools.values() for f in p.files()] + list(setting.monolithic.values())
+        self.accuracy: dict[str, float] = {}
+        self.mono_bytes = 0
+
+    def _install(self, task: str) -> tuple[int, float, int]:
+        """Bring ``task`` in; return bytes read, the milliseconds the reading took, and read requests."""
+        if self.method != "monolithic":  # counted before the clock starts: bookkeeping for the report
+            reads = len(self.pool.runs(differential_set(self.manifests[task].digests(), self.cache.data)))
+        start = time.perf_counter()
+        if self.method == "monolithic":
+            raw = read_file(self.s.monolithic[task])
+            read_ms = (time.perf_counter() - start) * 1e3
+            tiles, head = monolithic_tiles(st_load(raw))
+            ids = {k: f"{task}/{k.label()}" for k in tiles}
+            self.active.place(ids, {ids[k]: t for k, t in tiles.items()}, head)
+            self.mono_bytes = sum(t.nbytes for t in tiles.values()) + head[0].nbytes + head[1].nbytes
+            return len(raw), read_ms, 1
+        m = self.manifests[task]
+        loaded = self.cache.load(self.pool, m.digests())
+        read_ms = (time.perf_counter() - start) * 1e3
+        self.active.place(m.tiles, self.cache.data, (self.cache.data[m.head[0]], self.cache.data[m.head[1]]))
+        return loaded, read_ms, reads
+
+    def _measure_accuracy(self, task: str) -> None:
+        if task in self.accuracy or self.active.head is None:
+            return
+        feats = features(self.active.weights, self.s.model.biases, self.s.split.x_test)
+        self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), self.active.head)
+
+    def _after_switch(self, task: str) -> tuple[int, float]:
+        """Drop what is no longer wanted; with pre-loading, read the plan now (off the critical path)."""
+        if self.method == "monolithic":
+            return 0, 0.0
+        keep = set(self.manifests[task].digests())
+        if self.method != "aligned_preload":
+            self.cache.keep_only(keep)
+            return 0, 0.0
+        nbytes = {d: n for m in self.manifests.values() for d, n in m.nbytes.items()}
+        plan = plan_preload(
+            task, self.graph.next_probabilities(task), {t: m.digests() for t, m in self.manifests.items()}, nbytes, self.budget
+        )
+        self.cache.keep_only(keep | plan.digests)
+        evict_page_cache(self.files)
+        start = time.perf_counter()
+        got = self.cache.load(self.pool, plan.digests)
+        return got, (time.perf_counter() - start) * 1e3
+
+    def resident_bytes(self) -> int:
+        return self.mono_bytes if self.method == "monolithic" else self.cache.nbytes()
+
+    def run(self, sequence: Sequence[str]) -> list[SwitchRecord]:
+        first = sequence[0]
+        evict_page_cache(self.files)
+        self._install(first)
+        self._measure_accuracy(first)
+        self._after_switch(first)
+        records: list[SwitchRecord] = []
+        for src, dst in pairwise(sequence):
+            if src == dst:
+                continue
+            evict_page_cache(self.files)
+            start = time.perf_counter()
+            loaded, read_ms, reads = self._install(dst)
+            latency_ms = (time.perf_counter() - start) * 1e3
+            self.graph.observe(src, dst)
+            self._measure_accuracy(dst)
+            pre_bytes, pre_ms = self._after_switch(dst)
+            records.append(
+                SwitchRecord(
+                    src, dst, latency_ms, read_ms, loaded, reads,
+                    modelled_load_ms(loaded, self.bandwidth_gbps, self.read_latency_ms, reads),
+                    pre_bytes, pre_ms, self.resident_bytes(),
+                )
+            )
+        return records
+
+
+def replay(
+    setting: Setting,
+    method: str,
+    sequence: Sequence[str],
+    bandwidth_gbps: float,
+    preload_budget_bytes: int,
+    read_latency_ms: float = 0.0,
+) -> tuple[list[SwitchRecord], dict[str, float]]:
+    """Switch records and per-task accuracy (measured on the installed weights) for one method."""
+    r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes, read_latency_ms)
+    return r.run(sequence), r.accuracy
+
+
+def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[str, Any]:
+    lat = [r.latency_ms for r in records]
+    io = [(r.latency_ms, r.read_ms, r.bytes_loaded / (bandwidth_gbps * 1e9) * 1e3) for r in records if r.bytes_loaded > 0]
+    limit_ms = sum(b for _, _, b in io)
+    return {
+        "switches": len(records),
+        "switch_latency_ms": {"mean": float(np.mean(lat)), "p95": _p95(lat), "median": float(np.median(lat)), "source": "measured"},
+        "modelled_switch_ms": {
+            "mean": float(np.mean([r.modelled_ms for r in records])),
+            "source": "modelled: bytes / bandwidth + reads x read latency",
+            "bandwidth_gbps": bandwidth_gbps,
+        },
+        "reads_per_switch": float(np.mean([r.reads for r in records])),
+        "bytes_loaded_per_switch": float(np.mean([r.bytes_loaded for r in records])),
+        "preload_bytes_per_switch": float(np.mean([r.preload_bytes for r in records])),
+        "preload_ms_mean": float(np.mean([r.preload_ms for r in records])),
+        "resident_memory_mb": {
+            "mean": float(np.mean([r.resident_bytes for r in records])) / 1e6,
+            "max": max(r.resident_bytes for r in records) / 1e6,
+            "note": "tiles/model held in memory besides the dense runtime buffers, which every method has",
+        },
+        # Measured switch time over the I/O limit (bytes / measured read bandwidth), on switches that read.
+        "io_limit_ratio": (sum(t for t, _, _ in io) / limit_ms) if limit_ms > 0 else None,
+        # The same for the reading alone (without installing the tiles into the runnable weights).
+        "read_limit_ratio": (sum(r for _, r, _ in io) / limit_ms) if limit_ms > 0 else None,
+        "read_ms_mean": float(np.mean([r.read_ms for r in records])),
+        # Robust to load from other processes: median per-switch ratio over switches reading >= 1 MB.
+        "io_limit_ratio_median_large": (
+            float(np.median([t / b for t, _, b in io if b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3]))
+            if any(b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3 for _, _, b in io)
+            else None
+        ),
+        "read_limit_ratio_median_large": (
+            float(np.median([r / b for _, r, b in io if b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3]))
+            if any(b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3 for _, _, b in io)
+            else None
+        ),
+        # Measured switch time over the modelled one (bandwidth + per-read latency), switches that read.
+        "model_ratio": (
+            sum(r.latency_ms for r in records if r.bytes_loaded > 0)
+            / sum(r.modelled_ms for r in records if r.bytes_loaded > 0)
+            if any(r.bytes_loaded > 0 for r in records)
+            else None
+        ),
+        "per_switch": [r.__dict__ for r in records],
+    }
+
+
+def driving_to_tasks(sequence: Sequence[str]) -> list[str]:
+    return [DRIVING_TASKS[name] for name in sequence]
+
+
+def run_sequences(
+    setting: Setting,
+    sequences: dict[str, list[str]],
+    bandwidth_gbps: float,
+    preload_budget_bytes: int,
+    repeats: int = 3,
+    read_latency_ms: float = 0.0,
+) -> dict[str, Any]:
+    """All methods on all sequences (in model task names), ``repeats`` rounds with methods interleaved.
+
+    Interleaving spreads load from other processes over every method alike; the switch records of
+    all rounds are pooled. Speed-ups are given on the mean and on the median switch latency.
+    """
+    out: dict[str, Any] = {}
+    for name, seq in sequences.items():
+        records: dict[str, list[SwitchRecord]] = {m: [] for m in METHODS}
+        accuracy: dict[str, dict[str, float]] = {}
+        for _ in tqdm(range(repeats), desc=f"replay {name}", file=sys.stderr, leave=False):
+            for method in METHODS:
+                got, acc = replay(setting, method, seq, bandwidth_gbps, preload_budget_bytes, read_latency_ms)
+                records[method].extend(got)
+                accuracy[method] = acc
+        methods = {m: summarise(records[m], bandwidth_gbps) | {"accuracy": accuracy[m]} for m in METHODS}
+        mono = methods["monolithic"]["switch_latency_ms"]
+        for m in methods.values():
+            m["speedup_vs_monolithic"] = {
+                "mean": mono["mean"] / m["switch_latency_ms"]["mean"],
+                "median": mono["median"] / m["switch_latency_ms"]["median"],
+                "source": "measured",
+            }
+        out[name] = {"sequence": seq, "repeats": repeats, "methods": methods}
+    return out
+
+
+def compare_layouts(setting: Setting, repeats: int = 3) -> dict[str, Any]:
+    """Cold-read each aligned task's full tile set from the packed and the one-file-per-tile pool."""
+    result: dict[str, Any] = {}
+    stores: tuple[tuple[str, TileStore], ...] = (("packed", setting.pools["aligned"]), ("file_per_tile", setting.per_file))
+    for label, store in stores:
+        files = store.files()
+        times: list[float] = []
+        for _ in range(repeats):
+            for m in setting.manifests["aligned"].values():
+                evict_page_cache(files)
+                start = time.perf_counter()
+                store.read(m.digests())
+                times.append((time.perf_counter() - start) * 1e3)
+        result[label] = {"load_ms_median": float(np.median(times)), "files": len(files), "source": "measured"}
+    result["packed_speedup"] = result["file_per_tile"]["load_ms_median"] / result["packed"]["load_ms_median"]
+    return result
+
+
+def default_sequences(cycles: int = 6, markov_steps: int = 40, seed: int = 0) -> dict[str, list[str]]:
+    names = sorted(DRIVING_TASKS)
+    return {
+        "driving": driving_to_tasks(driving_sequence(cycles)),
+        "markov": driving_to_tasks(markov_sequence(names, markov_steps, seed)),
+    }

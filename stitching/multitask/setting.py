@@ -1,0 +1,119 @@
+"""Build the whole multi-task setting: train, score, mask, align, and write the tile pool.
+
+One call, :func:`build_setting`, composes the steps in order: train (or load) the shared backbone,
+score tiles per task (|w| x |grad|), pick independent masks at each task's sparsity target, align
+them within the accuracy tolerance, make per-task manifests for both mask families, and store
+every tile once in a packed pool per mask family, a one-file-per-tile pool (for the layout comparison), and one
+monolithic file per task (the baseline).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from stitching.multitask.manifest import (
+    TaskManifest,
+    make_manifest,
+    store_in_order,
+    write_monolithic,
+)
+from stitching.multitask.masks import (
+    Alignment,
+    TileMask,
+    align_masks,
+    independent_mask,
+    tile_importance,
+)
+from stitching.multitask.store import FileTileStore, PackedTileStore
+from stitching.multitask.tasks import (
+    TASK_CLASSES,
+    DigitsSplit,
+    MultiTaskModel,
+    evaluate_mask,
+    importance,
+    load_split,
+    masked_weights,
+    train_multitask,
+)
+from stitching.multitask.tiles import TileGrid
+
+DEFAULT_SPARSITY: dict[str, float] = {"digit": 0.7, "parity": 0.8, "ge5": 0.75, "loops": 0.8}
+
+
+@dataclass(frozen=True)
+class SettingConfig:
+    hidden: tuple[int, ...] = (2048, 2048, 1024)
+    epochs: int = 6
+    seed: int = 0
+    tile_size: int = 64
+    sparsity: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SPARSITY))
+    tolerance: float = 0.01  # absolute held-out accuracy a task may lose to alignment
+    step: float = 0.125
+
+
+@dataclass(frozen=True)
+class Setting:
+    config: SettingConfig
+    model: MultiTaskModel
+    split: DigitsSplit
+    grids: dict[str, TileGrid]
+    dense_accuracy: dict[str, float]
+    independent: dict[str, TileMask]
+    independent_accuracy: dict[str, float]
+    alignment: Alignment
+    manifests: dict[str, dict[str, TaskManifest]]  # family ("independent" | "aligned") -> task -> manifest
+    pools: dict[str, PackedTileStore]  # family -> packed pool laid out for that family's masks
+    per_file: FileTileStore  # every tile, one file each (layout comparison only)
+    monolithic: dict[str, Path]
+
+
+def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir: Path | None = None) -> Setting:
+    config = config or SettingConfig()
+    tasks = sorted(TASK_CLASSES)
+    if set(config.sparsity) != set(tasks):
+        raise ValueError(f"sparsity targets must name exactly the tasks {tasks}, got {sorted(config.sparsity)}")
+    split = load_split(config.seed)
+    model = train_multitask(cache_dir, hidden=config.hidden, epochs=config.epochs, seed=config.seed, split=split)
+    grids = model.grids(config.tile_size)
+    scores = {t: tile_importance(importance(model, t, split), grids) for t in tqdm(tasks, desc="importance", file=sys.stderr, leave=False)}
+    dense_acc = {t: evaluate_mask(model, t, None, config.tile_size, split).accuracy for t in tasks}
+    independent = {t: independent_mask(scores[t], grids, config.sparsity[t]) for t in tasks}
+    indep_eval = {t: evaluate_mask(model, t, independent[t], config.tile_size, split) for t in tasks}
+    heads: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"independent": {t: indep_eval[t].head for t in tasks}, "aligned": {}}
+
+    def accuracy(task: str, mask: TileMask) -> float:
+        result = evaluate_mask(model, task, mask, config.tile_size, split)
+        heads["aligned"][task] = result.head
+        return result.accuracy
+
+    alignment = align_masks(
+        scores, grids, config.sparsity, accuracy, {t: indep_eval[t].accuracy for t in tasks}, config.tolerance, config.step
+    )
+    family_masks = {"independent": independent, "aligned": alignment.masks}
+    manifests: dict[str, dict[str, TaskManifest]] = {"independent": {}, "aligned": {}}
+    tensors: dict[str, np.ndarray] = {}
+    for family, masks in family_masks.items():
+        for t in tasks:
+            w = masked_weights(model, masks[t], config.tile_size)
+            manifests[family][t], named = make_manifest(t, w, masks[t], heads[family][t], config.tile_size)
+            tensors.update(named)
+    every = [m for fam in manifests.values() for m in fam.values()]
+    # One pool per mask family, so each method reads from a layout ordered for its own masks.
+    pools = {family: PackedTileStore(work_dir / f"pool_{family}") for family in manifests}
+    for family, pool in pools.items():
+        store_in_order(pool, manifests[family].values(), tensors)
+    per_file = FileTileStore(work_dir / "pool_files")
+    store_in_order(per_file, every, tensors)
+    monolithic = {}
+    for t in tasks:
+        monolithic[t] = work_dir / "monolithic" / f"{t}.safetensors"
+        write_monolithic(monolithic[t], manifests["independent"][t], tensors)
+    return Setting(
+        config, model, split, grids, dense_acc, independent, {t: indep_eval[t].accuracy for t in tasks},
+        alignment, manifests, pools, per_file, monolithic,
+    )

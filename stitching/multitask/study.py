@@ -1,0 +1,122 @@
+"""The switch study end to end: build the setting, align, replay every method, write ``switch.json``.
+
+This is what ``sparseloom switch`` and ``benchmarks/multitask_switch.py`` run. Every number in
+the report is measured on this host (file I/O with the page cache evicted, held-out accuracy) or
+modelled from the measured read bandwidth, and says which.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stitching.multitask.atomic import write_json
+from stitching.multitask.heatmap import plot_jaccard
+from stitching.multitask.loading import measure_read_bandwidth, measure_read_latency
+from stitching.multitask.masks import (
+    jaccard_matrix,
+    mean_pairwise_jaccard,
+    respects_sparsity,
+)
+from stitching.multitask.replay import compare_layouts, default_sequences, run_sequences
+from stitching.multitask.setting import Setting, SettingConfig, build_setting
+from stitching.multitask.tasks import DRIVING_TASKS
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    setting: SettingConfig = field(default_factory=SettingConfig)
+    cycles: int = 6
+    markov_steps: int = 40
+    markov_seed: int = 0
+    preload_budget_mb: float | None = None  # None: the largest aligned task model
+    bandwidth_gbps: float | None = None  # None: measure the pool's cold read bandwidth
+    layout_repeats: int = 3
+    replay_repeats: int = 3
+    sequences: dict[str, list[str]] | None = None  # in model task names; None: driving + random Markov
+
+
+def _alignment_report(setting: Setting) -> dict[str, Any]:
+    names = sorted(setting.independent)
+    aligned = setting.alignment.masks
+    tasks = {}
+    for t in names:
+        tasks[t] = {
+            "driving_name": next(k for k, v in DRIVING_TASKS.items() if v == t),
+            "sparsity_target": setting.config.sparsity[t],
+            "tiles_kept": {"independent": len(setting.independent[t]), "aligned": len(aligned[t])},
+            "respects_sparsity": respects_sparsity(aligned[t], setting.grids, setting.config.sparsity[t]),
+            "core_fraction": setting.alignment.core_fraction[t],
+            "accuracy": {
+                "dense": setting.dense_accuracy[t],
+                "independent_mask": setting.independent_accuracy[t],
+                "aligned_mask": setting.alignment.accuracy[t],
+                "alignment_cost": setting.independent_accuracy[t] - setting.alignment.accuracy[t],
+                "source": "measured (held-out digits split)",
+            },
+            "model_bytes": {
+                "independent": setting.manifests["independent"][t].total_bytes(),
+                "aligned": setting.manifests["aligned"][t].total_bytes(),
+            },
+        }
+    return {
+        "tolerance": setting.alignment.tolerance,
+        "evaluations": setting.alignment.evaluations,
+        "tasks": tasks,
+        "jaccard": {
+            "names": names,
+            "independent": jaccard_matrix(setting.independent, names),
+            "aligned": jaccard_matrix(aligned, names),
+            "mean_pairwise": {
+                "independent": mean_pairwise_jaccard(setting.independent, names),
+                "aligned": mean_pairwise_jaccard(aligned, names),
+            },
+        },
+    }
+
+
+def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Run everything, write ``out_dir/switch.json`` and ``out_dir/jaccard.png``; return the report."""
+    config = config or StudyConfig()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    setting = build_setting(out_dir / "work", config.setting, cache_dir)
+    alignment = _alignment_report(setting)
+    plot_jaccard(
+        out_dir / "jaccard.png",
+        alignment["jaccard"]["names"],
+        alignment["jaccard"]["independent"],
+        alignment["jaccard"]["aligned"],
+    )
+    # Sequential cold reads of every pool and monolithic file: the storage's best-case bandwidth.
+    measured = measure_read_bandwidth(
+        [f for pool in setting.pools.values() for f in pool.files()] + list(setting.monolithic.values())
+    )
+    latency = measure_read_latency(setting.pools["aligned"].files() + list(setting.monolithic.values()))
+    bandwidth = config.bandwidth_gbps or measured.bandwidth_gbps
+    budget = (
+        int(config.preload_budget_mb * 1e6)
+        if config.preload_budget_mb is not None
+        else max(m.total_bytes() for m in setting.manifests["aligned"].values())
+    )
+    sequences = config.sequences or default_sequences(config.cycles, config.markov_steps, config.markov_seed)
+    report: dict[str, Any] = {
+        "host": platform.node(),
+        "model": {
+            "hidden": list(setting.config.hidden),
+            "backbone_mb": setting.model.backbone_bytes() / 1e6,
+            "tile_size": setting.config.tile_size,
+            "tiles_in_backbone": sum(g.rows * g.cols for g in setting.grids.values()),
+        },
+        "read_bandwidth": asdict(measured),
+        "read_latency": asdict(latency),
+        "modelled_bandwidth_gbps": bandwidth,
+        "preload_budget_mb": budget / 1e6,
+        "alignment": alignment,
+        "layouts": compare_layouts(setting, config.layout_repeats),
+        "sequences": run_sequences(setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms),
+        "config": asdict(config),
+    }
+    write_json(out_dir / "switch.json", report)
+    return report
