@@ -1,0 +1,25 @@
+"""The real runtime: a plan run on the host's processors, with live statistics.
+
+- ``engine``: :class:`Runtime` (workers per processor, policy decisions, admission control, SLO changes);
+- ``residency``: resident blocks within the memory budget (pool loads, compile cache, LRU eviction);
+- ``workers``: one FIFO worker thread per processor;
+- ``stats``: live statistics (:class:`RuntimeStats`), computed with the simulator's metric definitions;
+- ``replay``: arrivals replayed in real time.
+"""
+
+from sparseloom.runtime.engine import Rejected, Runtime, processors_present
+from sparseloom.runtime.replay import replay
+from sparseloom.runtime.residency import BlockTooLarge, MemoryWaitTimeout, Residency
+from sparseloom.runtime.stats import RuntimeStats, TaskStats
+
+__all__ = [
+    "BlockTooLarge",
+    "MemoryWaitTimeout",
+    "Rejected",
+    "Residency",
+    "Runtime",
+    "RuntimeStats",
+    "TaskStats",
+    "processors_present",
+    "replay",
+]

@@ -1,0 +1,213 @@
+"""Live statistics of a real run, computed with the simulator's metric definitions.
+
+Every request's arrival, completion (or rejection), SLO in force and route
+accuracy is recorded; :meth:`Recorder.raw` turns them into the simulator's
+:class:`~sparseloom.sim.engine.RawRun`, so :func:`sparseloom.sim.metrics.run_result`
+computes the runtime's metrics exactly as it computes the simulator's. All
+figures here are *measured* on this host (wall-clock time, real outputs).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparseloom.sim.engine import RawRun
+from sparseloom.sim.metrics import Percentiles, RunResult, run_result
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """One task's live figures: requests that arrived and are finished (done or rejected)."""
+
+    task: str
+    requests: int
+    completed: int
+    rejected: int
+    in_flight: int
+    violations: int
+    slo_violation_rate: float
+    throughput_rps: float
+    latency_ms: Percentiles
+    mean_accuracy: float | None
+    latency_slo_ms: float
+    min_accuracy: float
+    # The stitched variant of the latest request: the variant of each block, and where each ran.
+    variant: tuple[str, ...]
+    processors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RuntimeStats:
+    """A snapshot of a running runtime (``source`` is "measured": wall clock, real outputs)."""
+
+    uptime_s: float
+    requests: int
+    completed: int
+    rejected: int
+    errors: int
+    in_flight: int
+    slo_violation_rate: float
+    throughput_rps: float
+    latency_ms: Percentiles
+    per_task: Mapping[str, TaskStats]
+    memory_budget_mb: float
+    resident_mb: float
+    peak_resident_mb: float
+    resident_blocks: int
+    rss_mb: float
+    peak_rss_mb: float
+    loads: int
+    evictions: int
+    utilisation: Mapping[str, float]
+    policy: str
+    replans: int
+    source: str = "measured"
+
+    def describe(self) -> str:
+        """A few lines for a terminal."""
+        lines = [
+            f"t={self.uptime_s:6.1f}s  requests {self.requests}  done {self.completed}  rejected {self.rejected}  "
+            f"errors {self.errors}  in flight {self.in_flight}  throughput {self.throughput_rps:.1f}/s  "
+            f"violations {self.slo_violation_rate:.1%}",
+            f"  memory: blocks {self.resident_mb:.2f}/{self.memory_budget_mb:.2f} MB (peak {self.peak_resident_mb:.2f}, "
+            f"{self.resident_blocks} blocks), RSS {self.rss_mb:.0f} MB (peak {self.peak_rss_mb:.0f}); "
+            f"loads {self.loads}, evictions {self.evictions}; policy {self.policy}, re-plans {self.replans}",
+        ]
+        for t in self.per_task.values():
+            lat = t.latency_ms
+            lines.append(
+                f"  {t.task}: p50 {lat.p50:.2f} ms  p99 {lat.p99:.2f} ms  (SLO {t.latency_slo_ms:g} ms)  "
+                f"violations {t.slo_violation_rate:.1%}  {t.throughput_rps:.1f}/s  variant {'+'.join(t.variant) or '-'}"
+            )
+        return "\n".join(lines)
+
+
+class Recorder:
+    """Per-request records of a run, safe to append to from several threads."""
+
+    def __init__(self, tasks: Sequence[str], processors: Sequence[str]) -> None:
+        self.tasks = tuple(tasks)
+        self.processors = tuple(processors)
+        self._lock = threading.Lock()
+        self.arrival_ms: list[float] = []
+        self.task: list[int] = []
+        self.done_ms: list[float] = []
+        self.finished: list[bool] = []
+        self.rejected: list[bool] = []
+        self.slo_ms: list[float] = []
+        self.accuracy: list[float | None] = []
+        self.accuracy_violated: list[bool] = []
+        self.decision_ns: list[int] = []
+        self.replan_ns: list[int] = []
+        self.busy_ms = [0.0] * len(processors)
+        self.block_executions = 0
+        self.task_switches = 0
+        self.errors = 0
+        self._last_task = [-1] * len(processors)
+        self._mem_mb = 0.0
+        self._mem_last_ms = 0.0
+        self.memory_area_mb_ms = 0.0
+
+    def arrive(self, now_ms: float, task: int, slo_ms: float, accuracy: float | None, acc_bad: bool, decision_ns: int) -> int:
+        with self._lock:
+            rid = len(self.arrival_ms)
+            self.arrival_ms.append(now_ms)
+            self.task.append(task)
+            self.done_ms.append(float("inf"))
+            self.finished.append(False)
+            self.rejected.append(False)
+            self.slo_ms.append(slo_ms)
+            self.accuracy.append(accuracy)
+            self.accuracy_violated.append(acc_bad)
+            self.decision_ns.append(decision_ns)
+            return rid
+
+    def done(self, rid: int, now_ms: float) -> None:
+        with self._lock:
+            self.done_ms[rid] = now_ms
+            self.finished[rid] = True
+
+    def reject(self, rid: int, error: bool = False) -> None:
+        with self._lock:
+            self.finished[rid] = True
+            self.rejected[rid] = True
+            if error:
+                self.errors += 1
+
+    def executed(self, proc: int, task: int, ms: float) -> None:
+        with self._lock:
+            self.busy_ms[proc] += ms
+            self.block_executions += 1
+            if self._last_task[proc] not in (-1, task):
+                self.task_switches += 1
+            self._last_task[proc] = task
+
+    def memory(self, now_ms: float, delta_mb: float) -> None:
+        with self._lock:
+            self.memory_area_mb_ms += self._mem_mb * (now_ms - self._mem_last_ms)
+            self._mem_last_ms = now_ms
+            self._mem_mb += delta_mb
+
+    def restart_clock(self) -> None:
+        """Time zero is now: memory resident so far counts from here."""
+        with self._lock:
+            self._mem_last_ms = 0.0
+            self.memory_area_mb_ms = 0.0
+
+    def raw(self, *, finished_only: bool, peak_mb: float, loads: int, load_ms: float, evictions: int) -> RawRun:
+        """The records as the simulator's raw run; ``finished_only`` leaves out requests still in flight."""
+        with self._lock:
+            keep = [i for i, f in enumerate(self.finished) if f or not finished_only]
+            return RawRun(
+                task_names=self.tasks,
+                processors=self.processors,
+                arrival_ms=[self.arrival_ms[i] for i in keep],
+                arrival_task=[self.task[i] for i in keep],
+                done_ms=[self.done_ms[i] for i in keep],
+                latency_slo_ms=[self.slo_ms[i] for i in keep],
+                accuracy=[self.accuracy[i] for i in keep],
+                accuracy_violated=[self.accuracy_violated[i] for i in keep],
+                decision_ns=list(self.decision_ns),
+                replan_ns=list(self.replan_ns),
+                busy_ms=list(self.busy_ms),
+                memory_peak_mb=peak_mb,
+                memory_area_mb_ms=self.memory_area_mb_ms,
+                loads=loads,
+                load_ms=load_ms,
+                evictions=evictions,
+                task_switches=self.task_switches,
+                block_executions=self.block_executions,
+                schedule=None,
+            )
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per task: requests, rejected, still in flight."""
+        with self._lock:
+            task = np.asarray(self.task, dtype=np.int64)
+            fin = np.asarray(self.finished, dtype=bool)
+            rej = np.asarray(self.rejected, dtype=bool)
+        n = len(self.tasks)
+        return (
+            np.bincount(task, minlength=n),
+            np.bincount(task[rej], minlength=n),
+            np.bincount(task[~fin], minlength=n),
+        )
+
+
+def result(
+    raw: RawRun, *, policy: str, seed: int, duration_s: float, warmup_s: float, wall_s: float, plan_wall_s: float
+) -> RunResult:
+    """The simulator's metrics of a real run (same definitions, same shape)."""
+    return run_result(
+        raw,
+        policy=policy,
+        seed=seed,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        sim_wall_s=wall_s,
+        plan_wall_s=plan_wall_s,
+    )
