@@ -4,10 +4,12 @@
 - ``residency``: resident blocks within the memory budget (pool loads, compile cache, LRU eviction);
 - ``workers``: one FIFO worker thread per processor;
 - ``stats``: live statistics (:class:`RuntimeStats`), computed with the simulator's metric definitions;
+- ``host``: a problem restricted to the processors present here;
 - ``replay``: arrivals replayed in real time.
 """
 
-from sparseloom.runtime.engine import Rejected, Runtime, processors_present
+from sparseloom.runtime.engine import Rejected, Runtime
+from sparseloom.runtime.host import processors_present, restrict
 from sparseloom.runtime.replay import replay
 from sparseloom.runtime.residency import BlockTooLarge, MemoryWaitTimeout, Residency
 from sparseloom.runtime.stats import RuntimeStats, TaskStats
@@ -22,4 +24,5 @@ __all__ = [
     "TaskStats",
     "processors_present",
     "replay",
+    "restrict",
 ]

@@ -35,10 +35,10 @@ import torch
 from backends.base import CompileOptions
 from backends.cache import CompileCache
 from backends.processor import SoCSpec
-from backends.tvm_backends import backend_for
 from scheduler.plan import Plan, Route
 from scheduler.policy import Policy
 from scheduler.problem import Problem
+from sparseloom.runtime.host import processors_present
 from sparseloom.runtime.residency import Residency
 from sparseloom.runtime.stats import Recorder, RuntimeStats, TaskStats, result
 from sparseloom.runtime.workers import Worker
@@ -111,11 +111,12 @@ class Runtime:
         missing = [p.name for p in problem.processors if p.name not in procs]
         if missing:
             raise ValueError(f"processor(s) {', '.join(missing)} of the problem are not in the SoC {soc.name!r}")
-        absent = [p.name for p in problem.processors if not backend_for(procs[p.name]).present(procs[p.name])]
+        here = processors_present(soc)
+        absent = [p.name for p in problem.processors if p.name not in here]
         if absent:
             raise ValueError(
                 f"processor(s) {', '.join(absent)} are not present on this host; restrict the problem to "
-                f"the host's processors ({', '.join(n for n, p in procs.items() if backend_for(p).present(p)) or 'none'})"
+                f"the host's processors ({', '.join(here) or 'none'}) with sparseloom.runtime.host.restrict"
             )
         self.problem = problem
         self.policy = policy
@@ -438,7 +439,3 @@ class Runtime:
             wall_s=self.now_ms() / 1000.0, plan_wall_s=self.plan_wall_s,
         )
 
-
-def processors_present(soc: SoCSpec) -> tuple[str, ...]:
-    """Names of the SoC's processors this host can run."""
-    return tuple(p.name for p in soc.processors if backend_for(p).present(p))
