@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from sparseloom.runtime.engine import Runtime
-from sparseloom.runtime.stats import RuntimeStats
 from sparseloom.sim.engine import SLOChangeEvent
 from sparseloom.sim.runner import Arrivals
 
@@ -27,19 +26,19 @@ def replay(
     *,
     slo_changes: Sequence[SLOChangeEvent] = (),
     every_s: float = 0.0,
-    on_stats: Callable[[RuntimeStats], None] = lambda s: None,
+    on_tick: Callable[[Runtime], None] | None = None,
     drain_s: float = 5.0,
 ) -> list[Future[Any]]:
     """Submit every arrival at its time (ms since the runtime started); returns the futures.
 
-    ``every_s`` > 0 calls ``on_stats`` with live statistics that often. After the
+    ``every_s`` > 0 calls ``on_tick(runtime)`` that often (e.g. to print ``runtime.stats()``). After the
     last arrival, waits up to ``drain_s`` for requests in flight.
     """
     names = [t.name for t in runtime.problem.tasks]
     times, tasks = arrivals.merged(names)
     changes = sorted(slo_changes, key=lambda c: c.at_ms)
     futures: list[Future[Any]] = []
-    next_print = every_s * 1000.0 if every_s > 0 else float("inf")
+    next_print = every_s * 1000.0 if every_s > 0 and on_tick is not None else float("inf")
     ci = 0
     start = runtime.now_ms()
     for t_ms, k in zip(times.tolist(), tasks.tolist()):
@@ -55,7 +54,8 @@ def replay(
                 ci += 1
                 continue
             if next_print <= now:
-                on_stats(runtime.stats())
+                assert on_tick is not None
+                on_tick(runtime)
                 next_print += every_s * 1000.0
                 continue
             break
