@@ -10,7 +10,7 @@
 
 from sparseloom.runtime.engine import Rejected, Runtime
 from sparseloom.runtime.host import processors_present, restrict
-from sparseloom.runtime.replay import replay
+from sparseloom.runtime.replay import Replayed, replay
 from sparseloom.runtime.residency import BlockTooLarge, MemoryWaitTimeout, Residency
 from sparseloom.runtime.stats import RuntimeStats, TaskStats
 
@@ -18,6 +18,7 @@ __all__ = [
     "BlockTooLarge",
     "MemoryWaitTimeout",
     "Rejected",
+    "Replayed",
     "Residency",
     "Runtime",
     "RuntimeStats",

@@ -140,7 +140,7 @@ class Runtime:
             self.recorder.memory,
             wait_s=memory_wait_s,
         )
-        self.workers = [Worker(p.name, i, self._execute) for i, p in enumerate(problem.processors)]
+        self.workers = [Worker(p.name, i, self._execute, self.now_ms) for i, p in enumerate(problem.processors)]
         self._view = _View(self)
         self._current: dict[str, Route] = {}
         self._replanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseloom-replan")
@@ -300,7 +300,7 @@ class Runtime:
             t = max(t, self._view.backlog_ms(self.workers[s.processor].processor)) + s.expected_ms
         return t
 
-    def _execute(self, worker: Worker[_Request], req: _Request) -> None:
+    def _execute(self, worker: Worker[_Request], req: _Request, wakeup_ms: float | None) -> None:
         step = req.steps[req.position]
         try:
             runner = self.residency.acquire(step.digest, worker.processor)
@@ -308,7 +308,10 @@ class Runtime:
                 start = self.now_ms()
                 worker.started(start, step.expected_ms)
                 outs = runner(*req.tensors)
-                self.recorder.executed(worker.index, req.task, self.now_ms() - start)
+                end = self.now_ms()
+                # Service time: the block run plus the hand-off wake-up when the worker was idle
+                # (a load, if any, is not in it): what the simulator should charge per block.
+                self.recorder.executed(worker.index, req.task, end - start, step.digest, end - start, wakeup_ms)
             finally:
                 self.residency.release(step.digest)
         except Exception as err:  # noqa: BLE001 - the request fails, the runtime keeps serving
@@ -425,14 +428,16 @@ class Runtime:
             replans=len(self.recorder.replan_ns),
         )
 
-    def result(self, *, duration_s: float, warmup_s: float = 0.0, seed: int = 0) -> RunResult:
-        """The run's metrics with the simulator's definitions over ``[warmup_s, duration_s)`` of runtime clock.
+    def result(self, *, duration_s: float, warmup_s: float = 0.0, seed: int = 0, origin_ms: float = 0.0) -> RunResult:
+        """The run's metrics with the simulator's definitions over ``[warmup_s, duration_s)`` after ``origin_ms``
+        (runtime clock; a replay's start).
 
         Requests still in flight count as unfinished (infinite latency), as in the simulator.
         """
         c = self.residency.counters()
         raw = self.recorder.raw(
-            finished_only=False, peak_mb=c.peak_mb, loads=c.loads, load_ms=c.load_ms, evictions=c.evictions
+            finished_only=False, peak_mb=c.peak_mb, loads=c.loads, load_ms=c.load_ms, evictions=c.evictions,
+            origin_ms=origin_ms,
         )
         return result(
             raw, policy=self.policy.name, seed=seed, duration_s=duration_s, warmup_s=warmup_s,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,6 +18,14 @@ import torch
 from sparseloom.runtime.engine import Runtime
 from sparseloom.sim.engine import SLOChangeEvent
 from sparseloom.sim.runner import Arrivals
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What a replay submitted, and when it started on the runtime's clock (ms)."""
+
+    futures: tuple[Future[Any], ...]
+    start_ms: float
 
 
 def replay(
@@ -28,8 +37,8 @@ def replay(
     every_s: float = 0.0,
     on_tick: Callable[[Runtime], None] | None = None,
     drain_s: float = 5.0,
-) -> list[Future[Any]]:
-    """Submit every arrival at its time (ms since the runtime started); returns the futures.
+) -> Replayed:
+    """Submit every arrival at its time (ms after the replay starts); returns the futures.
 
     ``every_s`` > 0 calls ``on_tick(runtime)`` that often (e.g. to print ``runtime.stats()``). After the
     last arrival, waits up to ``drain_s`` for requests in flight.
@@ -68,4 +77,4 @@ def replay(
     while runtime.now_ms() < end:
         time.sleep(min(0.05, (end - runtime.now_ms()) / 1000.0 + 1e-4))
     runtime.drain(drain_s)
-    return futures
+    return Replayed(tuple(futures), start)

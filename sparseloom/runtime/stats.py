@@ -9,9 +9,12 @@ figures here are *measured* on this host (wall-clock time, real outputs).
 
 from __future__ import annotations
 
+import math
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +70,10 @@ class RuntimeStats:
     replans: int
     source: str = "measured"
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (non-finite numbers as null)."""
+        return _finite(asdict(self))
+
     def describe(self) -> str:
         """A few lines for a terminal."""
         lines = [
@@ -84,6 +91,20 @@ class RuntimeStats:
                 f"violations {t.slo_violation_rate:.1%}  {t.throughput_rps:.1f}/s  variant {'+'.join(t.variant) or '-'}"
             )
         return "\n".join(lines)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# Service-time samples kept per (block, processor) for calibration.
+SAMPLES_PER_BLOCK = 4096
 
 
 class Recorder:
@@ -108,6 +129,9 @@ class Recorder:
         self.task_switches = 0
         self.errors = 0
         self._last_task = [-1] * len(processors)
+        # Per (digest, processor): measured block run times (ms); per processor: wake-up delays (ms).
+        self.service_ms: dict[tuple[str, str], deque[float]] = {}
+        self.wakeup_ms: dict[str, deque[float]] = {p: deque(maxlen=SAMPLES_PER_BLOCK) for p in processors}
         self._mem_mb = 0.0
         self._mem_last_ms = 0.0
         self.memory_area_mb_ms = 0.0
@@ -138,8 +162,15 @@ class Recorder:
             if error:
                 self.errors += 1
 
-    def executed(self, proc: int, task: int, ms: float) -> None:
+    def executed(self, proc: int, task: int, ms: float, digest: str, service_ms: float, wakeup_ms: float | None) -> None:
         with self._lock:
+            if wakeup_ms is not None:
+                self.wakeup_ms[self.processors[proc]].append(wakeup_ms)
+            key = (digest, self.processors[proc])
+            samples = self.service_ms.get(key)
+            if samples is None:
+                samples = self.service_ms[key] = deque(maxlen=SAMPLES_PER_BLOCK)
+            samples.append(service_ms)
             self.busy_ms[proc] += ms
             self.block_executions += 1
             if self._last_task[proc] not in (-1, task):
@@ -158,16 +189,26 @@ class Recorder:
             self._mem_last_ms = 0.0
             self.memory_area_mb_ms = 0.0
 
-    def raw(self, *, finished_only: bool, peak_mb: float, loads: int, load_ms: float, evictions: int) -> RawRun:
-        """The records as the simulator's raw run; ``finished_only`` leaves out requests still in flight."""
+    def raw(
+        self,
+        *,
+        finished_only: bool,
+        peak_mb: float,
+        loads: int,
+        load_ms: float,
+        evictions: int,
+        origin_ms: float = 0.0,
+    ) -> RawRun:
+        """The records as the simulator's raw run, times counted from ``origin_ms``;
+        ``finished_only`` leaves out requests still in flight."""
         with self._lock:
             keep = [i for i, f in enumerate(self.finished) if f or not finished_only]
             return RawRun(
                 task_names=self.tasks,
                 processors=self.processors,
-                arrival_ms=[self.arrival_ms[i] for i in keep],
+                arrival_ms=[self.arrival_ms[i] - origin_ms for i in keep],
                 arrival_task=[self.task[i] for i in keep],
-                done_ms=[self.done_ms[i] for i in keep],
+                done_ms=[self.done_ms[i] - origin_ms for i in keep],
                 latency_slo_ms=[self.slo_ms[i] for i in keep],
                 accuracy=[self.accuracy[i] for i in keep],
                 accuracy_violated=[self.accuracy_violated[i] for i in keep],
@@ -183,6 +224,16 @@ class Recorder:
                 block_executions=self.block_executions,
                 schedule=None,
             )
+
+    def service_medians_ms(self) -> dict[tuple[str, str], tuple[float, int]]:
+        """Per (digest, processor): median measured service time (ms) and its sample count.
+
+        Service time is the block's run time plus the processor's median wake-up delay
+        (the hand-off cost a request pays per block on an idle worker).
+        """
+        with self._lock:
+            wake = {p: float(np.median(v)) if v else 0.0 for p, v in self.wakeup_ms.items()}
+            return {k: (float(np.median(v)) + wake[k[1]], len(v)) for k, v in self.service_ms.items() if v}
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per task: requests, rejected, still in flight."""

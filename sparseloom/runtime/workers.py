@@ -19,12 +19,21 @@ Job = TypeVar("Job")
 class Worker(threading.Thread, Generic[Job]):
     """A processor's FIFO queue and the thread that drains it."""
 
-    def __init__(self, name: str, index: int, execute: Callable[[Worker[Job], Job], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        execute: Callable[[Worker[Job], Job, float | None], None],
+        clock_ms: Callable[[], float],
+    ) -> None:
         super().__init__(name=f"sparseloom-worker-{name}", daemon=True)
         self.processor = name
         self.index = index
         self._execute = execute
-        self._queue: deque[tuple[Job, float]] = deque()
+        self._clock = clock_ms
+        # (job, expected_ms, enqueued at ms, worker idle when enqueued)
+        self._queue: deque[tuple[Job, float, float, bool]] = deque()
+        self._busy = False
         self._cond = threading.Condition()
         self._stopping = False
         self.queued_ms = 0.0
@@ -32,7 +41,8 @@ class Worker(threading.Thread, Generic[Job]):
 
     def put(self, job: Job, expected_ms: float) -> None:
         with self._cond:
-            self._queue.append((job, expected_ms))
+            idle = not self._busy and not self._queue
+            self._queue.append((job, expected_ms, self._clock(), idle))
             self.queued_ms += expected_ms
             self._cond.notify()
 
@@ -54,6 +64,13 @@ class Worker(threading.Thread, Generic[Job]):
                     self._cond.wait()
                 if not self._queue:
                     return
-                job, expected = self._queue.popleft()
+                job, expected, put_ms, idle = self._queue.popleft()
                 self.queued_ms = max(0.0, self.queued_ms - expected) if self._queue else 0.0
-            self._execute(self, job)
+                self._busy = True
+            # Time from hand-off to start on an idle worker: the cost of waking it (measured).
+            wakeup = self._clock() - put_ms if idle else None
+            try:
+                self._execute(self, job, wakeup)
+            finally:
+                with self._cond:
+                    self._busy = False

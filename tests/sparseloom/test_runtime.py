@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import statistics
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from scheduler.problem import Problem
 from sparseloom.runtime import Rejected, Runtime
 from sparseloom.runtime.replay import replay
 from sparseloom.sim import RunResult
-from sparseloom.sim.runner import Arrivals
+from sparseloom.sim.runner import Arrivals, make_arrivals
+from sparseloom.workload import Poisson
 from stitching.pool import Pool
 from stitching.zoo import load as zoo_load
 from tests.sparseloom.runtime_helpers import digits_pool, digits_problem, host_soc
@@ -155,7 +157,7 @@ def test_overload_at_five_times_capacity_stays_bounded(pool: Pool, dirs: Path, i
             peak_in_flight = max(peak_in_flight, rt.in_flight)
 
         t0 = time.perf_counter()
-        futures = replay(rt, arrivals, lambda task: (x,), every_s=0.01, on_tick=watch, drain_s=10.0)
+        futures = replay(rt, arrivals, lambda task: (x,), every_s=0.01, on_tick=watch, drain_s=10.0).futures
         wall = time.perf_counter() - t0
         stats = rt.stats()
         rss_after = rt.rss_mb()
@@ -194,8 +196,8 @@ def test_result_has_the_simulators_shape(pool: Pool, dirs: Path, images: torch.T
     problem = digits_problem(pool, ("cpu0",))
     with Runtime(problem, registry.create("sparseloom"), host_soc("torch", 1), pool, cache_dir=dirs / "cc") as rt:
         arrivals = Arrivals(0, 0.5, {"digits": np.arange(0.0, 500.0, 25.0)})
-        replay(rt, arrivals, lambda t: (images[:1],))
-        res = rt.result(duration_s=0.5)
+        done = replay(rt, arrivals, lambda t: (images[:1],))
+        res = rt.result(duration_s=0.5, origin_ms=done.start_ms)
     assert isinstance(res, RunResult)
     assert res.requests == 20 and res.completed == 20
     assert res.per_task["digits"].latency_ms.p50 > 0
@@ -265,3 +267,22 @@ def _absent_processor(tmp_path: Path) -> None:
     opt = Option("dense", "0" * 64, 1.0, {"npu0": 1.0})
     problem = Problem((TaskSpec("t", "m", 5.0, 0.0, 1.0, ((opt,),), (0.0,)),), (ProcessorInfo("npu0", "npu"),), 10.0)
     sl.Pipeline.from_problem(problem, soc, None, cache_dir=tmp_path)
+
+
+def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    from sparseloom.runtime.calibration import calibrate, corrected_problem
+
+    problem = digits_problem(pool, ("cpu0",), latency_slo_ms=5.0, variants=("dense",))
+    arrivals = make_arrivals({"digits": Poisson(process="poisson", rate_hz=100.0)}, 1.0, seed=0)
+    cal = calibrate(problem, "sparseloom", host_soc("torch", 1), pool, arrivals, lambda t: (images[:1],),
+                    cache_dir=dirs / "cc")
+    assert cal.real.requests == arrivals.count == cal.simulated.requests
+    assert {c.digest for c in cal.corrections} == {o.digest for opts in problem.tasks[0].positions for o in opts}
+    assert all(c.measured_ms > 0 and c.samples >= 5 for c in cal.corrections)
+    fixed = corrected_problem(problem, cal.corrections)
+    for opts in fixed.tasks[0].positions:
+        c = next(c for c in cal.corrections if c.digest == opts[0].digest)
+        assert opts[0].latency_ms["cpu0"] == c.measured_ms and opts[0].latency_source == "measured"
+    # The simulation with measured block latencies has a finite, computed error against the real run.
+    assert math.isfinite(cal.after.p50_error_pct) and math.isfinite(cal.after.violation_error_points)
+    assert cal.corrected.latency_ms.p50 != cal.simulated.latency_ms.p50
