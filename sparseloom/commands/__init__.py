@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from sparseloom.commands import demo, pool, soc, stitch, validate
+from sparseloom.commands import calibrate, demo, pool, run, soc, stitch, validate
 
 # Each module has ``register(subparsers)``, which adds its parser and sets ``run``.
-COMMANDS: tuple[ModuleType, ...] = (demo, validate, soc, pool, stitch)
+COMMANDS: tuple[ModuleType, ...] = (demo, validate, soc, pool, stitch, run, calibrate)

@@ -25,6 +25,7 @@ from scheduler import registry
 from scheduler.problem import Problem
 from sparseloom.runtime.engine import Runtime
 from sparseloom.runtime.replay import replay
+from sparseloom.runtime.stats import result_dict
 from sparseloom.sim.engine import SLOChangeEvent
 from sparseloom.sim.metrics import RunResult
 from sparseloom.sim.runner import Arrivals, simulate
@@ -74,28 +75,11 @@ class Calibration:
     corrections: tuple[BlockCorrection, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        def run(r: RunResult, source: str) -> dict[str, Any]:
-            return _finite(
-                {
-                    "source": source,
-                    "requests": r.requests,
-                    "completed": r.completed,
-                    "latency_ms": {"p50": r.latency_ms.p50, "p95": r.latency_ms.p95, "p99": r.latency_ms.p99},
-                    "slo_violation_rate": r.slo_violation_rate,
-                    "throughput_rps": r.throughput_rps,
-                    "per_task": {
-                        t: {"p50_ms": m.latency_ms.p50, "p99_ms": m.latency_ms.p99,
-                            "slo_violation_rate": m.slo_violation_rate, "throughput_rps": m.throughput_rps}
-                        for t, m in r.per_task.items()
-                    },
-                }
-            )
-
         return {
             "policy": self.policy,
-            "real": run(self.real, "measured"),
-            "simulated": run(self.simulated, "modelled (profile)"),
-            "corrected": run(self.corrected, "modelled (runtime-measured block latencies)"),
+            "real": result_dict(self.real, "measured"),
+            "simulated": result_dict(self.simulated, "modelled (profile)"),
+            "corrected": result_dict(self.corrected, "modelled (runtime-measured block latencies)"),
             "error_before": _finite(vars(self.before)),
             "error_after": _finite(vars(self.after)),
             "corrections": [

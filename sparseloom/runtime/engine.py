@@ -307,7 +307,7 @@ class Runtime:
             try:
                 start = self.now_ms()
                 worker.started(start, step.expected_ms)
-                outs = runner(*req.tensors)
+                outs = runner(*aligned(req.tensors))
                 end = self.now_ms()
                 # Service time: the block run plus the hand-off wake-up when the worker was idle
                 # (a load, if any, is not in it): what the simulator should charge per block.
@@ -444,3 +444,11 @@ class Runtime:
             wall_s=self.now_ms() / 1000.0, plan_wall_s=self.plan_wall_s,
         )
 
+
+
+def aligned(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Contiguous tensors on 64-byte boundaries: TVM takes inputs zero-copy through DLPack only then
+    (a slice of a larger tensor, or numpy-owned memory, may be anywhere)."""
+    return tuple(
+        t if t.is_contiguous() and t.data_ptr() % 64 == 0 else t.contiguous().clone() for t in tensors
+    )

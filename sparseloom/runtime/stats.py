@@ -262,3 +262,34 @@ def result(
         sim_wall_s=wall_s,
         plan_wall_s=plan_wall_s,
     )
+
+
+def result_dict(r: RunResult, source: str) -> dict[str, Any]:
+    """The headline figures of a run result as JSON-ready data, marked with their ``source``."""
+    return _finite(
+        {
+            "source": source,
+            "policy": r.policy,
+            "duration_s": r.duration_s,
+            "warmup_s": r.warmup_s,
+            "requests": r.requests,
+            "completed": r.completed,
+            "latency_ms": {"p50": r.latency_ms.p50, "p95": r.latency_ms.p95, "p99": r.latency_ms.p99},
+            "slo_violation_rate": r.slo_violation_rate,
+            "throughput_rps": r.throughput_rps,
+            "offered_rps": r.offered_rps,
+            "mean_accuracy": r.mean_accuracy,
+            "peak_memory_mb": r.peak_memory_mb,
+            "utilisation": dict(r.utilisation),
+            "per_task": {
+                t: {
+                    "requests": m.requests,
+                    "completed": m.completed,
+                    "latency_ms": {"p50": m.latency_ms.p50, "p95": m.latency_ms.p95, "p99": m.latency_ms.p99},
+                    "slo_violation_rate": m.slo_violation_rate,
+                    "throughput_rps": m.throughput_rps,
+                }
+                for t, m in r.per_task.items()
+            },
+        }
+    )
