@@ -6,7 +6,8 @@ the simulator's figure minus the measured one: p50 / p99 latency and
 throughput in % of the measured value, the violation rate in percentage
 points. The runtime also measures each (block, processor)'s service time
 (block run plus hand-off wake-up); with those as the block latencies the
-simulator runs again, and the corrections can be written back into a profile.
+simulator runs again (with the measured spread of block run times as its
+``latency_cv``), and the corrections can be written back into a profile.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class Calibration:
     before: Fidelity
     after: Fidelity
     corrections: tuple[BlockCorrection, ...]
+    # Measured spread of block run times, given to the corrected simulation as its latency_cv.
+    latency_cv: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +85,7 @@ class Calibration:
             "corrected": result_dict(self.corrected, "modelled (runtime-measured block latencies)"),
             "error_before": _finite(vars(self.before)),
             "error_after": _finite(vars(self.after)),
+            "latency_cv": self.latency_cv,
             "corrections": [
                 _finite({**vars(c), "ratio": c.ratio}) for c in self.corrections
             ],
@@ -150,7 +154,7 @@ def corrected_profile(profile: Profile, corrections: Sequence[BlockCorrection], 
                 source="measured",
                 device=device,
                 repeats=c.samples,
-                note=f"sparseloom calibrate: median runtime service time (block run + hand-off); was {e.latency_ms:.4f} ms ({e.source})",
+                note=f"sparseloom calibrate: mean runtime service time (block run + hand-off); was {e.latency_ms:.4f} ms ({e.source})",
             )
         )
     return replace(profile, entries=tuple(entries), meta={**profile.meta, "calibrated_by": "sparseloom calibrate"})
@@ -185,7 +189,8 @@ def calibrate(
             rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
         done = replay(rt, arrivals, inputs, slo_changes=slo_changes, every_s=every_s, on_tick=on_tick)
         real = rt.result(duration_s=arrivals.duration_s, warmup_s=warmup_s, seed=arrivals.seed, origin_ms=done.start_ms)
-        measured = rt.recorder.service_medians_ms()
+        measured = rt.recorder.service_means_ms()
+        cv = rt.recorder.service_cv()
     corrections = []
     for t in problem.tasks:
         for options in t.positions:
@@ -197,8 +202,9 @@ def calibrate(
     unique = tuple({(c.digest, c.processor): c for c in corrections}.values())
     sim = simulate(problem, registry.create(policy), arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan)
     fixed = corrected_problem(problem, unique)
-    sim2 = simulate(fixed, registry.create(policy), arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan)
-    return Calibration(policy, real, sim, sim2, fidelity(real, sim), fidelity(real, sim2), unique)
+    sim2 = simulate(fixed, registry.create(policy), arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan,
+                    latency_cv=cv)
+    return Calibration(policy, real, sim, sim2, fidelity(real, sim), fidelity(real, sim2), unique, cv)
 
 
 def summary_lines(cal: Calibration) -> list[str]:
@@ -218,7 +224,7 @@ def summary_lines(cal: Calibration) -> list[str]:
         f"  error before correction: {cal.before.describe()}",
         f"  error after correction:  {cal.after.describe()}",
         f"  {len(cal.corrections)} block latencies measured; median ratio measured/profile "
-        f"{_median([c.ratio for c in cal.corrections]):.2f}",
+        f"{_median([c.ratio for c in cal.corrections]):.2f}; measured latency spread (cv) {cal.latency_cv:.2f}",
     ]
 
 

@@ -225,15 +225,24 @@ class Recorder:
                 schedule=None,
             )
 
-    def service_medians_ms(self) -> dict[tuple[str, str], tuple[float, int]]:
-        """Per (digest, processor): median measured service time (ms) and its sample count.
+    def service_means_ms(self) -> dict[tuple[str, str], tuple[float, int]]:
+        """Per (digest, processor): mean measured service time (ms) and its sample count.
 
-        Service time is the block's run time plus the processor's median wake-up delay
-        (the hand-off cost a request pays per block on an idle worker).
+        Service time is the block's run time plus the processor's mean wake-up delay (the
+        hand-off cost a request pays per block on an idle worker). The mean, not the median:
+        the simulator draws each execution around it with the measured spread (``service_cv``).
         """
         with self._lock:
-            wake = {p: float(np.median(v)) if v else 0.0 for p, v in self.wakeup_ms.items()}
-            return {k: (float(np.median(v)) + wake[k[1]], len(v)) for k, v in self.service_ms.items() if v}
+            wake = {p: float(np.mean(v)) if v else 0.0 for p, v in self.wakeup_ms.items()}
+            return {k: (float(np.mean(v)) + wake[k[1]], len(v)) for k, v in self.service_ms.items() if v}
+
+    def service_cv(self) -> float:
+        """Coefficient of variation of block run times (std / mean per block, weighted by samples): the
+        spread the simulator's ``latency_cv`` draws around each block's latency."""
+        with self._lock:
+            pairs = [(float(np.std(v) / np.mean(v)), len(v)) for v in self.service_ms.values() if len(v) > 1 and np.mean(v) > 0]
+        total = sum(n for _, n in pairs)
+        return sum(cv * n for cv, n in pairs) / total if total else 0.0
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per task: requests, rejected, still in flight."""
