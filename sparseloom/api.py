@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from pydantic import ValidationError
@@ -31,7 +31,8 @@ from scheduler import registry
 from scheduler.plan import Plan
 from scheduler.problem import Problem
 from sparseloom import workload as wl
-from sparseloom.errors import InputError, Problem as Complaint, bad_argument
+from sparseloom.errors import InputError, bad_argument
+from sparseloom.errors import Problem as Complaint
 from sparseloom.runtime import Runtime, RuntimeStats, processors_present, restrict
 from stitching import zoo
 
@@ -39,7 +40,7 @@ _UNITS = {"": 1.0, "b": 2**-20, "k": 2**-10, "kb": 1e3 / 2**20, "kib": 2**-10, "
           "mib": 1.0, "g": 2**10, "gb": 1e9 / 2**20, "gib": 2**10, "t": 2**20, "tb": 1e12 / 2**20, "tib": 2**20}
 
 
-def parse_memory_mb(value: str | float | int, name: str = "memory_budget") -> float:
+def parse_memory_mb(value: str | float, name: str = "memory_budget") -> float:
     """A memory size in MiB: a number (MiB) or a string such as "2GB", "512MiB", "1.5 GiB"."""
     if isinstance(value, bool):
         raise bad_argument(name, "a memory size such as '2GB', '512MB' or a number of MiB", value)
@@ -89,7 +90,7 @@ class Pipeline:
     def __init__(
         self,
         soc: wl.SoC | str | Path,
-        memory_budget: str | float | int | None = None,
+        memory_budget: str | float | None = None,
         *,
         policy: str = "sparseloom",
         cache_dir: str | Path | None = None,
@@ -216,7 +217,8 @@ class Pipeline:
         """Build the pool, profile and plan (all cached under ``cache_dir``) and start the runtime."""
         if self._runtime is not None:
             return self._runtime.plan
-        from sparseloom.assemble import assemble  # the lead's module; imported when first needed
+        # Imported when first needed: assembling pulls in pool building, profiling and TVM.
+        from sparseloom.assemble import assemble
 
         work = self.workload()
         try:
@@ -340,7 +342,7 @@ class Pipeline:
         if self._runtime is not None:
             self._runtime.close()
 
-    def __enter__(self) -> Pipeline:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

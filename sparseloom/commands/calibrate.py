@@ -12,7 +12,7 @@ from sparseloom.errors import bad_argument
 from stitching import zoo
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate",
         help="run a workload for real and in the simulator; report the simulator's error and correct the profile",
@@ -34,7 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseloom.runtime.calibration import calibrate, corrected_profile, summary_lines
+    from sparseloom.runtime.calibration import (
+        calibrate,
+        corrected_profile,
+        summary_lines,
+    )
     from sparseloom.runtime.session import prepare
 
     if args.write_profile is not None and not args.write_profile.parent.is_dir():

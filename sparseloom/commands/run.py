@@ -11,7 +11,7 @@ from sparseloom.errors import bad_argument
 from stitching import zoo
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run a workload for real on this host (real models, real-time arrivals), with live statistics",

@@ -13,7 +13,7 @@ simulator runs again (with the measured spread of block run times as its
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -223,8 +223,8 @@ def summary_lines(cal: Calibration) -> list[str]:
         line("simulator (corrected)", cal.corrected),
         f"  error before correction: {cal.before.describe()}",
         f"  error after correction:  {cal.after.describe()}",
-        f"  {len(cal.corrections)} block latencies measured; median ratio measured/profile "
-        f"{_median([c.ratio for c in cal.corrections]):.2f}; measured latency spread (cv) {cal.latency_cv:.2f}",
+        (f"  {len(cal.corrections)} block latencies measured; median ratio measured/profile "
+        f"{_median([c.ratio for c in cal.corrections]):.2f}; measured latency spread (cv) {cal.latency_cv:.2f}"),
     ]
 
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-import numpy as np
 import psutil
 import torch
 
@@ -362,7 +361,7 @@ class Runtime:
         self._stop_monitor.set()
         self._monitor.join(timeout=1.0)
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -77,12 +77,12 @@ class RuntimeStats:
     def describe(self) -> str:
         """A few lines for a terminal."""
         lines = [
-            f"t={self.uptime_s:6.1f}s  requests {self.requests}  done {self.completed}  rejected {self.rejected}  "
+            (f"t={self.uptime_s:6.1f}s  requests {self.requests}  done {self.completed}  rejected {self.rejected}  "
             f"errors {self.errors}  in flight {self.in_flight}  throughput {self.throughput_rps:.1f}/s  "
-            f"violations {self.slo_violation_rate:.1%}",
-            f"  memory: blocks {self.resident_mb:.2f}/{self.memory_budget_mb:.2f} MB (peak {self.peak_resident_mb:.2f}, "
+            f"violations {self.slo_violation_rate:.1%}"),
+            (f"  memory: blocks {self.resident_mb:.2f}/{self.memory_budget_mb:.2f} MB (peak {self.peak_resident_mb:.2f}, "
             f"{self.resident_blocks} blocks), RSS {self.rss_mb:.0f} MB (peak {self.peak_rss_mb:.0f}); "
-            f"loads {self.loads}, evictions {self.evictions}; policy {self.policy}, re-plans {self.replans}",
+            f"loads {self.loads}, evictions {self.evictions}; policy {self.policy}, re-plans {self.replans}"),
         ]
         for t in self.per_task.values():
             lat = t.latency_ms
