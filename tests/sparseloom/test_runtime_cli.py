@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import sparseloom
 from sparseloom.cli import main
 
 HOST = Path("workloads") / "scenarios" / "host_calibrate.yaml"
@@ -26,7 +27,8 @@ def test_bad_flags_exit_2_with_a_located_message(
 
 def test_run_and_calibrate_on_the_host(repo_root: Path, capsys: pytest.CaptureFixture[str],
                                        tmp_path: Path) -> None:
-    pytest.importorskip("sparseloom.assemble", reason="run and calibrate assemble the workload")
+    if not Path(sparseloom.__file__).with_name("assemble.py").is_file():
+        pytest.skip("sparseloom/assemble.py is not in this checkout (run and calibrate assemble the workload)")
     workload = str(repo_root / HOST)
     assert main(["run", workload, "--duration", "2", "--json", "--no-progress"]) == 0
     data = json.loads(capsys.readouterr().out)
