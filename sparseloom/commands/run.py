@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(rt.plan.describe(), file=out)
         rt.warm(lambda m: print(m, file=sys.stderr) if not args.no_progress else None)
         done = replay(rt, s.arrivals, s.inputs, slo_changes=s.slo_changes, every_s=args.every,
-                      on_tick=lambda r: print(r.stats().describe(), file=out, flush=True))
+                      on_tick=lambda r: print(r.stats().describe(), file=out, flush=True), keep_futures=False)
         stats = rt.stats()
         result = rt.result(duration_s=s.duration_s, warmup_s=s.warmup_s, seed=s.seed, origin_ms=done.start_ms)
     if args.json:

@@ -187,7 +187,8 @@ def calibrate(
         # One request per task before the clock starts, so lazily initialised kernels are not measured.
         for t in problem.tasks:
             rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
-        done = replay(rt, arrivals, inputs, slo_changes=slo_changes, every_s=every_s, on_tick=on_tick)
+        done = replay(rt, arrivals, inputs, slo_changes=slo_changes, every_s=every_s, on_tick=on_tick,
+                      keep_futures=False)
         real = rt.result(duration_s=arrivals.duration_s, warmup_s=warmup_s, seed=arrivals.seed, origin_ms=done.start_ms)
         measured = rt.recorder.service_means_ms()
         cv = rt.recorder.service_cv()

@@ -201,7 +201,8 @@ class Runtime:
         return total
 
     def set_slo(self, task: str, latency_ms: float | None = None, min_accuracy: float | None = None) -> Plan:
-        """Change a task's SLO: switch routes now (policy ``switch``), re-plan in the background if needed.
+        """Change a task's SLO: switch routes now (the policy's ``switch``, when it has one), then re-plan
+        in the background (``replan``, else ``plan``) and install that plan when it is ready.
 
         Returns the plan in force once this call returns.
         """
@@ -222,10 +223,10 @@ class Runtime:
             if switched is not None:
                 self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
                 self.plan = switched
-        if switched is None or not switched.feasible:
-            self._replanner.submit(self._replan, problem)
-        else:
+        if switched is not None:
             self._replanner.submit(self._apply, switched)
+        # The full re-plan the simulator makes on an SLO change, off the hot path.
+        self._replanner.submit(self._replan, problem)
         return self.plan
 
     def _replan(self, problem: Problem) -> None:

@@ -24,7 +24,8 @@ from sparseloom.sim.runner import Arrivals
 class Replayed:
     """What a replay submitted, and when it started on the runtime's clock (ms)."""
 
-    futures: tuple[Future[Any], ...]
+    futures: tuple[Future[Any], ...]  # empty unless kept
+    submitted: int
     start_ms: float
 
 
@@ -37,16 +38,19 @@ def replay(
     every_s: float = 0.0,
     on_tick: Callable[[Runtime], None] | None = None,
     drain_s: float = 5.0,
+    keep_futures: bool = True,
 ) -> Replayed:
     """Submit every arrival at its time (ms after the replay starts); returns the futures.
 
     ``every_s`` > 0 calls ``on_tick(runtime)`` that often (e.g. to print ``runtime.stats()``). After the
-    last arrival, waits up to ``drain_s`` for requests in flight.
+    last arrival, waits up to ``drain_s`` for requests in flight. Without ``keep_futures`` the
+    outputs are not kept (long runs: the statistics hold what matters).
     """
     names = [t.name for t in runtime.problem.tasks]
     times, tasks = arrivals.merged(names)
     changes = sorted(slo_changes, key=lambda c: c.at_ms)
     futures: list[Future[Any]] = []
+    submitted = 0
     next_print = every_s * 1000.0 if every_s > 0 and on_tick is not None else float("inf")
     ci = 0
     start = runtime.now_ms()
@@ -68,7 +72,10 @@ def replay(
                 next_print += every_s * 1000.0
                 continue
             break
-        futures.append(runtime.submit(names[k], *inputs(names[k])))
+        fut = runtime.submit(names[k], *inputs(names[k]))
+        submitted += 1
+        if keep_futures:
+            futures.append(fut)
     while ci < len(changes):
         c = changes[ci]
         runtime.set_slo(c.task, latency_ms=c.latency_ms, min_accuracy=c.min_accuracy)
@@ -77,4 +84,4 @@ def replay(
     while runtime.now_ms() < end:
         time.sleep(min(0.05, (end - runtime.now_ms()) / 1000.0 + 1e-4))
     runtime.drain(drain_s)
-    return Replayed(tuple(futures), start)
+    return Replayed(tuple(futures), submitted, start)

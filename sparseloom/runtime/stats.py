@@ -107,13 +107,29 @@ def _finite(value: Any) -> Any:
 SAMPLES_PER_BLOCK = 4096
 
 
-class Recorder:
-    """Per-request records of a run, safe to append to from several threads."""
+# Per-request records kept for statistics; older finished ones are dropped beyond this.
+MAX_RECORDS = 200_000
 
-    def __init__(self, tasks: Sequence[str], processors: Sequence[str]) -> None:
+
+class Recorder:
+    """Per-request records of a run, safe to append to from several threads.
+
+    Memory stays bounded: beyond ``max_records`` the oldest finished records are
+    dropped (statistics then cover the most recent requests); totals per task
+    count every request.
+    """
+
+    def __init__(self, tasks: Sequence[str], processors: Sequence[str], max_records: int = MAX_RECORDS) -> None:
+        if max_records < 2:
+            raise ValueError(f"max_records must be >= 2, got {max_records}")
         self.tasks = tuple(tasks)
         self.processors = tuple(processors)
+        self.max_records = max_records
         self._lock = threading.Lock()
+        self._base = 0  # request id of the first kept record
+        self.dropped = 0
+        self.total_requests = [0] * len(self.tasks)
+        self.total_rejected = [0] * len(self.tasks)
         self.arrival_ms: list[float] = []
         self.task: list[int] = []
         self.done_ms: list[float] = []
@@ -122,7 +138,7 @@ class Recorder:
         self.slo_ms: list[float] = []
         self.accuracy: list[float | None] = []
         self.accuracy_violated: list[bool] = []
-        self.decision_ns: list[int] = []
+        self.decision_ns: deque[int] = deque(maxlen=max_records)
         self.replan_ns: list[int] = []
         self.busy_ms = [0.0] * len(processors)
         self.block_executions = 0
@@ -138,7 +154,10 @@ class Recorder:
 
     def arrive(self, now_ms: float, task: int, slo_ms: float, accuracy: float | None, acc_bad: bool, decision_ns: int) -> int:
         with self._lock:
-            rid = len(self.arrival_ms)
+            if len(self.arrival_ms) >= self.max_records:
+                self._compact()
+            rid = self._base + len(self.arrival_ms)
+            self.total_requests[task] += 1
             self.arrival_ms.append(now_ms)
             self.task.append(task)
             self.done_ms.append(float("inf"))
@@ -150,15 +169,32 @@ class Recorder:
             self.decision_ns.append(decision_ns)
             return rid
 
+    def _compact(self) -> None:
+        """Drop the oldest half of the records, up to the first one still in flight."""
+        n = 0
+        limit = len(self.arrival_ms) // 2
+        while n < limit and self.finished[n]:
+            n += 1
+        if n == 0:
+            return
+        for records in (self.arrival_ms, self.task, self.done_ms, self.finished, self.rejected, self.slo_ms,
+                        self.accuracy, self.accuracy_violated):
+            del records[:n]
+        self._base += n
+        self.dropped += n
+
     def done(self, rid: int, now_ms: float) -> None:
         with self._lock:
-            self.done_ms[rid] = now_ms
-            self.finished[rid] = True
+            i = rid - self._base
+            self.done_ms[i] = now_ms
+            self.finished[i] = True
 
     def reject(self, rid: int, error: bool = False) -> None:
         with self._lock:
-            self.finished[rid] = True
-            self.rejected[rid] = True
+            i = rid - self._base
+            self.total_rejected[self.task[i]] += 1
+            self.finished[i] = True
+            self.rejected[i] = True
             if error:
                 self.errors += 1
 
@@ -245,17 +281,13 @@ class Recorder:
         return sum(cv * n for cv, n in pairs) / total if total else 0.0
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per task: requests, rejected, still in flight."""
+        """Per task: requests and rejected (all of the run), and still in flight."""
         with self._lock:
             task = np.asarray(self.task, dtype=np.int64)
             fin = np.asarray(self.finished, dtype=bool)
-            rej = np.asarray(self.rejected, dtype=bool)
-        n = len(self.tasks)
-        return (
-            np.bincount(task, minlength=n),
-            np.bincount(task[rej], minlength=n),
-            np.bincount(task[~fin], minlength=n),
-        )
+            total = np.asarray(self.total_requests, dtype=np.int64)
+            rejected = np.asarray(self.total_rejected, dtype=np.int64)
+        return total, rejected, np.bincount(task[~fin], minlength=len(self.tasks))
 
 
 def result(

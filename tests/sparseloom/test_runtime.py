@@ -286,3 +286,20 @@ def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, image
     # The simulation with measured block latencies has a finite, computed error against the real run.
     assert math.isfinite(cal.after.p50_error_pct) and math.isfinite(cal.after.violation_error_points)
     assert cal.corrected.latency_ms.p50 != cal.simulated.latency_ms.p50
+
+
+def test_records_stay_bounded_and_totals_count_everything() -> None:
+    from sparseloom.runtime.stats import Recorder
+
+    rec = Recorder(["a", "b"], ["cpu0"], max_records=100)
+    for i in range(1000):
+        rid = rec.arrive(float(i), i % 2, 5.0, None, False, 1000)
+        if i % 10 == 0:
+            rec.reject(rid)
+        else:
+            rec.done(rid, float(i) + 1.0)
+    assert len(rec.arrival_ms) <= 100 and rec.dropped >= 900
+    total, rejected, flying = rec.counts()
+    assert total.tolist() == [500, 500] and rejected.tolist() == [100, 0] and flying.sum() == 0
+    raw = rec.raw(finished_only=True, peak_mb=0.0, loads=0, load_ms=0.0, evictions=0)
+    assert raw.arrival_ms[-1] == 999.0 and len(raw.arrival_ms) == len(rec.arrival_ms)
