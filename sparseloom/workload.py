@@ -149,6 +149,16 @@ class SoC(Schema):
                 return proc
         raise KeyError(name)
 
+    @classmethod
+    def load(cls, path: str | Path) -> SoC:
+        """The SoC of a YAML file (an SoC file, or a workload that has one), validated; InputError otherwise."""
+        workload = load_workload(path)
+        if workload.soc is None:
+            raise InputError(
+                [Problem("soc", "an 'soc' section", "none", file=str(path))]
+            )
+        return workload.soc
+
 
 class Partition(Schema):
     """How to cut a model into blocks: N blocks of balanced FLOPs, or named module boundaries."""

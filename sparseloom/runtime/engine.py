@@ -1,0 +1,454 @@
+"""The runtime: a plan run for real on the host's processors, request by request, block by block.
+
+Each request gets its route from ``policy.decide(task, plan, view)`` where the
+view reads the live worker queues and the resident blocks. Its blocks then
+flow through the workers of the processors the route names: a worker runs a
+block (loading it from the pool on demand, within the memory budget) and hands
+the output tensors to the next block's worker. The result future receives the
+last block's real outputs.
+
+Overload protection: at most ``max_in_flight`` requests are admitted at once
+(each holds one queue slot at a time, so queues and activations stay bounded);
+a request beyond that is rejected at once and recorded as a violation, as is
+one whose route is expected to finish later than ``shed_factor`` times its
+latency SLO when that is set. Nothing blocks the caller of :meth:`submit`.
+
+SLO changes switch routes at once with the policy's ``switch`` (when it has
+one) and re-plan off the hot path with ``replan`` (or ``plan``); requests keep
+flowing on the current plan meanwhile, as in the simulator.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Self
+
+import psutil
+import torch
+
+from backends.base import CompileOptions
+from backends.cache import CompileCache
+from backends.processor import SoCSpec
+from scheduler.plan import Plan, Route
+from scheduler.policy import Policy
+from scheduler.problem import Problem
+from sparseloom.runtime.host import processors_present
+from sparseloom.runtime.residency import Residency
+from sparseloom.runtime.stats import Recorder, RuntimeStats, TaskStats, result
+from sparseloom.runtime.workers import Worker
+from sparseloom.sim.metrics import RunResult, run_result
+
+
+class Rejected(RuntimeError):
+    """A request the runtime did not admit (overload); it counts as an SLO violation."""
+
+
+@dataclass(frozen=True)
+class Step:
+    processor: int
+    digest: str
+    expected_ms: float
+
+
+@dataclass
+class _Request:
+    rid: int
+    task: int
+    steps: tuple[Step, ...]
+    tensors: tuple[torch.Tensor, ...]
+    future: Future[Any]
+    position: int = 0
+
+
+class _View:
+    """The :class:`scheduler.policy.QueueView` of the live workers and resident blocks."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._workers = {w.processor: w for w in runtime.workers}
+
+    @property
+    def now_ms(self) -> float:
+        return self._rt.now_ms()
+
+    def backlog_ms(self, processor: str) -> float:
+        w = self._workers[processor]
+        return max(0.0, w.busy_until_ms - self._rt.now_ms()) + w.queued_ms
+
+    def is_resident(self, digest: str) -> bool:
+        return self._rt.residency.is_resident(digest)
+
+
+class Runtime:
+    """Runs ``problem`` under ``policy`` on the processors of ``soc`` present on this host.
+
+    ``pool`` holds every block the problem names (by digest); compiled blocks are
+    cached under ``cache_dir``. Every processor the problem names must be present here.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        policy: Policy,
+        soc: SoCSpec,
+        pool: Any,
+        *,
+        cache_dir: Path,
+        plan: Plan | None = None,
+        max_in_flight: int = 64,
+        shed_factor: float | None = None,
+        memory_wait_s: float = 10.0,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        procs = {p.name: p for p in soc.processors}
+        missing = [p.name for p in problem.processors if p.name not in procs]
+        if missing:
+            raise ValueError(f"processor(s) {', '.join(missing)} of the problem are not in the SoC {soc.name!r}")
+        here = processors_present(soc)
+        absent = [p.name for p in problem.processors if p.name not in here]
+        if absent:
+            raise ValueError(
+                f"processor(s) {', '.join(absent)} are not present on this host; restrict the problem to "
+                f"the host's processors ({', '.join(here) or 'none'}) with sparseloom.runtime.host.restrict"
+            )
+        self.problem = problem
+        self.policy = policy
+        self._t0 = time.perf_counter_ns()
+        self._lock = threading.RLock()
+        self._max_in_flight = max_in_flight
+        self._shed = shed_factor
+        self._in_flight = 0
+        self._closed = False
+        self._task_index = {t.name: i for i, t in enumerate(problem.tasks)}
+        self._proc_index = {p.name: i for i, p in enumerate(problem.processors)}
+        self.recorder = Recorder([t.name for t in problem.tasks], [p.name for p in problem.processors])
+        memory_mb = {o.digest: o.memory_mb for t in problem.tasks for opts in t.positions for o in opts}
+        self.residency = Residency(
+            pool,
+            {p.name: procs[p.name] for p in problem.processors},
+            problem.memory_budget_mb,
+            memory_mb,
+            CompileOptions(CompileCache(Path(cache_dir))),
+            self.now_ms,
+            self.recorder.memory,
+            wait_s=memory_wait_s,
+        )
+        self.workers = [Worker(p.name, i, self._execute, self.now_ms) for i, p in enumerate(problem.processors)]
+        self._view = _View(self)
+        self._current: dict[str, Route] = {}
+        self._replanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseloom-replan")
+        self._process = psutil.Process()
+        self._rss_peak_mb = self.rss_mb()
+        self._stop_monitor = threading.Event()
+        t0 = time.perf_counter()
+        self.plan = plan if plan is not None else policy.plan(problem)
+        self.plan_wall_s = time.perf_counter() - t0 if plan is None else 0.0
+        for w in self.workers:
+            w.start()
+        self._apply(self.plan)
+        self._monitor = threading.Thread(target=self._watch_rss, name="sparseloom-rss", daemon=True)
+        self._monitor.start()
+        self._t0 = time.perf_counter_ns()  # requests count from here, after the initial loads
+        self.recorder.restart_clock()
+
+    # -- time and memory
+
+    def now_ms(self) -> float:
+        return (time.perf_counter_ns() - self._t0) / 1e6
+
+    def rss_mb(self) -> float:
+        return float(self._process.memory_info().rss) / 2**20
+
+    def _watch_rss(self) -> None:
+        while not self._stop_monitor.wait(0.05):
+            self._rss_peak_mb = max(self._rss_peak_mb, self.rss_mb())
+
+    # -- plans
+
+    def _placement(self, plan: Plan) -> dict[str, str]:
+        where: dict[str, str] = {}
+        for route in (*plan.routes.values(), *(r for a in plan.alternatives.values() for r in a)):
+            for d, k in zip(self._digests(route), route.processors):
+                where.setdefault(d, k)
+        return where
+
+    def _apply(self, plan: Plan) -> None:
+        self.residency.apply_plan(sorted(plan.resident), plan.preload, self._placement(plan))
+
+    def _digests(self, route: Route) -> tuple[str, ...]:
+        if route.digests:
+            return route.digests
+        t = self.problem.task(route.task)
+        return tuple(t.positions[p][o].digest for p, o in enumerate(route.options))
+
+    def warm(self, progress: Callable[[str], None] = lambda s: None) -> float:
+        """Compile every block of every planned route and alternative into the compile cache; seconds spent."""
+        total = 0.0
+        pairs = {
+            (d, k)
+            for r in (*self.plan.routes.values(), *(x for a in self.plan.alternatives.values() for x in a))
+            for d, k in zip(self._digests(r), r.processors)
+        }
+        for d, k in sorted(pairs):
+            progress(f"compile {d[:12]} for {k}")
+            total += self.residency.warm(d, k)
+        return total
+
+    def set_slo(self, task: str, latency_ms: float | None = None, min_accuracy: float | None = None) -> Plan:
+        """Change a task's SLO: switch routes now (the policy's ``switch``, when it has one), then re-plan
+        in the background (``replan``, else ``plan``) and install that plan when it is ready.
+
+        Returns the plan in force once this call returns.
+        """
+        with self._lock:
+            k = self._task_index[task]
+            tasks = list(self.problem.tasks)
+            t = tasks[k]
+            tasks[k] = replace(
+                t,
+                latency_slo_ms=t.latency_slo_ms if latency_ms is None else float(latency_ms),
+                min_accuracy=t.min_accuracy if min_accuracy is None else float(min_accuracy),
+            )
+            self.problem = replace(self.problem, tasks=tuple(tasks))
+            problem = self.problem
+            switch = getattr(self.policy, "switch", None)
+            t0 = time.perf_counter_ns()
+            switched: Plan | None = switch(self.plan, problem) if switch is not None else None
+            if switched is not None:
+                self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
+                self.plan = switched
+        if switched is not None:
+            self._replanner.submit(self._apply, switched)
+        # The full re-plan the simulator makes on an SLO change, off the hot path.
+        self._replanner.submit(self._replan, problem)
+        return self.plan
+
+    def _replan(self, problem: Problem) -> None:
+        replan: Callable[[Problem], Plan] = getattr(self.policy, "replan", None) or self.policy.plan
+        t0 = time.perf_counter_ns()
+        plan = replan(problem)
+        with self._lock:
+            self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
+            if problem is not self.problem:
+                return  # a newer change re-plans again
+            self.plan = plan
+        self._apply(plan)
+
+    def wait_replans(self) -> None:
+        """Block until background re-plans and loads queued so far have finished."""
+        self._replanner.submit(lambda: None).result()
+
+    # -- requests
+
+    def submit(self, task: str, *inputs: torch.Tensor) -> Future[Any]:
+        """Run one request of ``task`` on ``inputs`` (the model's inputs, batch 1); a future of its outputs.
+
+        The future's result is the last block's output tensor (a tuple when it has several);
+        a rejected request's future raises :class:`Rejected`.
+        """
+        k = self._task_index.get(task)
+        if k is None:
+            raise KeyError(task)
+        fut: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the runtime is closed")
+            now = self.now_ms()
+            spec = self.problem.tasks[k]
+            t0 = time.perf_counter_ns()
+            route = self.policy.decide(task, self.plan, self._view)
+            dec = time.perf_counter_ns() - t0
+            digests = self._digests(route)
+            steps = tuple(
+                Step(
+                    self._proc_index[p],
+                    d,
+                    route.stage_latency_ms[i] if route.stage_latency_ms else float(spec.positions[i][route.options[i]].latency_ms[p]),
+                )
+                for i, (d, p) in enumerate(zip(digests, route.processors))
+            )
+            acc = spec.accuracy(route.options)
+            rid = self.recorder.arrive(
+                now, k, spec.latency_slo_ms, acc, acc is not None and acc < spec.min_accuracy - 1e-12, dec
+            )
+            self._current[task] = route
+            reason = None
+            if self._in_flight >= self._max_in_flight:
+                reason = f"{self._in_flight} requests in flight (limit {self._max_in_flight})"
+            elif self._shed is not None:
+                expected = self._expected_finish(steps)
+                if expected > self._shed * spec.latency_slo_ms:
+                    reason = f"expected to finish in {expected:.1f} ms, over {self._shed:g} x SLO"
+            if reason is not None:
+                self.recorder.reject(rid)
+                fut.set_exception(Rejected(f"request of {task!r} rejected: {reason}"))
+                return fut
+            self._in_flight += 1
+            req = _Request(rid, k, steps, tuple(inputs), fut)
+            self.workers[steps[0].processor].put(req, steps[0].expected_ms)
+        return fut
+
+    def _expected_finish(self, steps: tuple[Step, ...]) -> float:
+        t = 0.0
+        for s in steps:
+            t = max(t, self._view.backlog_ms(self.workers[s.processor].processor)) + s.expected_ms
+        return t
+
+    def _execute(self, worker: Worker[_Request], req: _Request, wakeup_ms: float | None) -> None:
+        step = req.steps[req.position]
+        try:
+            runner = self.residency.acquire(step.digest, worker.processor)
+            try:
+                start = self.now_ms()
+                worker.started(start, step.expected_ms)
+                outs = runner(*aligned(req.tensors))
+                end = self.now_ms()
+                # Service time: the block run plus the hand-off wake-up when the worker was idle
+                # (a load, if any, is not in it): what the simulator should charge per block.
+                self.recorder.executed(worker.index, req.task, end - start, step.digest, end - start, wakeup_ms)
+            finally:
+                self.residency.release(step.digest)
+        except Exception as err:  # noqa: BLE001 - the request fails, the runtime keeps serving
+            self._finish(req)
+            self.recorder.reject(req.rid, error=True)
+            req.future.set_exception(err)
+            return
+        req.tensors = outs
+        req.position += 1
+        if req.position < len(req.steps):
+            nxt = req.steps[req.position]
+            # A real hand-off: the next worker receives the output tensors themselves.
+            self.workers[nxt.processor].put(req, nxt.expected_ms)
+            return
+        self.recorder.done(req.rid, self.now_ms())
+        self._finish(req)
+        req.future.set_result(outs[0] if len(outs) == 1 else outs)
+
+    def _finish(self, req: _Request) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait until no request is in flight; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._in_flight > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop admitting, let in-flight requests finish (up to ``timeout_s``), stop the threads."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.drain(timeout_s)
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(timeout=timeout_s)
+        self._replanner.shutdown(wait=True)
+        self._stop_monitor.set()
+        self._monitor.join(timeout=1.0)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- statistics
+
+    def stats(self) -> RuntimeStats:
+        """Live figures over every request finished so far (done or rejected), measured."""
+        now = max(self.now_ms(), 1e-3)
+        c = self.residency.counters()
+        raw = self.recorder.raw(
+            finished_only=True, peak_mb=c.peak_mb, loads=c.loads, load_ms=c.load_ms, evictions=c.evictions
+        )
+        res = run_result(
+            raw, policy=self.policy.name, seed=0, duration_s=now / 1000.0 + 1e-9, warmup_s=0.0,
+            sim_wall_s=now / 1000.0, plan_wall_s=self.plan_wall_s,
+        )
+        requests, rejected, flying = self.recorder.counts()
+        per_task: dict[str, TaskStats] = {}
+        for k, t in enumerate(self.problem.tasks):
+            m = res.per_task[t.name]
+            route = self._current.get(t.name) or self.plan.routes.get(t.name)
+            per_task[t.name] = TaskStats(
+                task=t.name,
+                requests=int(requests[k]),
+                completed=m.completed,
+                rejected=int(rejected[k]),
+                in_flight=int(flying[k]),
+                violations=m.violations,
+                slo_violation_rate=m.slo_violation_rate,
+                throughput_rps=m.throughput_rps,
+                latency_ms=m.latency_ms,
+                mean_accuracy=m.mean_accuracy,
+                latency_slo_ms=t.latency_slo_ms,
+                min_accuracy=t.min_accuracy,
+                variant=route.variants if route is not None else (),
+                processors=route.processors if route is not None else (),
+            )
+        rss = self.rss_mb()
+        self._rss_peak_mb = max(self._rss_peak_mb, rss)
+        return RuntimeStats(
+            uptime_s=now / 1000.0,
+            requests=int(requests.sum()),
+            completed=res.completed,
+            rejected=int(rejected.sum()),
+            errors=self.recorder.errors,
+            in_flight=int(flying.sum()),
+            slo_violation_rate=res.slo_violation_rate,
+            throughput_rps=res.throughput_rps,
+            latency_ms=res.latency_ms,
+            per_task=per_task,
+            memory_budget_mb=self.residency.budget_mb,
+            resident_mb=c.resident_mb,
+            peak_resident_mb=c.peak_mb,
+            resident_blocks=c.resident_blocks,
+            rss_mb=rss,
+            peak_rss_mb=self._rss_peak_mb,
+            loads=c.loads,
+            evictions=c.evictions,
+            utilisation=dict(res.utilisation),
+            policy=self.policy.name,
+            replans=len(self.recorder.replan_ns),
+        )
+
+    def result(self, *, duration_s: float, warmup_s: float = 0.0, seed: int = 0, origin_ms: float = 0.0) -> RunResult:
+        """The run's metrics with the simulator's definitions over ``[warmup_s, duration_s)`` after ``origin_ms``
+        (runtime clock; a replay's start).
+
+        Requests still in flight count as unfinished (infinite latency), as in the simulator.
+        """
+        c = self.residency.counters()
+        raw = self.recorder.raw(
+            finished_only=False, peak_mb=c.peak_mb, loads=c.loads, load_ms=c.load_ms, evictions=c.evictions,
+            origin_ms=origin_ms,
+        )
+        return result(
+            raw, policy=self.policy.name, seed=seed, duration_s=duration_s, warmup_s=warmup_s,
+            wall_s=self.now_ms() / 1000.0, plan_wall_s=self.plan_wall_s,
+        )
+
+
+
+def aligned(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Contiguous tensors on 64-byte boundaries: TVM takes inputs zero-copy through DLPack only then
+    (a slice of a larger tensor, or numpy-owned memory, may be anywhere)."""
+    return tuple(
+        t if t.is_contiguous() and t.data_ptr() % 64 == 0 else t.contiguous().clone() for t in tensors
+    )

@@ -1,0 +1,285 @@
+"""Resident blocks: load from the pool on demand, compile through the backends, evict LRU, stay in budget.
+
+A block's weights are resident once per digest, whichever processors run it;
+each processor that runs it gets its own runner (a TVM executable loaded from
+the compile cache, or the torch module itself for ``executor: torch``). The
+budget counts the blocks' weight memory (``memory_mb`` per digest, the numbers
+the plan was made with) of resident blocks and of blocks being loaded. Blocks
+that a worker is running are pinned and never evicted; eviction takes the
+least recently used idle block, blocks outside the plan's resident set first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from backends.base import CompileOptions, Runner
+from backends.block import BlockSpec
+from backends.processor import ProcessorSpec
+from backends.tvm_backends import backend_for, runner_for
+from stitching.pool import Pool
+
+
+class BlockTooLarge(ValueError):
+    """A block needs more memory than the whole budget."""
+
+
+class MemoryWaitTimeout(RuntimeError):
+    """No room for a block within the wait limit: every resident block stayed pinned."""
+
+
+@dataclass
+class _Entry:
+    digest: str
+    memory_mb: float
+    loading: bool = True
+    pins: int = 0
+    spec: BlockSpec | None = None
+    runners: dict[str, Runner] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResidencyCounters:
+    """Load, eviction and memory figures since the runtime started (all measured)."""
+
+    resident_mb: float
+    peak_mb: float
+    resident_blocks: int
+    loads: int
+    load_ms: float
+    compile_s: float
+    evictions: int
+
+
+def _dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise ValueError(f"unknown tensor dtype {name!r} in the pool manifest")  # noqa: TRY004 - bad data, not a bad type
+    return dt
+
+
+class Residency:
+    """The set of resident blocks of one runtime, kept within ``budget_mb``.
+
+    ``memory_mb`` gives each digest's weight memory; ``on_memory(now_ms, delta_mb)``
+    is called on every change so the caller can integrate memory over time.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        processors: Mapping[str, ProcessorSpec],
+        budget_mb: float,
+        memory_mb: Mapping[str, float],
+        options: CompileOptions,
+        clock_ms: Callable[[], float],
+        on_memory: Callable[[float, float], None] = lambda t, d: None,
+        wait_s: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._procs = dict(processors)
+        self._budget = budget_mb
+        self._mb = dict(memory_mb)
+        self._options = options
+        self._clock = clock_ms
+        self._on_memory = on_memory
+        self._wait_s = wait_s
+        self._blocks = {b.digest: b for b in pool.blocks()}
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._cond = threading.Condition()
+        self._protected: frozenset[str] = frozenset()
+        self._used_mb = 0.0
+        self._peak_mb = 0.0
+        self._loads = 0
+        self._load_ms = 0.0
+        self._compile_s = 0.0
+        self._evictions = 0
+
+    @property
+    def budget_mb(self) -> float:
+        return self._budget
+
+    def block_mb(self, digest: str) -> float:
+        if digest in self._mb:
+            return self._mb[digest]
+        return self._blocks[digest].param_bytes / 2**20
+
+    def is_resident(self, digest: str) -> bool:
+        e = self._entries.get(digest)
+        return e is not None and not e.loading
+
+    def counters(self) -> ResidencyCounters:
+        with self._cond:
+            return ResidencyCounters(
+                resident_mb=self._used_mb,
+                peak_mb=self._peak_mb,
+                resident_blocks=sum(1 for e in self._entries.values() if not e.loading),
+                loads=self._loads,
+                load_ms=self._load_ms,
+                compile_s=self._compile_s,
+                evictions=self._evictions,
+            )
+
+    def resident(self) -> frozenset[str]:
+        with self._cond:
+            return frozenset(d for d, e in self._entries.items() if not e.loading)
+
+    # -- memory bookkeeping (callers hold the lock)
+
+    def _change(self, delta_mb: float) -> None:
+        self._used_mb += delta_mb
+        self._peak_mb = max(self._peak_mb, self._used_mb)
+        self._on_memory(self._clock(), delta_mb)
+
+    def _make_room(self, need_mb: float, evict_protected: bool) -> bool:
+        free = self._budget - self._used_mb
+        if need_mb <= free + 1e-9:
+            return True
+        idle = [d for d, e in self._entries.items() if e.pins == 0 and not e.loading]
+        order = [d for d in idle if d not in self._protected]
+        if evict_protected:
+            order += [d for d in idle if d in self._protected]
+        victims: list[str] = []
+        for d in order:
+            if need_mb <= free + 1e-9:
+                break
+            victims.append(d)
+            free += self._entries[d].memory_mb
+        if need_mb > free + 1e-9:
+            return False
+        for d in victims:
+            e = self._entries.pop(d)
+            self._evictions += 1
+            self._change(-e.memory_mb)
+        return True
+
+    # -- the hot path
+
+    def acquire(self, digest: str, processor: str) -> Runner:
+        """Pin ``digest`` and return its runner on ``processor``, loading and compiling it when needed.
+
+        Waits (up to the wait limit) while the budget is full of pinned blocks.
+        """
+        mb = self.block_mb(digest)
+        if mb > self._budget + 1e-9:
+            raise BlockTooLarge(
+                f"block {digest[:12]} needs {mb:.2f} MB, more than the memory budget ({self._budget:.2f} MB)"
+            )
+        deadline = time.monotonic() + self._wait_s
+        with self._cond:
+            while True:
+                e = self._entries.get(digest)
+                if e is not None and not e.loading:
+                    e.pins += 1
+                    self._entries.move_to_end(digest)
+                    runner = e.runners.get(processor)
+                    if runner is not None:
+                        return runner
+                    break
+                if e is None and self._make_room(mb, evict_protected=True):
+                    e = _Entry(digest, mb, pins=1)
+                    self._entries[digest] = e
+                    self._change(mb)
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise MemoryWaitTimeout(
+                        f"no room for block {digest[:12]} ({mb:.2f} MB) within {self._wait_s:g} s: "
+                        f"{self._used_mb:.2f} of {self._budget:.2f} MB held by running blocks"
+                    )
+                self._cond.wait(timeout=min(left, 0.05))
+        # Loading and compiling happen outside the lock; the entry is reserved and pinned.
+        try:
+            runner = self._runner(e, processor)
+        except BaseException:
+            with self._cond:
+                e.pins -= 1
+                if e.loading:
+                    self._entries.pop(digest, None)
+                    self._change(-mb)
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            e.runners[processor] = runner
+            e.loading = False
+            self._cond.notify_all()
+        return runner
+
+    def release(self, digest: str) -> None:
+        with self._cond:
+            e = self._entries.get(digest)
+            if e is not None:
+                e.pins -= 1
+            self._cond.notify_all()
+
+    def _runner(self, e: _Entry, processor: str) -> Runner:
+        proc = self._procs[processor]
+        t0 = time.perf_counter()
+        if e.spec is None:
+            e.spec = self.block_spec(e.digest)
+            with self._cond:
+                self._loads += 1
+                self._load_ms += (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        compiled = backend_for(proc).compile(e.spec, proc, self._options)
+        runner = runner_for(e.spec, proc, compiled)
+        with self._cond:
+            self._compile_s += time.perf_counter() - t1
+        return runner
+
+    def block_spec(self, digest: str) -> BlockSpec:
+        """The block rebuilt from the pool (safetensors), with zero example inputs of its interface."""
+        block = self._blocks.get(digest)
+        if block is None:
+            raise ValueError(f"no block with digest {digest[:12]} in the pool {self._pool.root}")
+        module = self._pool.load_module(digest)
+        inputs = tuple(torch.zeros(s.shape, dtype=_dtype(s.dtype)) for s in block.inputs)
+        return BlockSpec(
+            name=f"{block.model}/{block.variant}/{block.position}",
+            module=module,
+            example_inputs=inputs,
+            digest=digest,
+            pattern=block.pattern,
+            level=block.level,
+            dtype="int8" if block.pattern == "int8" else "fp32",
+            flops=float(block.flops),
+            weight_bytes=int(block.param_bytes),
+        )
+
+    # -- plans
+
+    def apply_plan(self, resident: Iterable[str], preload: Iterable[str], placement: Mapping[str, str]) -> None:
+        """Protect the plan's resident set, then load it and the preload list as room allows.
+
+        ``placement`` names a processor per digest to compile for (blocks compile per processor);
+        a block that does not fit without evicting a pinned or protected block is skipped.
+        """
+        resident = tuple(resident)
+        with self._cond:
+            fits = sum(self.block_mb(d) for d in set(resident)) <= self._budget + 1e-9
+            self._protected = frozenset(resident) if fits else frozenset()
+        for d in (*resident, *preload):
+            proc = placement.get(d)
+            if proc is None:
+                continue
+            with self._cond:
+                if d in self._entries or not self._make_room(self.block_mb(d), evict_protected=False):
+                    continue
+            try:
+                self.acquire(d, proc)
+            except (MemoryWaitTimeout, BlockTooLarge):
+                continue
+            self.release(d)
+
+    def warm(self, digest: str, processor: str) -> float:
+        """Compile ``digest`` for ``processor`` into the compile cache without making it resident; seconds spent."""
+        proc = self._procs[processor]
+        t0 = time.perf_counter()
+        backend_for(proc).compile(self.block_spec(digest), proc, self._options)
+        return time.perf_counter() - t0

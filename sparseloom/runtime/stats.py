@@ -1,0 +1,336 @@
+"""Live statistics of a real run, computed with the simulator's metric definitions.
+
+Every request's arrival, completion (or rejection), SLO in force and route
+accuracy is recorded; :meth:`Recorder.raw` turns them into the simulator's
+:class:`~sparseloom.sim.engine.RawRun`, so :func:`sparseloom.sim.metrics.run_result`
+computes the runtime's metrics exactly as it computes the simulator's. All
+figures here are *measured* on this host (wall-clock time, real outputs).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from sparseloom.sim.engine import RawRun
+from sparseloom.sim.metrics import Percentiles, RunResult, run_result
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """One task's live figures: requests that arrived and are finished (done or rejected)."""
+
+    task: str
+    requests: int
+    completed: int
+    rejected: int
+    in_flight: int
+    violations: int
+    slo_violation_rate: float
+    throughput_rps: float
+    latency_ms: Percentiles
+    mean_accuracy: float | None
+    latency_slo_ms: float
+    min_accuracy: float
+    # The stitched variant of the latest request: the variant of each block, and where each ran.
+    variant: tuple[str, ...]
+    processors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RuntimeStats:
+    """A snapshot of a running runtime (``source`` is "measured": wall clock, real outputs)."""
+
+    uptime_s: float
+    requests: int
+    completed: int
+    rejected: int
+    errors: int
+    in_flight: int
+    slo_violation_rate: float
+    throughput_rps: float
+    latency_ms: Percentiles
+    per_task: Mapping[str, TaskStats]
+    memory_budget_mb: float
+    resident_mb: float
+    peak_resident_mb: float
+    resident_blocks: int
+    rss_mb: float
+    peak_rss_mb: float
+    loads: int
+    evictions: int
+    utilisation: Mapping[str, float]
+    policy: str
+    replans: int
+    source: str = "measured"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (non-finite numbers as null)."""
+        return _finite(asdict(self))
+
+    def describe(self) -> str:
+        """A few lines for a terminal."""
+        lines = [
+            (f"t={self.uptime_s:6.1f}s  requests {self.requests}  done {self.completed}  rejected {self.rejected}  "
+            f"errors {self.errors}  in flight {self.in_flight}  throughput {self.throughput_rps:.1f}/s  "
+            f"violations {self.slo_violation_rate:.1%}"),
+            (f"  memory: blocks {self.resident_mb:.2f}/{self.memory_budget_mb:.2f} MB (peak {self.peak_resident_mb:.2f}, "
+            f"{self.resident_blocks} blocks), RSS {self.rss_mb:.0f} MB (peak {self.peak_rss_mb:.0f}); "
+            f"loads {self.loads}, evictions {self.evictions}; policy {self.policy}, re-plans {self.replans}"),
+        ]
+        for t in self.per_task.values():
+            lat = t.latency_ms
+            lines.append(
+                f"  {t.task}: p50 {lat.p50:.2f} ms  p99 {lat.p99:.2f} ms  (SLO {t.latency_slo_ms:g} ms)  "
+                f"violations {t.slo_violation_rate:.1%}  {t.throughput_rps:.1f}/s  variant {'+'.join(t.variant) or '-'}"
+            )
+        return "\n".join(lines)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# Service-time samples kept per (block, processor) for calibration.
+SAMPLES_PER_BLOCK = 4096
+
+
+# Per-request records kept for statistics; older finished ones are dropped beyond this.
+MAX_RECORDS = 200_000
+
+
+class Recorder:
+    """Per-request records of a run, safe to append to from several threads.
+
+    Memory stays bounded: beyond ``max_records`` the oldest finished records are
+    dropped (statistics then cover the most recent requests); totals per task
+    count every request.
+    """
+
+    def __init__(self, tasks: Sequence[str], processors: Sequence[str], max_records: int = MAX_RECORDS) -> None:
+        if max_records < 2:
+            raise ValueError(f"max_records must be >= 2, got {max_records}")
+        self.tasks = tuple(tasks)
+        self.processors = tuple(processors)
+        self.max_records = max_records
+        self._lock = threading.Lock()
+        self._base = 0  # request id of the first kept record
+        self.dropped = 0
+        self.total_requests = [0] * len(self.tasks)
+        self.total_rejected = [0] * len(self.tasks)
+        self.arrival_ms: list[float] = []
+        self.task: list[int] = []
+        self.done_ms: list[float] = []
+        self.finished: list[bool] = []
+        self.rejected: list[bool] = []
+        self.slo_ms: list[float] = []
+        self.accuracy: list[float | None] = []
+        self.accuracy_violated: list[bool] = []
+        self.decision_ns: deque[int] = deque(maxlen=max_records)
+        self.replan_ns: list[int] = []
+        self.busy_ms = [0.0] * len(processors)
+        self.block_executions = 0
+        self.task_switches = 0
+        self.errors = 0
+        self._last_task = [-1] * len(processors)
+        # Per (digest, processor): measured block run times (ms); per processor: wake-up delays (ms).
+        self.service_ms: dict[tuple[str, str], deque[float]] = {}
+        self.wakeup_ms: dict[str, deque[float]] = {p: deque(maxlen=SAMPLES_PER_BLOCK) for p in processors}
+        self._mem_mb = 0.0
+        self._mem_last_ms = 0.0
+        self.memory_area_mb_ms = 0.0
+
+    def arrive(self, now_ms: float, task: int, slo_ms: float, accuracy: float | None, acc_bad: bool, decision_ns: int) -> int:
+        with self._lock:
+            if len(self.arrival_ms) >= self.max_records:
+                self._compact()
+            rid = self._base + len(self.arrival_ms)
+            self.total_requests[task] += 1
+            self.arrival_ms.append(now_ms)
+            self.task.append(task)
+            self.done_ms.append(float("inf"))
+            self.finished.append(False)
+            self.rejected.append(False)
+            self.slo_ms.append(slo_ms)
+            self.accuracy.append(accuracy)
+            self.accuracy_violated.append(acc_bad)
+            self.decision_ns.append(decision_ns)
+            return rid
+
+    def _compact(self) -> None:
+        """Drop the oldest half of the records, up to the first one still in flight."""
+        n = 0
+        limit = len(self.arrival_ms) // 2
+        while n < limit and self.finished[n]:
+            n += 1
+        if n == 0:
+            return
+        for records in (self.arrival_ms, self.task, self.done_ms, self.finished, self.rejected, self.slo_ms,
+                        self.accuracy, self.accuracy_violated):
+            del records[:n]
+        self._base += n
+        self.dropped += n
+
+    def done(self, rid: int, now_ms: float) -> None:
+        with self._lock:
+            i = rid - self._base
+            self.done_ms[i] = now_ms
+            self.finished[i] = True
+
+    def reject(self, rid: int, error: bool = False) -> None:
+        with self._lock:
+            i = rid - self._base
+            self.total_rejected[self.task[i]] += 1
+            self.finished[i] = True
+            self.rejected[i] = True
+            if error:
+                self.errors += 1
+
+    def executed(self, proc: int, task: int, ms: float, digest: str, service_ms: float, wakeup_ms: float | None) -> None:
+        with self._lock:
+            if wakeup_ms is not None:
+                self.wakeup_ms[self.processors[proc]].append(wakeup_ms)
+            key = (digest, self.processors[proc])
+            samples = self.service_ms.get(key)
+            if samples is None:
+                samples = self.service_ms[key] = deque(maxlen=SAMPLES_PER_BLOCK)
+            samples.append(service_ms)
+            self.busy_ms[proc] += ms
+            self.block_executions += 1
+            if self._last_task[proc] not in (-1, task):
+                self.task_switches += 1
+            self._last_task[proc] = task
+
+    def memory(self, now_ms: float, delta_mb: float) -> None:
+        with self._lock:
+            self.memory_area_mb_ms += self._mem_mb * (now_ms - self._mem_last_ms)
+            self._mem_last_ms = now_ms
+            self._mem_mb += delta_mb
+
+    def restart_clock(self) -> None:
+        """Time zero is now: memory resident so far counts from here."""
+        with self._lock:
+            self._mem_last_ms = 0.0
+            self.memory_area_mb_ms = 0.0
+
+    def raw(
+        self,
+        *,
+        finished_only: bool,
+        peak_mb: float,
+        loads: int,
+        load_ms: float,
+        evictions: int,
+        origin_ms: float = 0.0,
+    ) -> RawRun:
+        """The records as the simulator's raw run, times counted from ``origin_ms``;
+        ``finished_only`` leaves out requests still in flight."""
+        with self._lock:
+            keep = [i for i, f in enumerate(self.finished) if f or not finished_only]
+            return RawRun(
+                task_names=self.tasks,
+                processors=self.processors,
+                arrival_ms=[self.arrival_ms[i] - origin_ms for i in keep],
+                arrival_task=[self.task[i] for i in keep],
+                done_ms=[self.done_ms[i] - origin_ms for i in keep],
+                latency_slo_ms=[self.slo_ms[i] for i in keep],
+                accuracy=[self.accuracy[i] for i in keep],
+                accuracy_violated=[self.accuracy_violated[i] for i in keep],
+                decision_ns=list(self.decision_ns),
+                replan_ns=list(self.replan_ns),
+                busy_ms=list(self.busy_ms),
+                memory_peak_mb=peak_mb,
+                memory_area_mb_ms=self.memory_area_mb_ms,
+                loads=loads,
+                load_ms=load_ms,
+                evictions=evictions,
+                task_switches=self.task_switches,
+                block_executions=self.block_executions,
+                schedule=None,
+            )
+
+    def service_means_ms(self) -> dict[tuple[str, str], tuple[float, int]]:
+        """Per (digest, processor): mean measured service time (ms) and its sample count.
+
+        Service time is the block's run time plus the processor's mean wake-up delay (the
+        hand-off cost a request pays per block on an idle worker). The mean, not the median:
+        the simulator draws each execution around it with the measured spread (``service_cv``).
+        """
+        with self._lock:
+            wake = {p: float(np.mean(v)) if v else 0.0 for p, v in self.wakeup_ms.items()}
+            return {k: (float(np.mean(v)) + wake[k[1]], len(v)) for k, v in self.service_ms.items() if v}
+
+    def service_cv(self) -> float:
+        """Coefficient of variation of block run times (std / mean per block, weighted by samples): the
+        spread the simulator's ``latency_cv`` draws around each block's latency."""
+        with self._lock:
+            pairs = [(float(np.std(v) / np.mean(v)), len(v)) for v in self.service_ms.values() if len(v) > 1 and np.mean(v) > 0]
+        total = sum(n for _, n in pairs)
+        return sum(cv * n for cv, n in pairs) / total if total else 0.0
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per task: requests and rejected (all of the run), and still in flight."""
+        with self._lock:
+            task = np.asarray(self.task, dtype=np.int64)
+            fin = np.asarray(self.finished, dtype=bool)
+            total = np.asarray(self.total_requests, dtype=np.int64)
+            rejected = np.asarray(self.total_rejected, dtype=np.int64)
+        return total, rejected, np.bincount(task[~fin], minlength=len(self.tasks))
+
+
+def result(
+    raw: RawRun, *, policy: str, seed: int, duration_s: float, warmup_s: float, wall_s: float, plan_wall_s: float
+) -> RunResult:
+    """The simulator's metrics of a real run (same definitions, same shape)."""
+    return run_result(
+        raw,
+        policy=policy,
+        seed=seed,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        sim_wall_s=wall_s,
+        plan_wall_s=plan_wall_s,
+    )
+
+
+def result_dict(r: RunResult, source: str) -> dict[str, Any]:
+    """The headline figures of a run result as JSON-ready data, marked with their ``source``."""
+    return _finite(
+        {
+            "source": source,
+            "policy": r.policy,
+            "duration_s": r.duration_s,
+            "warmup_s": r.warmup_s,
+            "requests": r.requests,
+            "completed": r.completed,
+            "latency_ms": {"p50": r.latency_ms.p50, "p95": r.latency_ms.p95, "p99": r.latency_ms.p99},
+            "slo_violation_rate": r.slo_violation_rate,
+            "throughput_rps": r.throughput_rps,
+            "offered_rps": r.offered_rps,
+            "mean_accuracy": r.mean_accuracy,
+            "peak_memory_mb": r.peak_memory_mb,
+            "utilisation": dict(r.utilisation),
+            "per_task": {
+                t: {
+                    "requests": m.requests,
+                    "completed": m.completed,
+                    "latency_ms": {"p50": m.latency_ms.p50, "p95": m.latency_ms.p95, "p99": m.latency_ms.p99},
+                    "slo_violation_rate": m.slo_violation_rate,
+                    "throughput_rps": m.throughput_rps,
+                }
+                for t, m in r.per_task.items()
+            },
+        }
+    )

@@ -1,0 +1,76 @@
+"""One worker thread per processor: a FIFO queue of block steps, run one at a time.
+
+The worker knows nothing about plans or policies: it pops a job, calls the
+runtime's ``execute`` on it, and keeps the two figures a policy reads
+through the queue view: when the running block is expected to finish, and the
+expected work waiting in its queue (profile latencies, as in the simulator).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+Job = TypeVar("Job")
+
+
+class Worker(threading.Thread, Generic[Job]):
+    """A processor's FIFO queue and the thread that drains it."""
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        execute: Callable[[Worker[Job], Job, float | None], None],
+        clock_ms: Callable[[], float],
+    ) -> None:
+        super().__init__(name=f"sparseloom-worker-{name}", daemon=True)
+        self.processor = name
+        self.index = index
+        self._execute = execute
+        self._clock = clock_ms
+        # (job, expected_ms, enqueued at ms, worker idle when enqueued)
+        self._queue: deque[tuple[Job, float, float, bool]] = deque()
+        self._busy = False
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.queued_ms = 0.0
+        self.busy_until_ms = 0.0
+
+    def put(self, job: Job, expected_ms: float) -> None:
+        with self._cond:
+            idle = not self._busy and not self._queue
+            self._queue.append((job, expected_ms, self._clock(), idle))
+            self.queued_ms += expected_ms
+            self._cond.notify()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def started(self, now_ms: float, expected_ms: float) -> None:
+        self.busy_until_ms = now_ms + expected_ms
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                job, expected, put_ms, idle = self._queue.popleft()
+                self.queued_ms = max(0.0, self.queued_ms - expected) if self._queue else 0.0
+                self._busy = True
+            # Time from hand-off to start on an idle worker: the cost of waking it (measured).
+            wakeup = self._clock() - put_ms if idle else None
+            try:
+                self._execute(self, job, wakeup)
+            finally:
+                with self._cond:
+                    self._busy = False

@@ -1,0 +1,305 @@
+"""The real runtime on a real digits pool: outputs, memory budget, overload, SLO switches, API misuse."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+import sparseloom as sl
+from scheduler import registry
+from scheduler.plan import Plan, Route, SolveInfo
+from scheduler.policy import QueueView
+from scheduler.problem import Problem
+from sparseloom.runtime import Rejected, Runtime
+from sparseloom.runtime.replay import replay
+from sparseloom.sim import RunResult
+from sparseloom.sim.runner import Arrivals, make_arrivals
+from sparseloom.workload import Poisson
+from stitching.pool import Pool
+from stitching.zoo import load as zoo_load
+from tests.sparseloom.runtime_helpers import digits_pool, digits_problem, host_soc
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runtime")
+
+
+@pytest.fixture(scope="module")
+def pool(dirs: Path) -> Pool:
+    return digits_pool(dirs / "pool", dirs / "cache")
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    x = torch.from_numpy((load_digits().images[:32] / 16.0).astype(np.float32))
+    return x[:, None]
+
+
+def chain(pool: Pool, digests: tuple[str, ...], x: torch.Tensor) -> torch.Tensor:
+    """The torch reference: the same blocks run one after the other in eager mode."""
+    xs: tuple[torch.Tensor, ...] = (x,)
+    with torch.no_grad():
+        for d in digests:
+            xs = pool.load_module(d).run(*xs)
+    return xs[0]
+
+
+class FixedRoutes:
+    """A policy that cycles through given (variants, processors) routes: exercises placement and loads."""
+
+    def __init__(self, problem: Problem, routes: list[tuple[tuple[int, ...], tuple[str, ...]]]) -> None:
+        self.name = "fixed"
+        task = problem.tasks[0]
+        self.routes = [
+            Route(
+                task=task.name,
+                options=opts,
+                processors=procs,
+                latency_ms=sum(task.positions[p][o].latency_ms[k] for p, (o, k) in enumerate(zip(opts, procs))),
+                accuracy=task.accuracy(opts),
+                memory_mb=sum(task.positions[p][o].memory_mb for p, o in enumerate(opts)),
+                variants=tuple(task.positions[p][o].variant for p, o in enumerate(opts)),
+                digests=tuple(task.positions[p][o].digest for p, o in enumerate(opts)),
+                stage_latency_ms=tuple(task.positions[p][o].latency_ms[k] for p, (o, k) in enumerate(zip(opts, procs))),
+            )
+            for opts, procs in routes
+        ]
+        self._next = itertools.cycle(self.routes)
+
+    def plan(self, problem: Problem) -> Plan:
+        r = self.routes[0]
+        return Plan({r.task: r}, SolveInfo("fixed", "given", 0.0), resident=frozenset(r.digests), policy="fixed",
+                    slo_ms={t.name: t.latency_slo_ms for t in problem.tasks})
+
+    def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
+        return next(self._next)
+
+
+def test_tvm_outputs_equal_torch(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    problem = digits_problem(pool, ("cpu0",), variants=("dense",))
+    with Runtime(problem, registry.create("sparseloom"), host_soc("tvm", 1), pool, cache_dir=dirs / "cc") as rt:
+        route = rt.plan.routes["digits"]
+        outs = [rt.submit("digits", images[i : i + 1]) for i in range(8)]
+        got = torch.cat([f.result(timeout=60) for f in outs])
+    want = chain(pool, route.digests, images[:8])
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # The dense chain is the zoo model itself: the runtime's digits are the model's digits.
+    base = zoo_load("digits_cnn", dirs / "cache")
+    with torch.no_grad():
+        whole = base.whole(images[:8])
+    assert torch.equal(got.argmax(1), whole.argmax(1))
+
+
+def test_blocks_flow_across_workers_with_real_outputs(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    problem = digits_problem(pool)
+    policy = FixedRoutes(problem, [((0, 1), ("cpu0", "cpu1")), ((1, 0), ("cpu1", "cpu0"))])
+    with Runtime(problem, policy, host_soc(), pool, cache_dir=dirs / "cc") as rt:
+        futures = [rt.submit("digits", images[i : i + 1]) for i in range(16)]
+        got = [f.result(timeout=30) for f in futures]
+        stats = rt.stats()
+    for i, out in enumerate(got):
+        route = policy.routes[i % 2]
+        torch.testing.assert_close(out, chain(pool, route.digests, images[i : i + 1]), atol=1e-5, rtol=1e-5)
+    assert stats.completed == 16 and stats.errors == 0
+    assert all(u > 0 for u in stats.utilisation.values()), stats.utilisation
+
+
+def test_memory_budget_respected_with_loads_and_evictions(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    full = digits_problem(pool)
+    sizes = sorted({o.memory_mb for opts in full.tasks[0].positions for o in opts})
+    # Room for one route's two largest blocks, not for all four: switching routes must evict.
+    budget = sizes[-1] + sizes[-2] + 1e-6
+    assert budget < sum(sizes)
+    problem = dataclasses.replace(full, memory_budget_mb=budget)
+    routes = [((a, b), ("cpu0", "cpu1")) for a, b in itertools.product((0, 1), repeat=2)]
+    policy = FixedRoutes(problem, routes)
+    with Runtime(problem, policy, host_soc(), pool, cache_dir=dirs / "cc") as rt:
+        outs = []
+        for i in range(12):  # one at a time, so each route's blocks must be loaded in turn
+            outs.append(rt.submit("digits", images[i : i + 1]).result(timeout=30))
+        stats = rt.stats()
+    assert stats.peak_resident_mb <= budget + 1e-9
+    assert stats.evictions > 0 and stats.loads > 4
+    for i, out in enumerate(outs):
+        torch.testing.assert_close(out, chain(pool, policy.routes[i % 4].digests, images[i : i + 1]), atol=1e-5, rtol=1e-5)
+
+
+def test_overload_at_five_times_capacity_stays_bounded(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    problem = digits_problem(pool, ("cpu0",), latency_slo_ms=20.0, variants=("dense",))
+    limit = 16
+    with Runtime(problem, registry.create("sparseloom"), host_soc("torch", 1), pool, cache_dir=dirs / "cc",
+                 max_in_flight=limit) as rt:
+        x = images[:1]
+        times = []
+        for _ in range(30):  # capacity: one request at a time, measured here
+            t0 = time.perf_counter()
+            rt.submit("digits", x).result(timeout=10)
+            times.append(time.perf_counter() - t0)
+        capacity_hz = 1.0 / statistics.median(times)
+        rss_before = rt.rss_mb()
+        duration_s = 1.0
+        rate = 5.0 * capacity_hz
+        arrivals = Arrivals(0, duration_s, {"digits": np.arange(0.0, duration_s * 1000.0, 1000.0 / rate)})
+        peak_in_flight = 0
+
+        def watch(_: Runtime) -> None:
+            nonlocal peak_in_flight
+            peak_in_flight = max(peak_in_flight, rt.in_flight)
+
+        t0 = time.perf_counter()
+        futures = replay(rt, arrivals, lambda task: (x,), every_s=0.01, on_tick=watch, drain_s=10.0).futures
+        wall = time.perf_counter() - t0
+        stats = rt.stats()
+        rss_after = rt.rss_mb()
+    assert wall < duration_s + 10.0  # terminated: no hang
+    assert all(f.done() for f in futures)
+    done = [f for f in futures if f.exception() is None]
+    rejected = [f for f in futures if isinstance(f.exception(), Rejected)]
+    assert len(done) + len(rejected) == len(futures)
+    assert done and rejected, (len(done), len(rejected))  # keeps answering, and sheds the excess
+    assert stats.rejected == len(rejected) and stats.slo_violation_rate > 0
+    assert peak_in_flight <= limit
+    assert stats.peak_resident_mb <= problem.memory_budget_mb
+    assert rss_after - rss_before < 100.0, (rss_before, rss_after)
+    # Offered at least 3x what was served: the run really was overloaded.
+    assert len(futures) >= 3 * len(done) or stats.slo_violation_rate > 0.5
+
+
+def test_set_slo_switches_stitched_variant_live(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    problem = digits_problem(pool, ("cpu0",), latency_slo_ms=50.0)
+    with Runtime(problem, registry.create("sparseloom"), host_soc("torch", 1), pool, cache_dir=dirs / "cc") as rt:
+        rt.submit("digits", images[:1]).result(timeout=10)
+        before = rt.stats().per_task["digits"].variant
+        plan = rt.set_slo("digits", latency_ms=0.7)
+        rt.wait_replans()
+        out = rt.submit("digits", images[:1]).result(timeout=10)
+        after = rt.stats().per_task["digits"]
+    assert before == ("dense", "dense")  # most accurate route in time under the loose SLO
+    assert plan.slo_ms["digits"] == pytest.approx(0.7)
+    assert after.variant == ("structured-0.5", "structured-0.5")  # the only route of 0.6 ms
+    assert after.latency_slo_ms == pytest.approx(0.7)
+    digests = tuple(pool.block("digits", p, "structured-0.5").digest for p in range(2))
+    torch.testing.assert_close(out, chain(pool, digests, images[:1]), atol=1e-5, rtol=1e-5)
+
+
+def test_result_has_the_simulators_shape(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    problem = digits_problem(pool, ("cpu0",))
+    with Runtime(problem, registry.create("sparseloom"), host_soc("torch", 1), pool, cache_dir=dirs / "cc") as rt:
+        arrivals = Arrivals(0, 0.5, {"digits": np.arange(0.0, 500.0, 25.0)})
+        done = replay(rt, arrivals, lambda t: (images[:1],))
+        res = rt.result(duration_s=0.5, origin_ms=done.start_ms)
+    assert isinstance(res, RunResult)
+    assert res.requests == 20 and res.completed == 20
+    assert res.per_task["digits"].latency_ms.p50 > 0
+    assert 0 < res.utilisation["cpu0"] < 1
+
+
+def test_pipeline_api_over_a_built_problem(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    problem = digits_problem(pool, ("cpu0",), tasks=("a", "b"))
+    with sl.Pipeline.from_problem(problem, host_soc("torch", 1), pool, cache_dir=dirs / "api") as pipe:
+        out = pipe.submit("a", images[:1]).result(timeout=10)
+        pipe.submit("b", images[1:2]).result(timeout=10)
+        pipe.set_slo("b", latency_ms=0.7)
+        pipe.runtime.wait_replans()
+        pipe.submit("b", images[1:2]).result(timeout=10)
+        stats = pipe.stats()
+        with pytest.raises(sl.InputError, match="a task of this pipeline \\(a, b\\)"):
+            pipe.submit("c", images[:1])
+        with pytest.raises(sl.InputError, match="SLO.latency_ms"):
+            pipe.set_slo("a", latency_ms=-3)
+    assert out.shape == (1, 10)
+    assert set(stats.per_task) == {"a", "b"}
+    assert stats.per_task["b"].variant == ("structured-0.5", "structured-0.5")
+    assert stats.per_task["a"].completed == 1 and stats.source == "measured"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.completed = 0  # type: ignore[misc]
+
+
+def test_bad_api_use_raises_input_error(repo_root: Path, tmp_path: Path) -> None:
+    soc = sl.SoC.load(repo_root / "workloads" / "socs" / "host.yaml")
+    with pytest.raises(sl.InputError, match="SLO.latency_ms: expected greater than 0"):
+        sl.SLO(latency_ms=0)
+    with pytest.raises(sl.InputError, match="SLO.min_accuracy: expected less than or equal to 1"):
+        sl.SLO(latency_ms=5, min_accuracy=1.5)
+    with pytest.raises(sl.InputError, match="memory_budget: expected a memory size"):
+        sl.Pipeline(soc, memory_budget="two gigs")
+    with pytest.raises(sl.InputError, match="policy: expected one of"):
+        sl.Pipeline(soc, policy="fastest")
+    pipe = sl.Pipeline(soc, memory_budget="2GB", cache_dir=tmp_path)
+    assert pipe.memory_budget_mb == pytest.approx(2e9 / 2**20)
+    with pytest.raises(sl.InputError, match="model: expected a model SparseLoom can partition.*found 'Linear'"):
+        pipe.add_task("x", model=torch.nn.Linear(4, 4), slo=sl.SLO(latency_ms=5))
+    with pytest.raises(sl.InputError, match="found 'resnet9000'"):
+        pipe.add_task("x", model="resnet9000", slo=sl.SLO(latency_ms=5))
+    with pytest.raises(sl.InputError, match="partition.blocks"):
+        pipe.add_task("x", model="digits_cnn", slo=sl.SLO(latency_ms=5), partition=0)
+    with pytest.raises(sl.InputError, match="rate_hz"):
+        pipe.add_task("x", model="digits_cnn", slo=sl.SLO(latency_ms=5), rate_hz=0)
+    pipe.add_task("digits", model="digits_cnn", slo=sl.SLO(latency_ms=5, min_accuracy=0.9), rate_hz=20)
+    with pytest.raises(sl.InputError, match="a new task name"):
+        pipe.add_task("digits", model="digits_cnn", slo=sl.SLO(latency_ms=5))
+    with pytest.raises(sl.InputError, match="task: expected a task of this pipeline \\(digits\\), found 'text'"):
+        pipe.set_slo("text", latency_ms=5)
+    with pytest.raises(sl.InputError, match="build\\(\\) called first"):
+        pipe.submit("digits", torch.zeros(1, 1, 8, 8))
+    assert [t.name for t in pipe.workload().tasks] == ["digits"]
+    with pytest.raises(sl.InputError, match="expected an SoC with a processor present"):
+        _absent_processor(tmp_path)
+
+
+def _absent_processor(tmp_path: Path) -> None:
+    """A pipeline over an SoC whose only processor (an NPU) is not on this host."""
+    from backends.processor import PeakRates, ProcessorSpec, SoCSpec, TransferSpec
+    from scheduler.problem import Option, ProcessorInfo, TaskSpec
+
+    npu = ProcessorSpec("npu0", "npu", {"kind": "llvm"}, PeakRates(100.0), 10.0)
+    soc = SoCSpec("phone", 1000.0, 1.0, TransferSpec(0.0, 1.0), (npu,))
+    opt = Option("dense", "0" * 64, 1.0, {"npu0": 1.0})
+    problem = Problem((TaskSpec("t", "m", 5.0, 0.0, 1.0, ((opt,),), (0.0,)),), (ProcessorInfo("npu0", "npu"),), 10.0)
+    sl.Pipeline.from_problem(problem, soc, None, cache_dir=tmp_path)
+
+
+def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    from sparseloom.runtime.calibration import calibrate, corrected_problem
+
+    problem = digits_problem(pool, ("cpu0",), latency_slo_ms=5.0, variants=("dense",))
+    arrivals = make_arrivals({"digits": Poisson(process="poisson", rate_hz=100.0)}, 1.0, seed=0)
+    cal = calibrate(problem, "sparseloom", host_soc("torch", 1), pool, arrivals, lambda t: (images[:1],),
+                    cache_dir=dirs / "cc")
+    assert cal.real.requests == arrivals.count == cal.simulated.requests
+    assert {c.digest for c in cal.corrections} == {o.digest for opts in problem.tasks[0].positions for o in opts}
+    assert all(c.measured_ms > 0 and c.samples >= 5 for c in cal.corrections)
+    fixed = corrected_problem(problem, cal.corrections)
+    for opts in fixed.tasks[0].positions:
+        c = next(c for c in cal.corrections if c.digest == opts[0].digest)
+        assert opts[0].latency_ms["cpu0"] == c.measured_ms and opts[0].latency_source == "measured"
+    # The simulation with measured block latencies has a finite, computed error against the real run.
+    assert math.isfinite(cal.after.p50_error_pct) and math.isfinite(cal.after.violation_error_points)
+    assert cal.corrected.latency_ms.p50 != cal.simulated.latency_ms.p50
+
+
+def test_records_stay_bounded_and_totals_count_everything() -> None:
+    from sparseloom.runtime.stats import Recorder
+
+    rec = Recorder(["a", "b"], ["cpu0"], max_records=100)
+    for i in range(1000):
+        rid = rec.arrive(float(i), i % 2, 5.0, None, False, 1000)
+        if i % 10 == 0:
+            rec.reject(rid)
+        else:
+            rec.done(rid, float(i) + 1.0)
+    assert len(rec.arrival_ms) <= 100 and rec.dropped >= 900
+    total, rejected, flying = rec.counts()
+    assert total.tolist() == [500, 500] and rejected.tolist() == [100, 0] and flying.sum() == 0
+    raw = rec.raw(finished_only=True, peak_mb=0.0, loads=0, load_ms=0.0, evictions=0)
+    assert raw.arrival_ms[-1] == 999.0 and len(raw.arrival_ms) == len(rec.arrival_ms)

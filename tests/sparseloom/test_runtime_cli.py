@@ -1,0 +1,46 @@
+"""``sparseloom run`` and ``sparseloom calibrate``: bad input exits 2 before any work; real runs print data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import sparseloom
+from sparseloom.cli import main
+
+HOST = Path("workloads") / "scenarios" / "host_calibrate.yaml"
+
+
+@pytest.mark.parametrize("command", ["run", "calibrate"])
+def test_bad_flags_exit_2_with_a_located_message(
+    command: str, repo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workload = str(repo_root / HOST)
+    assert main([command, workload, "--duration", "0", "--cache", str(tmp_path)]) == 2
+    assert "--duration: expected seconds above zero" in capsys.readouterr().err
+    assert main([command, workload, "--policy", "fastest", "--cache", str(tmp_path)]) == 2
+    assert "--policy: expected one of sparseloom" in capsys.readouterr().err
+    assert main([command, str(tmp_path / "missing.yaml"), "--cache", str(tmp_path)]) == 2
+
+
+def test_run_and_calibrate_on_the_host(repo_root: Path, capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    if not Path(sparseloom.__file__).with_name("assemble.py").is_file():
+        pytest.skip("sparseloom/assemble.py is not in this checkout (run and calibrate assemble the workload)")
+    workload = str(repo_root / HOST)
+    assert main(["run", workload, "--duration", "2", "--json", "--no-progress"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["result"]["source"] == "measured" and data["result"]["requests"] > 0
+    assert data["stats"]["per_task"]["digits"]["completed"] > 0
+    profile = tmp_path / "profile.json"
+    assert main(["calibrate", workload, "--duration", "3", "--json", "--no-progress",
+                 "--write-profile", str(profile)]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["real"]["source"] == "measured" and cal["simulated"]["source"].startswith("modelled")
+    assert set(cal["error_before"]) == {"p50_error_pct", "p99_error_pct", "violation_error_points",
+                                        "throughput_error_pct"}
+    assert cal["corrections"] and all(c["measured_ms"] > 0 for c in cal["corrections"])
+    written = json.loads(profile.read_text())
+    assert any(e["source"] == "measured" and "sparseloom calibrate" in e["note"] for e in written["entries"])
