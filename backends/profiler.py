@@ -175,7 +175,10 @@ class Profiler:
     """Profiles blocks on every processor of an SoC: measured where present, modelled elsewhere."""
 
     def __init__(self, soc: SoCSpec, options: CompileOptions, repeats: int = 30, warmup: int = 5,
-                 progress: bool = True, compile_absent: bool = True) -> None:
+                 progress: bool = True, compile_absent: bool = True, calibration_blocks: int = 0) -> None:
+        # With no present TVM processor, measure this many blocks on the host CPU so the roofline
+        # of absent processors is calibrated on real runs rather than taken at datasheet peak.
+        self.calibration_blocks = calibration_blocks
         # compile_absent=False models absent processors without generating their code (NPU offload
         # decisions still come from BYOC partitioning): minutes saved when only latencies are wanted.
         self.compile_absent = compile_absent
@@ -200,14 +203,24 @@ class Profiler:
                 pending.append((block, proc, backend.compile(block, proc, self.options)))
             else:
                 pending.append((block, proc, plan_only(block, proc)))
-        modelled = self._model(pending, measured, blocks, activations)
+        calibration: list[ProfileEntry] = []
+        if pending and self.calibration_blocks and not any(e.executor == "tvm" for e in measured):
+            host = host_cpu()
+            ranked = sorted(blocks, key=lambda b: b.flops)
+            step = max(1, len(ranked) // self.calibration_blocks)
+            for block in tqdm(ranked[::step][: self.calibration_blocks], desc="calibrate on host",
+                              disable=not self.progress):
+                compiled = backend_for(host).compile(block, host, self.options)
+                calibration.append(self._measure(block, host, compiled, activations[block.digest]))
+        modelled = self._model(pending, measured + calibration, blocks, activations)
         return Profile(
             soc=self.soc.name,
             entries=tuple(measured + modelled),
             transfers=tuple(self._transfers(blocks)),
             loads=tuple(self._loads(blocks, weight_files or {})),
             meta={"tvm_version": tvm.__version__, "host": host_device(), "repeats": self.repeats,
-                  "warmup": self.warmup, "compiles": self.options.cache.compiles},
+                  "warmup": self.warmup, "compiles": self.options.cache.compiles,
+                  "calibration": [dataclasses.asdict(e) for e in calibration]},
         )
 
     def _measure(self, block: BlockSpec, proc: ProcessorSpec, compiled: CompiledBlock, act: int) -> ProfileEntry:
@@ -251,7 +264,9 @@ class Profiler:
         by_digest = {b.digest: b for b in blocks}
         if len(tvm_measured) < 3:
             return Efficiency()
-        proc = self.soc.processor(tvm_measured[0].processor)
+        names = {p.name for p in self.soc.processors}
+        first = tvm_measured[0].processor
+        proc = self.soc.processor(first) if first in names else host_cpu(first)
         samples = [
             CostSample(**{**sample_of(by_digest[e.digest], e.activation_bytes).__dict__, "latency_ms": e.latency_ms})
             for e in tvm_measured if e.processor == proc.name

@@ -156,7 +156,7 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
     code (``compile_absent`` cross-compiles them too, which takes minutes per model).
     """
     blocks = {b.digest: b for b in pool.blocks()}
-    key = _key(repr(spec), sorted(blocks), repeats, tune_trials)
+    key = _key("calibrated-v2", repr(spec), sorted(blocks), repeats, tune_trials)
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
     if path.is_file():
         return Profile.load(path)
@@ -164,7 +164,8 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
     tuning_db = cache_dir / "tuning" if tune_trials else None
     options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), tuning_db=tuning_db,
                              tune_trials=tune_trials, cross_link=False)
-    profile = Profiler(spec, options, repeats=repeats, progress=progress, compile_absent=compile_absent).profile(
+    profile = Profiler(spec, options, repeats=repeats, progress=progress, compile_absent=compile_absent,
+                       calibration_blocks=8).profile(
         specs, {d: pool.path(d) for d in blocks})
     profile.save(path)
     return profile
