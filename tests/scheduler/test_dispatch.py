@@ -39,7 +39,7 @@ PROBLEM = Problem(
 
 
 def test_idle_queues_get_the_most_accurate_route_and_busy_ones_a_faster_one() -> None:
-    policy = SparseLoomPolicy()
+    policy = SparseLoomPolicy(dispatch="accuracy")
     plan = policy.plan(PROBLEM)
     alts = plan.alternatives["t"]
     assert len(alts) >= 2
@@ -51,7 +51,7 @@ def test_idle_queues_get_the_most_accurate_route_and_busy_ones_a_faster_one() ->
 
 
 def test_routes_with_blocks_not_resident_are_skipped() -> None:
-    policy = SparseLoomPolicy()
+    policy = SparseLoomPolicy(dispatch="accuracy")
     plan = policy.plan(PROBLEM)
     r = policy.decide("t", plan, FixedQueues(resident=frozenset({"fast0", "fast1"})))
     assert r.variants == ("fast", "fast")
@@ -69,7 +69,7 @@ def test_band_places_blocks_away_from_a_busy_processor() -> None:
 
 
 def test_switch_meets_a_tighter_slo_without_the_ilp() -> None:
-    policy = SparseLoomPolicy()
+    policy = SparseLoomPolicy(dispatch="accuracy")
     plan = policy.plan(PROBLEM)
     tighter = replace(PROBLEM, tasks=(replace(TASK, latency_slo_ms=2.5),))
     switched = policy.switch(plan, tighter)
@@ -79,7 +79,7 @@ def test_switch_meets_a_tighter_slo_without_the_ilp() -> None:
 
 
 def test_switch_fits_a_smaller_memory_budget_or_asks_for_a_replan() -> None:
-    policy = SparseLoomPolicy()
+    policy = SparseLoomPolicy(dispatch="accuracy")
     plan = policy.plan(PROBLEM)
     smaller = replace(PROBLEM, memory_budget_mb=10.0)
     switched = policy.switch(plan, smaller)
