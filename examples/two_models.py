@@ -6,8 +6,8 @@ Requests arrive as Poisson streams in real time; halfway through, the text
 task's latency SLO tightens and the pipeline switches its stitched variant live.
 
 By default the host CPU runs blocks in torch eager mode (``executor: torch``):
-untuned TVM code is 25-100x slower than eager on CPU, and compiling every block
-would not fit the one-minute budget of this example. ``--tvm`` keeps the SoC's
+compiling every block through TVM (about a second each) would not fit the
+one-minute budget of this example on a cold cache. ``--tvm`` keeps the SoC's
 TVM executor. The first run builds the pool and profile (cached afterwards).
 
     python examples/two_models.py --duration 20
