@@ -19,7 +19,7 @@ from typing import Any
 
 import tvm
 
-from backends.atomic import write_json_atomic
+from stitching.atomic import write_json
 
 
 def canonical_target(target: dict[str, str | int]) -> str:
@@ -89,5 +89,5 @@ class CompileCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         full = dict(record, artifact=artifact.name)
-        write_json_atomic(self._record_path(key), full)
+        write_json(self._record_path(key), full, indent=1, sort_keys=True)
         return CacheEntry(key=key, artifact=artifact, record=full)

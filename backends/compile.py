@@ -23,9 +23,9 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.relax.frontend.torch import from_exported_program
 from tvm.s_tir import meta_schedule as ms
 
-from backends.atomic import write_json_atomic
 from backends.block import BlockSpec
 from backends.cpu_schedule import apply_cpu_schedules, schedule_with_rules
+from stitching.atomic import write_json
 
 CHOICES_FILE = "schedule_choices.json"
 
@@ -228,5 +228,5 @@ def choose_schedules(mod: tvm.IRModule, target: tvm.target.Target, tuning_db: Pa
         choices[key] = {"kernel": gvar.name_hint,
                         "choice": "database" if tuned_us < rules_us else "rules",
                         "tuned_us": tuned_us, "rules_us": rules_us}
-    write_json_atomic(tuning_db / CHOICES_FILE, choices)
+    write_json(tuning_db / CHOICES_FILE, choices, indent=1, sort_keys=True)
     return choices

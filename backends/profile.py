@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from backends.atomic import write_json_atomic
+from stitching.atomic import write_json
 
 Source = Literal["measured", "modelled"]
 FORMAT_VERSION = 1
@@ -113,7 +113,7 @@ class Profile:
         )
 
     def save(self, path: Path) -> None:
-        write_json_atomic(Path(path), self.to_json())
+        write_json(Path(path), self.to_json(), indent=1, sort_keys=True)
 
     @staticmethod
     def load(path: Path) -> Profile:

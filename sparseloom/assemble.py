@@ -30,11 +30,11 @@ from backends.profile import Profile
 from backends.profiler import Profiler
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from sparseloom.arrivals import mean_rate_hz
-from sparseloom.atomic import write_json
 from sparseloom.errors import InputError
 from sparseloom.errors import Problem as Complaint
 from sparseloom.workload import SoC, Workload
 from stitching import zoo
+from stitching.atomic import write_json
 from stitching.pool import Block, ModelRequest, Pool, build_pool
 from stitching.prune import Recipe
 from stitching.stitch import stitch

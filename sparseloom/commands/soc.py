@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from sparseloom import hostsoc
-from sparseloom.atomic import write_text
 from sparseloom.errors import InputError, Problem
 from sparseloom.workload import load_workload
+from stitching.atomic import write_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:

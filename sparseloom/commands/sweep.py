@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError([Problem("--policies", f"names from: {', '.join(registry.names())}", ", ".join(unknown))])
     assembled = common.assemble(args)
 
-    from sparseloom.atomic import write_json
     from sparseloom.sim import SweepPoint, arrival_specs, run_sweep, slo_changes
     from sparseloom.sim.plots import plot_sweep
+    from stitching.atomic import write_json
 
     problem = assembled.problem
     total_mb = sum({o.digest: o.memory_mb for t in problem.tasks for pos in t.positions for o in pos}.values())

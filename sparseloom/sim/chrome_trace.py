@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.problem import Problem
-from sparseloom.atomic import write_text
 from sparseloom.sim.engine import ScheduleLog
+from stitching.atomic import write_text
 
 
 def _variant_of(problem: Problem | None) -> dict[str, str]:

@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sparseloom.atomic import write_bytes
 from sparseloom.sim.runner import Comparison
+from stitching.atomic import write_bytes
 
 
 def _save(fig: Figure, path: Path) -> Path:

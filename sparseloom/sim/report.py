@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from scheduler.problem import Problem
-from sparseloom.atomic import write_json
 from sparseloom.sim.chrome_trace import write_chrome_trace
 from sparseloom.sim.metrics import SOURCES, Estimate, PolicySummary, RunResult
 from sparseloom.sim.plots import plot_latency_cdf, plot_violations
 from sparseloom.sim.runner import Comparison
+from stitching.atomic import write_json
 
 NUMBERS_NOTE = (
     "Latency, throughput, violations, accuracy, memory and utilisation are modelled: simulated from the "

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from stitching.multitask.atomic import write_bytes
+from stitching.atomic import write_bytes
 
 
 def plot_jaccard(

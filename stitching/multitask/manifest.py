@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as st_save
 
-from stitching.multitask.atomic import write_bytes
+from stitching.atomic import write_bytes
 from stitching.multitask.store import TileStore
 from stitching.multitask.tiles import TileKey, split_tiles, tile_digest
 

@@ -27,7 +27,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from stitching.multitask.atomic import write_bytes, write_json
+from stitching.atomic import write_bytes, write_json
 
 _ST_DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype(np.float32),

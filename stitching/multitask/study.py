@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stitching.multitask.atomic import write_json
+from stitching.atomic import write_json
 from stitching.multitask.heatmap import plot_jaccard
 from stitching.multitask.loading import measure_read_bandwidth, measure_read_latency
 from stitching.multitask.masks import (

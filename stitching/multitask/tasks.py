@@ -28,7 +28,7 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-from stitching.multitask.atomic import write_bytes
+from stitching.atomic import write_bytes
 from stitching.multitask.tiles import TileGrid, TileKey, grids, tile_mask_to_dense
 
 TASK_CLASSES: dict[str, int] = {"digit": 10, "parity": 2, "ge5": 2, "loops": 2}

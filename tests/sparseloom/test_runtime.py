@@ -177,7 +177,8 @@ def test_overload_at_five_times_capacity_stays_bounded(pool: Pool, dirs: Path, i
 
 def test_set_slo_switches_stitched_variant_live(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
     problem = digits_problem(pool, ("cpu0",), latency_slo_ms=50.0)
-    with Runtime(problem, registry.create("sparseloom"), host_soc("torch", 1), pool, cache_dir=dirs / "cc") as rt:
+    policy = registry.create("sparseloom", dispatch="accuracy")
+    with Runtime(problem, policy, host_soc("torch", 1), pool, cache_dir=dirs / "cc") as rt:
         rt.submit("digits", images[:1]).result(timeout=10)
         before = rt.stats().per_task["digits"].variant
         plan = rt.set_slo("digits", latency_ms=0.7)
