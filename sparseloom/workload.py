@@ -91,13 +91,6 @@ class SparsitySupport(Schema):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    def efficiency(self, pattern: str) -> float:
-        return {
-            "structured": self.structured,
-            "unstructured": self.unstructured,
-            "2:4": self.nm_2_4,
-            "block": self.block,
-        }.get(pattern, 0.0)
 
 
 class Processor(Schema):
