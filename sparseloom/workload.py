@@ -92,7 +92,6 @@ class SparsitySupport(Schema):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-
 class Processor(Schema):
     """One compute unit of an SoC."""
 
