@@ -247,9 +247,15 @@ class Profiler:
             if compiled.offload is not None and cpu is not None:
                 latency = offload_ms(compiled.offload, proc, cpu, self.soc.transfer, block.dtype, eff, eff)
                 how = f"roofline, BYOC offload {compiled.offload.offloaded_flop_fraction:.0%} of FLOPs"
-            else:
+            elif sample.dtype in proc.dtypes and proc.peak_gops.for_dtype(sample.dtype) > 0:
                 latency = roofline_ms(proc, sample, eff)
                 how = "roofline"
+            elif "fp16" in proc.dtypes and sample.dtype == "fp32" and proc.peak_gops.fp16 > 0:
+                # DSP/NPU toolchains (QNN, TensorRT) run fp32 graphs converted to fp16.
+                latency = roofline_ms(proc, dataclasses.replace(sample, dtype="fp16"), eff)
+                how = "roofline, run as fp16"
+            else:
+                continue  # the processor cannot run this dtype: no entry, so no plan places it there
             out.append(ProfileEntry(
                 block=block.name, digest=block.digest, processor=proc.name, latency_ms=latency, latency_iqr_ms=0.0,
                 latency_p90_ms=latency, weight_bytes=block.weight_bytes, activation_bytes=activations[block.digest],

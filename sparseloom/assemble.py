@@ -156,7 +156,7 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
     code (``compile_absent`` cross-compiles them too, which takes minutes per model).
     """
     blocks = {b.digest: b for b in pool.blocks()}
-    key = _key("calibrated-v2", repr(spec), sorted(blocks), repeats, tune_trials)
+    key = _key("calibrated-v3", repr(spec), sorted(blocks), repeats, tune_trials)
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
     if path.is_file():
         return Profile.load(path)

@@ -73,3 +73,26 @@ def test_load_cost_reads_the_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "w.bin"
     path.write_bytes(b"\0" * (4 << 20))
     assert measure_load_ms(path, repeats=2) > 0
+
+
+def test_absent_processor_without_fp32_models_fp32_blocks_as_fp16_or_skips_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from backends.base import CompileOptions
+    from backends.block import make_block
+    from backends.cache import CompileCache
+    from backends.processor import PeakRates, ProcessorSpec, SoCSpec, TransferSpec
+    from backends.profiler import Profiler
+
+    def dsp(name: str, dtypes: tuple[str, ...], fp16: float) -> ProcessorSpec:
+        return ProcessorSpec(name=name, kind="dsp", target={"kind": "llvm", "mtriple": "hexagon", "mcpu": "hexagonv68"},
+                             peak_gops=PeakRates(fp32=0.0, fp16=fp16, int8=100.0), memory_bandwidth_gbps=10.0,
+                             dtypes=dtypes)
+
+    soc = SoCSpec("s", 1024, 1.0, TransferSpec(10, 10), (dsp("hvx", ("fp16", "int8"), 50.0), dsp("i8", ("int8",), 0.0)))
+    block = make_block("mlp", torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU()), (torch.randn(1, 64),))
+    profile = Profiler(soc, CompileOptions(cache=CompileCache(tmp_path)), progress=False,
+                       compile_absent=False).profile([block])
+    by_proc = {e.processor: e for e in profile.entries}
+    assert set(by_proc) == {"hvx"}  # an int8-only unit cannot run an fp32 block
+    assert "as fp16" in by_proc["hvx"].device and by_proc["hvx"].source == "modelled"
