@@ -32,7 +32,7 @@ from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from sparseloom.arrivals import mean_rate_hz
 from sparseloom.errors import InputError
 from sparseloom.errors import Problem as Complaint
-from sparseloom.workload import SoC, Workload
+from sparseloom.workload import ModelSpec, SoC, Workload
 from stitching import zoo
 from stitching.atomic import write_json
 from stitching.pool import Block, ModelRequest, Pool, build_pool
@@ -98,8 +98,20 @@ def soc_spec(soc: SoC) -> SoCSpec:
                    TransferSpec(soc.transfer.latency_us, soc.transfer.bandwidth_gbps), procs, soc.source)
 
 
+def model_request(spec: ModelSpec) -> ModelRequest:
+    """The pool build request for one validated model spec (zoo name or user factory)."""
+    recipes: list[Recipe] = []
+    for v in spec.variants:
+        if v.pattern in ("2:4", "int8"):
+            recipes.append(Recipe(v.pattern))
+        else:
+            recipes += [Recipe(v.pattern, level, v.block_size) for level in v.levels]
+    return ModelRequest(spec.name, spec.zoo, spec.partition.blocks, spec.partition.boundaries, tuple(recipes),
+                        factory=spec.module, input_shape=spec.input_shape)
+
+
 def model_requests(workload: Workload, source: str) -> list[ModelRequest]:
-    """Pool build requests for a workload's models (zoo models; user modules are not pooled yet)."""
+    """Pool build requests for a workload's models (zoo models; planning user modules is not supported yet)."""
     requests: list[ModelRequest] = []
     problems: list[Complaint] = []
     for i, spec in enumerate(workload.models):
@@ -107,14 +119,7 @@ def model_requests(workload: Workload, source: str) -> list[ModelRequest]:
             problems.append(Complaint(f"models[{i}].module", "a zoo model ('zoo:'); pools of user modules "
                                       "are not supported yet", spec.module or "", source))
             continue
-        recipes: list[Recipe] = []
-        for v in spec.variants:
-            if v.pattern in ("2:4", "int8"):
-                recipes.append(Recipe(v.pattern))
-            else:
-                recipes += [Recipe(v.pattern, level, v.block_size) for level in v.levels]
-        requests.append(ModelRequest(spec.name, spec.zoo, spec.partition.blocks, spec.partition.boundaries,
-                                     tuple(recipes)))
+        requests.append(model_request(spec))
     if problems:
         raise InputError(problems)
     if not requests:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparseloom.errors import InputError, Problem
-from sparseloom.workload import ModelSpec, ZooName, load_workload
+from sparseloom.workload import ZooName, load_workload
 
 if TYPE_CHECKING:  # torch loads only when a pool command runs, not for every CLI call
     from stitching.pool import ModelRequest, Pool
-    from stitching.prune import Recipe
 
 ZOO_NAMES: tuple[str, ...] = typing.get_args(ZooName)
 
@@ -57,19 +56,8 @@ def stitching_error(err: ValueError, path: str, expected: str) -> InputError:
     return InputError([Problem(path=path, expected=expected, found=str(err))])
 
 
-def _recipes(spec: ModelSpec) -> tuple[Recipe, ...]:
-    from stitching.prune import Recipe
-
-    out: list[Recipe] = []
-    for v in spec.variants:
-        if v.pattern in ("2:4", "int8"):
-            out.append(Recipe(v.pattern))
-        else:
-            out += [Recipe(v.pattern, level, v.block_size) for level in v.levels]
-    return tuple(out)
-
-
 def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
+    from sparseloom.assemble import model_request
     from stitching.pool import ModelRequest
     from stitching.prune import parse_recipe
 
@@ -89,17 +77,7 @@ def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
     problems: list[Problem] = []
     for i, spec in enumerate(workload.models):
         try:
-            requests.append(
-                ModelRequest(
-                    spec.name,
-                    spec.zoo,
-                    spec.partition.blocks,
-                    spec.partition.boundaries,
-                    _recipes(spec),
-                    factory=spec.module,
-                    input_shape=spec.input_shape,
-                )
-            )
+            requests.append(model_request(spec))
         except ValueError as err:
             problems.append(Problem(f"models[{i}]", "a model that can be pooled", str(err), source))
     if problems:
