@@ -44,11 +44,14 @@ def load(args: argparse.Namespace) -> tuple[Workload, SoC]:
     return workload, soc
 
 
-def assemble(args: argparse.Namespace) -> Assembled:
-    """Pool, profile, accuracy and problem for the command's workload (all cached)."""
+def assemble(args: argparse.Namespace, loaded: tuple[Workload, SoC] | None = None) -> Assembled:
+    """Pool, profile, accuracy and problem for the command's workload (all cached).
+
+    ``loaded`` is what :func:`load` already returned, so the YAML is not parsed twice.
+    """
     from sparseloom.assemble import assemble as run
 
-    workload, soc = load(args)
+    workload, soc = loaded or load(args)
     try:
         return run(workload, base_dir=Path(args.workload).parent, cache_dir=cache_dir(args), soc=soc,
                    progress=not args.no_progress, source=args.workload)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.workload is None:
         raise InputError([Problem("WORKLOAD", "a workload YAML file", "nothing")])
-    workload, _ = common.load(args)
+    workload, soc = common.load(args)
     assert workload.scenario is not None
     names = tuple(args.policies or workload.scenario.policies)
     unknown = [n for n in names if n not in registry.names()]
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in (("seeds", args.seeds), ("duration_s", args.duration)) if v is not None}
     if changes:
         workload = workload.model_copy(update={"scenario": workload.scenario.model_copy(update=changes)})
-    assembled = common.assemble(args)
+    assembled = common.assemble(args, (workload, soc))
     scenario = workload.scenario
     assert scenario is not None
 

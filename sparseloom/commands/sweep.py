@@ -46,14 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from scheduler import registry
 
     values = _values(args.values)
-    workload, _ = common.load(args)
+    workload, soc = common.load(args)
     scenario = workload.scenario
     assert scenario is not None
     names = tuple(args.policies or scenario.policies)
     unknown = [n for n in names if n not in registry.names()]
     if unknown:
         raise InputError([Problem("--policies", f"names from: {', '.join(registry.names())}", ", ".join(unknown))])
-    assembled = common.assemble(args)
+    assembled = common.assemble(args, (workload, soc))
 
     from sparseloom.sim import SweepPoint, arrival_specs, run_sweep, slo_changes
     from sparseloom.sim.plots import plot_sweep
