@@ -136,6 +136,12 @@ def pool_dir(cache_dir: Path, requests: Sequence[ModelRequest]) -> Path:
     return cache_dir / "pools" / _key([asdict(r) for r in requests])
 
 
+def workload_pool(workload: Workload, cache_dir: Path, progress: bool = True, source: str = "workload") -> Pool:
+    """The (cached, resumable) pool holding every variant of the workload's models."""
+    requests = model_requests(workload, source)
+    return build_pool(pool_dir(cache_dir, requests), requests, cache_dir, progress=progress)
+
+
 def _example(spec_shape: tuple[int, ...], dtype: str) -> torch.Tensor:
     torch_dtype = getattr(torch, dtype)
     if torch_dtype.is_floating_point:
@@ -267,8 +273,7 @@ def assemble(workload: Workload, *, base_dir: Path, cache_dir: Path, soc: SoC | 
     if soc is None or workload.scenario is None:
         raise InputError([Complaint("soc" if soc is None else "scenario", "a workload with an SoC and a scenario",
                                     "nothing", source)])
-    requests = model_requests(workload, source)
-    pool = build_pool(pool_dir(cache_dir, requests), requests, cache_dir, progress=progress)
+    pool = workload_pool(workload, cache_dir, progress, source)
     spec = soc_spec(soc)
     profile = profile_pool(spec, pool, cache_dir, progress)
     accuracy = {m: accuracy_terms(pool, m, cache_dir, progress) for m in pool.models()}

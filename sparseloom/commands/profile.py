@@ -41,14 +41,12 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.tune_budget < 0:
         raise InputError([Problem("--repeats/--tune-budget", "repeats >= 1 and a budget >= 0",
                                   f"{args.repeats}/{args.tune_budget}")])
-    from sparseloom.assemble import model_requests, pool_dir, profile_pool, soc_spec
-    from stitching.pool import build_pool
+    from sparseloom.assemble import profile_pool, soc_spec, workload_pool
 
     args.workload = args.target[0]
     workload, soc = common.load(args)
     cache = common.cache_dir(args)
-    requests = model_requests(workload, args.workload)
-    pool = build_pool(pool_dir(cache, requests), requests, cache, progress=not args.no_progress)
+    pool = workload_pool(workload, cache, not args.no_progress, args.workload)
     profile = profile_pool(soc_spec(soc), pool, cache, progress=not args.no_progress, repeats=args.repeats,
                            tune_trials=args.tune_budget)
     if args.out:
