@@ -18,6 +18,9 @@ from matplotlib.figure import Figure
 from sparseloom.sim.runner import Comparison
 from stitching.atomic import write_bytes
 
+# Points kept per CDF line.
+_CDF_POINTS = 2000
+
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
@@ -51,6 +54,9 @@ def plot_latency_cdf(
                 continue
             finite = np.sort(lat[np.isfinite(lat)])
             frac = np.arange(1, finite.size + 1) / lat.size
+            if finite.size > _CDF_POINTS:  # a few thousand steps look the same and draw in milliseconds
+                keep = np.unique(np.linspace(0, finite.size - 1, _CDF_POINTS).astype(np.int64))
+                finite, frac = finite[keep], frac[keep]
             ax.step(finite, frac, where="post", label=name)
         if slo_ms and task in slo_ms:
             ax.axvline(
@@ -62,7 +68,7 @@ def plot_latency_cdf(
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         if i == 0:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("Per-task latency CDF")
     return _save(fig, Path(path))
 

@@ -7,9 +7,12 @@ plan wall time is recorded) and that plan starts every seed's run.
 
 from __future__ import annotations
 
+import math
+import os
 import time
 import zlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from scheduler.policy import Policy
 from scheduler.problem import Problem
 from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
-from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.sim.engine import BlockOverBudget, SLOChangeEvent
 from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
 from sparseloom.workload import Arrival, Task, Transitions, Workload
 
@@ -151,6 +154,39 @@ def simulate(
 
 
 @dataclass(frozen=True)
+class _RunJob:
+    """One policy on one seed's arrivals, as sent to a worker process."""
+
+    problem: Problem
+    policy: Policy
+    arrivals: Arrivals
+    warmup_s: float
+    slo_changes: tuple[SLOChangeEvent, ...]
+    plan: Plan
+    trace_until_s: float
+    latency_cv: float
+
+
+def _simulate_job(job: _RunJob) -> RunResult:
+    return simulate(job.problem, job.policy, job.arrivals, warmup_s=job.warmup_s, slo_changes=job.slo_changes,
+                    plan=job.plan, trace_until_s=job.trace_until_s, latency_cv=job.latency_cv)
+
+
+# Below this many simulated requests in all, starting worker processes costs more than it saves.
+_PARALLEL_MIN_REQUESTS = 200_000
+
+
+def _workers(workers: int | None, jobs: Sequence[_RunJob]) -> int:
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        return min(workers, len(jobs))
+    if sum(j.arrivals.count for j in jobs) < _PARALLEL_MIN_REQUESTS:
+        return 1
+    return min(len(jobs), len(os.sched_getaffinity(0)))
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Every policy on the same arrivals, over the same seeds."""
 
@@ -179,8 +215,13 @@ def compare(
     trace_until_s: float = 0.0,
     latency_cv: float = 0.0,
     progress: bool = True,
+    workers: int | None = None,
 ) -> Comparison:
-    """Run every policy on seeds ``seed .. seed+seeds-1``; the schedule log is kept for the first seed."""
+    """Run every policy on seeds ``seed .. seed+seeds-1``; the schedule log is kept for the first seed.
+
+    ``workers``: processes running (policy, seed) pairs side by side; by default the CPUs available
+    when the runs are big enough to pay for starting processes, else 1 (this process).
+    """
     if seeds < 1:
         raise ValueError("seeds must be >= 1")
     names = [p.name for p in policies]
@@ -193,14 +234,7 @@ def compare(
         plans[policy.name] = policy.plan(problem)
         plan_wall[policy.name] = time.perf_counter() - t0
     seed_list = tuple(range(seed, seed + seeds))
-    runs: dict[str, list[RunResult]] = {n: [] for n in names}
-    bar = tqdm(
-        total=len(seed_list) * len(policies),
-        desc="simulate",
-        unit="run",
-        disable=not progress,
-        leave=False,
-    )
+    jobs: list[_RunJob] = []
     for s in seed_list:
         arrivals = make_arrivals(
             specs,
@@ -211,19 +245,32 @@ def compare(
             transitions=transitions,
         )
         for policy in policies:
-            bar.set_postfix_str(f"{policy.name} seed {s}")
-            res = simulate(
-                problem,
-                policy,
-                arrivals,
-                warmup_s=warmup_s,
-                slo_changes=slo_changes,
-                plan=plans[policy.name],
-                trace_until_s=trace_until_s if s == seed_list[0] else 0.0,
-                latency_cv=latency_cv,
-            )
-            runs[policy.name].append(replace(res, plan_wall_s=plan_wall[policy.name]))
+            jobs.append(_RunJob(problem, policy, arrivals, warmup_s, tuple(slo_changes), plans[policy.name],
+                                trace_until_s if s == seed_list[0] else 0.0, latency_cv))
+    results: list[RunResult | None] = [None] * len(jobs)
+    bar = tqdm(
+        total=len(jobs),
+        desc="simulate",
+        unit="run",
+        disable=not progress,
+        leave=False,
+    )
+    n = _workers(workers, jobs)
+    if n <= 1:
+        for i, job in enumerate(jobs):
+            bar.set_postfix_str(f"{job.policy.name} seed {job.arrivals.seed}")
+            results[i] = _simulate_job(job)
             bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=n) as pool:
+            futures = {pool.submit(_simulate_job, job): i for i, job in enumerate(jobs)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update()
+    runs: dict[str, list[RunResult]] = {n: [] for n in names}
+    for res in results:
+        assert res is not None
+        runs[res.policy].append(replace(res, plan_wall_s=plan_wall[res.policy]))
     bar.close()
     return Comparison(
         duration_s=duration_s,
@@ -246,6 +293,7 @@ def compare_workload(
     trace_until_s: float = 0.0,
     latency_cv: float = 0.0,
     progress: bool = True,
+    workers: int | None = None,
 ) -> Comparison:
     """:func:`compare` with arrivals, SLO changes, transitions, duration, warm-up and seeds from a workload.
 
@@ -277,6 +325,7 @@ def compare_workload(
         trace_until_s=trace_until_s,
         latency_cv=latency_cv,
         progress=progress,
+        workers=workers,
     )
 
 
@@ -286,6 +335,32 @@ def scale_rates(problem: Problem, rate_scale: float) -> Problem:
         problem,
         tasks=tuple(replace(t, rate_hz=t.rate_hz * rate_scale) for t in problem.tasks),
     )
+
+
+def mean_violation(
+    problem: Problem,
+    policy: Policy,
+    specs: Mapping[str, Arrival],
+    *,
+    duration_s: float,
+    warmup_s: float,
+    seed: int,
+    seeds: int,
+    rate_scale: float = 1.0,
+    slo_changes: Sequence[SLOChangeEvent] = (),
+    base_dir: str | Path = ".",
+    transitions: Transitions | None = None,
+) -> tuple[float, float]:
+    """Plan ``problem`` once, simulate it on each seed; the mean violation rate and offered load (rps)."""
+    plan = policy.plan(problem)
+    viol, offered = [], []
+    for s in range(seed, seed + seeds):
+        arrivals = make_arrivals(specs, duration_s, s, rate_scale=rate_scale, base_dir=base_dir,
+                                 transitions=transitions)
+        res = simulate(problem, policy, arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan)
+        viol.append(res.slo_violation_rate)
+        offered.append(res.offered_rps)
+    return float(np.mean(viol)), float(np.mean(offered))
 
 
 @dataclass(frozen=True)
@@ -333,29 +408,9 @@ def max_sustainable_rate(
     )
 
     def trial(scale: float) -> tuple[float, float]:
-        scaled = scale_rates(problem, scale)
-        plan = policy.plan(scaled)
-        viol, offered = [], []
-        for s in range(seed, seed + seeds):
-            arrivals = make_arrivals(
-                specs,
-                duration_s,
-                s,
-                rate_scale=scale,
-                base_dir=base_dir,
-                transitions=transitions,
-            )
-            res = simulate(
-                scaled,
-                policy,
-                arrivals,
-                warmup_s=warmup_s,
-                slo_changes=slo_changes,
-                plan=plan,
-            )
-            viol.append(res.slo_violation_rate)
-            offered.append(res.offered_rps)
-        v, o = float(np.mean(viol)), float(np.mean(offered))
+        v, o = mean_violation(scale_rates(problem, scale), policy, specs, duration_s=duration_s,
+                              warmup_s=warmup_s, seed=seed, seeds=seeds, rate_scale=scale,
+                              slo_changes=slo_changes, base_dir=base_dir, transitions=transitions)
         points.append((scale, o, v))
         bar.set_postfix_str(f"x{scale:.3g}: {v:.1%} violations")
         bar.update()
@@ -401,3 +456,84 @@ def max_sustainable_rate(
     return SustainableRate(
         policy.name, target, best[0], best[1], best[2], tuple(points), True
     )
+
+
+@dataclass(frozen=True)
+class MinimalBudget:
+    """The smallest memory budget at which a policy stays at or below the target violation rate."""
+
+    policy: str
+    target: float
+    # None when even the largest budget tried misses the target.
+    memory_budget_mb: float | None
+    slo_violation_rate: float
+    # (memory budget MB, violation rate) of every point tried, in the order tried.
+    points: tuple[tuple[float, float], ...]
+
+
+def min_memory_budget(
+    problem: Problem,
+    policy: Policy,
+    specs: Mapping[str, Arrival],
+    *,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    seed: int = 0,
+    seeds: int = 1,
+    target: float = 0.05,
+    tolerance: float = 0.05,
+    max_budget_mb: float | None = None,
+    slo_changes: Sequence[SLOChangeEvent] = (),
+    base_dir: str | Path = ".",
+    transitions: Transitions | None = None,
+    progress: bool = True,
+) -> MinimalBudget:
+    """Bisect the memory budget for the least memory with violation rate <= ``target``.
+
+    This is "memory at equal violation rate": the policy plans for each budget and the simulator
+    enforces it (blocks evicted and reloaded at storage bandwidth). The search starts at
+    ``max_budget_mb`` (default the problem's budget), halves until the target is missed, then
+    bisects until the bracket is within ``tolerance`` (relative).
+    """
+    top = problem.memory_budget_mb if max_budget_mb is None else max_budget_mb
+    if not math.isfinite(top) or top <= 0:
+        raise ValueError(f"the memory budget search needs a finite positive budget, got {top:g} MB")
+    points: list[tuple[float, float]] = []
+    bar = tqdm(desc=f"min memory {policy.name}", unit="point", disable=not progress, leave=False)
+
+    def trial(budget_mb: float) -> float:
+        try:
+            v, _ = mean_violation(replace(problem, memory_budget_mb=budget_mb), policy, specs,
+                                  duration_s=duration_s, warmup_s=warmup_s, seed=seed, seeds=seeds,
+                                  slo_changes=slo_changes, base_dir=base_dir, transitions=transitions)
+        except BlockOverBudget:
+            v = 1.0  # the policy's plan needs a block larger than this budget: no request can run
+        points.append((budget_mb, v))
+        bar.set_postfix_str(f"{budget_mb:.4g} MB: {v:.1%} violations")
+        bar.update()
+        return v
+
+    try:
+        v = trial(top)
+        if v > target:
+            return MinimalBudget(policy.name, target, None, v, tuple(points))
+        hi, best_v = top, v
+        lo = top / 2.0
+        while True:
+            v = trial(lo)
+            if v > target:
+                break
+            hi, best_v = lo, v
+            if lo < top / 1024.0:
+                return MinimalBudget(policy.name, target, hi, best_v, tuple(points))
+            lo /= 2.0
+        while hi / lo - 1.0 > tolerance:
+            mid = (lo * hi) ** 0.5
+            v = trial(mid)
+            if v <= target:
+                hi, best_v = mid, v
+            else:
+                lo = mid
+        return MinimalBudget(policy.name, target, hi, best_v, tuple(points))
+    finally:
+        bar.close()

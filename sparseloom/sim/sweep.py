@@ -90,6 +90,7 @@ def _run(job: _Job) -> Comparison:
         transitions=job.transitions,
         latency_cv=job.latency_cv,
         progress=False,
+        workers=1,  # the sweep already runs its points in parallel processes
     )
 
 
