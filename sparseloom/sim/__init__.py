@@ -3,6 +3,7 @@
 ``simulate`` runs one policy on one seed's arrivals; ``compare`` runs every
 policy on the same arrivals over several seeds; ``max_sustainable_rate``
 finds the highest load a policy sustains at <= 5% SLO violations;
+``min_memory_budget`` the least memory it needs for the same;
 ``run_sweep`` compares policies over load, SLO-scale and memory points in
 parallel processes. Metric definitions are in :mod:`sparseloom.sim.metrics`;
 the writers of the table, results.json, plots and trace are in
@@ -14,12 +15,14 @@ from sparseloom.sim.metrics import Estimate, PolicySummary, RunResult, TaskMetri
 from sparseloom.sim.runner import (
     Arrivals,
     Comparison,
+    MinimalBudget,
     SustainableRate,
     arrival_specs,
     compare,
     compare_workload,
     make_arrivals,
     max_sustainable_rate,
+    min_memory_budget,
     scale_rates,
     simulate,
     slo_changes,
@@ -30,6 +33,7 @@ __all__ = [
     "Arrivals",
     "Comparison",
     "Estimate",
+    "MinimalBudget",
     "PolicySummary",
     "RunResult",
     "SLOChangeEvent",
@@ -42,6 +46,7 @@ __all__ = [
     "compare_workload",
     "make_arrivals",
     "max_sustainable_rate",
+    "min_memory_budget",
     "run_sweep",
     "scale_rates",
     "simulate",

@@ -75,6 +75,10 @@ READY, FINISH, LOAD, SLO_CHANGE = 1, 2, 3, 4
 Step = tuple[int, float, int, float]
 
 
+class BlockOverBudget(ValueError):
+    """A route needs a block larger than the whole memory budget: it can never run."""
+
+
 @dataclass(frozen=True)
 class SLOChangeEvent:
     """An SLO change of one task at ``at_ms``; ``None`` leaves that bound as it is."""
@@ -240,7 +244,7 @@ def compile_route(
                 f"task '{task.name}' position {pos}: block {opt.variant} cannot run on '{proc}' (no latency)"
             )
         if opt.memory_mb > problem.memory_budget_mb:
-            raise ValueError(
+            raise BlockOverBudget(
                 f"task '{task.name}' position {pos}: block {opt.variant} needs {opt.memory_mb:g} MB, "
                 f"more than the memory budget ({problem.memory_budget_mb:g} MB)"
             )

@@ -17,6 +17,7 @@ from sparseloom.sim import (
     compare_workload,
     make_arrivals,
     max_sustainable_rate,
+    min_memory_budget,
     simulate,
 )
 from sparseloom.workload import Periodic, Poisson, Trace, load_workload
@@ -312,6 +313,26 @@ def test_max_sustainable_rate_finds_the_service_capacity() -> None:
     assert found.slo_violation_rate <= 0.05
     # The policy planned for the scaled rates.
     assert any(p.task("a").rate_hz > 90.0 for p in policy.plans)
+
+
+def test_min_memory_budget_finds_the_working_set() -> None:
+    # Two 10 MB blocks: with 20 MB both stay resident; with less, every request reloads one
+    # (10 ms at 1 MB/ms) and misses its 8 ms SLO. So the least budget at 0% violations is 20 MB.
+    task = chain_task("a", [{"cpu": 2.0}, {"cpu": 3.0}], memory_mb=10.0, slo_ms=8.0, rate_hz=20.0)
+    problem = problem_of([task], memory_budget_mb=160.0, storage_mb_per_ms=1.0)
+    policy = FixedPolicy("fixed", {"a": ((0, 0), ("cpu", "cpu"))})
+    spec = {"a": Periodic(process="periodic", period_ms=50.0)}
+    found = min_memory_budget(problem, policy, spec, duration_s=5.0, warmup_s=0.5, target=0.0,
+                              tolerance=0.01, progress=False)
+    assert found.memory_budget_mb is not None
+    assert 20.0 <= found.memory_budget_mb <= 20.0 * 1.01
+    assert found.slo_violation_rate == 0.0
+    assert all((v == 0.0) == (b >= 20.0) for b, v in found.points)
+    # A target the full budget cannot meet gives no budget, not a made-up one.
+    tight = problem_of([chain_task("a", [{"cpu": 2.0}, {"cpu": 3.0}], memory_mb=10.0, slo_ms=4.0)],
+                       memory_budget_mb=160.0, storage_mb_per_ms=1.0)
+    missed = min_memory_budget(tight, policy, spec, duration_s=2.0, target=0.05, progress=False)
+    assert missed.memory_budget_mb is None and missed.slo_violation_rate == 1.0
 
 
 def test_unrunnable_route_is_a_clear_error() -> None:
