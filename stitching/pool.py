@@ -328,6 +328,10 @@ def _build_model(
     bar: Any,
     on_block: Callable[[Block], None] | None,
 ) -> None:
+    if _complete(root, manifest, request):
+        # Every block is already stored: skip loading and partitioning the model (seconds per model).
+        bar.update(len(request.variants()) * len(manifest.models[request.name]["cut"]))
+        return
     base = request.load(cache_dir)
     cut = cut_model(base, request.blocks, request.boundaries)
     dense = split(base, cut)
@@ -381,6 +385,29 @@ def _build_model(
         if recipe.name not in info["checkpoint_bytes"]:
             info["checkpoint_bytes"][recipe.name] = _checkpoint_bytes(root, digests)
             write_bytes(root / MANIFEST, manifest.to_bytes())
+    if info.get("request") != _request_key(request):
+        info["request"] = _request_key(request)
+        write_bytes(root / MANIFEST, manifest.to_bytes())
+
+
+def _request_key(request: ModelRequest) -> dict[str, Any]:
+    """What decides a model's blocks besides its variants: recorded so a rebuild can be skipped."""
+    return {"base_model": request.base_model, "blocks": request.blocks,
+            "boundaries": None if request.boundaries is None else list(request.boundaries)}
+
+
+def _complete(root: Path, manifest: _Manifest, request: ModelRequest) -> bool:
+    """True when the manifest holds every block of ``request``, built from the same model and partition."""
+    info = manifest.models.get(request.name)
+    if info is None or info.get("request") != _request_key(request):
+        return False
+    done = {(b["variant"], b["position"]): b["digest"] for b in manifest.blocks if b["model"] == request.name}
+    return all(
+        recipe.name in info["checkpoint_bytes"]
+        and all((recipe.name, p) in done and _file_ok(root, manifest, done[(recipe.name, p)])
+                for p in range(len(info["cut"])))
+        for recipe in request.variants()
+    )
 
 
 def _store_block(

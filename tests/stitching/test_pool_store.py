@@ -121,6 +121,25 @@ def test_a_pool_refuses_a_different_partition_under_the_same_name(digits_pool: P
         build_pool(root, [ModelRequest("m", "digits_cnn", 4)], cache_dir, progress=False)
 
 
+def test_a_complete_pool_is_not_rebuilt(cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "p"
+    request = ModelRequest("m", "digits_cnn", 2, None, (Recipe("int8"),))
+    build_pool(root, [request], cache_dir, progress=False)
+
+    def no_load(self: ModelRequest, cache: Path | None) -> None:
+        raise AssertionError("a complete model was loaded again")
+
+    monkeypatch.setattr(ModelRequest, "load", no_load)
+    again = build_pool(root, [request], cache_dir, progress=False)
+    assert len(again.blocks("m")) == 4
+    # Another partition or a missing file still goes the slow way (and so reaches load).
+    with pytest.raises(AssertionError, match="loaded again"):
+        build_pool(root, [ModelRequest("m", "digits_cnn", 3, None, (Recipe("int8"),))], cache_dir, progress=False)
+    next((root / "blocks").glob("*.safetensors")).unlink()
+    with pytest.raises(AssertionError, match="loaded again"):
+        build_pool(root, [request], cache_dir, progress=False)
+
+
 def test_pool_blocks_export_with_torch_export(digits_pool: Pool) -> None:
     # The backends compile blocks through torch.export; shrunk and int8 blocks must export too.
     for variant in ("structured-0.5", "int8"):
