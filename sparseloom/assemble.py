@@ -22,12 +22,9 @@ from pathlib import Path
 
 import torch
 
-from backends.base import CompileOptions
 from backends.block import BlockSpec
-from backends.cache import CompileCache
 from backends.processor import PeakRates, ProcessorSpec, SoCSpec, SparsitySupport, TransferSpec
 from backends.profile import Profile
-from backends.profiler import Profiler
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from sparseloom.arrivals import mean_rate_hz
 from sparseloom.errors import InputError
@@ -171,6 +168,11 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
     if path.is_file():
         return Profile.load(path)
+    # Imported here: TVM takes seconds to import and a cached profile does not need it.
+    from backends.base import CompileOptions
+    from backends.cache import CompileCache
+    from backends.profiler import Profiler
+
     specs = [block_spec(pool, b) for b in blocks.values()]
     tuning_db = cache_dir / "tuning" if tune_trials else None
     options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), tuning_db=tuning_db,

@@ -13,8 +13,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from stitching.atomic import write_safetensors
 from stitching.partition import BaseModel
@@ -27,6 +25,10 @@ CACHE_NAME = "digits_cnn-v1.safetensors"
 
 
 def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # Imported here: scikit-learn takes a second to import and only training and evaluation need it.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]
     y = digits.target.astype(np.int64)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from sparseloom import InputError, load_workload
 from sparseloom.cli import main
@@ -128,7 +128,7 @@ CASES: list[tuple[str, str, str, int | None]] = [
      "soc.processors[0].ops[0]", 13),
 ]
 
-LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>(?:\[[^\]]*\]|[^\s\[])+): expected .+", re.S)
+LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>(?:\[[^\]]*\]|[^\s\[])+): expected .+", re.DOTALL)
 
 
 def _write(tmp_path: Path, text: str) -> Path:
