@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -124,10 +125,14 @@ class Measurer:
     ``count`` is the number of distinct stitched variants measured so far.
     """
 
-    def __init__(self, pool: Pool, evaluator: Evaluator) -> None:
+    def __init__(self, pool: Pool, evaluator: Evaluator, prefix_cache_mb: float = 512.0) -> None:
+        """``prefix_cache_mb`` bounds the activations kept for shared prefixes (least recently used go)."""
         self.pool, self.evaluator = pool, evaluator
         self._modules: dict[str, BlockModule] = {}
         self._results: dict[tuple[str, ...], float] = {}
+        self._prefixes: OrderedDict[tuple[str, ...], tuple[torch.Tensor, ...]] = OrderedDict()
+        self._prefix_bytes = 0
+        self._prefix_limit = int(prefix_cache_mb * 1e6)
 
     @property
     def count(self) -> int:
@@ -145,12 +150,32 @@ class Measurer:
     def measure(self, digests: Sequence[str]) -> float:
         key = tuple(digests)
         if key not in self._results:
-            xs = self.evaluator.inputs
+            # Start from the longest prefix already run: single-block swaps at position p all share
+            # the dense blocks before p, so most of their chain is not run again.
+            start, xs = 0, self.evaluator.inputs
+            for n in range(len(key) - 1, 0, -1):
+                hit = self._prefixes.get(key[:n])
+                if hit is not None:
+                    self._prefixes.move_to_end(key[:n])
+                    start, xs = n, hit
+                    break
             with torch.no_grad():
-                for d in key:
-                    xs = self._module(d).run(*xs)
+                for n in range(start, len(key)):
+                    xs = self._module(key[n]).run(*xs)
+                    if n + 1 < len(key):
+                        self._keep(key[: n + 1], xs)
             self._results[key] = self.evaluator.score(xs)
         return self._results[key]
+
+    def _keep(self, prefix: tuple[str, ...], xs: tuple[torch.Tensor, ...]) -> None:
+        size = sum(x.numel() * x.element_size() for x in xs)
+        if size > self._prefix_limit or prefix in self._prefixes:
+            return
+        while self._prefixes and self._prefix_bytes + size > self._prefix_limit:
+            _, old = self._prefixes.popitem(last=False)
+            self._prefix_bytes -= sum(x.numel() * x.element_size() for x in old)
+        self._prefixes[prefix] = xs
+        self._prefix_bytes += size
 
     def measure_all(self, per_position: Sequence[Sequence[str]], progress: bool = True) -> dict[tuple[str, ...], float]:
         """Measure every combination, depth first so each prefix runs once."""

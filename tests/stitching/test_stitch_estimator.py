@@ -132,3 +132,34 @@ def test_without_an_evaluator_accuracy_is_unknown(digits_pool: Pool) -> None:
     assert all(c.accuracy is None for c in report.candidates)
     assert report.fronts == {} and report.estimator is None and report.measured == 0
     assert len(choices(digits_pool, "digits_cnn")) == 4
+
+
+def test_measurer_reuses_shared_prefixes_and_gets_the_same_scores(digits_pool: Pool, cache_dir: Path,
+                                                                   digits_base: object) -> None:
+    ev = zoo.evaluator("digits_cnn", zoo.load("digits_cnn", cache_dir), cache_dir, limit=100)
+    dense = [digits_pool.block("digits_cnn", p, "dense").digest for p in range(4)]
+    swaps = []
+    for p in range(4):
+        swap = list(dense)
+        swap[p] = digits_pool.block("digits_cnn", p, "int8").digest
+        swaps.append(swap)
+
+    def counted(limit_mb: float) -> tuple[list[float], int]:
+        m = Measurer(digits_pool, ev, prefix_cache_mb=limit_mb)
+        runs = 0
+        load = m._module
+
+        def module(digest: str):  # type: ignore[no-untyped-def]
+            nonlocal runs
+            runs += 1
+            return load(digest)
+
+        m._module = module  # type: ignore[method-assign]
+        return [m.measure(d) for d in [dense, *swaps]], runs
+
+    cached, cached_runs = counted(512.0)
+    plain, plain_runs = counted(0.0)
+    assert cached == plain
+    assert plain_runs == 5 * 4
+    # Swap at p reuses the dense prefix of length p: 4 + (4 + 3 + 2 + 1) block runs.
+    assert cached_runs == 4 + 10
