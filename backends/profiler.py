@@ -10,12 +10,14 @@ measured entries before estimating the others.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import platform
 import tempfile
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,7 @@ class Profiler:
         pending: list[tuple[BlockSpec, ProcessorSpec, CompiledBlock]] = []
         activations = {b.digest: peak_activation_bytes(b) for b in blocks}
         pairs = [(b, p) for b in blocks for p in self.soc.processors]
+        unplanned: list[tuple[BlockSpec, ProcessorSpec]] = []
         for block, proc in tqdm(pairs, desc="profile", disable=not self.progress):
             backend = backend_for(proc)
             if backend.present(proc):
@@ -202,7 +205,10 @@ class Profiler:
             elif self.compile_absent:
                 pending.append((block, proc, backend.compile(block, proc, self.options)))
             else:
-                pending.append((block, proc, plan_only(block, proc)))
+                unplanned.append((block, proc))
+        # After the measurements, so the worker processes do not disturb them.
+        for (block, proc), compiled in zip(unplanned, self._plan_only(unplanned), strict=True):
+            pending.append((block, proc, compiled))
         calibration: list[ProfileEntry] = []
         if pending and self.calibration_blocks and not any(e.executor == "tvm" for e in measured):
             host = host_cpu()
@@ -222,6 +228,43 @@ class Profiler:
                   "warmup": self.warmup, "compiles": self.options.cache.compiles,
                   "calibration": [dataclasses.asdict(e) for e in calibration]},
         )
+
+    def _plan_only(self, pairs: Sequence[tuple[BlockSpec, ProcessorSpec]]) -> list[CompiledBlock]:
+        """:func:`plan_only` for each pair. An NPU offload plan takes a Relax import (about a second), so
+        identical NPUs (same ops and dtypes, e.g. the Orin's two DLAs) share one, and the distinct ones
+        run in worker processes, one per CPU."""
+        def same(proc: ProcessorSpec) -> tuple[str, ...]:
+            return (proc.kind, proc.executor, repr(proc.ops), repr(proc.dtypes), repr(proc.target))
+
+        firsts: dict[tuple[str, tuple[str, ...]], int] = {}
+        for i, (block, proc) in enumerate(pairs):
+            if proc.kind == "npu":
+                firsts.setdefault((block.digest, same(proc)), i)
+        done: dict[int, CompiledBlock] = {}
+        workers = min(len(firsts), len(os.sched_getaffinity(0)))
+        bar = tqdm(total=len(firsts), desc="npu offload plans", disable=not self.progress or not firsts)
+        if workers <= 1:
+            for i in firsts.values():
+                done[i] = plan_only(*pairs[i])
+                bar.update()
+        else:
+            # Forked: the workers only partition Relax modules, and a fork needs no re-import.
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = {pool.submit(plan_only, *pairs[i]): i for i in firsts.values()}
+                for fut in as_completed(futures):
+                    done[futures[fut]] = fut.result()
+                    bar.update()
+        bar.close()
+        out = []
+        for block, proc in pairs:
+            if proc.kind != "npu":
+                out.append(plan_only(block, proc))
+                continue
+            twin = done[firsts[(block.digest, same(proc))]]
+            assert twin.offload is not None
+            out.append(dataclasses.replace(twin, processor=proc.name,
+                                           offload=dataclasses.replace(twin.offload, processor=proc.name)))
+        return out
 
     def _measure(self, block: BlockSpec, proc: ProcessorSpec, compiled: CompiledBlock, act: int) -> ProfileEntry:
         run = runner_for(block, proc, compiled)

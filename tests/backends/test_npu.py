@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
+
 from backends.base import CompileOptions
 from backends.block import BlockSpec
 from backends.compile import import_block
@@ -57,3 +59,27 @@ def test_offload_latency_prices_both_sides(attention_block: BlockSpec, npu: Proc
     t_slow = offload_ms(plan, npu, cpu, slow, "int8")
     assert math.isfinite(t_fast) and t_fast > 0
     assert t_slow - t_fast >= plan.transitions * 0.5  # each hand-over costs at least the 500 us latency
+
+
+def test_profiler_plans_identical_npus_once_and_in_parallel(cnn_block: BlockSpec, attention_block: BlockSpec,
+                                                            npu: ProcessorSpec, options: CompileOptions,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends import profiler as profiler_module
+    from backends.processor import SoCSpec
+    from backends.profiler import Profiler
+    from backends.tvm_backends import plan_only
+
+    twin = dataclasses.replace(npu, name="npu1")
+    other = dataclasses.replace(npu, name="npu-fp", dtypes=("int8", "fp32"))
+    soc = SoCSpec(name="npus", memory_mb=1024.0, storage_read_gbps=1.0,
+                  transfer=TransferSpec(latency_us=10.0, bandwidth_gbps=10.0), processors=(npu, twin, other))
+    pairs = [(b, p) for b in (cnn_block, attention_block) for p in soc.processors]
+    expected = [plan_only(b, p) for b, p in pairs]
+    got = Profiler(soc, options, progress=False, compile_absent=False)._plan_only(pairs)
+    assert [(c.processor, c.offload) for c in got] == [(c.processor, c.offload) for c in expected]
+    # One worker path: the two identical NPUs cost one plan per block, the fp32-capable one its own.
+    calls: list[str] = []
+    monkeypatch.setattr(profiler_module.os, "sched_getaffinity", lambda _: {0})
+    monkeypatch.setattr(profiler_module, "plan_only", lambda b, p: calls.append(p.name) or plan_only(b, p))
+    Profiler(soc, options, progress=False, compile_absent=False)._plan_only(pairs)
+    assert sorted(calls) == ["npu", "npu", "npu-fp", "npu-fp"]
