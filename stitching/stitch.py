@@ -125,9 +125,12 @@ class Measurer:
     ``count`` is the number of distinct stitched variants measured so far.
     """
 
-    def __init__(self, pool: Pool, evaluator: Evaluator, prefix_cache_mb: float = 512.0) -> None:
-        """``prefix_cache_mb`` bounds the activations kept for shared prefixes (least recently used go)."""
+    def __init__(self, pool: Pool, evaluator: Evaluator, prefix_cache_mb: float = 512.0,
+                 on_measure: Callable[[], object] | None = None) -> None:
+        """``prefix_cache_mb`` bounds the activations kept for shared prefixes (least recently used go);
+        ``on_measure`` is called after each new stitched variant is measured (progress)."""
         self.pool, self.evaluator = pool, evaluator
+        self._on_measure = on_measure
         self._modules: dict[str, BlockModule] = {}
         self._results: dict[tuple[str, ...], float] = {}
         self._prefixes: OrderedDict[tuple[str, ...], tuple[torch.Tensor, ...]] = OrderedDict()
@@ -165,6 +168,8 @@ class Measurer:
                     if n + 1 < len(key):
                         self._keep(key[: n + 1], xs)
             self._results[key] = self.evaluator.score(xs)
+            if self._on_measure is not None:
+                self._on_measure()
         return self._results[key]
 
     def _keep(self, prefix: tuple[str, ...], xs: tuple[torch.Tensor, ...]) -> None:
@@ -408,12 +413,17 @@ def stitch(
     estimator: Estimator | None = None
     results: Mapping[tuple[str, ...], float] = {}
     if evaluator is not None:
-        measurer = Measurer(pool, evaluator)
-        if measure_all:
-            measurer.measure_all([[b.digest for b in c] for c in choices(pool, model)], progress)
-        estimator = fit_estimator(pool, model, measurer, budget, seed=seed)
-        for variant in pool.variants(model):
-            measurer.measure([pool.block(model, p, variant).digest for p in range(pool.positions(model))])
+        per_position = choices(pool, model)
+        # Roughly what fit_estimator measures: the budget's share of all combinations, at least the singles.
+        expected = max(1 + sum(len(c) for c in per_position), int(budget * math.prod(len(c) for c in per_position)))
+        with tqdm(total=expected, desc=f"accuracy {model}", unit="variant", disable=not progress or measure_all,
+                  leave=False) as bar:
+            measurer = Measurer(pool, evaluator, on_measure=bar.update)
+            if measure_all:
+                measurer.measure_all([[b.digest for b in c] for c in per_position], progress)
+            estimator = fit_estimator(pool, model, measurer, budget, seed=seed)
+            for variant in pool.variants(model):
+                measurer.measure([pool.block(model, p, variant).digest for p in range(pool.positions(model))])
         results = measurer.results
     candidates: list[StitchedVariant] = []
     for combo in chains:
