@@ -61,6 +61,20 @@ def planned_if_in_time(task: str, plan: Plan, state: QueueView) -> Route:
     return most_accurate_in_time(task, plan, state)
 
 
+def planned_or_placed(task: str, plan: Plan, state: QueueView) -> Route:
+    """The planned stitched variant with its blocks placed for the least expected finish given the
+    live backlogs (the planned placement when nothing is queued), if that is within the SLO; else
+    the most accurate alternative in time."""
+    planned = plan.routes[task]
+    slo = plan.slo_ms.get(task, float("inf"))
+    backlog: dict[str, float] = {}
+    if _resident(planned, state):
+        placed = place_blocks(task, plan, state, exhaustive=True)
+        if finish_ms(placed, backlog, state) <= slo:
+            return placed
+    return most_accurate_in_time(task, plan, state)
+
+
 def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool) -> Route:
     """Per-block placement of the planned blocks at request time (Band's unit sub-graphs).
 

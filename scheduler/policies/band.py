@@ -16,7 +16,7 @@ from typing import Any
 from scheduler.dispatch import place_blocks
 from scheduler.ilp import Restriction
 from scheduler.plan import Plan, Route
-from scheduler.planner import ilp_plan, settings_from
+from scheduler.planner import ilp_plan, settings_from, with_unit_latencies
 from scheduler.policy import QueueView
 from scheduler.problem import Problem
 
@@ -31,19 +31,7 @@ class BandPolicy:
         base = ilp_plan(
             problem, self.name, self.settings, Restriction(whole_variant=True)
         )
-        names = {k.name for k in problem.processors}
-        units: dict[str, tuple[dict[str, float], ...]] = {}
-        moves: dict[str, tuple[float, ...]] = {}
-        for t in problem.tasks:
-            if t.name not in base.routes:
-                continue
-            r = base.routes[t.name]
-            units[t.name] = tuple(
-                {k: ms for k, ms in t.positions[p][o].latency_ms.items() if k in names}
-                for p, o in enumerate(r.options)
-            )
-            moves[t.name] = tuple(problem.transfer_ms(mb) for mb in t.output_mb)
-        return replace(base, unit_latency_ms=units, unit_transfer_ms=moves)
+        return with_unit_latencies(base, problem)
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
         return place_blocks(task, plan, state, self.exhaustive)

@@ -99,6 +99,26 @@ def test_plan_first_dispatch_keeps_the_planned_route_when_in_time() -> None:
     assert late.latency_ms == min(a.latency_ms for a in plan.alternatives["t"])
 
 
+def test_place_dispatch_moves_the_planned_blocks_off_a_busy_processor() -> None:
+    policy = SparseLoomPolicy()  # dispatch="place", the default
+    plan = policy.plan(PROBLEM)
+    planned = plan.routes["t"]
+    assert policy.decide("t", plan, FixedQueues()) == planned
+    busy = next(iter(set(planned.processors)))
+    idle = "cpu" if busy == "gpu" else "gpu"
+    moved = policy.decide("t", plan, FixedQueues({busy: 6.0}))
+    # Same stitched variant (same blocks), other processors, in time.
+    assert moved.digests == planned.digests and moved.processors != planned.processors
+    assert idle in moved.processors
+    assert moved.latency_ms <= PROBLEM.tasks[0].latency_slo_ms
+    # Both processors too busy for the planned blocks: the fastest alternative in time instead.
+    late = policy.decide("t", plan, FixedQueues({"gpu": 7.5, "cpu": 7.5}))
+    assert late.latency_ms == min(a.latency_ms for a in plan.alternatives["t"])
+    # Re-planning (and switching) keeps what placement needs.
+    switched = policy.switch(plan, replace(PROBLEM, tasks=(replace(TASK, latency_slo_ms=4.0),)))
+    assert len(switched.unit_latency_ms["t"]) == len(switched.routes["t"].digests)
+
+
 def test_band_lsf_finds_the_earliest_finishing_placement() -> None:
     import itertools
     import random
