@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from stitching.units import Unit, build_unit
+from stitching.units import Factories, Unit, build_unit
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,10 @@ class BlockModule(nn.Module):
         return [{"kind": u.kind, "config": u.config} for u in self.units]
 
     @classmethod
-    def rebuild(cls, unit_specs: Sequence[dict[str, Any]], state: dict[str, torch.Tensor]) -> BlockModule:
+    def rebuild(cls, unit_specs: Sequence[dict[str, Any]], state: dict[str, torch.Tensor],
+                factories: Factories | None = None) -> BlockModule:
         """Rebuild from unit specs and a state dict (strict: every tensor must fit)."""
-        block = cls([build_unit(s["kind"], s["config"]) for s in unit_specs])
+        block = cls([build_unit(s["kind"], s["config"], factories) for s in unit_specs])
         block.load_state_dict(state, strict=True)
         return block.eval()
 

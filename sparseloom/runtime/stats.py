@@ -103,6 +103,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
+# The standard normal's 0.99 quantile: a lognormal's ln(p99 / p50) in units of its sigma.
+Z99 = 2.3263478740408408
+
 # Service-time samples kept per (block, processor) for calibration.
 SAMPLES_PER_BLOCK = 4096
 
@@ -145,9 +148,13 @@ class Recorder:
         self.task_switches = 0
         self.errors = 0
         self._last_task = [-1] * len(processors)
-        # Per (digest, processor): measured block run times (ms); per processor: wake-up delays (ms).
+        # Per (digest, processor): measured block run times (ms). Per finished request: what the
+        # runtime added to its blocks' run times (decision, admission, worker wake-ups and queueing),
+        # and its latency over the plan's expected block latencies (the profile's).
         self.service_ms: dict[tuple[str, str], deque[float]] = {}
-        self.wakeup_ms: dict[str, deque[float]] = {p: deque(maxlen=SAMPLES_PER_BLOCK) for p in processors}
+        self.overhead_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
+        self.excess_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
+        self.completions = 0
         self._mem_mb = 0.0
         self._mem_last_ms = 0.0
         self.memory_area_mb_ms = 0.0
@@ -183,11 +190,14 @@ class Recorder:
         self._base += n
         self.dropped += n
 
-    def done(self, rid: int, now_ms: float) -> None:
+    def done(self, rid: int, now_ms: float, run_ms: float, expected_ms: float) -> None:
         with self._lock:
             i = rid - self._base
             self.done_ms[i] = now_ms
             self.finished[i] = True
+            self.overhead_ms.append(now_ms - self.arrival_ms[i] - run_ms)
+            self.excess_ms.append(now_ms - self.arrival_ms[i] - expected_ms)
+            self.completions += 1
 
     def reject(self, rid: int, error: bool = False) -> None:
         with self._lock:
@@ -198,15 +208,13 @@ class Recorder:
             if error:
                 self.errors += 1
 
-    def executed(self, proc: int, task: int, ms: float, digest: str, service_ms: float, wakeup_ms: float | None) -> None:
+    def executed(self, proc: int, task: int, ms: float, digest: str) -> None:
         with self._lock:
-            if wakeup_ms is not None:
-                self.wakeup_ms[self.processors[proc]].append(wakeup_ms)
             key = (digest, self.processors[proc])
             samples = self.service_ms.get(key)
             if samples is None:
                 samples = self.service_ms[key] = deque(maxlen=SAMPLES_PER_BLOCK)
-            samples.append(service_ms)
+            samples.append(ms)
             self.busy_ms[proc] += ms
             self.block_executions += 1
             if self._last_task[proc] not in (-1, task):
@@ -261,24 +269,33 @@ class Recorder:
                 schedule=None,
             )
 
-    def service_means_ms(self) -> dict[tuple[str, str], tuple[float, int]]:
-        """Per (digest, processor): mean measured service time (ms) and its sample count.
-
-        Service time is the block's run time plus the processor's mean wake-up delay (the
-        hand-off cost a request pays per block on an idle worker). The mean, not the median:
-        the simulator draws each execution around it with the measured spread (``service_cv``).
-        """
+    def service_times_ms(self) -> dict[tuple[str, str], tuple[float, float, float, int]]:
+        """Per (digest, processor): p50, p90 and p99 of the measured run times (ms), and the sample count."""
+        out: dict[tuple[str, str], tuple[float, float, float, int]] = {}
         with self._lock:
-            wake = {p: float(np.mean(v)) if v else 0.0 for p, v in self.wakeup_ms.items()}
-            return {k: (float(np.mean(v)) + wake[k[1]], len(v)) for k, v in self.service_ms.items() if v}
+            for k, v in self.service_ms.items():
+                if v:
+                    p50, p90, p99 = (float(q) for q in np.percentile(v, [50, 90, 99]))
+                    out[k] = (p50, p90, p99, len(v))
+        return out
 
-    def service_cv(self) -> float:
-        """Coefficient of variation of block run times (std / mean per block, weighted by samples): the
-        spread the simulator's ``latency_cv`` draws around each block's latency."""
+    def overheads_ms(self, since: int = 0, over: str = "run") -> list[float]:
+        """Each request completed after the first ``since`` (see :attr:`completions`), oldest first, at
+        most the latest 4096: its latency minus its blocks' measured run times (``over="run"``) or
+        minus their expected latencies in the plan (``over="expected"``)."""
+        samples = self.overhead_ms if over == "run" else self.excess_ms
         with self._lock:
-            pairs = [(float(np.std(v) / np.mean(v)), len(v)) for v in self.service_ms.values() if len(v) > 1 and np.mean(v) > 0]
+            n = min(self.completions - since, len(samples))
+            return list(samples)[len(samples) - n:] if n > 0 else []
+
+    def service_sigma(self) -> float:
+        """Log-space spread of block run times: per block ln(p99 / p50) / z(0.99), weighted by samples.
+        The lognormal the simulator draws with it around each block's median matches p50 and p99: the
+        tail, where SLO violations are, comes mostly from other processes preempting the workers."""
+        pairs = [(max(0.0, math.log(q / m)) / Z99, n) for m, _, q, n in self.service_times_ms().values()
+                 if n > 1 and m > 0]
         total = sum(n for _, n in pairs)
-        return sum(cv * n for cv, n in pairs) / total if total else 0.0
+        return sum(sg * n for sg, n in pairs) / total if total else 0.0
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per task: requests and rejected (all of the run), and still in flight."""
