@@ -196,11 +196,11 @@ def measure(block: BlockModule, inputs: tuple[torch.Tensor, ...]) -> tuple[Block
         if name and isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             layer_flops = sum(counts.get(f"BlockModule.{name}", {}).values())
             w = layer.weight.detach()
-            saved += layer_flops * float((w == 0).sum()) / w.numel()
+            saved += layer_flops * (1.0 - int(torch.count_nonzero(w)) / w.numel())
     state = block.state_dict()
     weights = [t for t in state.values() if t.is_floating_point() or t.dtype == torch.int8]
     numel = sum(t.numel() for t in weights)
-    nonzero = sum(int((t != 0).sum()) for t in weights)
+    nonzero = sum(int(torch.count_nonzero(t)) for t in weights)
     return (
         BlockStats(
             inputs=tuple(TensorSpec.of(t) for t in inputs),

@@ -360,11 +360,14 @@ def _build_model(
             "chain_max_abs_diff": chain_diff,
         }
         manifest.models[request.name] = info
-    # Inputs of each position: the dense chain's activations on the example input.
-    inputs = [base.example_inputs]
+    # Inputs of each position: the dense chain's activations on the example input; its outputs are
+    # the interface every variant of the position must keep.
+    outputs: list[tuple[torch.Tensor, ...]] = []
     with torch.no_grad():
-        for block in dense[:-1]:
-            inputs.append(block.run(*inputs[-1]))
+        for block in dense:
+            outputs.append(block.run(*(outputs[-1] if outputs else base.example_inputs)))
+    inputs = [base.example_inputs, *outputs[:-1]]
+    interfaces = [tuple(TensorSpec.of(t) for t in out) for out in outputs]
     done = {(b["variant"], b["position"]): b for b in manifest.blocks if b["model"] == request.name}
     for recipe in request.variants():
         if recipe.name not in info["variants"]:
@@ -377,7 +380,8 @@ def _build_model(
                 digests.append(old["digest"])
                 bar.update(1)
                 continue
-            record = _store_block(root, manifest, request, base.unit_names, cut.ranges[position], position, recipe, block, inputs[position])
+            record = _store_block(root, manifest, request, base.unit_names, cut.ranges[position], position, recipe, block,
+                                  inputs[position], interfaces[position])
             if old is not None:
                 manifest.blocks.remove(old)
             manifest.blocks.append(record.to_json())
@@ -401,14 +405,14 @@ def _store_block(
     recipe: Recipe,
     dense_block: BlockModule,
     inputs: tuple[torch.Tensor, ...],
+    interface: tuple[TensorSpec, ...],
 ) -> Block:
     block = prune_block(dense_block, recipe)
-    dense_stats, _ = measure(dense_block, inputs)
     stats, _ = measure(block, inputs)
-    if stats.outputs != dense_stats.outputs:
+    if stats.outputs != interface:
         raise ValueError(
             f"{recipe.name} changed the interface of block {position} of {request.name}: "
-            f"{', '.join(map(str, stats.outputs))} instead of {', '.join(map(str, dense_stats.outputs))}"
+            f"{', '.join(map(str, stats.outputs))} instead of {', '.join(map(str, interface))}"
         )
     state = {k: v.detach().contiguous() for k, v in block.state_dict().items()}
     specs = block.unit_specs()
