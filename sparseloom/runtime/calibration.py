@@ -11,8 +11,8 @@ real run:
   task (decision, admission, waking the worker, blocks starting colder or warmer
   than the profiler timed them, completion): the median of latency minus the
   plan's expected block latencies on probe requests sent one at a time, each
-  after the idle gap the workload leaves, *before* the measured window: no
-  number from the window itself goes in (out of sample);
+  after the idle gap the workload leaves, *before and after* the measured
+  window: no number from the window itself goes in (out of sample);
 - ``corrected``: each block's run time measured *in* the window (median and
   p99 fitted by a lognormal, which the simulator draws with ``latency_cv``), plus
   the median overhead of the window's requests (in sample: it shows how much of
@@ -198,8 +198,8 @@ def corrected_profile(profile: Profile, corrections: Sequence[BlockCorrection], 
     return replace(profile, entries=tuple(entries), meta={**profile.meta, "calibrated_by": "sparseloom calibrate"})
 
 
-# Probe requests per task for the per-request overhead.
-PROBE_REQUESTS = 20
+# Probe requests per task for the per-request overhead, before the window and again after it.
+PROBE_REQUESTS = 25
 
 
 def calibrate(
@@ -241,6 +241,10 @@ def calibrate(
         measured = rt.recorder.service_times_ms()
         sigma = rt.recorder.service_sigma()
         in_window = rt.recorder.overheads_ms(since)
+        # Probed again after the window: the host's load drifts (other processes), so probes on both
+        # sides of the window bracket it; still none of the window's own requests.
+        for t, v in probe_overhead_ms(rt, inputs, probe_requests, probe_idle_ms).items():
+            overheads[t] += v
     overhead = {t: statistics.median(v) for t, v in overheads.items() if v}
     # The median: below ~50% utilisation most requests find the worker idle, so queueing (which the
     # simulator models itself) stays out of it.
@@ -264,7 +268,7 @@ def calibrate(
     adjusted = run(corrected_problem(problem, (), overhead))
     fixed = run(corrected_problem(problem, unique, window_overhead), cv)
     return Calibration(policy, real, sim, adjusted, fixed, fidelity(real, sim), fidelity(real, adjusted),
-                       fidelity(real, fixed), unique, overhead, probe_requests, window_overhead, cv)
+                       fidelity(real, fixed), unique, overhead, 2 * probe_requests, window_overhead, cv)
 
 
 def probe_overhead_ms(rt: Runtime, inputs: Callable[[str], tuple[torch.Tensor, ...]], requests: int,
@@ -299,7 +303,7 @@ def summary_lines(cal: Calibration) -> list[str]:
         f"  error, profile only:                       {cal.before.describe()}",
         f"  error, profile + runtime overhead:         {cal.adjusted_error.describe()}",
         f"  error, in-sample block latencies:          {cal.after.describe()}",
-        (f"  runtime per request (median): over the profile on {cal.overhead_samples} probe requests per task before "
+        (f"  runtime per request (median): over the profile on {cal.overhead_samples} probe requests per task around "
          f"the window {', '.join(f'{t} {v:.3f} ms' for t, v in cal.overhead_ms.items())}; "
          f"over measured block run times in it {cal.window_overhead_ms:.3f} ms"),
         (f"  {len(cal.corrections)} block latencies measured in the window, median ratio "
