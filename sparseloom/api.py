@@ -206,10 +206,7 @@ class Pipeline:
                 )
             except ValidationError as err:
                 raise _complaints(err, f"add_task({task!r}).model") from None
-        known = self._models.get(spec.name)
-        if known is not None and known != spec:
-            spec = spec.model_copy(update={"name": f"{task}-{spec.name}"})
-        return spec
+        return self._distinct(task, spec)
 
     def _module_spec(
         self,
@@ -253,10 +250,12 @@ class Pipeline:
                 f"{spec.partition.blocks or len(spec.partition.boundaries or ()) + 1} blocks that torch.export can trace",
                 f"{type(module).__name__}: {err}")]) from None
         self._factories = factories
+        return self._distinct(task, spec)
+
+    def _distinct(self, task: str, spec: wl.ModelSpec) -> wl.ModelSpec:
+        """``spec``, renamed after ``task`` when another model already has its name."""
         known = self._models.get(spec.name)
-        if known is not None and known != spec:
-            spec = spec.model_copy(update={"name": f"{task}-{spec.name}"})
-        return spec
+        return spec.model_copy(update={"name": f"{task}-{spec.name}"}) if known is not None and known != spec else spec
 
     def workload(self) -> wl.Workload:
         """The validated workload the pipeline describes (SoC, models, tasks, memory budget)."""

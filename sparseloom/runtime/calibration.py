@@ -13,8 +13,9 @@ real run:
   plan's expected block latencies on probe requests sent one at a time, each
   after the idle gap the workload leaves, *before and after* the measured
   window: no number from the window itself goes in (out of sample);
-- ``corrected``: each block's run time measured *in* the window (median and
-  p99 fitted by a lognormal, which the simulator draws with ``latency_cv``), plus
+- ``corrected``: each block's run time measured *in* the window (a lognormal
+  with the measured mean and median, drawn by the simulator with
+  ``latency_cv``), plus
   the median overhead of the window's requests (in sample: it shows how much of
   the remaining error is the block latencies).
 
@@ -66,9 +67,8 @@ class Fidelity:
 class BlockCorrection:
     """A block's latency on a processor: the profile's (modelled or measured offline) and the runtime's.
 
-    ``measured_ms`` is what the simulator is given: the mean of the lognormal with the measured
-    median and the fitted spread (``median_ms * exp(sigma^2 / 2)``), so its draws match the
-    measured median rather than a mean inflated by rare preemptions.
+    ``measured_ms`` is what the simulator is given: the mean run time (the busy time a processor
+    really spent); the simulator draws around it with a spread that gives the measured median.
     """
 
     digest: str
@@ -102,7 +102,7 @@ class Calibration:
     overhead_samples: int = 0
     # Median of the same in the measured window (in sample), charged by the corrected simulation.
     window_overhead_ms: float = 0.0
-    # Spread of block run times fitted on their p50 and p99, given to the corrected simulation as its latency_cv.
+    # Spread of block run times fitted on their mean and p50, given to the corrected simulation as its latency_cv.
     latency_cv: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,8 +243,8 @@ def calibrate(
         in_window = rt.recorder.overheads_ms(since)
         # Probed again after the window: the host's load drifts (other processes), so probes on both
         # sides of the window bracket it; still none of the window's own requests.
-        for t, v in probe_overhead_ms(rt, inputs, probe_requests, probe_idle_ms).items():
-            overheads[t] += v
+        for name, samples in probe_overhead_ms(rt, inputs, probe_requests, probe_idle_ms).items():
+            overheads[name] += samples
     overhead = {t: statistics.median(v) for t, v in overheads.items() if v}
     # The median: below ~50% utilisation most requests find the worker idle, so queueing (which the
     # simulator models itself) stays out of it.
@@ -257,8 +257,7 @@ def calibrate(
                 for k, ms in o.latency_ms.items():
                     m = measured.get((o.digest, k))
                     if m is not None and m[3] >= min_samples:
-                        corrections.append(BlockCorrection(o.digest, k, ms, m[0] * math.exp(sigma * sigma / 2), m[3],
-                                                           m[0], m[1]))
+                        corrections.append(BlockCorrection(o.digest, k, ms, m[0], m[3], m[1], m[2]))
     unique = tuple({(c.digest, c.processor): c for c in corrections}.values())
     def run(p: Problem, latency_cv: float = 0.0) -> RunResult:
         return simulate(p, registry.create(policy), arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan,

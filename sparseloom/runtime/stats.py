@@ -103,9 +103,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-# The standard normal's 0.99 quantile: a lognormal's ln(p99 / p50) in units of its sigma.
-Z99 = 2.3263478740408408
-
 # Service-time samples kept per (block, processor) for calibration.
 SAMPLES_PER_BLOCK = 4096
 
@@ -270,14 +267,26 @@ class Recorder:
             )
 
     def service_times_ms(self) -> dict[tuple[str, str], tuple[float, float, float, int]]:
-        """Per (digest, processor): p50, p90 and p99 of the measured run times (ms), and the sample count."""
+        """Per (digest, processor): mean, p50 and p90 of the measured run times (ms), and the sample count."""
         out: dict[tuple[str, str], tuple[float, float, float, int]] = {}
         with self._lock:
             for k, v in self.service_ms.items():
                 if v:
-                    p50, p90, p99 = (float(q) for q in np.percentile(v, [50, 90, 99]))
-                    out[k] = (p50, p90, p99, len(v))
+                    p50, p90 = (float(q) for q in np.percentile(v, [50, 90]))
+                    out[k] = (float(np.mean(v)), p50, p90, len(v))
         return out
+
+    def service_sigma(self) -> float:
+        """Log-space spread of block run times: per block sqrt(2 ln(mean / p50)), weighted by samples.
+
+        A lognormal with a block's measured mean and this spread has the block's measured median:
+        the simulator then keeps both the busy time (mean) and the typical run (median). Rare long
+        runs (other processes preempting the worker) make the measured tail heavier than that.
+        """
+        pairs = [(math.sqrt(2.0 * math.log(mean / p50)) if mean > p50 > 0 else 0.0, n)
+                 for mean, p50, _, n in self.service_times_ms().values() if n > 1]
+        total = sum(n for _, n in pairs)
+        return sum(sg * n for sg, n in pairs) / total if total else 0.0
 
     def overheads_ms(self, since: int = 0, over: str = "run") -> list[float]:
         """Each request completed after the first ``since`` (see :attr:`completions`), oldest first, at
@@ -287,15 +296,6 @@ class Recorder:
         with self._lock:
             n = min(self.completions - since, len(samples))
             return list(samples)[len(samples) - n:] if n > 0 else []
-
-    def service_sigma(self) -> float:
-        """Log-space spread of block run times: per block ln(p99 / p50) / z(0.99), weighted by samples.
-        The lognormal the simulator draws with it around each block's median matches p50 and p99: the
-        tail, where SLO violations are, comes mostly from other processes preempting the workers."""
-        pairs = [(max(0.0, math.log(q / m)) / Z99, n) for m, _, q, n in self.service_times_ms().values()
-                 if n > 1 and m > 0]
-        total = sum(n for _, n in pairs)
-        return sum(sg * n for sg, n in pairs) / total if total else 0.0
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per task: requests and rejected (all of the run), and still in flight."""

@@ -33,16 +33,16 @@ class Gate(nn.Module):
         return x * 2 if x.sum() > 0 else x - 1
 
 
-class Residual(nn.Module):
-    """Children that do not form a chain: forward adds the input back."""
+class Reordered(nn.Module):
+    """Children declared in another order than forward runs them: their chain is not the model."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.a = nn.Linear(8, 8)
-        self.b = nn.Linear(8, 8)
+        self.last = nn.Linear(8, 8)
+        self.first = nn.Linear(8, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(self.a(x)) + x
+        return self.last(torch.relu(self.first(x)))
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_unpartitionable_modules_raise_input_error_naming_the_task(soc: sl.SoC, 
         pipe.add_task("gated", model=nn.Sequential(nn.Linear(4, 4), Gate()).eval(), slo=slo,
                       input_shape=(1, 4), partition=["0"])
     with pytest.raises(sl.InputError, match=r"add_task\('skip'\)\.model: .*chained blocks differ from the whole model"):
-        pipe.add_task("skip", model=Residual(), slo=slo, input_shape=(1, 8), partition=2)
+        pipe.add_task("skip", model=Reordered(), slo=slo, input_shape=(1, 8), partition=2)
     with pytest.raises(sl.InputError, match=r"add_task\('shape'\)\.input_shape"):
         pipe.add_task("shape", model=TinyNet(), slo=slo)
     assert pipe.tasks == ()  # nothing half-added
