@@ -35,6 +35,20 @@ def input_signature(block: BlockSpec) -> str:
     return ";".join(f"{tuple(t.shape)}:{t.dtype}" for t in block.example_inputs)
 
 
+def threads_for(processor: ProcessorSpec) -> int:
+    """Intra-op threads a block runs with on ``processor`` (profiler and runtime alike): the target's
+    ``num-cores``; else every core here for TVM, one for torch eager.
+
+    Torch eager's OpenMP pool spins in barriers: on this 2-core host, with other processes busy on
+    the cores, digits_cnn block 0 took 105 ms per run with 2 threads against 0.37 ms with 1 (minilm
+    layers 50-76 ms against 11.5 ms); TVM's own pool kept 2 threads at 0.26 ms. Per-run times that
+    swing with other processes' load were the "30x" gap between torch profiles and the runtime.
+    """
+    if "num-cores" in processor.target:
+        return int(processor.target["num-cores"])
+    return 1 if processor.executor == "torch" else len(os.sched_getaffinity(0))
+
+
 def set_tvm_threads(threads: int) -> None:
     """Size TVM's CPU thread pool (it uses 1 thread unless told otherwise)."""
     tvm.get_global_func("runtime.config_threadpool")(0, threads)
@@ -102,7 +116,7 @@ class CPUBackend:
     def load(self, compiled: CompiledBlock, processor: ProcessorSpec) -> Runner:
         if not compiled.runnable or compiled.artifact is None:
             raise RuntimeError(f"{compiled.block} on {compiled.processor} is not runnable here ({compiled.artifact_format})")
-        set_tvm_threads(int(processor.target.get("num-cores", len(os.sched_getaffinity(0)))))
+        set_tvm_threads(threads_for(processor))
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(compiled.artifact)), tvm.cpu())
         return _vm_runner(vm, tvm.cpu())
 
@@ -243,7 +257,7 @@ class TorchBackend:
 
 
 def torch_runner(block: BlockSpec, processor: ProcessorSpec) -> Runner:
-    threads = int(processor.target.get("num-cores", len(os.sched_getaffinity(0))))
+    threads = threads_for(processor)
     module = block.module.eval()
 
     def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
+from backends.base import Runner
 from scheduler import registry
 from sparseloom.runtime import Runtime
 from tests.sparseloom.runtime_helpers import digits_pool, digits_problem, host_soc
@@ -71,7 +72,7 @@ def main() -> None:
             for d in route.digests:
                 rt.residency.release(d)
 
-            def direct(x: torch.Tensor) -> torch.Tensor:
+            def direct(x: torch.Tensor, runners: list[Runner] = runners) -> torch.Tensor:
                 ys: tuple[torch.Tensor, ...] = (x,)
                 for r in runners:
                     ys = r(*ys)

@@ -17,8 +17,9 @@ partitioned, a bad memory size) raises :class:`sparseloom.errors.InputError`.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Self
@@ -35,6 +36,7 @@ from sparseloom.errors import InputError, bad_argument
 from sparseloom.errors import Problem as Complaint
 from sparseloom.runtime import Runtime, RuntimeStats, processors_present, restrict
 from stitching import zoo
+from stitching.user_model import check_partition
 
 _UNITS = {"": 1.0, "b": 2**-20, "k": 2**-10, "kb": 1e3 / 2**20, "kib": 2**-10, "m": 1.0, "mb": 1e6 / 2**20,
           "mib": 1.0, "g": 2**10, "gb": 1e9 / 2**20, "gib": 2**10, "t": 2**20, "tb": 1e12 / 2**20, "tib": 2**20}
@@ -117,6 +119,8 @@ class Pipeline:
         self.progress = progress
         self._models: dict[str, wl.ModelSpec] = {}
         self._tasks: dict[str, wl.Task] = {}
+        # The live torch modules given to add_task, by the factory name their model spec carries.
+        self._factories: dict[str, Callable[[], torch.nn.Module]] = {}
         self._runtime: Runtime | None = None
         self.assembled: Any = None
 
@@ -125,19 +129,24 @@ class Pipeline:
     def add_task(
         self,
         name: str,
-        model: str | wl.ModelSpec,
+        model: str | wl.ModelSpec | torch.nn.Module,
         slo: wl.SLO,
         rate_hz: float = 10.0,
         *,
         partition: int | Sequence[str] = 4,
-        variants: Sequence[wl.VariantSpec | dict[str, Any]] = ({"pattern": "structured", "levels": [0.5]},),
+        variants: Sequence[wl.VariantSpec | dict[str, Any]] | None = None,
         input_shape: Sequence[int] | None = None,
+        example_input: torch.Tensor | None = None,
     ) -> None:
         """Add a task: a stream of requests for ``model`` under ``slo``, expected at ``rate_hz``.
 
         ``model``: a zoo name (``sparseloom.zoo_names()``), a ``"pkg.mod:factory"`` import path
-        (with ``input_shape``) or a :class:`sparseloom.workload.ModelSpec`. Tasks naming the same
-        model share its blocks. ``partition``: a block count or the unit names to cut after.
+        (with ``input_shape``), a :class:`sparseloom.workload.ModelSpec`, or a ``torch.nn.Module``
+        whose top-level children run one after the other (with ``input_shape`` or
+        ``example_input``, batch 1). Tasks naming the same model share its blocks. ``partition``:
+        a block count or the child names to cut after. ``variants``: default structured-50% for
+        zoo models, unstructured-50% for user models (their inner dimensions are unknown).
+        A module is partitioned and checked here: one that cannot be raises ``InputError``.
         """
         if self._runtime is not None:
             raise bad_argument("add_task", "tasks added before build()", name)
@@ -147,7 +156,14 @@ class Pipeline:
             raise bad_argument("slo", "a sparseloom.SLO(latency_ms=..., min_accuracy=...)", slo)
         if isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, float)) or not rate_hz > 0:
             raise bad_argument("rate_hz", "an arrival rate above zero (requests per second)", rate_hz)
-        spec = self._model_spec(name, model, partition, variants, input_shape)
+        if variants is None:
+            pattern = "unstructured" if isinstance(model, torch.nn.Module) or (
+                isinstance(model, str) and ":" in model) else "structured"
+            variants = ({"pattern": pattern, "levels": [0.5]},)
+        if isinstance(model, torch.nn.Module):
+            spec = self._module_spec(name, model, partition, variants, input_shape, example_input)
+        else:
+            spec = self._model_spec(name, model, partition, variants, input_shape)
         try:
             task = wl.Task.model_validate(
                 {"name": name, "model": spec.name, "slo": slo, "arrival": {"process": "poisson", "rate_hz": rate_hz}}
@@ -174,11 +190,11 @@ class Pipeline:
                 source = {"module": model, "input_shape": None if input_shape is None else list(input_shape)}
             else:
                 raise bad_argument(
-                    "model",
+                    f"add_task({task!r}).model",
                     "a model SparseLoom can partition into blocks: a zoo name (one of "
                     f"{', '.join(zoo.names())}), a 'pkg.mod:factory' import path with input_shape, "
-                    "or a sparseloom.workload.ModelSpec",
-                    type(model).__name__ if isinstance(model, torch.nn.Module) else model,
+                    "a sparseloom.workload.ModelSpec or a torch.nn.Module",
+                    model,
                 )
             cut: dict[str, Any] = (
                 {"blocks": partition} if isinstance(partition, int) else {"boundaries": list(partition)}
@@ -190,10 +206,56 @@ class Pipeline:
                 )
             except ValidationError as err:
                 raise _complaints(err, f"add_task({task!r}).model") from None
+        return self._distinct(task, spec)
+
+    def _module_spec(
+        self,
+        task: str,
+        module: torch.nn.Module,
+        partition: int | Sequence[str],
+        variants: Sequence[Any],
+        input_shape: Sequence[int] | None,
+        example_input: torch.Tensor | None,
+    ) -> wl.ModelSpec:
+        """A model spec for a live module, registered as an in-memory factory and partitioned now."""
+        if example_input is not None:
+            if not isinstance(example_input, torch.Tensor):
+                raise bad_argument(f"add_task({task!r}).example_input", "a tensor (batch 1)", type(example_input).__name__)
+            input_shape = tuple(example_input.shape)
+        if input_shape is None:
+            raise bad_argument(f"add_task({task!r}).input_shape", "the module's input shape (batch 1) or example_input",
+                               None)
+        # Named by content, so a pool built for the same module (architecture and weights) is reused.
+        digest = hashlib.sha256(repr(module).encode())
+        for key, tensor in sorted(module.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        factory = f"pipeline.{re.sub(r'[^A-Za-z0-9_]', '_', task)}:m{digest.hexdigest()[:16]}"
+        cut: dict[str, Any] = {"blocks": partition} if isinstance(partition, int) else {"boundaries": list(partition)}
+        try:
+            spec = wl.ModelSpec.model_validate({
+                "name": re.sub(r"[^A-Za-z0-9_.-]", "-", type(module).__name__) or "model",
+                "module": factory, "input_shape": list(input_shape), "partition": cut, "variants": list(variants)})
+        except ValidationError as err:
+            raise _complaints(err, f"add_task({task!r}).model") from None
+        factories = {**self._factories, factory: lambda: module}
+        try:
+            check_partition(spec.name, factory, tuple(spec.input_shape or ()), spec.partition.blocks,
+                            spec.partition.boundaries, factories,
+                            export=any(p.executor == "tvm" for p in self.soc.processors))
+        except ValueError as err:
+            raise InputError([Complaint(
+                f"add_task({task!r}).model",
+                f"a torch.nn.Module whose top-level children run one after the other, cut into "
+                f"{spec.partition.blocks or len(spec.partition.boundaries or ()) + 1} blocks that torch.export can trace",
+                f"{type(module).__name__}: {err}")]) from None
+        self._factories = factories
+        return self._distinct(task, spec)
+
+    def _distinct(self, task: str, spec: wl.ModelSpec) -> wl.ModelSpec:
+        """``spec``, renamed after ``task`` when another model already has its name."""
         known = self._models.get(spec.name)
-        if known is not None and known != spec:
-            spec = spec.model_copy(update={"name": f"{task}-{spec.name}"})
-        return spec
+        return spec.model_copy(update={"name": f"{task}-{spec.name}"}) if known is not None and known != spec else spec
 
     def workload(self) -> wl.Workload:
         """The validated workload the pipeline describes (SoC, models, tasks, memory budget)."""
@@ -223,7 +285,8 @@ class Pipeline:
         work = self.workload()
         try:
             assembled = assemble(
-                work, base_dir=Path.cwd(), cache_dir=self.cache_dir, soc=self.soc, progress=self.progress
+                work, base_dir=Path.cwd(), cache_dir=self.cache_dir, soc=self.soc, progress=self.progress,
+                factories=self._factories,
             )
         except InputError:
             raise

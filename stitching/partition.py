@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from stitching.units import Unit, build_unit
+from stitching.units import Factories, Unit, build_unit
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,10 @@ class BlockModule(nn.Module):
         return [{"kind": u.kind, "config": u.config} for u in self.units]
 
     @classmethod
-    def rebuild(cls, unit_specs: Sequence[dict[str, Any]], state: dict[str, torch.Tensor]) -> BlockModule:
+    def rebuild(cls, unit_specs: Sequence[dict[str, Any]], state: dict[str, torch.Tensor],
+                factories: Factories | None = None) -> BlockModule:
         """Rebuild from unit specs and a state dict (strict: every tensor must fit)."""
-        block = cls([build_unit(s["kind"], s["config"]) for s in unit_specs])
+        block = cls([build_unit(s["kind"], s["config"], factories) for s in unit_specs])
         block.load_state_dict(state, strict=True)
         return block.eval()
 
@@ -195,11 +196,11 @@ def measure(block: BlockModule, inputs: tuple[torch.Tensor, ...]) -> tuple[Block
         if name and isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             layer_flops = sum(counts.get(f"BlockModule.{name}", {}).values())
             w = layer.weight.detach()
-            saved += layer_flops * float((w == 0).sum()) / w.numel()
+            saved += layer_flops * (1.0 - int(torch.count_nonzero(w)) / w.numel())
     state = block.state_dict()
     weights = [t for t in state.values() if t.is_floating_point() or t.dtype == torch.int8]
     numel = sum(t.numel() for t in weights)
-    nonzero = sum(int((t != 0).sum()) for t in weights)
+    nonzero = sum(int(torch.count_nonzero(t)) for t in weights)
     return (
         BlockStats(
             inputs=tuple(TensorSpec.of(t) for t in inputs),

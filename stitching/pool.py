@@ -39,6 +39,7 @@ from stitching.partition import (
     split,
 )
 from stitching.prune import Recipe, prune_block
+from stitching.units import Factories
 from stitching.user_model import load_factory_model
 
 FORMAT = "sparseloom-pool/1"
@@ -112,11 +113,11 @@ class ModelRequest:
     def base_model(self) -> str:
         return self.zoo if self.zoo is not None else f"factory:{self.factory}"
 
-    def load(self, cache_dir: Path | None) -> BaseModel:
+    def load(self, cache_dir: Path | None, factories: Factories | None = None) -> BaseModel:
         if self.zoo is not None:
             return zoo.load(self.zoo, cache_dir)
         assert self.factory is not None and self.input_shape is not None
-        return load_factory_model(self.name, self.factory, self.input_shape)
+        return load_factory_model(self.name, self.factory, self.input_shape, factories)
 
     def variants(self) -> tuple[Recipe, ...]:
         out = [Recipe("dense")]
@@ -187,10 +188,14 @@ def _read_manifest(root: Path) -> _Manifest:
 
 
 class Pool:
-    """A pool directory, read side. Build one with :func:`build_pool`."""
+    """A pool directory, read side. Build one with :func:`build_pool`.
 
-    def __init__(self, root: str | Path) -> None:
+    ``factories``: the in-memory model factories its user models' blocks are rebuilt with.
+    """
+
+    def __init__(self, root: str | Path, factories: Factories | None = None) -> None:
         self.root = Path(root)
+        self.factories = factories
         self._manifest = _read_manifest(self.root)
         self._blocks = [Block.from_json(b) for b in self._manifest.blocks]
 
@@ -237,7 +242,7 @@ class Pool:
 
     def load_module(self, digest_: str) -> BlockModule:
         """A runnable block rebuilt from the manifest's unit specs and the block's safetensors file."""
-        return BlockModule.rebuild(self.unit_specs(digest_), self.load_state(digest_))
+        return BlockModule.rebuild(self.unit_specs(digest_), self.load_state(digest_), self.factories)
 
     def file_bytes(self, digest_: str) -> int:
         return int(self._manifest.files[digest_]["bytes"])
@@ -293,12 +298,14 @@ def build_pool(
     cache_dir: Path | None = None,
     progress: bool = True,
     on_block: Callable[[Block], None] | None = None,
+    factories: Factories | None = None,
 ) -> Pool:
     """Build (or resume building) a pool holding every requested model variant.
 
     Blocks already recorded with a sound file are skipped, so running this
     again after an interruption finishes the job. ``on_block`` is called after
-    each block is durably recorded.
+    each block is durably recorded. ``factories``: in-memory model factories that
+    requests name (see :data:`stitching.units.Factories`).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -311,8 +318,8 @@ def build_pool(
         raise ValueError(f"model names must be unique in one pool build: {names}")
     with tqdm(total=_requests_total(requests), desc="pool build", unit="block", disable=not progress) as bar:
         for request in requests:
-            _build_model(root, manifest, request, cache_dir, bar, on_block)
-    return Pool(root)
+            _build_model(root, manifest, request, cache_dir, bar, on_block, factories)
+    return Pool(root, factories)
 
 
 def _file_ok(root: Path, manifest: _Manifest, dig: str) -> bool:
@@ -327,12 +334,13 @@ def _build_model(
     cache_dir: Path | None,
     bar: Any,
     on_block: Callable[[Block], None] | None,
+    factories: Factories | None = None,
 ) -> None:
     if _complete(root, manifest, request):
         # Every block is already stored: skip loading and partitioning the model (seconds per model).
         bar.update(len(request.variants()) * len(manifest.models[request.name]["cut"]))
         return
-    base = request.load(cache_dir)
+    base = request.load(cache_dir, factories)
     cut = cut_model(base, request.blocks, request.boundaries)
     dense = split(base, cut)
     info = manifest.models.get(request.name)
@@ -356,11 +364,14 @@ def _build_model(
             "chain_max_abs_diff": chain_diff,
         }
         manifest.models[request.name] = info
-    # Inputs of each position: the dense chain's activations on the example input.
-    inputs = [base.example_inputs]
+    # Inputs of each position: the dense chain's activations on the example input; its outputs are
+    # the interface every variant of the position must keep.
+    outputs: list[tuple[torch.Tensor, ...]] = []
     with torch.no_grad():
-        for block in dense[:-1]:
-            inputs.append(block.run(*inputs[-1]))
+        for block in dense:
+            outputs.append(block.run(*(outputs[-1] if outputs else base.example_inputs)))
+    inputs = [base.example_inputs, *outputs[:-1]]
+    interfaces = [tuple(TensorSpec.of(t) for t in out) for out in outputs]
     done = {(b["variant"], b["position"]): b for b in manifest.blocks if b["model"] == request.name}
     for recipe in request.variants():
         if recipe.name not in info["variants"]:
@@ -373,7 +384,8 @@ def _build_model(
                 digests.append(old["digest"])
                 bar.update(1)
                 continue
-            record = _store_block(root, manifest, request, base.unit_names, cut.ranges[position], position, recipe, block, inputs[position])
+            record = _store_block(root, manifest, request, base.unit_names, cut.ranges[position], position, recipe, block,
+                                  inputs[position], interfaces[position])
             if old is not None:
                 manifest.blocks.remove(old)
             manifest.blocks.append(record.to_json())
@@ -420,14 +432,14 @@ def _store_block(
     recipe: Recipe,
     dense_block: BlockModule,
     inputs: tuple[torch.Tensor, ...],
+    interface: tuple[TensorSpec, ...],
 ) -> Block:
     block = prune_block(dense_block, recipe)
-    dense_stats, _ = measure(dense_block, inputs)
     stats, _ = measure(block, inputs)
-    if stats.outputs != dense_stats.outputs:
+    if stats.outputs != interface:
         raise ValueError(
             f"{recipe.name} changed the interface of block {position} of {request.name}: "
-            f"{', '.join(map(str, stats.outputs))} instead of {', '.join(map(str, dense_stats.outputs))}"
+            f"{', '.join(map(str, stats.outputs))} instead of {', '.join(map(str, interface))}"
         )
     state = {k: v.detach().contiguous() for k, v in block.state_dict().items()}
     specs = block.unit_specs()

@@ -24,7 +24,7 @@ from torch import nn
 
 from stitching.layers import float_weight_layers, quantize_weight
 from stitching.partition import BlockModule
-from stitching.units import Unit, build_unit
+from stitching.units import Unit
 
 Pattern = Literal["dense", "structured", "unstructured", "2:4", "block", "int8"]
 PATTERNS: tuple[str, ...] = ("dense", "structured", "unstructured", "2:4", "block", "int8")
@@ -163,7 +163,7 @@ def _int8(block: BlockModule) -> BlockModule:
                 state[f"{owner}.weight_q"], state[f"{owner}.weight_scale"] = quantize_weight(value)
             else:
                 state[key] = value.clone()
-        new = build_unit(unit.kind, {**config, "int8": True})
+        new = unit.with_config(int8=True)
         new.load_state_dict(state, strict=True)
         units.append(new)
     return BlockModule(units).eval()

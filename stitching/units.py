@@ -12,9 +12,10 @@ output shapes (:meth:`Unit.structured`).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +26,9 @@ from stitching.layers import QuantConv, QuantLinear, conv, linear
 
 Tensors = tuple[torch.Tensor, ...]
 State = dict[str, torch.Tensor]
+# Model factories by name that are not importable (a live module handed to the Python API);
+# looked up before importing. Passed down explicitly: the pool that holds such a model keeps them.
+Factories = Mapping[str, Callable[[], nn.Module]]
 
 
 def keep_indices(scores: torch.Tensor, level: float) -> torch.Tensor:
@@ -56,6 +60,10 @@ class Unit(nn.Module):
     def structured(self, level: float) -> Unit | None:
         """A copy whose inner dimensions shrink by ``level``; None when the unit has none."""
         return None
+
+    def with_config(self, **changes: Any) -> Unit:
+        """A new (untrained) unit of the same kind with ``changes`` to its config."""
+        return build_unit(self.kind, {**self.config, **changes})
 
     def _shrunk(self, config: dict[str, Any], state: State) -> Unit:
         new = type(self)(**config)
@@ -398,7 +406,10 @@ class FeatureProjection(Unit):
         return (self.out_norm(h + F.gelu(pos).transpose(1, 2)),)
 
 
-def import_factory(path: str) -> Callable[[], nn.Module]:
+def import_factory(path: str, factories: Factories | None = None) -> Callable[[], nn.Module]:
+    """The model factory named ``path``: one of ``factories``, else ``pkg.mod:fn`` imported."""
+    if factories is not None and path in factories:
+        return factories[path]
     module_name, _, attr = path.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -434,11 +445,16 @@ class TorchChild(Unit):
 
     kind = "torch_child"
 
-    def __init__(self, factory: str, child: str, int8: bool = False) -> None:
+    def __init__(self, factory: str, child: str, int8: bool = False, factories: Factories | None = None) -> None:
         super().__init__(factory=factory, child=child, int8=int8)
-        self.inner = import_factory(factory)().get_submodule(child)
+        self.factories = factories  # not in the config: live factories are not JSON
+        # A copy: an in-memory factory hands out the user's own module, whose child must stay untouched.
+        self.inner = copy.deepcopy(import_factory(factory, factories)().get_submodule(child))
         if int8:
             self.inner = _int8_layers(self.inner)
+
+    def with_config(self, **changes: Any) -> Unit:
+        return TorchChild(**{**self.config, **changes}, factories=self.factories)
 
     def forward(self, *xs: torch.Tensor) -> Tensors:
         out = self.inner(*xs)
@@ -470,8 +486,10 @@ UNIT_KINDS: dict[str, type[Unit]] = {
 }
 
 
-def build_unit(kind: str, config: dict[str, Any]) -> Unit:
-    """Rebuild an (untrained) unit from its kind and config."""
+def build_unit(kind: str, config: dict[str, Any], factories: Factories | None = None) -> Unit:
+    """Rebuild an (untrained) unit from its kind and config (``factories``: for user models' children)."""
     if kind not in UNIT_KINDS:
         raise ValueError(f"unknown unit kind {kind!r}; known: {', '.join(sorted(UNIT_KINDS))}")
+    if kind == TorchChild.kind:
+        return TorchChild(**config, factories=factories)
     return UNIT_KINDS[kind](**config)

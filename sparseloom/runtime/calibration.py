@@ -1,20 +1,34 @@
 """Fidelity check: the same workload in the real runtime and in the simulator, and measured corrections.
 
 The runtime replays seeded arrivals in real time; the simulator runs the same
-arrivals with the same plan on the profile's numbers. Errors are reported as
-the simulator's figure minus the measured one: p50 / p99 latency and
-throughput in % of the measured value, the violation rate in percentage
-points. The runtime also measures each (block, processor)'s service time
-(block run plus hand-off wake-up); with those as the block latencies the
-simulator runs again (with the measured spread of block run times as its
-``latency_cv``), and the corrections can be written back into a profile.
+arrivals with the same plan. Errors are the simulator's figure minus the
+measured one: p50 / p99 latency and throughput in % of the measured value, the
+violation rate in percentage points. Three simulations are compared with the
+real run:
+
+- ``simulated``: the profile's block latencies as they are;
+- ``adjusted``: the profile plus the runtime's per-request overhead over it, per
+  task (decision, admission, waking the worker, blocks starting colder or warmer
+  than the profiler timed them, completion): the median of latency minus the
+  plan's expected block latencies on probe requests sent one at a time, each
+  after the idle gap the workload leaves, *before and after* the measured
+  window: no number from the window itself goes in (out of sample);
+- ``corrected``: each block's run time measured *in* the window (a lognormal
+  with the measured mean and median, drawn by the simulator with
+  ``latency_cv``), plus
+  the median overhead of the window's requests (in sample: it shows how much of
+  the remaining error is the block latencies).
+
+The corrections can be written back into a profile (``corrected_profile``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +36,7 @@ import torch
 
 from backends.processor import SoCSpec
 from backends.profile import Profile, ProfileEntry
+from backends.profiler import IDLE_MS
 from scheduler import registry
 from scheduler.problem import Problem
 from sparseloom.runtime.engine import Runtime
@@ -50,13 +65,19 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class BlockCorrection:
-    """A block's latency on a processor: the profile's (modelled or measured offline) and the runtime's."""
+    """A block's latency on a processor: the profile's (modelled or measured offline) and the runtime's.
+
+    ``measured_ms`` is what the simulator is given: the mean run time (the busy time a processor
+    really spent); the simulator draws around it with a spread that gives the measured median.
+    """
 
     digest: str
     processor: str
     profile_ms: float
     measured_ms: float
     samples: int
+    median_ms: float = 0.0
+    p90_ms: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -65,16 +86,23 @@ class BlockCorrection:
 
 @dataclass(frozen=True)
 class Calibration:
-    """A real run, its simulation before and after corrections, and the errors of each."""
+    """A real run, its three simulations (see the module docstring) and the error of each."""
 
     policy: str
     real: RunResult  # measured
     simulated: RunResult  # modelled from the profile
-    corrected: RunResult  # modelled from the runtime's measured block latencies
+    adjusted: RunResult  # modelled from the profile plus the measured per-request overhead per task (out of sample)
+    corrected: RunResult  # modelled from block run times measured in the window (in sample)
     before: Fidelity
+    adjusted_error: Fidelity
     after: Fidelity
     corrections: tuple[BlockCorrection, ...]
-    # Measured spread of block run times, given to the corrected simulation as its latency_cv.
+    # Median per-request latency over the profile's block latencies on idle workers (ms), on probe requests.
+    overhead_ms: Mapping[str, float] = field(default_factory=dict)
+    overhead_samples: int = 0
+    # Median of the same in the measured window (in sample), charged by the corrected simulation.
+    window_overhead_ms: float = 0.0
+    # Spread of block run times fitted on their mean and p50, given to the corrected simulation as its latency_cv.
     latency_cv: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,9 +110,13 @@ class Calibration:
             "policy": self.policy,
             "real": result_dict(self.real, "measured"),
             "simulated": result_dict(self.simulated, "modelled (profile)"),
-            "corrected": result_dict(self.corrected, "modelled (runtime-measured block latencies)"),
-            "error_before": _finite(vars(self.before)),
-            "error_after": _finite(vars(self.after)),
+            "adjusted": result_dict(self.adjusted, "modelled (profile + measured runtime overhead, out of sample)"),
+            "corrected": result_dict(self.corrected, "modelled (block run times measured in the window, in sample)"),
+            "error_profile": _finite(vars(self.before)),
+            "error_adjusted": _finite(vars(self.adjusted_error)),
+            "error_in_sample": _finite(vars(self.after)),
+            "overhead_ms": {"per_task_median": dict(self.overhead_ms), "samples_per_task": self.overhead_samples,
+                            "source": "measured", "in_window_median": self.window_overhead_ms},
             "latency_cv": self.latency_cv,
             "corrections": [
                 _finite({**vars(c), "ratio": c.ratio}) for c in self.corrections
@@ -116,21 +148,27 @@ def fidelity(real: RunResult, sim: RunResult) -> Fidelity:
     )
 
 
-def corrected_problem(problem: Problem, corrections: Sequence[BlockCorrection]) -> Problem:
-    """``problem`` with each corrected (block, processor) latency replaced by the measured one."""
+def corrected_problem(problem: Problem, corrections: Sequence[BlockCorrection],
+                      overhead_ms: float | Mapping[str, float] = 0.0) -> Problem:
+    """``problem`` with each corrected (block, processor) latency replaced by the measured one, and
+    ``overhead_ms`` (the runtime's per-request overhead, for all tasks or per task; negative where
+    the profile overestimates) added to every first block, at least 0: the simulator charges per
+    block, and every request runs exactly one first block."""
     fix = {(c.digest, c.processor): c.measured_ms for c in corrections}
     tasks = []
     for t in problem.tasks:
+        extra = overhead_ms.get(t.name, 0.0) if isinstance(overhead_ms, Mapping) else overhead_ms
         positions = tuple(
             tuple(
                 replace(
                     o,
-                    latency_ms={k: fix.get((o.digest, k), v) for k, v in o.latency_ms.items()},
+                    latency_ms={k: max(0.0, fix.get((o.digest, k), v) + (extra if p == 0 else 0.0))
+                                for k, v in o.latency_ms.items()},
                     latency_source="measured" if any((o.digest, k) in fix for k in o.latency_ms) else o.latency_source,
                 )
                 for o in options
             )
-            for options in t.positions
+            for p, options in enumerate(t.positions)
         )
         tasks.append(replace(t, positions=positions))
     return replace(problem, tasks=tuple(tasks))
@@ -148,16 +186,20 @@ def corrected_profile(profile: Profile, corrections: Sequence[BlockCorrection], 
         entries.append(
             replace(
                 e,
-                latency_ms=c.measured_ms,
+                latency_ms=c.median_ms,
                 latency_iqr_ms=0.0,
-                latency_p90_ms=max(e.latency_p90_ms, c.measured_ms),
+                latency_p90_ms=c.p90_ms,
                 source="measured",
                 device=device,
                 repeats=c.samples,
-                note=f"sparseloom calibrate: mean runtime service time (block run + hand-off); was {e.latency_ms:.4f} ms ({e.source})",
+                note=f"sparseloom calibrate: median run time in the runtime; was {e.latency_ms:.4f} ms ({e.source})",
             )
         )
     return replace(profile, entries=tuple(entries), meta={**profile.meta, "calibrated_by": "sparseloom calibrate"})
+
+
+# Probe requests per task for the per-request overhead, before the window and again after it.
+PROBE_REQUESTS = 25
 
 
 def calibrate(
@@ -175,11 +217,15 @@ def calibrate(
     every_s: float = 0.0,
     on_tick: Callable[[Runtime], None] | None = None,
     min_samples: int = 5,
+    probe_requests: int = PROBE_REQUESTS,
+    probe_idle_ms: float = IDLE_MS,
 ) -> Calibration:
     """Run ``arrivals`` for real and in the simulator (same plan, same arrivals); measure the errors.
 
     ``problem`` must only name processors present here (see :func:`sparseloom.runtime.host.restrict`).
-    Blocks the run executed at least ``min_samples`` times get a measured correction.
+    Blocks the run executed at least ``min_samples`` times get a measured correction. ``probe_idle_ms``:
+    the idle gap before each probe request (the workload's, as the profiler used: see
+    :func:`sparseloom.assemble.idle_gap_ms`).
     """
     with Runtime(problem, registry.create(policy), soc, pool, cache_dir=cache_dir, max_in_flight=max_in_flight) as rt:
         plan = rt.plan
@@ -187,25 +233,55 @@ def calibrate(
         # One request per task before the clock starts, so lazily initialised kernels are not measured.
         for t in problem.tasks:
             rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
+        overheads = probe_overhead_ms(rt, inputs, probe_requests, probe_idle_ms)
+        since = rt.recorder.completions
         done = replay(rt, arrivals, inputs, slo_changes=slo_changes, every_s=every_s, on_tick=on_tick,
                       keep_futures=False)
         real = rt.result(duration_s=arrivals.duration_s, warmup_s=warmup_s, seed=arrivals.seed, origin_ms=done.start_ms)
-        measured = rt.recorder.service_means_ms()
-        cv = rt.recorder.service_cv()
+        measured = rt.recorder.service_times_ms()
+        sigma = rt.recorder.service_sigma()
+        in_window = rt.recorder.overheads_ms(since)
+        # Probed again after the window: the host's load drifts (other processes), so probes on both
+        # sides of the window bracket it; still none of the window's own requests.
+        for name, samples in probe_overhead_ms(rt, inputs, probe_requests, probe_idle_ms).items():
+            overheads[name] += samples
+    overhead = {t: statistics.median(v) for t, v in overheads.items() if v}
+    # The median: below ~50% utilisation most requests find the worker idle, so queueing (which the
+    # simulator models itself) stays out of it.
+    window_overhead = statistics.median(in_window) if in_window else 0.0
+    cv = math.sqrt(math.expm1(sigma * sigma))
     corrections = []
     for t in problem.tasks:
         for options in t.positions:
             for o in options:
                 for k, ms in o.latency_ms.items():
                     m = measured.get((o.digest, k))
-                    if m is not None and m[1] >= min_samples:
-                        corrections.append(BlockCorrection(o.digest, k, ms, m[0], m[1]))
+                    if m is not None and m[3] >= min_samples:
+                        corrections.append(BlockCorrection(o.digest, k, ms, m[0], m[3], m[1], m[2]))
     unique = tuple({(c.digest, c.processor): c for c in corrections}.values())
-    sim = simulate(problem, registry.create(policy), arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan)
-    fixed = corrected_problem(problem, unique)
-    sim2 = simulate(fixed, registry.create(policy), arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan,
-                    latency_cv=cv)
-    return Calibration(policy, real, sim, sim2, fidelity(real, sim), fidelity(real, sim2), unique, cv)
+    def run(p: Problem, latency_cv: float = 0.0) -> RunResult:
+        return simulate(p, registry.create(policy), arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan,
+                        latency_cv=latency_cv)
+
+    sim = run(problem)
+    adjusted = run(corrected_problem(problem, (), overhead))
+    fixed = run(corrected_problem(problem, unique, window_overhead), cv)
+    return Calibration(policy, real, sim, adjusted, fixed, fidelity(real, sim), fidelity(real, adjusted),
+                       fidelity(real, fixed), unique, overhead, 2 * probe_requests, window_overhead, cv)
+
+
+def probe_overhead_ms(rt: Runtime, inputs: Callable[[str], tuple[torch.Tensor, ...]], requests: int,
+                      idle_ms: float = IDLE_MS) -> dict[str, list[float]]:
+    """Per task, the runtime's latency over the plan's expected block latencies on idle workers (ms):
+    ``requests`` requests per task, one at a time, each after ``idle_ms`` idle (measured)."""
+    out: dict[str, list[float]] = {t.name: [] for t in rt.problem.tasks}
+    for _ in range(requests):
+        for t in rt.problem.tasks:
+            time.sleep(idle_ms / 1e3)
+            since = rt.recorder.completions
+            rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
+            out[t.name] += rt.recorder.overheads_ms(since, over="expected")
+    return out
 
 
 def summary_lines(cal: Calibration) -> list[str]:
@@ -221,11 +297,16 @@ def summary_lines(cal: Calibration) -> list[str]:
         f"calibration of policy {cal.policy} ({cal.real.requests} requests in the window)",
         line("runtime (measured)", cal.real),
         line("simulator (profile)", cal.simulated),
-        line("simulator (corrected)", cal.corrected),
-        f"  error before correction: {cal.before.describe()}",
-        f"  error after correction:  {cal.after.describe()}",
-        (f"  {len(cal.corrections)} block latencies measured; median ratio measured/profile "
-        f"{_median([c.ratio for c in cal.corrections]):.2f}; measured latency spread (cv) {cal.latency_cv:.2f}"),
+        line("simulator (+ overhead)", cal.adjusted),
+        line("simulator (in-sample)", cal.corrected),
+        f"  error, profile only:                       {cal.before.describe()}",
+        f"  error, profile + runtime overhead:         {cal.adjusted_error.describe()}",
+        f"  error, in-sample block latencies:          {cal.after.describe()}",
+        (f"  runtime per request (median): over the profile on {cal.overhead_samples} probe requests per task around "
+         f"the window {', '.join(f'{t} {v:.3f} ms' for t, v in cal.overhead_ms.items())}; "
+         f"over measured block run times in it {cal.window_overhead_ms:.3f} ms"),
+        (f"  {len(cal.corrections)} block latencies measured in the window, median ratio "
+         f"measured/profile {_median([c.ratio for c in cal.corrections]):.2f}, spread (cv) {cal.latency_cv:.2f}"),
     ]
 
 

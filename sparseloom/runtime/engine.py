@@ -63,6 +63,7 @@ class _Request:
     tensors: tuple[torch.Tensor, ...]
     future: Future[Any]
     position: int = 0
+    run_ms: float = 0.0  # time its blocks ran so far (measured)
 
 
 class _View:
@@ -139,7 +140,7 @@ class Runtime:
             self.recorder.memory,
             wait_s=memory_wait_s,
         )
-        self.workers = [Worker(p.name, i, self._execute, self.now_ms) for i, p in enumerate(problem.processors)]
+        self.workers = [Worker(p.name, i, self._execute) for i, p in enumerate(problem.processors)]
         self._view = _View(self)
         self._current: dict[str, Route] = {}
         self._replanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseloom-replan")
@@ -300,7 +301,7 @@ class Runtime:
             t = max(t, self._view.backlog_ms(self.workers[s.processor].processor)) + s.expected_ms
         return t
 
-    def _execute(self, worker: Worker[_Request], req: _Request, wakeup_ms: float | None) -> None:
+    def _execute(self, worker: Worker[_Request], req: _Request) -> None:
         step = req.steps[req.position]
         try:
             runner = self.residency.acquire(step.digest, worker.processor)
@@ -309,9 +310,9 @@ class Runtime:
                 worker.started(start, step.expected_ms)
                 outs = runner(*aligned(req.tensors))
                 end = self.now_ms()
-                # Service time: the block run plus the hand-off wake-up when the worker was idle
-                # (a load, if any, is not in it): what the simulator should charge per block.
-                self.recorder.executed(worker.index, req.task, end - start, step.digest, end - start, wakeup_ms)
+                # The block's run time alone (a load, if any, is not in it).
+                self.recorder.executed(worker.index, req.task, end - start, step.digest)
+                req.run_ms += end - start
             finally:
                 self.residency.release(step.digest)
         except Exception as err:  # noqa: BLE001 - the request fails, the runtime keeps serving
@@ -326,7 +327,7 @@ class Runtime:
             # A real hand-off: the next worker receives the output tensors themselves.
             self.workers[nxt.processor].put(req, nxt.expected_ms)
             return
-        self.recorder.done(req.rid, self.now_ms())
+        self.recorder.done(req.rid, self.now_ms(), req.run_ms, sum(s.expected_ms for s in req.steps))
         self._finish(req)
         req.future.set_result(outs[0] if len(outs) == 1 else outs)
 

@@ -145,9 +145,13 @@ class Recorder:
         self.task_switches = 0
         self.errors = 0
         self._last_task = [-1] * len(processors)
-        # Per (digest, processor): measured block run times (ms); per processor: wake-up delays (ms).
+        # Per (digest, processor): measured block run times (ms). Per finished request: what the
+        # runtime added to its blocks' run times (decision, admission, worker wake-ups and queueing),
+        # and its latency over the plan's expected block latencies (the profile's).
         self.service_ms: dict[tuple[str, str], deque[float]] = {}
-        self.wakeup_ms: dict[str, deque[float]] = {p: deque(maxlen=SAMPLES_PER_BLOCK) for p in processors}
+        self.overhead_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
+        self.excess_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
+        self.completions = 0
         self._mem_mb = 0.0
         self._mem_last_ms = 0.0
         self.memory_area_mb_ms = 0.0
@@ -183,11 +187,14 @@ class Recorder:
         self._base += n
         self.dropped += n
 
-    def done(self, rid: int, now_ms: float) -> None:
+    def done(self, rid: int, now_ms: float, run_ms: float, expected_ms: float) -> None:
         with self._lock:
             i = rid - self._base
             self.done_ms[i] = now_ms
             self.finished[i] = True
+            self.overhead_ms.append(now_ms - self.arrival_ms[i] - run_ms)
+            self.excess_ms.append(now_ms - self.arrival_ms[i] - expected_ms)
+            self.completions += 1
 
     def reject(self, rid: int, error: bool = False) -> None:
         with self._lock:
@@ -198,15 +205,13 @@ class Recorder:
             if error:
                 self.errors += 1
 
-    def executed(self, proc: int, task: int, ms: float, digest: str, service_ms: float, wakeup_ms: float | None) -> None:
+    def executed(self, proc: int, task: int, ms: float, digest: str) -> None:
         with self._lock:
-            if wakeup_ms is not None:
-                self.wakeup_ms[self.processors[proc]].append(wakeup_ms)
             key = (digest, self.processors[proc])
             samples = self.service_ms.get(key)
             if samples is None:
                 samples = self.service_ms[key] = deque(maxlen=SAMPLES_PER_BLOCK)
-            samples.append(service_ms)
+            samples.append(ms)
             self.busy_ms[proc] += ms
             self.block_executions += 1
             if self._last_task[proc] not in (-1, task):
@@ -261,24 +266,36 @@ class Recorder:
                 schedule=None,
             )
 
-    def service_means_ms(self) -> dict[tuple[str, str], tuple[float, int]]:
-        """Per (digest, processor): mean measured service time (ms) and its sample count.
+    def service_times_ms(self) -> dict[tuple[str, str], tuple[float, float, float, int]]:
+        """Per (digest, processor): mean, p50 and p90 of the measured run times (ms), and the sample count."""
+        out: dict[tuple[str, str], tuple[float, float, float, int]] = {}
+        with self._lock:
+            for k, v in self.service_ms.items():
+                if v:
+                    p50, p90 = (float(q) for q in np.percentile(v, [50, 90]))
+                    out[k] = (float(np.mean(v)), p50, p90, len(v))
+        return out
 
-        Service time is the block's run time plus the processor's mean wake-up delay (the
-        hand-off cost a request pays per block on an idle worker). The mean, not the median:
-        the simulator draws each execution around it with the measured spread (``service_cv``).
+    def service_sigma(self) -> float:
+        """Log-space spread of block run times: per block sqrt(2 ln(mean / p50)), weighted by samples.
+
+        A lognormal with a block's measured mean and this spread has the block's measured median:
+        the simulator then keeps both the busy time (mean) and the typical run (median). Rare long
+        runs (other processes preempting the worker) make the measured tail heavier than that.
         """
-        with self._lock:
-            wake = {p: float(np.mean(v)) if v else 0.0 for p, v in self.wakeup_ms.items()}
-            return {k: (float(np.mean(v)) + wake[k[1]], len(v)) for k, v in self.service_ms.items() if v}
-
-    def service_cv(self) -> float:
-        """Coefficient of variation of block run times (std / mean per block, weighted by samples): the
-        spread the simulator's ``latency_cv`` draws around each block's latency."""
-        with self._lock:
-            pairs = [(float(np.std(v) / np.mean(v)), len(v)) for v in self.service_ms.values() if len(v) > 1 and np.mean(v) > 0]
+        pairs = [(math.sqrt(2.0 * math.log(mean / p50)) if mean > p50 > 0 else 0.0, n)
+                 for mean, p50, _, n in self.service_times_ms().values() if n > 1]
         total = sum(n for _, n in pairs)
-        return sum(cv * n for cv, n in pairs) / total if total else 0.0
+        return sum(sg * n for sg, n in pairs) / total if total else 0.0
+
+    def overheads_ms(self, since: int = 0, over: str = "run") -> list[float]:
+        """Each request completed after the first ``since`` (see :attr:`completions`), oldest first, at
+        most the latest 4096: its latency minus its blocks' measured run times (``over="run"``) or
+        minus their expected latencies in the plan (``over="expected"``)."""
+        samples = self.overhead_ms if over == "run" else self.excess_ms
+        with self._lock:
+            n = min(self.completions - since, len(samples))
+            return list(samples)[len(samples) - n:] if n > 0 else []
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per task: requests and rejected (all of the run), and still in flight."""

@@ -23,16 +23,14 @@ class Worker(threading.Thread, Generic[Job]):
         self,
         name: str,
         index: int,
-        execute: Callable[[Worker[Job], Job, float | None], None],
-        clock_ms: Callable[[], float],
+        execute: Callable[[Worker[Job], Job], None],
     ) -> None:
         super().__init__(name=f"sparseloom-worker-{name}", daemon=True)
         self.processor = name
         self.index = index
         self._execute = execute
-        self._clock = clock_ms
-        # (job, expected_ms, enqueued at ms, worker idle when enqueued)
-        self._queue: deque[tuple[Job, float, float, bool]] = deque()
+        # (job, expected_ms)
+        self._queue: deque[tuple[Job, float]] = deque()
         self._busy = False
         self._cond = threading.Condition()
         self._stopping = False
@@ -41,8 +39,7 @@ class Worker(threading.Thread, Generic[Job]):
 
     def put(self, job: Job, expected_ms: float) -> None:
         with self._cond:
-            idle = not self._busy and not self._queue
-            self._queue.append((job, expected_ms, self._clock(), idle))
+            self._queue.append((job, expected_ms))
             self.queued_ms += expected_ms
             self._cond.notify()
 
@@ -64,13 +61,11 @@ class Worker(threading.Thread, Generic[Job]):
                     self._cond.wait()
                 if not self._queue:
                     return
-                job, expected, put_ms, idle = self._queue.popleft()
+                job, expected = self._queue.popleft()
                 self.queued_ms = max(0.0, self.queued_ms - expected) if self._queue else 0.0
                 self._busy = True
-            # Time from hand-off to start on an idle worker: the cost of waking it (measured).
-            wakeup = self._clock() - put_ms if idle else None
             try:
-                self._execute(self, job, wakeup)
+                self._execute(self, job)
             finally:
                 with self._cond:
                     self._busy = False

@@ -238,9 +238,10 @@ def test_bad_api_use_raises_input_error(repo_root: Path, tmp_path: Path) -> None
         sl.Pipeline(soc, policy="fastest")
     pipe = sl.Pipeline(soc, memory_budget="2GB", cache_dir=tmp_path)
     assert pipe.memory_budget_mb == pytest.approx(2e9 / 2**20)
-    with pytest.raises(sl.InputError, match="model: expected a model SparseLoom can partition.*found 'Linear'"):
+    with pytest.raises(sl.InputError, match=r"add_task\('x'\)\.input_shape: expected the module's input shape"):
         pipe.add_task("x", model=torch.nn.Linear(4, 4), slo=sl.SLO(latency_ms=5))
-    with pytest.raises(sl.InputError, match="found 'resnet9000'"):
+    with pytest.raises(sl.InputError, match=r"add_task\('x'\)\.model: expected a model SparseLoom can partition.*"
+                       "found 'resnet9000'"):
         pipe.add_task("x", model="resnet9000", slo=sl.SLO(latency_ms=5))
     with pytest.raises(sl.InputError, match="partition.blocks"):
         pipe.add_task("x", model="digits_cnn", slo=sl.SLO(latency_ms=5), partition=0)
@@ -284,8 +285,17 @@ def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, image
     for opts in fixed.tasks[0].positions:
         c = next(c for c in cal.corrections if c.digest == opts[0].digest)
         assert opts[0].latency_ms["cpu0"] == c.measured_ms and opts[0].latency_source == "measured"
-    # The simulation with measured block latencies has a finite, computed error against the real run.
-    assert math.isfinite(cal.after.p50_error_pct) and math.isfinite(cal.after.violation_error_points)
+    # The runtime's per-request overhead is measured on probe requests around the window and
+    # charged once per request, on the first block.
+    assert cal.overhead_samples == 50 and set(cal.overhead_ms) == {"digits"} and cal.window_overhead_ms > 0
+    shifted = corrected_problem(problem, (), 0.25)
+    first, second = shifted.tasks[0].positions
+    assert first[0].latency_ms["cpu0"] == pytest.approx(problem.tasks[0].positions[0][0].latency_ms["cpu0"] + 0.25)
+    assert second[0].latency_ms == problem.tasks[0].positions[1][0].latency_ms
+    # Each simulation has a finite, computed error against the real run.
+    for err in (cal.before, cal.adjusted_error, cal.after):
+        assert math.isfinite(err.p50_error_pct) and math.isfinite(err.violation_error_points)
+    assert (cal.adjusted.latency_ms.p50 > cal.simulated.latency_ms.p50) == (cal.overhead_ms["digits"] > 0)
     assert cal.corrected.latency_ms.p50 != cal.simulated.latency_ms.p50
 
 
@@ -298,8 +308,11 @@ def test_records_stay_bounded_and_totals_count_everything() -> None:
         if i % 10 == 0:
             rec.reject(rid)
         else:
-            rec.done(rid, float(i) + 1.0)
+            rec.done(rid, float(i) + 1.0, run_ms=0.75, expected_ms=0.5)
     assert len(rec.arrival_ms) <= 100 and rec.dropped >= 900
+    # Per-request overheads cover the completed requests only, and the latest ones when asked.
+    assert rec.completions == 900 and rec.overheads_ms(since=898) == [0.25, 0.25]
+    assert rec.overheads_ms(since=899, over="expected") == [0.5]
     total, rejected, flying = rec.counts()
     assert total.tolist() == [500, 500] and rejected.tolist() == [100, 0] and flying.sum() == 0
     raw = rec.raw(finished_only=True, peak_mb=0.0, loads=0, load_ms=0.0, evictions=0)
