@@ -126,7 +126,7 @@ def test_a_complete_pool_is_not_rebuilt(cache_dir: Path, tmp_path: Path, monkeyp
     request = ModelRequest("m", "digits_cnn", 2, None, (Recipe("int8"),))
     build_pool(root, [request], cache_dir, progress=False)
 
-    def no_load(self: ModelRequest, cache: Path | None) -> None:
+    def no_load(self: ModelRequest, *args: object) -> None:
         raise AssertionError("a complete model was loaded again")
 
     monkeypatch.setattr(ModelRequest, "load", no_load)
