@@ -24,21 +24,21 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load as st_load
 from tqdm import tqdm
 
 from stitching.multitask.loading import (
     ActiveWeights,
+    MonolithicSource,
     TileCache,
-    differential_set,
     evict_page_cache,
     modelled_load_ms,
     read_file,
+    task_tiles,
 )
-from stitching.multitask.manifest import TaskManifest, monolithic_tiles
+from stitching.multitask.manifest import TaskManifest
 from stitching.multitask.preload import TransitionGraph, plan_preload
 from stitching.multitask.setting import Setting
-from stitching.multitask.store import TileStore
+from stitching.multitask.store import TileStore, safetensors_views
 from stitching.multitask.tasks import (
     DRIVING_TASKS,
     features,
@@ -116,7 +116,8 @@ class _Replayer:
         self.manifests: dict[str, TaskManifest] = setting.manifests[family]
         self.pool = setting.pools[family]
         self.active = ActiveWeights(setting.grids)
-        self.cache = TileCache()
+        self.cache = TileCache(self.pool, setting.config.tile_size)
+        self.tasks = {t: task_tiles(m, setting.grids, self.cache) for t, m in self.manifests.items()}
         self.graph = TransitionGraph(self.manifests)
         self.files = [f for p in setting.pools.values() for f in p.files()] + list(setting.monolithic.values())
         self.accuracy: dict[str, float] = {}
@@ -124,21 +125,21 @@ class _Replayer:
 
     def _install(self, task: str) -> tuple[int, float, int]:
         """Bring ``task`` in; return bytes read, the milliseconds the reading took, and read requests."""
-        if self.method != "monolithic":  # counted before the clock starts: bookkeeping for the report
-            reads = len(self.pool.runs(differential_set(self.manifests[task].digests(), self.cache.data)))
-        start = time.perf_counter()
         if self.method == "monolithic":
+            start = time.perf_counter()
             raw = read_file(self.s.monolithic[task])
             read_ms = (time.perf_counter() - start) * 1e3
-            tiles, head = monolithic_tiles(st_load(raw))
-            ids = {k: f"{task}/{k.label()}" for k in tiles}
-            self.active.place(ids, {ids[k]: t for k, t in tiles.items()}, head)
-            self.mono_bytes = sum(t.nbytes for t in tiles.values()) + head[0].nbytes + head[1].nbytes
+            # Ids unique to this task's file: every tile of a newly loaded model is written.
+            source = MonolithicSource(safetensors_views(raw), (sorted(self.manifests).index(task) + 1) << 32)
+            self.active.install(source.positions(self.s.grids), source, source.head())
+            self.mono_bytes = sum(t.nbytes for t in source.tensors.values())
             return len(raw), read_ms, 1
-        m = self.manifests[task]
-        loaded = self.cache.load(self.pool, m.digests())
+        tiles = self.tasks[task]
+        reads = len(self.cache.runs(tiles.ids))  # counted before the clock starts: bookkeeping for the report
+        start = time.perf_counter()
+        loaded = self.cache.load(tiles.ids)
         read_ms = (time.perf_counter() - start) * 1e3
-        self.active.place(m.tiles, self.cache.data, (self.cache.data[m.head[0]], self.cache.data[m.head[1]]))
+        self.active.install(tiles.positions, self.cache, (self.cache.array(tiles.head[0]), self.cache.array(tiles.head[1])))
         return loaded, read_ms, reads
 
     def _measure_accuracy(self, task: str) -> None:
@@ -151,7 +152,7 @@ class _Replayer:
         """Drop what is no longer wanted; with pre-loading, read the plan now (off the critical path)."""
         if self.method == "monolithic":
             return 0, 0.0
-        keep = set(self.manifests[task].digests())
+        keep = self.tasks[task].ids
         if self.method != "aligned_preload":
             self.cache.keep_only(keep)
             return 0, 0.0
@@ -159,10 +160,11 @@ class _Replayer:
         plan = plan_preload(
             task, self.graph.next_probabilities(task), {t: m.digests() for t, m in self.manifests.items()}, nbytes, self.budget
         )
-        self.cache.keep_only(keep | plan.digests)
+        planned = self.cache.ids(plan.digests)
+        self.cache.keep_only(np.concatenate([keep, planned]))
         evict_page_cache(self.files)
         start = time.perf_counter()
-        got = self.cache.load(self.pool, plan.digests)
+        got = self.cache.load(planned)
         return got, (time.perf_counter() - start) * 1e3
 
     def resident_bytes(self) -> int:

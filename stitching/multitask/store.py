@@ -7,8 +7,9 @@ Both layouts address a tile by its sha256 digest (see :mod:`tiles`) and write fi
 * :class:`PackedTileStore`: tiles packed into safetensors files ``ROOT/packs/pack-NNNNN.safetensors``
   (tensor name ``<seq>_<digest>``, so the file keeps put order), plus ``ROOT/index.json`` mapping each
   digest to ``[pack, byte offset, byte length, dtype, shape]``. A tile is still individually
-  loadable: one ``pread`` of its byte range. Reading a set of tiles coalesces adjacent ranges,
-  so tiles put in the order they are usually needed together are read sequentially.
+  loadable: one ``pread`` of its byte range. Reading a set of tiles coalesces adjacent ranges into
+  one ``preadv`` per run that scatters straight into the caller's buffers (no copy of ours), so tiles
+  put in the order they are usually needed together are read sequentially.
 
 ``read`` does real file I/O (no mmap, no cache of ours); ``evict_page_cache`` drops the OS page
 cache of the store's files so the next read comes from storage.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +37,36 @@ _ST_DTYPES: dict[str, np.dtype] = {
     "I64": np.dtype(np.int64),
     "I32": np.dtype(np.int32),
 }
+
+
+_IOV_MAX = 1024  # buffers one preadv may take (Linux IOV_MAX)
+
+
+def safetensors_entries(blob: bytes | bytearray | memoryview) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    """Tensors of a safetensors file from its first bytes: name -> (dtype, shape, begin, end), file offsets."""
+    header_len = int.from_bytes(bytes(blob[:8]), "little")
+    header = json.loads(bytes(blob[8 : 8 + header_len]))
+    base = 8 + header_len
+    return {
+        name: (meta["dtype"], tuple(int(x) for x in meta["shape"]), base + meta["data_offsets"][0], base + meta["data_offsets"][1])
+        for name, meta in header.items()
+        if name != "__metadata__"
+    }
+
+
+def safetensors_views(blob: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
+    """Arrays over the bytes of a whole safetensors file, without copying (safetensors' ``load`` copies)."""
+    return {
+        name: np.frombuffer(blob, dtype=_ST_DTYPES[dtype], count=(end - begin) // _ST_DTYPES[dtype].itemsize, offset=begin).reshape(shape)
+        for name, (dtype, shape, begin, end) in safetensors_entries(blob).items()
+    }
+
+
+def _by_pack(runs: Iterable[tuple[str, int, int, list[str]]]) -> dict[str, list[tuple[str, int, int, list[str]]]]:
+    out: dict[str, list[tuple[str, int, int, list[str]]]] = {}
+    for run in runs:
+        out.setdefault(run[0], []).append(run)
+    return out
 
 
 class TileStore(Protocol):
@@ -175,15 +206,9 @@ class PackedTileStore:
     def _write_pack(self, seq: int, batch: list[tuple[str, np.ndarray]]) -> None:
         name = f"pack-{seq:05d}.safetensors"
         blob = st_save({f"{i:08d}_{d}": t for i, (d, t) in enumerate(batch)})
-        header_len = int.from_bytes(blob[:8], "little")
-        header = json.loads(blob[8 : 8 + header_len])
-        base = 8 + header_len
-        for tensor_name, meta in header.items():
-            if tensor_name == "__metadata__":
-                continue
-            begin, end = meta["data_offsets"]
+        for tensor_name, (dtype, shape, begin, end) in safetensors_entries(blob).items():
             digest = tensor_name.split("_", 1)[1]
-            self._index[digest] = PackEntry(name, base + begin, end - begin, meta["dtype"], tuple(meta["shape"]))
+            self._index[digest] = PackEntry(name, begin, end - begin, dtype, shape)
         write_bytes(self.root / "packs" / name, blob)
 
     def runs(self, digests: Iterable[str], max_gap_bytes: int = 0) -> list[tuple[str, int, int, list[str]]]:
@@ -200,32 +225,62 @@ class PackedTileStore:
                 out.append((e.pack, e.offset, e.nbytes, [digest]))
         return out
 
-    def read(self, digests: Iterable[str], max_gap_bytes: int = 0) -> dict[str, np.ndarray]:
-        """Read tiles with one ``preadv`` per run of adjacent byte ranges in the same pack.
+    def digests(self) -> list[str]:
+        """Every stored digest, in file order (pack, then offset)."""
+        return sorted(self._index, key=lambda d: (self._index[d].pack, self._index[d].offset))
 
-        All runs are announced with ``POSIX_FADV_WILLNEED`` first, so the kernel has every read in
-        flight at once instead of one readahead window at a time.
-        """
-        runs = self.runs(digests, max_gap_bytes)
-        fds = {pack: os.open(self.root / "packs" / pack, os.O_RDONLY) for pack in {r[0] for r in runs}}
-        out: dict[str, np.ndarray] = {}
-        try:
-            for pack, offset, length, _ in runs:
-                os.posix_fadvise(fds[pack], offset, length, os.POSIX_FADV_WILLNEED)
-            for pack, offset, length, members in runs:
-                buf = bytearray(length)
-                got = os.preadv(fds[pack], [buf], offset)
-                if got != length:
-                    raise OSError(f"short read from {pack}: {got} of {length} bytes")
-                for digest in members:
-                    e = self._index[digest]
-                    dtype = _ST_DTYPES[e.dtype]
-                    out[digest] = np.frombuffer(
-                        buf, dtype=dtype, count=e.nbytes // dtype.itemsize, offset=e.offset - offset
-                    ).reshape(e.shape)
-        finally:
-            for fd in fds.values():
+    def prefetch(self, runs: Iterable[tuple[str, int, int, list[str]]]) -> None:
+        """Announce byte runs with ``POSIX_FADV_WILLNEED``: the kernel starts reading them all at once."""
+        for pack, group in _by_pack(runs).items():
+            fd = os.open(self.root / "packs" / pack, os.O_RDONLY)
+            try:
+                for _, offset, length, _ in group:
+                    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+            finally:
                 os.close(fd)
+
+    def read_into(
+        self, runs: Iterable[tuple[str, int, int, list[str]]], buffer_for: Callable[[str, PackEntry], memoryview]
+    ) -> int:
+        """Read each run (from :meth:`runs`) with ``preadv`` scattering straight into
+        ``buffer_for(digest, entry)``, a writable buffer of ``entry.nbytes``; gap bytes inside a run go
+        to a scratch buffer. Return the tile bytes read."""
+        total = 0
+        for pack, group in _by_pack(runs).items():
+            fd = os.open(self.root / "packs" / pack, os.O_RDONLY)
+            try:
+                for _, offset, _, members in group:
+                    iov: list[memoryview] = []
+                    pos = offset
+                    for d in members:
+                        e = self._index[d]
+                        if e.offset > pos:
+                            iov.append(memoryview(bytearray(e.offset - pos)))
+                        iov.append(buffer_for(d, e))
+                        pos = e.offset + e.nbytes
+                        total += e.nbytes
+                    for i in range(0, len(iov), _IOV_MAX):
+                        part = iov[i : i + _IOV_MAX]
+                        want = sum(v.nbytes for v in part)
+                        got = os.preadv(fd, part, offset)
+                        if got != want:
+                            raise OSError(f"short read from {pack}: {got} of {want} bytes")
+                        offset += got
+            finally:
+                os.close(fd)
+        return total
+
+    def read(self, digests: Iterable[str], max_gap_bytes: int = 0) -> dict[str, np.ndarray]:
+        """Read tiles into new arrays: every run announced first, then one ``preadv`` per run."""
+        runs = self.runs(digests, max_gap_bytes)
+        out: dict[str, np.ndarray] = {}
+
+        def buffer_for(digest: str, e: PackEntry) -> memoryview:
+            out[digest] = np.empty(e.shape, dtype=_ST_DTYPES[e.dtype])
+            return out[digest].reshape(-1).view(np.uint8).data
+
+        self.prefetch(runs)
+        self.read_into(runs, buffer_for)
         return out
 
     def files(self) -> list[Path]:
