@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
+import torch
 
 from stitching.multitask.manifest import TaskManifest
-from stitching.multitask.store import PackedTileStore, PackEntry, evict_page_cache, safetensors_views
+from stitching.multitask.store import PackedTileStore, Run, evict_page_cache, safetensors_views
 from stitching.multitask.tiles import TileGrid
 
+_EMPTY = np.zeros(0, dtype=np.int64)
 _NP_OF_ST: dict[str, np.dtype] = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "F64": np.dtype(np.float64)}
 
 
@@ -40,56 +41,69 @@ def modelled_load_ms(nbytes: int, bandwidth_gbps: float, per_read_overhead_ms: f
     return nbytes / (bandwidth_gbps * 1e9) * 1e3 + per_read_overhead_ms * reads
 
 
-class TileSource(Protocol):
-    """Where :meth:`ActiveWeights.install` takes tile bytes from, by integer tile id."""
+@dataclass(frozen=True)
+class LayerTiles:
+    """One layer of a runnable task in block-sparse-row form: tile ``k`` sits at ``(rows[k], cols[k])``
+    and its bytes are ``data[index[k]]`` (``data``: ``[m, t, t]``, an arena or a file's tile array).
+    ``edges`` holds the uneven edge tiles of layers that tiles do not cut evenly, as ``(row, col, tile)``."""
 
-    def tiles(self, layer: str, ids: np.ndarray) -> np.ndarray:
-        """Full tiles ``[len(ids), t, t]``."""
-        ...
-
-    def tile(self, layer: str, tile_id: int) -> np.ndarray: ...
+    rows: np.ndarray
+    cols: np.ndarray
+    data: np.ndarray
+    index: np.ndarray
+    edges: tuple[tuple[int, int, np.ndarray], ...] = ()
 
 
 class ActiveWeights:
-    """Dense backbone buffers plus the id of the tile at each position (-1: empty, zeros)."""
+    """The backbone a task runs on: per layer, which tile sits where and where its bytes are held.
 
-    def __init__(self, layer_grids: Mapping[str, TileGrid], dtype: type = np.float32) -> None:
+    Installing a task only swaps these block-sparse-row tables: the tiles themselves stay where
+    they were read (a :class:`TileCache` arena slot, or the buffer a monolithic file was read into),
+    so a switch costs its I/O plus a few index operations per layer. :meth:`features` runs the
+    backbone on the tables directly (a block-sparse matmul); :meth:`dense` assembles plain
+    ``[out, in]`` matrices (a copy) for checks.
+    """
+
+    def __init__(self, layer_grids: Mapping[str, TileGrid]) -> None:
         self.grids = dict(layer_grids)
-        self.weights: dict[str, np.ndarray] = {n: np.zeros(g.shape, dtype=dtype) for n, g in self.grids.items()}
-        # [rows, t, cols, t] views: tile (r, c) is blocks[r, :, c, :]; only where tiles cut the layer evenly.
-        self._blocks: dict[str, np.ndarray | None] = {
-            n: (
-                self.weights[n].reshape(g.rows, g.tile_size, g.cols, g.tile_size)
-                if g.shape[0] % g.tile_size == 0 and g.shape[1] % g.tile_size == 0
-                else None
-            )
-            for n, g in self.grids.items()
-        }
-        self.placed: dict[str, np.ndarray] = {n: np.full((g.rows, g.cols), -1, dtype=np.int64) for n, g in self.grids.items()}
+        self.layers: dict[str, LayerTiles] = {}
         self.head: tuple[np.ndarray, np.ndarray] | None = None
 
-    def install(self, ids: Mapping[str, np.ndarray], source: TileSource, head: tuple[np.ndarray, np.ndarray]) -> int:
-        """Make the buffers hold the tiles ``ids`` names (``[rows, cols]`` per layer); return tiles written."""
-        written = 0
-        for layer, new in ids.items():
-            old = self.placed[layer]
-            gone_r, gone_c = np.nonzero((old >= 0) & (new < 0))
-            put_r, put_c = np.nonzero((new >= 0) & (new != old))
-            blocks = self._blocks[layer]
-            if blocks is not None:
-                blocks[gone_r, :, gone_c, :] = 0.0
-                if len(put_r):
-                    blocks[put_r, :, put_c, :] = source.tiles(layer, new[put_r, put_c])
-            else:  # uneven edge tiles: one slice at a time
-                grid, w = self.grids[layer], self.weights[layer]
-                for r, c in zip(gone_r.tolist(), gone_c.tolist(), strict=True):
-                    w[grid.slices_at(r, c)] = 0.0
-                for r, c in zip(put_r.tolist(), put_c.tolist(), strict=True):
-                    w[grid.slices_at(r, c)] = source.tile(layer, int(new[r, c]))
-            self.placed[layer] = new
-            written += len(put_r)
+    def install(self, layers: Mapping[str, LayerTiles], head: tuple[np.ndarray, np.ndarray]) -> None:
+        self.layers = dict(layers)
         self.head = head
-        return written
+
+    def dense(self) -> dict[str, np.ndarray]:
+        """Plain ``[out, in]`` weight matrices (copies); positions without a tile are zero."""
+        out = {}
+        for n, g in self.grids.items():
+            t = g.tile_size
+            blocks = np.zeros((g.rows, g.cols, t, t), dtype=np.float32)
+            lt = self.layers.get(n)
+            if lt is not None:
+                blocks[lt.rows, lt.cols] = lt.data[lt.index]
+                for r, c, tile in lt.edges:
+                    blocks[r, c, : tile.shape[0], : tile.shape[1]] = tile
+            out[n] = np.ascontiguousarray(blocks.transpose(0, 2, 1, 3).reshape(g.rows * t, g.cols * t)[: g.shape[0], : g.shape[1]])
+        return out
+
+    def features(self, biases: Mapping[str, np.ndarray], x: np.ndarray, order: Sequence[str]) -> np.ndarray:
+        """Run the backbone layers ``order`` (ReLU after each) on the installed tiles, for inputs ``x``."""
+        h = torch.from_numpy(np.ascontiguousarray(x))
+        with torch.no_grad():
+            for n in order:
+                g, lt = self.grids[n], self.layers[n]
+                t = g.tile_size
+                xb = torch.nn.functional.pad(h, (0, g.cols * t - h.shape[1])).reshape(len(h), g.cols, t)
+                y = torch.zeros(len(h), g.rows, t, dtype=h.dtype)
+                if len(lt.rows):
+                    w = torch.from_numpy(lt.data)[torch.from_numpy(lt.index)]
+                    prod = torch.einsum("nkj,kij->nki", xb[:, torch.from_numpy(lt.cols)], w)
+                    y.index_add_(1, torch.from_numpy(lt.rows), prod)
+                for r, c, tile in lt.edges:
+                    y[:, r, : tile.shape[0]] += xb[:, c, : tile.shape[1]] @ torch.from_numpy(tile).T
+                h = torch.relu(y.reshape(len(h), g.rows * t)[:, : g.shape[0]] + torch.from_numpy(biases[n]))
+        return h.numpy()
 
 
 class TileCache:
@@ -108,6 +122,7 @@ class TileCache:
         capacity = int(self.in_arena.sum()) if capacity_tiles is None else capacity_tiles
         self.arena = np.empty((max(capacity, 1), tile_size, tile_size), dtype=self.dtype)
         self.arena.fill(0.0)  # touch every page now, not during a timed switch
+        self._arena_bytes = self.arena.reshape(-1).view(np.uint8).data
         self.free: list[int] = list(range(len(self.arena) - 1, -1, -1))
         self.slot_of = np.full(len(self.digest_of), -1, dtype=np.int64)
         self.other: dict[int, np.ndarray] = {}
@@ -126,27 +141,31 @@ class TileCache:
         """The differential set, as ids: those of ``ids`` not held."""
         return ids[~self.held[ids]]
 
-    def runs(self, ids: np.ndarray) -> list[tuple[str, int, int, list[str]]]:
-        return self.store.runs(self.digest_of[i] for i in self.missing(ids).tolist())
+    def runs(self, ids: np.ndarray) -> list[Run]:
+        """The byte runs a load of ``ids`` reads (ids are store positions)."""
+        return self.store.runs_at(np.unique(self.missing(ids)))
 
     def load(self, ids: np.ndarray) -> int:
-        """Read the tiles of ``ids`` that are not held (all runs announced, then read); return bytes read."""
-        runs = self.runs(ids)
-        self.store.prefetch(runs)
-        return self.store.read_into(runs, self.buffer_for)
+        """Read the tiles of ``ids`` that are not held, straight into their slots; return bytes read."""
+        return self.store.read_runs(self.runs(ids), self._claim)
 
-    def buffer_for(self, digest: str, entry: PackEntry) -> memoryview:
-        i = self.id_of[digest]
-        self.held[i] = True
-        if self.in_arena[i]:
-            if not self.free:
-                raise MemoryError(f"tile arena full ({len(self.arena)} slots)")
-            slot = self.free.pop()
-            self.slot_of[i] = slot
-            return self.arena[slot].reshape(-1).view(np.uint8).data
-        arr = np.empty(entry.shape, dtype=_NP_OF_ST[entry.dtype])
-        self.other[i] = arr
-        return arr.reshape(-1).view(np.uint8).data
+    def _claim(self, run: Run) -> list[memoryview]:
+        """Hold the tiles of ``run``: the buffers (arena slots, or new arrays) its bytes go to, in order."""
+        views: list[memoryview] = []
+        tile_bytes = self.arena[0].nbytes
+        for i in run.positions.tolist():
+            self.held[i] = True
+            if self.in_arena[i]:
+                if not self.free:
+                    raise MemoryError(f"tile arena full ({len(self.arena)} slots)")
+                slot = self.free.pop()
+                self.slot_of[i] = slot
+                views.append(self._arena_bytes[slot * tile_bytes : (slot + 1) * tile_bytes])
+            else:
+                e = self.store.entry(self.digest_of[i])
+                arr = self.other[i] = np.empty(e.shape, dtype=_NP_OF_ST[e.dtype])
+                views.append(arr.reshape(-1).view(np.uint8).data)
+        return views
 
     def keep_only(self, ids: np.ndarray) -> None:
         keep = np.zeros(len(self.held), dtype=bool)
@@ -165,59 +184,53 @@ class TileCache:
         slot = int(self.slot_of[tile_id])
         return self.arena[slot] if slot >= 0 else self.other[tile_id]
 
-    def tiles(self, layer: str, ids: np.ndarray) -> np.ndarray:
-        slots = self.slot_of[ids]
-        if (slots < 0).any():
-            raise KeyError("a tile to install is not held in the arena")
-        return self.arena[slots]
+    def runnable(self, task: TaskTiles, layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:
+        """The block-sparse-row tables of ``task`` over the tiles held here (all must be held)."""
+        if not self.held[task.ids].all():
+            raise KeyError(f"{int((~self.held[task.ids]).sum())} tiles of the task are not held")
+        out: dict[str, LayerTiles] = {}
+        for layer in layer_grids:
+            rows, cols, ids = task.positions.get(layer, (_EMPTY, _EMPTY, _EMPTY))
+            arena = self.in_arena[ids]
+            edges = tuple(
+                (int(r), int(c), self.other[int(i)]) for r, c, i in zip(rows[~arena], cols[~arena], ids[~arena], strict=True)
+            )
+            out[layer] = LayerTiles(rows[arena], cols[arena], self.arena, self.slot_of[ids[arena]], edges)
+        return out
 
-    def tile(self, layer: str, tile_id: int) -> np.ndarray:
-        return self.array(tile_id)
+    def head(self, task: TaskTiles) -> tuple[np.ndarray, np.ndarray]:
+        return self.array(task.head[0]), self.array(task.head[1])
 
 
 @dataclass(frozen=True)
 class TaskTiles:
-    """One task's manifest in cache ids: the id at every position of every layer, its head, all its ids."""
+    """One task's manifest in cache ids: per layer the positions and ids of its tiles; its head; all its ids."""
 
-    positions: dict[str, np.ndarray]
+    positions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # layer -> (rows, cols, ids)
     head: tuple[int, int]
     ids: np.ndarray
 
 
-def task_tiles(manifest: TaskManifest, layer_grids: Mapping[str, TileGrid], cache: TileCache) -> TaskTiles:
-    positions = {n: np.full((g.rows, g.cols), -1, dtype=np.int64) for n, g in layer_grids.items()}
-    for key, digest in manifest.tiles.items():
-        positions[key.layer][key.row, key.col] = cache.id_of[digest]
+def task_tiles(manifest: TaskManifest, cache: TileCache) -> TaskTiles:
+    by_layer: dict[str, list[tuple[int, int, int]]] = {}
+    for key, digest in sorted(manifest.tiles.items()):
+        by_layer.setdefault(key.layer, []).append((key.row, key.col, cache.id_of[digest]))
+    positions = {n: tuple(np.array(col, dtype=np.int64) for col in zip(*rows, strict=True)) for n, rows in by_layer.items()}
     head = (cache.id_of[manifest.head[0]], cache.id_of[manifest.head[1]])
-    return TaskTiles(positions, head, np.unique(cache.ids(manifest.digests())))
+    return TaskTiles(positions, head, np.unique(cache.ids(manifest.digests())))  # type: ignore[arg-type]
 
 
-class MonolithicSource:
-    """A whole per-task model file as a tile source: ``<layer>.tiles`` rows, ids offset by ``base``."""
-
-    def __init__(self, tensors: Mapping[str, np.ndarray], base: int) -> None:
-        self.tensors = tensors
-        self.base = base
-
-    def positions(self, grids: Mapping[str, TileGrid]) -> dict[str, np.ndarray]:
-        """Tile id at every position of every layer (-1 where the model has no tile)."""
-        out: dict[str, np.ndarray] = {}
-        for layer, g in grids.items():
-            ids = np.full((g.rows, g.cols), -1, dtype=np.int64)
-            index = self.tensors.get(f"{layer}.index")
-            if index is not None and len(index):
-                ids[index[:, 0], index[:, 1]] = self.base + np.arange(len(index))
-            out[layer] = ids
-        return out
-
-    def tiles(self, layer: str, ids: np.ndarray) -> np.ndarray:
-        return self.tensors[f"{layer}.tiles"][ids - self.base]
-
-    def tile(self, layer: str, tile_id: int) -> np.ndarray:
-        return self.tensors[f"{layer}.tiles"][tile_id - self.base]
-
-    def head(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.tensors["head.weight"], self.tensors["head.bias"]
+def monolithic_runnable(tensors: Mapping[str, np.ndarray], layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:
+    """The block-sparse-row tables of a whole per-task model file, over the buffer it was read into."""
+    out: dict[str, LayerTiles] = {}
+    for layer, g in layer_grids.items():
+        data = tensors.get(f"{layer}.tiles")
+        if data is None:
+            out[layer] = LayerTiles(_EMPTY, _EMPTY, np.zeros((0, g.tile_size, g.tile_size), np.float32), _EMPTY)
+            continue
+        index = tensors[f"{layer}.index"].astype(np.int64)
+        out[layer] = LayerTiles(index[:, 0], index[:, 1], data, np.arange(len(data)))
+    return out
 
 
 def read_file(path: Path) -> bytearray:

@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 from stitching.multitask.loading import (
     ActiveWeights,
-    MonolithicSource,
     TileCache,
     evict_page_cache,
     modelled_load_ms,
+    monolithic_runnable,
     read_file,
     task_tiles,
 )
@@ -41,7 +41,6 @@ from stitching.multitask.setting import Setting
 from stitching.multitask.store import TileStore, safetensors_views
 from stitching.multitask.tasks import (
     DRIVING_TASKS,
-    features,
     head_accuracy,
     task_labels,
 )
@@ -117,7 +116,7 @@ class _Replayer:
         self.pool = setting.pools[family]
         self.active = ActiveWeights(setting.grids)
         self.cache = TileCache(self.pool, setting.config.tile_size)
-        self.tasks = {t: task_tiles(m, setting.grids, self.cache) for t, m in self.manifests.items()}
+        self.tasks = {t: task_tiles(m, self.cache) for t, m in self.manifests.items()}
         self.graph = TransitionGraph(self.manifests)
         self.files = [f for p in setting.pools.values() for f in p.files()] + list(setting.monolithic.values())
         self.accuracy: dict[str, float] = {}
@@ -129,23 +128,22 @@ class _Replayer:
             start = time.perf_counter()
             raw = read_file(self.s.monolithic[task])
             read_ms = (time.perf_counter() - start) * 1e3
-            # Ids unique to this task's file: every tile of a newly loaded model is written.
-            source = MonolithicSource(safetensors_views(raw), (sorted(self.manifests).index(task) + 1) << 32)
-            self.active.install(source.positions(self.s.grids), source, source.head())
-            self.mono_bytes = sum(t.nbytes for t in source.tensors.values())
+            tensors = safetensors_views(raw)
+            self.active.install(monolithic_runnable(tensors, self.s.grids), (tensors["head.weight"], tensors["head.bias"]))
+            self.mono_bytes = sum(t.nbytes for t in tensors.values())
             return len(raw), read_ms, 1
         tiles = self.tasks[task]
         reads = len(self.cache.runs(tiles.ids))  # counted before the clock starts: bookkeeping for the report
         start = time.perf_counter()
         loaded = self.cache.load(tiles.ids)
         read_ms = (time.perf_counter() - start) * 1e3
-        self.active.install(tiles.positions, self.cache, (self.cache.array(tiles.head[0]), self.cache.array(tiles.head[1])))
+        self.active.install(self.cache.runnable(tiles, self.s.grids), self.cache.head(tiles))
         return loaded, read_ms, reads
 
     def _measure_accuracy(self, task: str) -> None:
         if task in self.accuracy or self.active.head is None:
             return
-        feats = features(self.active.weights, self.s.model.biases, self.s.split.x_test)
+        feats = self.active.features(self.s.model.biases, self.s.split.x_test, self.s.model.layers)
         self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), self.active.head)
 
     def _after_switch(self, task: str) -> tuple[int, float]:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Protocol
 
@@ -60,13 +61,6 @@ def safetensors_views(blob: bytes | bytearray | memoryview) -> dict[str, np.ndar
         name: np.frombuffer(blob, dtype=_ST_DTYPES[dtype], count=(end - begin) // _ST_DTYPES[dtype].itemsize, offset=begin).reshape(shape)
         for name, (dtype, shape, begin, end) in safetensors_entries(blob).items()
     }
-
-
-def _by_pack(runs: Iterable[tuple[str, int, int, list[str]]]) -> dict[str, list[tuple[str, int, int, list[str]]]]:
-    out: dict[str, list[tuple[str, int, int, list[str]]]] = {}
-    for run in runs:
-        out.setdefault(run[0], []).append(run)
-    return out
 
 
 class TileStore(Protocol):
@@ -135,6 +129,28 @@ class FileTileStore:
 
 
 @dataclass(frozen=True)
+class Run:
+    """Adjacent tiles read with one request: ``nbytes`` bytes of ``pack`` from ``offset``; their positions."""
+
+    pack: str
+    offset: int
+    nbytes: int
+    positions: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The index in file order, as arrays (so runs are found without a loop over tiles)."""
+
+    order: list[str]
+    position: dict[str, int]
+    packs: list[str]
+    pack: np.ndarray
+    offset: np.ndarray
+    nbytes: np.ndarray
+
+
+@dataclass(frozen=True)
 class PackEntry:
     """Where one tile lives inside a pack file."""
 
@@ -153,6 +169,7 @@ class PackedTileStore:
         self.max_pack_bytes = max_pack_bytes
         self._index: dict[str, PackEntry] = {}
         self._pending: dict[str, np.ndarray] = {}
+        self._cached_layout: _Layout | None = None
         index_path = self.root / "index.json"
         if index_path.exists():
             raw = json.loads(index_path.read_text(encoding="utf-8"))
@@ -211,54 +228,47 @@ class PackedTileStore:
             self._index[digest] = PackEntry(name, begin, end - begin, dtype, shape)
         write_bytes(self.root / "packs" / name, blob)
 
-    def runs(self, digests: Iterable[str], max_gap_bytes: int = 0) -> list[tuple[str, int, int, list[str]]]:
-        """Byte ranges ``(pack, offset, length, digests)`` that cover ``digests``, adjacent ones merged."""
-        wanted = sorted(set(digests), key=lambda d: (self._index[d].pack, self._index[d].offset))
-        out: list[tuple[str, int, int, list[str]]] = []
-        for digest in wanted:
-            e = self._index[digest]
-            if out and out[-1][0] == e.pack and e.offset - (out[-1][1] + out[-1][2]) <= max_gap_bytes:
-                pack, offset, _, members = out[-1]
-                members.append(digest)
-                out[-1] = (pack, offset, e.offset + e.nbytes - offset, members)
-            else:
-                out.append((e.pack, e.offset, e.nbytes, [digest]))
-        return out
-
     def digests(self) -> list[str]:
-        """Every stored digest, in file order (pack, then offset)."""
-        return sorted(self._index, key=lambda d: (self._index[d].pack, self._index[d].offset))
+        """Every stored digest in file order (pack, then offset); a digest's *position* is its index here."""
+        return self._layout().order
 
-    def prefetch(self, runs: Iterable[tuple[str, int, int, list[str]]]) -> None:
-        """Announce byte runs with ``POSIX_FADV_WILLNEED``: the kernel starts reading them all at once."""
-        for pack, group in _by_pack(runs).items():
-            fd = os.open(self.root / "packs" / pack, os.O_RDONLY)
-            try:
-                for _, offset, length, _ in group:
-                    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(fd)
+    def positions(self, digests: Iterable[str]) -> np.ndarray:
+        """Sorted, distinct positions of ``digests`` (see :meth:`digests`)."""
+        pos = self._layout().position
+        return np.unique(np.fromiter((pos[d] for d in digests), dtype=np.int64))
 
-    def read_into(
-        self, runs: Iterable[tuple[str, int, int, list[str]]], buffer_for: Callable[[str, PackEntry], memoryview]
-    ) -> int:
-        """Read each run (from :meth:`runs`) with ``preadv`` scattering straight into
-        ``buffer_for(digest, entry)``, a writable buffer of ``entry.nbytes``; gap bytes inside a run go
-        to a scratch buffer. Return the tile bytes read."""
+    def runs_at(self, positions: np.ndarray) -> list[Run]:
+        """Maximal byte runs of adjacent tiles that cover the sorted, distinct ``positions``."""
+        if not len(positions):
+            return []
+        lay = self._layout()
+        pack, start, end = lay.pack[positions], lay.offset[positions], lay.offset[positions] + lay.nbytes[positions]
+        breaks = np.flatnonzero((start[1:] != end[:-1]) | (pack[1:] != pack[:-1])) + 1
+        bounds = [0, *breaks.tolist(), len(positions)]
+        return [
+            Run(lay.packs[int(pack[i])], int(start[i]), int(end[j - 1] - start[i]), positions[i:j])
+            for i, j in pairwise(bounds)
+        ]
+
+    def runs(self, digests: Iterable[str]) -> list[Run]:
+        return self.runs_at(self.positions(digests))
+
+    def read_runs(self, runs: Sequence[Run], iov_for: Callable[[Run], list[memoryview]]) -> int:
+        """Read ``runs``: all announced with ``POSIX_FADV_WILLNEED`` first (the kernel then has every
+        read in flight at once), then one ``preadv`` per run scattering straight into ``iov_for(run)``,
+        buffers covering the run's bytes in order. Return bytes read."""
         total = 0
-        for pack, group in _by_pack(runs).items():
+        by_pack: dict[str, list[Run]] = {}
+        for run in runs:
+            by_pack.setdefault(run.pack, []).append(run)
+        for pack, group in by_pack.items():
             fd = os.open(self.root / "packs" / pack, os.O_RDONLY)
             try:
-                for _, offset, _, members in group:
-                    iov: list[memoryview] = []
-                    pos = offset
-                    for d in members:
-                        e = self._index[d]
-                        if e.offset > pos:
-                            iov.append(memoryview(bytearray(e.offset - pos)))
-                        iov.append(buffer_for(d, e))
-                        pos = e.offset + e.nbytes
-                        total += e.nbytes
+                for run in group:
+                    os.posix_fadvise(fd, run.offset, run.nbytes, os.POSIX_FADV_WILLNEED)
+                for run in group:
+                    iov = iov_for(run)
+                    offset = run.offset
                     for i in range(0, len(iov), _IOV_MAX):
                         part = iov[i : i + _IOV_MAX]
                         want = sum(v.nbytes for v in part)
@@ -266,22 +276,41 @@ class PackedTileStore:
                         if got != want:
                             raise OSError(f"short read from {pack}: {got} of {want} bytes")
                         offset += got
+                    total += offset - run.offset
             finally:
                 os.close(fd)
         return total
 
-    def read(self, digests: Iterable[str], max_gap_bytes: int = 0) -> dict[str, np.ndarray]:
-        """Read tiles into new arrays: every run announced first, then one ``preadv`` per run."""
-        runs = self.runs(digests, max_gap_bytes)
+    def read(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
+        """Read tiles into new arrays (see :meth:`read_runs`)."""
+        lay = self._layout()
         out: dict[str, np.ndarray] = {}
 
-        def buffer_for(digest: str, e: PackEntry) -> memoryview:
-            out[digest] = np.empty(e.shape, dtype=_ST_DTYPES[e.dtype])
-            return out[digest].reshape(-1).view(np.uint8).data
+        def iov_for(run: Run) -> list[memoryview]:
+            views = []
+            for i in run.positions.tolist():
+                e = self._index[lay.order[i]]
+                arr = out[lay.order[i]] = np.empty(e.shape, dtype=_ST_DTYPES[e.dtype])
+                views.append(arr.reshape(-1).view(np.uint8).data)
+            return views
 
-        self.prefetch(runs)
-        self.read_into(runs, buffer_for)
+        self.read_runs(self.runs(digests), iov_for)
         return out
+
+    def _layout(self) -> _Layout:
+        if self._cached_layout is None or len(self._cached_layout.order) != len(self._index):
+            order = sorted(self._index, key=lambda d: (self._index[d].pack, self._index[d].offset))
+            packs = sorted({e.pack for e in self._index.values()})
+            pack_no = {p: i for i, p in enumerate(packs)}
+            self._cached_layout = _Layout(
+                order,
+                {d: i for i, d in enumerate(order)},
+                packs,
+                np.array([pack_no[self._index[d].pack] for d in order], dtype=np.int64),
+                np.array([self._index[d].offset for d in order], dtype=np.int64),
+                np.array([self._index[d].nbytes for d in order], dtype=np.int64),
+            )
+        return self._cached_layout
 
     def files(self) -> list[Path]:
         return sorted((self.root / "packs").glob("pack-*.safetensors"))
