@@ -141,13 +141,13 @@ class TileCache:
         """The differential set, as ids: those of ``ids`` not held."""
         return ids[~self.held[ids]]
 
-    def runs(self, ids: np.ndarray) -> list[Run]:
+    def runs(self, ids: np.ndarray, max_gap_bytes: int = 0) -> list[Run]:
         """The byte runs a load of ``ids`` reads (ids are store positions)."""
-        return self.store.runs_at(np.unique(self.missing(ids)))
+        return self.store.runs_at(np.unique(self.missing(ids)), max_gap_bytes)
 
-    def load(self, ids: np.ndarray) -> int:
-        """Read the tiles of ``ids`` that are not held, straight into their slots; return bytes read."""
-        return self.store.read_runs(self.runs(ids), self._claim)
+    def load(self, ids: np.ndarray, max_gap_bytes: int = 0) -> int:
+        """Read the tiles of ``ids`` that are not held, straight into their slots; return tile bytes read."""
+        return self.store.read_runs(self.runs(ids, max_gap_bytes), self._claim)
 
     def _claim(self, run: Run) -> list[memoryview]:
         """Hold the tiles of ``run``: the buffers (arena slots, or new arrays) its bytes go to, in order."""

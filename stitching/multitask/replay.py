@@ -110,6 +110,8 @@ class _Replayer:
         self.method = method
         self.bandwidth_gbps = bandwidth_gbps
         self.read_latency_ms = read_latency_ms
+        # Bytes one more read request costs as much time as: gaps up to this are read, not split.
+        self.max_gap_bytes = int(read_latency_ms * 1e-3 * bandwidth_gbps * 1e9)
         self.budget = preload_budget_bytes
         family = "independent" if method in ("monolithic", "independent_differential") else "aligned"
         self.manifests: dict[str, TaskManifest] = setting.manifests[family]
@@ -133,9 +135,9 @@ class _Replayer:
             self.mono_bytes = sum(t.nbytes for t in tensors.values())
             return len(raw), read_ms, 1
         tiles = self.tasks[task]
-        reads = len(self.cache.runs(tiles.ids))  # counted before the clock starts: bookkeeping for the report
+        reads = len(self.cache.runs(tiles.ids, self.max_gap_bytes))  # counted before the clock starts: bookkeeping for the report
         start = time.perf_counter()
-        loaded = self.cache.load(tiles.ids)
+        loaded = self.cache.load(tiles.ids, self.max_gap_bytes)
         read_ms = (time.perf_counter() - start) * 1e3
         self.active.install(self.cache.runnable(tiles, self.s.grids), self.cache.head(tiles))
         return loaded, read_ms, reads
@@ -162,7 +164,7 @@ class _Replayer:
         self.cache.keep_only(np.concatenate([keep, planned]))
         evict_page_cache(self.files)
         start = time.perf_counter()
-        got = self.cache.load(planned)
+        got = self.cache.load(planned, self.max_gap_bytes)
         return got, (time.perf_counter() - start) * 1e3
 
     def resident_bytes(self) -> int:

@@ -237,26 +237,28 @@ class PackedTileStore:
         pos = self._layout().position
         return np.unique(np.fromiter((pos[d] for d in digests), dtype=np.int64))
 
-    def runs_at(self, positions: np.ndarray) -> list[Run]:
-        """Maximal byte runs of adjacent tiles that cover the sorted, distinct ``positions``."""
+    def runs_at(self, positions: np.ndarray, max_gap_bytes: int = 0) -> list[Run]:
+        """Byte runs that cover the sorted, distinct ``positions``: adjacent tiles, and tiles at most
+        ``max_gap_bytes`` apart (the gap is read and dropped: cheaper than one more request)."""
         if not len(positions):
             return []
         lay = self._layout()
         pack, start, end = lay.pack[positions], lay.offset[positions], lay.offset[positions] + lay.nbytes[positions]
-        breaks = np.flatnonzero((start[1:] != end[:-1]) | (pack[1:] != pack[:-1])) + 1
+        breaks = np.flatnonzero((start[1:] - end[:-1] > max_gap_bytes) | (pack[1:] != pack[:-1])) + 1
         bounds = [0, *breaks.tolist(), len(positions)]
         return [
             Run(lay.packs[int(pack[i])], int(start[i]), int(end[j - 1] - start[i]), positions[i:j])
             for i, j in pairwise(bounds)
         ]
 
-    def runs(self, digests: Iterable[str]) -> list[Run]:
-        return self.runs_at(self.positions(digests))
+    def runs(self, digests: Iterable[str], max_gap_bytes: int = 0) -> list[Run]:
+        return self.runs_at(self.positions(digests), max_gap_bytes)
 
     def read_runs(self, runs: Sequence[Run], iov_for: Callable[[Run], list[memoryview]]) -> int:
         """Read ``runs``: all announced with ``POSIX_FADV_WILLNEED`` first (the kernel then has every
         read in flight at once), then one ``preadv`` per run scattering straight into ``iov_for(run)``,
-        buffers covering the run's bytes in order. Return bytes read."""
+        one buffer per tile of the run, in order (gap bytes go to a scratch buffer). Return tile bytes read."""
+        lay = self._layout()
         total = 0
         by_pack: dict[str, list[Run]] = {}
         for run in runs:
@@ -268,6 +270,14 @@ class PackedTileStore:
                     os.posix_fadvise(fd, run.offset, run.nbytes, os.POSIX_FADV_WILLNEED)
                 for run in group:
                     iov = iov_for(run)
+                    gaps = lay.offset[run.positions[1:]] - (lay.offset[run.positions[:-1]] + lay.nbytes[run.positions[:-1]])
+                    if gaps.any():
+                        spaced = [iov[0]]
+                        for view, gap in zip(iov[1:], gaps.tolist(), strict=True):
+                            if gap:
+                                spaced.append(memoryview(bytearray(gap)))
+                            spaced.append(view)
+                        iov = spaced
                     offset = run.offset
                     for i in range(0, len(iov), _IOV_MAX):
                         part = iov[i : i + _IOV_MAX]
@@ -276,7 +286,7 @@ class PackedTileStore:
                         if got != want:
                             raise OSError(f"short read from {pack}: {got} of {want} bytes")
                         offset += got
-                    total += offset - run.offset
+                    total += int(lay.nbytes[run.positions].sum())
             finally:
                 os.close(fd)
         return total
