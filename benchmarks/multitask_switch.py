@@ -59,6 +59,8 @@ def print_report(report: dict[str, Any]) -> None:
               f"read time / I/O limit {_fmt_ratio(diff['read_limit_ratio'])} (aim <= 1.25x); "
               f"switch time / model with per-read latency {_fmt_ratio(diff['model_ratio'])}; "
               f"{diff['reads_per_switch']:.1f} reads per switch")
+        print(f"     each transition at its median switch time (robust to other processes' load): switch time / I/O limit "
+              f"{_fmt_ratio(diff['io_limit_ratio_median_per_transition'])}")
         print(f"     median per switch reading >= 1 MB: switch time / I/O limit {_fmt_ratio(diff['io_limit_ratio_median_large'])}, "
               f"read time / I/O limit {_fmt_ratio(diff['read_limit_ratio_median_large'])}")
 
