@@ -6,7 +6,8 @@ prints the measured numbers the issue asks for:
 
 * switch-latency speed-up of aligned + pre-loading over monolithic loading (paper: 6.6x average);
 * measured switch time over the I/O limit (differential bytes / measured read bandwidth);
-* accuracy cost of alignment per task.
+* accuracy cost of alignment per task;
+* at a pre-load budget that binds: correlation-aware vs hot vs no pre-loading.
 
 Usage: python benchmarks/multitask_switch.py [--out DIR] [--cache DIR]
 """
@@ -65,6 +66,20 @@ def print_report(report: dict[str, Any]) -> None:
               f"read time / I/O limit {_fmt_ratio(diff['read_limit_ratio_median_large'])}")
 
 
+def print_preloaders(report: dict[str, Any]) -> None:
+    pre = report["preloaders_at_tight_budget"]
+    print(f"pre-loading at a budget that binds ({pre['budget_mb']:.2f} MB, the mean differential set), aligned masks:")
+    for name, methods in pre.items():
+        if name == "budget_mb":
+            continue
+        none = methods["none"]["switch_latency_ms"]["mean"]
+        for label, m in methods.items():
+            lat = m["switch_latency_ms"]
+            print(f"  {name:8s} {label:10s} switch mean {lat['mean']:6.2f} ms  p95 {lat['p95']:6.2f} ms  "
+                  f"read {m['bytes_loaded_per_switch'] / 1e6:6.3f} MB/switch  preload {m['preload_bytes_per_switch'] / 1e6:6.3f} MB  "
+                  f"resident max {m['resident_memory_mb_max']:5.2f} MB  vs none x{none / lat['mean']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=None, help="directory for switch.json, jaccard.png and the pool")
@@ -75,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="multitask-switch-"))
     report = run_study(out, StudyConfig(replay_repeats=args.repeats), cache_dir=args.cache)
     print_report(report)
+    print_preloaders(report)
     print(f"wrote {out / 'switch.json'} and {out / 'jaccard.png'}", file=sys.stderr)
     return 0
 

@@ -20,7 +20,13 @@ from stitching.multitask.masks import (
     mean_pairwise_jaccard,
     respects_sparsity,
 )
-from stitching.multitask.replay import compare_layouts, default_sequences, run_sequences
+from stitching.multitask.replay import (
+    compare_layouts,
+    compare_preloaders,
+    default_sequences,
+    differential_bytes,
+    run_sequences,
+)
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from stitching.multitask.tasks import DRIVING_TASKS
 
@@ -32,6 +38,9 @@ class StudyConfig:
     markov_steps: int = 40
     markov_seed: int = 0
     preload_budget_mb: float | None = None  # None: the largest aligned task model
+    # Budget for the pre-loader comparison; None: the mean differential set between two aligned tasks,
+    # so about one likely next task fits and the choice of what to pre-load matters.
+    tight_budget_mb: float | None = None
     bandwidth_gbps: float | None = None  # None: measure the pool's cold read bandwidth
     layout_repeats: int = 3
     replay_repeats: int = 3
@@ -100,6 +109,10 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
         if config.preload_budget_mb is not None
         else max(m.total_bytes() for m in setting.manifests["aligned"].values())
     )
+    diffs = differential_bytes(setting.manifests["aligned"])
+    tight = (
+        int(config.tight_budget_mb * 1e6) if config.tight_budget_mb is not None else int(sum(diffs.values()) / len(diffs))
+    )
     sequences = config.sequences or default_sequences(config.cycles, config.markov_steps, config.markov_seed)
     report: dict[str, Any] = {
         "host": platform.node(),
@@ -116,6 +129,9 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
         "alignment": alignment,
         "layouts": compare_layouts(setting, config.layout_repeats),
         "sequences": run_sequences(setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms),
+        "preloaders_at_tight_budget": compare_preloaders(
+            setting, sequences, bandwidth, tight, config.replay_repeats, latency.latency_ms
+        ),
         "config": asdict(config),
     }
     write_json(out_dir / "switch.json", report)
