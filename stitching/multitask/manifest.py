@@ -55,19 +55,24 @@ def make_manifest(
     return TaskManifest(task, positions, (hw, hb), {d: t.nbytes for d, t in tensors.items()}), tensors
 
 
-def store_in_order(store: TileStore, manifests: Iterable[TaskManifest], tensors: Mapping[str, np.ndarray]) -> None:
+def store_in_order(
+    store: TileStore, manifests: Iterable[TaskManifest], tensors: Mapping[str, np.ndarray], order_groups: bool = True
+) -> None:
     """Put every tensor once, grouping digests used by the same set of manifests together.
 
     Digests with the same usage signature (the set of tasks that use them) are written next to
     each other, and the groups are ordered by :func:`group_order`, so the tiles a switch from one
-    task to another must read form as few contiguous runs as the signatures allow.
+    task to another must read form as few contiguous runs as the signatures allow (when
+    ``order_groups``; a store whose file order does not matter can skip the search).
     """
     manifests = list(manifests)
     users: dict[str, list[int]] = {}
     for i, m in enumerate(manifests):
         for d in m.digests():
             users.setdefault(d, []).append(i)
-    rank = {sig: k for k, sig in enumerate(group_order({frozenset(u) for u in users.values()}, len(manifests)))}
+    groups = {frozenset(u) for u in users.values()}
+    ordered = group_order(groups, len(manifests)) if order_groups else sorted(groups, key=sorted)
+    rank = {sig: k for k, sig in enumerate(ordered)}
     position = {d: k for m in manifests for k, d in m.tiles.items()}
     head_rank = TileKey("~head", 0, 0)  # heads after backbone tiles within a group
     order = sorted(users, key=lambda d: (rank[frozenset(users[d])], position.get(d, head_rank), d))

@@ -118,12 +118,14 @@ class _Replayer:
         preload_budget_bytes: int,
         read_latency_ms: float,
         preloader: str = "correlated",
+        measure_accuracy: bool = True,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
         if preloader not in PRELOADERS:
             raise ValueError(f"unknown preloader {preloader!r}; known: {list(PRELOADERS)}")
         self.preloader = preloader
+        self.measure_accuracy = measure_accuracy
         self.s = setting
         self.method = method
         self.bandwidth_gbps = bandwidth_gbps
@@ -161,7 +163,7 @@ class _Replayer:
         return loaded, read_ms, reads
 
     def _measure_accuracy(self, task: str) -> None:
-        if task in self.accuracy or self.active.head is None:
+        if not self.measure_accuracy or task in self.accuracy or self.active.head is None:
             return
         feats = self.active.features(self.s.model.biases, self.s.split.x_test, self.s.model.layers)
         self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), self.active.head)
@@ -225,9 +227,10 @@ def replay(
     preload_budget_bytes: int,
     read_latency_ms: float = 0.0,
     preloader: str = "correlated",
+    measure_accuracy: bool = True,
 ) -> tuple[list[SwitchRecord], dict[str, float]]:
     """Switch records and per-task accuracy (measured on the installed weights) for one method."""
-    r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes, read_latency_ms, preloader)
+    r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes, read_latency_ms, preloader, measure_accuracy)
     return r.run(sequence), r.accuracy
 
 
@@ -356,7 +359,7 @@ def compare_preloaders(
         records: dict[str, list[SwitchRecord]] = {label: [] for label, _, _ in choices}
         for _ in tqdm(range(repeats), desc=f"preloaders {name}", file=sys.stderr, leave=False):
             for label, method, preloader in choices:
-                got, _ = replay(setting, method, seq, bandwidth_gbps, budget_bytes, read_latency_ms, preloader)
+                got, _ = replay(setting, method, seq, bandwidth_gbps, budget_bytes, read_latency_ms, preloader, False)
                 records[label].extend(got)
         out[name] = {
             label: {

@@ -7,6 +7,8 @@ modelled from the measured read bandwidth, and says which.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ from stitching.multitask.replay import (
 )
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from stitching.multitask.tasks import DRIVING_TASKS
+
+POOL_LAYOUT = 2  # usage groups ordered by manifest.group_order
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,30 @@ def _alignment_report(setting: Setting) -> dict[str, Any]:
     }
 
 
-def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
-    """Run everything, write ``out_dir/switch.json`` and ``out_dir/jaccard.png``; return the report."""
+def setting_pool_dir(pools_dir: Path, config: SettingConfig) -> Path:
+    """Where the tile pools of one setting live: ``pools_dir/multitask-<key of the configuration>``.
+
+    The same configuration gives the same masks and tiles, so a later run finds every tile
+    already stored (content-addressed) and adds no pack. ``POOL_LAYOUT`` is in the key so a
+    change of layout never reuses packs written in an older order.
+    """
+    text = json.dumps({"config": asdict(config), "layout": POOL_LAYOUT}, sort_keys=True)
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return pools_dir / f"multitask-{key}"
+
+
+def run_study(
+    out_dir: Path, config: StudyConfig | None = None, cache_dir: Path | None = None, pools_dir: Path | None = None
+) -> dict[str, Any]:
+    """Run everything, write ``out_dir/switch.json`` and ``out_dir/jaccard.png``; return the report.
+
+    The tile pools go to :func:`setting_pool_dir` under ``pools_dir`` (the project's pool
+    directory), or to ``out_dir/work`` when none is given.
+    """
     config = config or StudyConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
-    setting = build_setting(out_dir / "work", config.setting, cache_dir)
+    work = setting_pool_dir(pools_dir, config.setting) if pools_dir is not None else out_dir / "work"
+    setting = build_setting(work, config.setting, cache_dir)
     alignment = _alignment_report(setting)
     plot_jaccard(
         out_dir / "jaccard.png",
@@ -116,6 +139,7 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
     sequences = config.sequences or default_sequences(config.cycles, config.markov_steps, config.markov_seed)
     report: dict[str, Any] = {
         "host": platform.node(),
+        "pool_dir": str(work),
         "model": {
             "hidden": list(setting.config.hidden),
             "backbone_mb": setting.model.backbone_bytes() / 1e6,
