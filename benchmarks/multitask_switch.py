@@ -45,7 +45,9 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  {t:7s} ({info['driving_name']:13s}) sparsity {info['sparsity_target']:.2f}: dense {a['dense']:.4f}  "
               f"own mask {a['independent_mask']:.4f}  aligned {a['aligned_mask']:.4f}  cost {a['alignment_cost']:+.4f}")
     for name, seq in report["sequences"].items():
-        print(f"sequence {name} ({len(seq['sequence'])} tasks, {seq['repeats']} rounds):")
+        per_round = ", ".join(f"{g:.3f}" for g in seq["bandwidth_gbps_per_round"])
+        print(f"sequence {name} ({len(seq['sequence'])} tasks, {seq['repeats']} rounds; cold read bandwidth measured "
+              f"before each round: {per_round} GB/s):")
         for method, m in seq["methods"].items():
             lat = m["switch_latency_ms"]
             print(f"  {method:25s} switch mean {lat['mean']:7.2f} ms  p95 {lat['p95']:7.2f} ms  median {lat['median']:6.2f} ms  "

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -100,6 +100,7 @@ class SwitchRecord:
     bytes_loaded: int
     reads: int  # read requests (byte runs) on the critical path
     modelled_ms: float  # from the bandwidth and per-read latency parameters
+    io_limit_ms: float  # bytes_loaded / the read bandwidth measured in the same round
     preload_bytes: int
     preload_ms: float  # measured, off the critical path
     resident_bytes: int
@@ -213,6 +214,7 @@ class _Replayer:
                 SwitchRecord(
                     src, dst, latency_ms, read_ms, loaded, reads,
                     modelled_load_ms(loaded, self.bandwidth_gbps, self.read_latency_ms, reads),
+                    modelled_load_ms(loaded, self.bandwidth_gbps),
                     pre_bytes, pre_ms, self.resident_bytes(),
                 )
             )
@@ -234,13 +236,13 @@ def replay(
     return r.run(sequence), r.accuracy
 
 
-def _median_per_transition_ratio(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> float | None:
+def _median_per_transition_ratio(records: Sequence[SwitchRecord]) -> float | None:
     """Sum over switches that read of their transition's median switch time, over their I/O limit."""
     by: dict[tuple[str, str], list[SwitchRecord]] = {}
     for r in records:
         if r.bytes_loaded > 0:
             by.setdefault((r.src, r.dst), []).append(r)
-    limit_ms = sum(r.bytes_loaded for rs in by.values() for r in rs) / (bandwidth_gbps * 1e9) * 1e3
+    limit_ms = sum(r.io_limit_ms for rs in by.values() for r in rs)
     if limit_ms <= 0:
         return None
     return sum(float(np.median([r.latency_ms for r in rs])) * len(rs) for rs in by.values()) / limit_ms
@@ -248,7 +250,8 @@ def _median_per_transition_ratio(records: Sequence[SwitchRecord], bandwidth_gbps
 
 def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[str, Any]:
     lat = [r.latency_ms for r in records]
-    io = [(r.latency_ms, r.read_ms, r.bytes_loaded / (bandwidth_gbps * 1e9) * 1e3) for r in records if r.bytes_loaded > 0]
+    io = [(r.latency_ms, r.read_ms, r.io_limit_ms) for r in records if r.bytes_loaded > 0]
+    large = [(t, rd, b) for (t, rd, b), r in zip(io, [r for r in records if r.bytes_loaded > 0], strict=True) if r.bytes_loaded >= 1e6]
     limit_ms = sum(b for _, _, b in io)
     return {
         "switches": len(records),
@@ -267,24 +270,16 @@ def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[st
             "max": max(r.resident_bytes for r in records) / 1e6,
             "note": "tiles/model held in memory besides the dense runtime buffers, which every method has",
         },
-        # Measured switch time over the I/O limit (bytes / measured read bandwidth), on switches that read.
+        # Measured switch time over the I/O limit (bytes / read bandwidth measured in the same round).
         "io_limit_ratio": (sum(t for t, _, _ in io) / limit_ms) if limit_ms > 0 else None,
         # The same for the reading alone (without installing the tiles into the runnable weights).
         "read_limit_ratio": (sum(r for _, r, _ in io) / limit_ms) if limit_ms > 0 else None,
         "read_ms_mean": float(np.mean([r.read_ms for r in records])),
         # Robust to load from other processes: median per-switch ratio over switches reading >= 1 MB.
-        "io_limit_ratio_median_large": (
-            float(np.median([t / b for t, _, b in io if b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3]))
-            if any(b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3 for _, _, b in io)
-            else None
-        ),
-        "read_limit_ratio_median_large": (
-            float(np.median([r / b for _, r, b in io if b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3]))
-            if any(b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3 for _, _, b in io)
-            else None
-        ),
+        "io_limit_ratio_median_large": float(np.median([t / b for t, _, b in large])) if large else None,
+        "read_limit_ratio_median_large": float(np.median([rd / b for _, rd, b in large])) if large else None,
         # Robust to load from other processes: each distinct transition A -> B at its median switch time.
-        "io_limit_ratio_median_per_transition": _median_per_transition_ratio(records, bandwidth_gbps),
+        "io_limit_ratio_median_per_transition": _median_per_transition_ratio(records),
         # Measured switch time over the modelled one (bandwidth + per-read latency), switches that read.
         "model_ratio": (
             sum(r.latency_ms for r in records if r.bytes_loaded > 0)
@@ -307,22 +302,29 @@ def run_sequences(
     preload_budget_bytes: int,
     repeats: int = 3,
     read_latency_ms: float = 0.0,
+    remeasure_gbps: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """All methods on all sequences (in model task names), ``repeats`` rounds with methods interleaved.
 
     Interleaving spreads load from other processes over every method alike; the switch records of
-    all rounds are pooled. Speed-ups are given on the mean and on the median switch latency.
+    all rounds are pooled. Speed-ups are given on the mean and on the median switch latency. With
+    ``remeasure_gbps`` the read bandwidth is measured again before each round and that round's
+    I/O limits use it, so a change of load between the measurement and the replay does not
+    skew the ratio either way.
     """
     out: dict[str, Any] = {}
     for name, seq in sequences.items():
         records: dict[str, list[SwitchRecord]] = {m: [] for m in METHODS}
         accuracy: dict[str, dict[str, float]] = {}
+        rounds_gbps: list[float] = []
         for _ in tqdm(range(repeats), desc=f"replay {name}", file=sys.stderr, leave=False):
+            gbps = remeasure_gbps() if remeasure_gbps is not None else bandwidth_gbps
+            rounds_gbps.append(gbps)
             for method in METHODS:
-                got, acc = replay(setting, method, seq, bandwidth_gbps, preload_budget_bytes, read_latency_ms)
+                got, acc = replay(setting, method, seq, gbps, preload_budget_bytes, read_latency_ms)
                 records[method].extend(got)
                 accuracy[method] = acc
-        methods = {m: summarise(records[m], bandwidth_gbps) | {"accuracy": accuracy[m]} for m in METHODS}
+        methods = {m: summarise(records[m], float(np.median(rounds_gbps))) | {"accuracy": accuracy[m]} for m in METHODS}
         mono = methods["monolithic"]["switch_latency_ms"]
         for m in methods.values():
             m["speedup_vs_monolithic"] = {
@@ -330,7 +332,7 @@ def run_sequences(
                 "median": mono["median"] / m["switch_latency_ms"]["median"],
                 "source": "measured",
             }
-        out[name] = {"sequence": seq, "repeats": repeats, "methods": methods}
+        out[name] = {"sequence": seq, "repeats": repeats, "bandwidth_gbps_per_round": rounds_gbps, "methods": methods}
     return out
 
 

@@ -122,9 +122,8 @@ def run_study(
         alignment["jaccard"]["aligned"],
     )
     # Sequential cold reads of every pool and monolithic file: the storage's best-case bandwidth.
-    measured = measure_read_bandwidth(
-        [f for pool in setting.pools.values() for f in pool.files()] + list(setting.monolithic.values())
-    )
+    every_file = [f for pool in setting.pools.values() for f in pool.files()] + list(setting.monolithic.values())
+    measured = measure_read_bandwidth(every_file)
     latency = measure_read_latency(setting.pools["aligned"].files() + list(setting.monolithic.values()))
     bandwidth = config.bandwidth_gbps or measured.bandwidth_gbps
     budget = (
@@ -152,7 +151,10 @@ def run_study(
         "preload_budget_mb": budget / 1e6,
         "alignment": alignment,
         "layouts": compare_layouts(setting, config.layout_repeats),
-        "sequences": run_sequences(setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms),
+        "sequences": run_sequences(
+            setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms,
+            None if config.bandwidth_gbps else (lambda: measure_read_bandwidth(every_file, repeats=3).bandwidth_gbps),
+        ),
         "preloaders_at_tight_budget": compare_preloaders(
             setting, sequences, bandwidth, tight, config.replay_repeats, latency.latency_ms
         ),
