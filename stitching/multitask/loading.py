@@ -191,11 +191,8 @@ class TileCache:
         out: dict[str, LayerTiles] = {}
         for layer in layer_grids:
             rows, cols, ids = task.positions.get(layer, (_EMPTY, _EMPTY, _EMPTY))
-            arena = self.in_arena[ids]
-            edges = tuple(
-                (int(r), int(c), self.other[int(i)]) for r, c, i in zip(rows[~arena], cols[~arena], ids[~arena], strict=True)
-            )
-            out[layer] = LayerTiles(rows[arena], cols[arena], self.arena, self.slot_of[ids[arena]], edges)
+            edges = tuple((r, c, self.other[i]) for r, c, i in task.edges.get(layer, ()))
+            out[layer] = LayerTiles(rows, cols, self.arena, self.slot_of[ids], edges)
         return out
 
     def head(self, task: TaskTiles) -> tuple[np.ndarray, np.ndarray]:
@@ -204,20 +201,30 @@ class TileCache:
 
 @dataclass(frozen=True)
 class TaskTiles:
-    """One task's manifest in cache ids: per layer the positions and ids of its tiles; its head; all its ids."""
+    """One task's manifest in cache ids, split once so a switch only looks up arena slots.
 
-    positions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # layer -> (rows, cols, ids)
+    Per layer: ``(rows, cols, ids)`` of its arena tiles and ``(row, col, id)`` of its other
+    (uneven edge) tiles; the ids of its head; all its ids, sorted.
+    """
+
+    positions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    edges: dict[str, tuple[tuple[int, int, int], ...]]
     head: tuple[int, int]
     ids: np.ndarray
 
 
 def task_tiles(manifest: TaskManifest, cache: TileCache) -> TaskTiles:
     by_layer: dict[str, list[tuple[int, int, int]]] = {}
+    edges: dict[str, list[tuple[int, int, int]]] = {}
     for key, digest in sorted(manifest.tiles.items()):
-        by_layer.setdefault(key.layer, []).append((key.row, key.col, cache.id_of[digest]))
-    positions = {n: tuple(np.array(col, dtype=np.int64) for col in zip(*rows, strict=True)) for n, rows in by_layer.items()}
+        i = cache.id_of[digest]
+        (by_layer if cache.in_arena[i] else edges).setdefault(key.layer, []).append((key.row, key.col, i))
+    positions = {
+        n: (np.array([r for r, _, _ in t], np.int64), np.array([c for _, c, _ in t], np.int64), np.array([i for _, _, i in t], np.int64))
+        for n, t in by_layer.items()
+    }
     head = (cache.id_of[manifest.head[0]], cache.id_of[manifest.head[1]])
-    return TaskTiles(positions, head, np.unique(cache.ids(manifest.digests())))  # type: ignore[arg-type]
+    return TaskTiles(positions, {n: tuple(e) for n, e in edges.items()}, head, np.unique(cache.ids(manifest.digests())))
 
 
 def monolithic_runnable(tensors: Mapping[str, np.ndarray], layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:
