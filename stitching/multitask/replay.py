@@ -17,7 +17,7 @@ into), so every method pays its I/O plus a few index operations, and nothing is 
 Switch latency is wall-clock from the switch request until the next task's weights are in place
 (read + install), ``source: measured``. Pre-loading happens while the task runs and is reported
 apart (bytes and time). Accuracy is measured on the held-out split with the weights the replay
-installed, the first time each task runs.
+installed the first time each task runs (copied then, evaluated after the last timed switch).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from stitching.multitask.loading import (
     ActiveWeights,
+    LayerTiles,
     TileCache,
     evict_page_cache,
     modelled_load_ms,
@@ -127,6 +128,7 @@ class _Replayer:
             raise ValueError(f"unknown preloader {preloader!r}; known: {list(PRELOADERS)}")
         self.preloader = preloader
         self.measure_accuracy = measure_accuracy
+        self.installed: dict[str, tuple[dict[str, LayerTiles], tuple[np.ndarray, np.ndarray]]] = {}
         self.s = setting
         self.method = method
         self.bandwidth_gbps = bandwidth_gbps
@@ -164,10 +166,28 @@ class _Replayer:
         return loaded, read_ms, reads
 
     def _measure_accuracy(self, task: str) -> None:
-        if not self.measure_accuracy or task in self.accuracy or self.active.head is None:
+        """Keep a copy of the weights the replay installed for ``task`` (first visit) to evaluate later.
+
+        Evaluating now would run torch between timed switches, and its worker threads keep
+        spinning for a while afterwards, slowing the next switches' I/O on a small machine
+        (measured: about 1.9-3.0 ms against 1.3-1.7 ms per aligned switch on this 2-core host).
+        """
+        if not self.measure_accuracy or task in self.installed or self.active.head is None:
             return
-        feats = self.active.features(self.s.model.biases, self.s.split.x_test, self.s.model.layers)
-        self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), self.active.head)
+        layers = {
+            n: LayerTiles(lt.rows, lt.cols, lt.data[lt.index], np.arange(len(lt.index)), tuple((r, c, t.copy()) for r, c, t in lt.edges))
+            for n, lt in self.active.layers.items()
+        }
+        self.installed[task] = (layers, (self.active.head[0].copy(), self.active.head[1].copy()))
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out accuracy of every task on the weights its first visit installed (after :meth:`run`)."""
+        check = ActiveWeights(self.s.grids)
+        for task, (layers, head) in self.installed.items():
+            check.install(layers, head)
+            feats = check.features(self.s.model.biases, self.s.split.x_test, self.s.model.layers)
+            self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), head)
+        return self.accuracy
 
     def _after_switch(self, task: str) -> tuple[int, float]:
         """Drop what is no longer wanted; with pre-loading, read the plan now (off the critical path)."""
@@ -233,7 +253,7 @@ def replay(
 ) -> tuple[list[SwitchRecord], dict[str, float]]:
     """Switch records and per-task accuracy (measured on the installed weights) for one method."""
     r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes, read_latency_ms, preloader, measure_accuracy)
-    return r.run(sequence), r.accuracy
+    return r.run(sequence), r.evaluate()
 
 
 def _median_per_transition_ratio(records: Sequence[SwitchRecord]) -> float | None:
@@ -315,15 +335,16 @@ def run_sequences(
     out: dict[str, Any] = {}
     for name, seq in sequences.items():
         records: dict[str, list[SwitchRecord]] = {m: [] for m in METHODS}
-        accuracy: dict[str, dict[str, float]] = {}
+        last: dict[str, _Replayer] = {}
         rounds_gbps: list[float] = []
         for _ in tqdm(range(repeats), desc=f"replay {name}", file=sys.stderr, leave=False):
             gbps = remeasure_gbps() if remeasure_gbps is not None else bandwidth_gbps
             rounds_gbps.append(gbps)
             for method in METHODS:
-                got, acc = replay(setting, method, seq, gbps, preload_budget_bytes, read_latency_ms)
-                records[method].extend(got)
-                accuracy[method] = acc
+                last[method] = _Replayer(setting, method, gbps, preload_budget_bytes, read_latency_ms)
+                records[method].extend(last[method].run(seq))
+        # Accuracy after every timed switch: torch's worker threads would slow the switches after it.
+        accuracy = {m: r.evaluate() for m, r in last.items()}
         methods = {m: summarise(records[m], float(np.median(rounds_gbps))) | {"accuracy": accuracy[m]} for m in METHODS}
         mono = methods["monolithic"]["switch_latency_ms"]
         for m in methods.values():
