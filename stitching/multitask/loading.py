@@ -22,11 +22,17 @@ import numpy as np
 import torch
 
 from stitching.multitask.manifest import TaskManifest
-from stitching.multitask.store import PackedTileStore, Run, evict_page_cache, safetensors_views
+from stitching.multitask.store import (
+    ST_DTYPES,
+    PackedTileStore,
+    Run,
+    evict_page_cache,
+    read_file,
+    safetensors_views,
+)
 from stitching.multitask.tiles import TileGrid
 
 _EMPTY = np.zeros(0, dtype=np.int64)
-_NP_OF_ST: dict[str, np.dtype] = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "F64": np.dtype(np.float64)}
 
 
 def differential_set(needed: Iterable[str], resident: Iterable[str]) -> frozenset[str]:
@@ -118,7 +124,7 @@ class TileCache:
         self.tile_shape = (tile_size, tile_size)
         self.dtype = np.dtype(dtype)
         # Tiles of the arena's shape and dtype take an arena slot; others (edge tiles, heads) an array each.
-        self.in_arena = np.array([e.shape == self.tile_shape and _NP_OF_ST.get(e.dtype) == self.dtype for e in entries], dtype=bool)
+        self.in_arena = np.array([e.shape == self.tile_shape and ST_DTYPES.get(e.dtype) == self.dtype for e in entries], dtype=bool)
         capacity = int(self.in_arena.sum()) if capacity_tiles is None else capacity_tiles
         self.arena = np.empty((max(capacity, 1), tile_size, tile_size), dtype=self.dtype)
         self.arena.fill(0.0)  # touch every page now, not during a timed switch
@@ -163,7 +169,7 @@ class TileCache:
                 views.append(self._arena_bytes[slot * tile_bytes : (slot + 1) * tile_bytes])
             else:
                 e = self.store.entry(self.digest_of[i])
-                arr = self.other[i] = np.empty(e.shape, dtype=_NP_OF_ST[e.dtype])
+                arr = self.other[i] = np.empty(e.shape, dtype=ST_DTYPES[e.dtype])
                 views.append(arr.reshape(-1).view(np.uint8).data)
         return views
 
@@ -238,21 +244,6 @@ def monolithic_runnable(tensors: Mapping[str, np.ndarray], layer_grids: Mapping[
         index = tensors[f"{layer}.index"].astype(np.int64)
         out[layer] = LayerTiles(index[:, 0], index[:, 1], data, np.arange(len(data)))
     return out
-
-
-def read_file(path: Path) -> bytearray:
-    """Whole file, announced with ``POSIX_FADV_WILLNEED`` then one ``preadv`` (the pool's read path)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
-        buf = bytearray(size)
-        got = os.preadv(fd, [buf], 0)
-        if got != size:
-            raise OSError(f"short read from {path}: {got} of {size} bytes")
-        return buf
-    finally:
-        os.close(fd)
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:

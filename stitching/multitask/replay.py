@@ -39,13 +39,12 @@ from stitching.multitask.loading import (
     evict_page_cache,
     modelled_load_ms,
     monolithic_runnable,
-    read_file,
     task_tiles,
 )
 from stitching.multitask.manifest import TaskManifest
 from stitching.multitask.preload import TransitionGraph, plan_preload
 from stitching.multitask.setting import Setting
-from stitching.multitask.store import TileStore, safetensors_views
+from stitching.multitask.store import TileStore, read_file, safetensors_views
 from stitching.multitask.tasks import (
     DRIVING_TASKS,
     head_accuracy,
