@@ -75,11 +75,13 @@ def print_preloaders(report: dict[str, Any]) -> None:
         if name == "budget_mb":
             continue
         none = methods["none"]["switch_latency_ms"]["mean"]
+        mono = report["sequences"][name]["methods"]["monolithic"]["switch_latency_ms"]["mean"]
         for label, m in methods.items():
             lat = m["switch_latency_ms"]
             print(f"  {name:8s} {label:10s} switch mean {lat['mean']:6.2f} ms  p95 {lat['p95']:6.2f} ms  "
                   f"read {m['bytes_loaded_per_switch'] / 1e6:6.3f} MB/switch  preload {m['preload_bytes_per_switch'] / 1e6:6.3f} MB  "
-                  f"resident max {m['resident_memory_mb_max']:5.2f} MB  vs none x{none / lat['mean']:.2f}")
+                  f"resident max {m['resident_memory_mb_max']:5.2f} MB  vs none x{none / lat['mean']:.2f}  "
+                  f"vs monolithic x{mono / lat['mean']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
