@@ -6,7 +6,8 @@ prints the measured numbers the issue asks for:
 
 * switch-latency speed-up of aligned + pre-loading over monolithic loading (paper: 6.6x average);
 * measured switch time over the I/O limit (differential bytes / measured read bandwidth);
-* accuracy cost of alignment per task.
+* accuracy cost of alignment per task;
+* at a pre-load budget that binds: correlation-aware vs hot vs no pre-loading.
 
 Usage: python benchmarks/multitask_switch.py [--out DIR] [--cache DIR]
 """
@@ -44,7 +45,9 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  {t:7s} ({info['driving_name']:13s}) sparsity {info['sparsity_target']:.2f}: dense {a['dense']:.4f}  "
               f"own mask {a['independent_mask']:.4f}  aligned {a['aligned_mask']:.4f}  cost {a['alignment_cost']:+.4f}")
     for name, seq in report["sequences"].items():
-        print(f"sequence {name} ({len(seq['sequence'])} tasks, {seq['repeats']} rounds):")
+        per_round = ", ".join(f"{g:.3f}" for g in seq["bandwidth_gbps_per_round"])
+        print(f"sequence {name} ({len(seq['sequence'])} tasks, {seq['repeats']} rounds; cold read bandwidth measured "
+              f"before each round: {per_round} GB/s):")
         for method, m in seq["methods"].items():
             lat = m["switch_latency_ms"]
             print(f"  {method:25s} switch mean {lat['mean']:7.2f} ms  p95 {lat['p95']:7.2f} ms  median {lat['median']:6.2f} ms  "
@@ -59,8 +62,26 @@ def print_report(report: dict[str, Any]) -> None:
               f"read time / I/O limit {_fmt_ratio(diff['read_limit_ratio'])} (aim <= 1.25x); "
               f"switch time / model with per-read latency {_fmt_ratio(diff['model_ratio'])}; "
               f"{diff['reads_per_switch']:.1f} reads per switch")
+        print(f"     each transition at its median switch time (robust to other processes' load): switch time / I/O limit "
+              f"{_fmt_ratio(diff['io_limit_ratio_median_per_transition'])}")
         print(f"     median per switch reading >= 1 MB: switch time / I/O limit {_fmt_ratio(diff['io_limit_ratio_median_large'])}, "
               f"read time / I/O limit {_fmt_ratio(diff['read_limit_ratio_median_large'])}")
+
+
+def print_preloaders(report: dict[str, Any]) -> None:
+    pre = report["preloaders_at_tight_budget"]
+    print(f"pre-loading at a budget that binds ({pre['budget_mb']:.2f} MB, the mean differential set), aligned masks:")
+    for name, methods in pre.items():
+        if name == "budget_mb":
+            continue
+        none = methods["none"]["switch_latency_ms"]["mean"]
+        mono = report["sequences"][name]["methods"]["monolithic"]["switch_latency_ms"]["mean"]
+        for label, m in methods.items():
+            lat = m["switch_latency_ms"]
+            print(f"  {name:8s} {label:10s} switch mean {lat['mean']:6.2f} ms  p95 {lat['p95']:6.2f} ms  "
+                  f"read {m['bytes_loaded_per_switch'] / 1e6:6.3f} MB/switch  preload {m['preload_bytes_per_switch'] / 1e6:6.3f} MB  "
+                  f"resident max {m['resident_memory_mb_max']:5.2f} MB  vs none x{none / lat['mean']:.2f}  "
+                  f"vs monolithic x{mono / lat['mean']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="multitask-switch-"))
     report = run_study(out, StudyConfig(replay_repeats=args.repeats), cache_dir=args.cache)
     print_report(report)
+    print_preloaders(report)
     print(f"wrote {out / 'switch.json'} and {out / 'jaccard.png'}", file=sys.stderr)
     return 0
 

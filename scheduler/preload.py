@@ -11,7 +11,9 @@ Two rankings, selectable by name through PRELOADERS:
   and candidate routes use block d, so the differential set of likely next tasks comes first.
 
 Both return digests in load order, skipping blocks already resident, and never exceed the
-budget (a block that does not fit is skipped, smaller later ones may still fit).
+budget (a block that does not fit is skipped, smaller later ones may still fit). The transition
+graph and the budgeted greedy fill are ``stitching.multitask.preload``'s, shared with the
+multi-task switch replay.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from types import MappingProxyType
 from scheduler.plan import Route
 from scheduler.problem import Problem
 from scheduler.routes import digest_memory, request_shares
+from stitching.multitask.preload import TransitionGraph, fill_budget, preload_values
 
 Preloader = Callable[
     [Problem, Mapping[str, Sequence[Route]], float, frozenset[str], "str | None"],
@@ -65,38 +68,25 @@ def correlated_blocks(
 ) -> tuple[str, ...]:
     """Blocks of the tasks most likely to come next, from the task-transition graph."""
     prob = next_task_probability(problem, current_task)
-    score: dict[str, float] = {}
+    weights: dict[str, dict[str, float]] = {}
     for name, routes in candidates.items():
-        pt = prob.get(name, 0.0)
-        if pt <= 0 or not routes:
-            continue
+        w = weights[name] = {}
         # The first candidate is the one the task would run first; its blocks weigh most.
         for rank, r in enumerate(routes):
-            weight = pt / (1 + rank)
             for d in set(r.digests):
-                score[d] = score.get(d, 0.0) + weight
-    return _fill(problem, score, budget_mb, resident)
+                w[d] = w.get(d, 0.0) + 1.0 / (1 + rank)
+    return _fill(problem, preload_values(prob, weights), budget_mb, resident)
 
 
 def next_task_probability(
     problem: Problem, current_task: str | None
 ) -> dict[str, float]:
-    """P(next task) from transition counts: the current task's row, else in-flow over all rows.
-
-    Falls back to request shares when there are no transition counts.
-    """
-    trans = problem.transitions
-    if current_task is not None and sum(trans.get(current_task, {}).values()) > 0:
-        row = trans[current_task]
-        total = sum(row.values())
-        return {dst: c / total for dst, c in row.items()}
-    inflow: dict[str, float] = {}
-    for row in trans.values():
-        for dst, c in row.items():
-            inflow[dst] = inflow.get(dst, 0.0) + c
-    total = sum(inflow.values())
-    if total > 0:
-        return {dst: c / total for dst, c in inflow.items()}
+    """P(next task) from the transition graph of ``problem.transitions`` (the current task's
+    row, else the in-flow over all rows); falls back to request shares when there are no counts."""
+    graph = TransitionGraph.from_counts(problem.transitions, (t.name for t in problem.tasks))
+    prob = graph.next_probabilities(current_task)
+    if prob:
+        return prob
     return request_shares(problem) if problem.tasks else {}
 
 
@@ -106,18 +96,7 @@ def _fill(
     budget_mb: float,
     resident: frozenset[str],
 ) -> tuple[str, ...]:
-    mem = digest_memory(problem)
-    order = sorted(
-        (d for d in score if d not in resident and score[d] > 0),
-        key=lambda d: (-score[d], mem[d], d),
-    )
-    chosen: list[str] = []
-    left = budget_mb
-    for d in order:
-        if mem[d] <= left + 1e-9:
-            chosen.append(d)
-            left -= mem[d]
-    return tuple(chosen)
+    return fill_budget(score, digest_memory(problem), budget_mb, resident).order
 
 
 PRELOADERS: Mapping[str, Preloader] = MappingProxyType(

@@ -4,7 +4,8 @@ The workload's tasks are mapped onto the four digits tasks of the multi-task stu
 ``car``/``traffic_light``/``obstacle``/``person`` by their fixed mapping, other names in sorted
 order). Its ``scenario.transitions`` (a sequence, repeated ``--cycles`` times, or a Markov matrix)
 is replayed together with a random Markov sequence seeded by ``scenario.seed``. Writes
-``DIR/switch.json`` and ``DIR/jaccard.png``.
+``DIR/switch.json`` and ``DIR/jaccard.png``; the tile pools live in the cache's pool directory
+(``CACHE/pools/multitask-<key>``), content-addressed, so a second run stores no tile again.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
+from sparseloom.commands.common import cache_dir
 from sparseloom.errors import InputError, Problem
 from sparseloom.workload import Workload, load_workload
 from stitching.multitask.replay import markov_sequence
@@ -30,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("workload", type=Path, metavar="WORKLOAD", help="workload YAML with tasks and transitions")
     p.add_argument("--out", type=Path, default=Path("switch-out"), help="directory for switch.json (default: switch-out)")
-    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sparseloom-multitask-cache",
-                   help="where the trained backbone is cached")
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="trained backbone and tile pools, in DIR/pools ($SPARSELOOM_CACHE or ~/.cache/sparseloom)")
     p.add_argument("--cycles", type=int, default=6, help="times a transition sequence is repeated")
     p.add_argument("--steps", type=int, default=40, help="length of each Markov sequence")
     p.add_argument("--repeats", type=int, default=3, help="replay rounds per sequence")
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) < 1:
             raise InputError([Problem(f"--{flag}", "a positive integer", str(getattr(args, flag)))])
     config = StudyConfig(sequences=sequences_for(workload, args.cycles, args.steps), replay_repeats=args.repeats)
-    report = run_study(args.out, config, cache_dir=args.cache)
+    cache = cache_dir(args)
+    report = run_study(args.out, config, cache_dir=cache, pools_dir=cache / "pools")
     summary = {
         name: {
             method: {

@@ -1,25 +1,38 @@
 """Differential loading: bring a task's tiles into memory, reading only what is not resident.
 
+:class:`TileCache` is the set of tiles held in memory (the active task's plus any pre-loaded ones).
+Full ``t x t`` tiles live in one pre-touched arena (``[slots, t, t]``), so a run of adjacent tiles
+in the pool is read by one ``preadv`` straight into their slots, with no copy of ours.
 :class:`ActiveWeights` is the runnable copy of the backbone (dense buffers). A switch places the
-next task's tiles and zeroes the tiles the previous task had and the next lacks, so the work done
-is proportional to what changes, for every method alike. :class:`TileCache` is the set of tiles
-held in memory (the active task's plus any pre-loaded ones); :func:`differential_set` is what a
-switch must read. Timings are wall-clock (``source: measured``); :func:`modelled_load_ms` gives
-the time a storage bandwidth parameter predicts (``source: modelled``).
+next task's tiles and zeroes the tiles the previous task had and the next lacks, one vectorised
+copy per layer, so the work done is proportional to what changes, for every method alike.
+:func:`differential_set` is what a switch must read. Timings are wall-clock (``source:
+measured``); :func:`modelled_load_ms` gives the time a storage bandwidth predicts (``source: modelled``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from stitching.multitask.store import TileStore, evict_page_cache
-from stitching.multitask.tiles import TileGrid, TileKey
+from stitching.multitask.manifest import TaskManifest
+from stitching.multitask.store import (
+    ST_DTYPES,
+    PackedTileStore,
+    Run,
+    evict_page_cache,
+    read_file,
+    safetensors_views,
+)
+from stitching.multitask.tiles import TileGrid
+
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def differential_set(needed: Iterable[str], resident: Iterable[str]) -> frozenset[str]:
@@ -34,61 +47,208 @@ def modelled_load_ms(nbytes: int, bandwidth_gbps: float, per_read_overhead_ms: f
     return nbytes / (bandwidth_gbps * 1e9) * 1e3 + per_read_overhead_ms * reads
 
 
-class ActiveWeights:
-    """Dense backbone buffers plus which tile sits at each position (the model a task runs on)."""
+@dataclass(frozen=True)
+class LayerTiles:
+    """One layer of a runnable task in block-sparse-row form: tile ``k`` sits at ``(rows[k], cols[k])``
+    and its bytes are ``data[index[k]]`` (``data``: ``[m, t, t]``, an arena or a file's tile array).
+    ``edges`` holds the uneven edge tiles of layers that tiles do not cut evenly, as ``(row, col, tile)``."""
 
-    def __init__(self, layer_grids: Mapping[str, TileGrid], dtype: type = np.float32) -> None:
+    rows: np.ndarray
+    cols: np.ndarray
+    data: np.ndarray
+    index: np.ndarray
+    edges: tuple[tuple[int, int, np.ndarray], ...] = ()
+
+
+class ActiveWeights:
+    """The backbone a task runs on: per layer, which tile sits where and where its bytes are held.
+
+    Installing a task only swaps these block-sparse-row tables: the tiles themselves stay where
+    they were read (a :class:`TileCache` arena slot, or the buffer a monolithic file was read into),
+    so a switch costs its I/O plus a few index operations per layer. :meth:`features` runs the
+    backbone on the tables directly (a block-sparse matmul); :meth:`dense` assembles plain
+    ``[out, in]`` matrices (a copy) for checks.
+    """
+
+    def __init__(self, layer_grids: Mapping[str, TileGrid]) -> None:
         self.grids = dict(layer_grids)
-        self.weights: dict[str, np.ndarray] = {n: np.zeros(g.shape, dtype=dtype) for n, g in self.grids.items()}
-        self.placed: dict[TileKey, str] = {}
+        self.layers: dict[str, LayerTiles] = {}
         self.head: tuple[np.ndarray, np.ndarray] | None = None
 
-    def place(
-        self,
-        tiles: Mapping[TileKey, str],
-        data: Mapping[str, np.ndarray],
-        head: tuple[np.ndarray, np.ndarray],
-    ) -> int:
-        """Make the buffers hold exactly ``tiles`` (digest by position, bytes in ``data``); return tiles written."""
-        for key in [k for k in self.placed if k not in tiles]:
-            self.weights[key.layer][self.grids[key.layer].slices(key)] = 0.0
-            del self.placed[key]
-        written = 0
-        for key, digest in tiles.items():
-            if self.placed.get(key) != digest:
-                self.weights[key.layer][self.grids[key.layer].slices(key)] = data[digest]
-                self.placed[key] = digest
-                written += 1
+    def install(self, layers: Mapping[str, LayerTiles], head: tuple[np.ndarray, np.ndarray]) -> None:
+        self.layers = dict(layers)
         self.head = head
-        return written
+
+    def dense(self) -> dict[str, np.ndarray]:
+        """Plain ``[out, in]`` weight matrices (copies); positions without a tile are zero."""
+        out = {}
+        for n, g in self.grids.items():
+            t = g.tile_size
+            blocks = np.zeros((g.rows, g.cols, t, t), dtype=np.float32)
+            lt = self.layers.get(n)
+            if lt is not None:
+                blocks[lt.rows, lt.cols] = lt.data[lt.index]
+                for r, c, tile in lt.edges:
+                    blocks[r, c, : tile.shape[0], : tile.shape[1]] = tile
+            out[n] = np.ascontiguousarray(blocks.transpose(0, 2, 1, 3).reshape(g.rows * t, g.cols * t)[: g.shape[0], : g.shape[1]])
+        return out
+
+    def features(self, biases: Mapping[str, np.ndarray], x: np.ndarray, order: Sequence[str]) -> np.ndarray:
+        """Run the backbone layers ``order`` (ReLU after each) on the installed tiles, for inputs ``x``."""
+        h = torch.from_numpy(np.ascontiguousarray(x))
+        with torch.no_grad():
+            for n in order:
+                g, lt = self.grids[n], self.layers[n]
+                t = g.tile_size
+                xb = torch.nn.functional.pad(h, (0, g.cols * t - h.shape[1])).reshape(len(h), g.cols, t)
+                y = torch.zeros(len(h), g.rows, t, dtype=h.dtype)
+                if len(lt.rows):
+                    w = torch.from_numpy(lt.data)[torch.from_numpy(lt.index)]
+                    prod = torch.einsum("nkj,kij->nki", xb[:, torch.from_numpy(lt.cols)], w)
+                    y.index_add_(1, torch.from_numpy(lt.rows), prod)
+                for r, c, tile in lt.edges:
+                    y[:, r, : tile.shape[0]] += xb[:, c, : tile.shape[1]] @ torch.from_numpy(tile).T
+                h = torch.relu(y.reshape(len(h), g.rows * t)[:, : g.shape[0]] + torch.from_numpy(biases[n]))
+        return h.numpy()
 
 
 class TileCache:
-    """Tiles held in memory, by digest."""
+    """Tiles held in memory, addressed by their id in ``store`` (:meth:`PackedTileStore.digests` order)."""
 
-    def __init__(self) -> None:
-        self.data: dict[str, np.ndarray] = {}
+    def __init__(self, store: PackedTileStore, tile_size: int, dtype: type = np.float32, capacity_tiles: int | None = None) -> None:
+        self.store = store
+        self.digest_of: list[str] = store.digests()
+        self.id_of: dict[str, int] = {d: i for i, d in enumerate(self.digest_of)}
+        entries = [store.entry(d) for d in self.digest_of]
+        self.nbytes_of = np.array([e.nbytes for e in entries], dtype=np.int64)
+        self.tile_shape = (tile_size, tile_size)
+        self.dtype = np.dtype(dtype)
+        # Tiles of the arena's shape and dtype take an arena slot; others (edge tiles, heads) an array each.
+        self.in_arena = np.array([e.shape == self.tile_shape and ST_DTYPES.get(e.dtype) == self.dtype for e in entries], dtype=bool)
+        capacity = int(self.in_arena.sum()) if capacity_tiles is None else capacity_tiles
+        self.arena = np.empty((max(capacity, 1), tile_size, tile_size), dtype=self.dtype)
+        self.arena.fill(0.0)  # touch every page now, not during a timed switch
+        self._arena_bytes = self.arena.reshape(-1).view(np.uint8).data
+        self.free: list[int] = list(range(len(self.arena) - 1, -1, -1))
+        self.slot_of = np.full(len(self.digest_of), -1, dtype=np.int64)
+        self.other: dict[int, np.ndarray] = {}
+        self.held = np.zeros(len(self.digest_of), dtype=bool)
+
+    def ids(self, digests: Iterable[str]) -> np.ndarray:
+        return np.fromiter((self.id_of[d] for d in digests), dtype=np.int64)
+
+    def digests(self) -> frozenset[str]:
+        return frozenset(self.digest_of[i] for i in np.flatnonzero(self.held).tolist())
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.data.values())
+        return int(self.nbytes_of[self.held].sum())
 
-    def load(self, store: TileStore, digests: Iterable[str]) -> int:
-        """Read the given digests that are not held; return bytes read."""
-        missing = differential_set(digests, self.data)
-        got = store.read(missing)
-        self.data.update(got)
-        return sum(a.nbytes for a in got.values())
+    def missing(self, ids: np.ndarray) -> np.ndarray:
+        """The differential set, as ids: those of ``ids`` not held."""
+        return ids[~self.held[ids]]
 
-    def keep_only(self, digests: Iterable[str]) -> None:
-        keep = frozenset(digests)
-        for d in [d for d in self.data if d not in keep]:
-            del self.data[d]
+    def runs(self, ids: np.ndarray, max_gap_bytes: int = 0) -> list[Run]:
+        """The byte runs a load of ``ids`` reads (ids are store positions)."""
+        return self.store.runs_at(np.unique(self.missing(ids)), max_gap_bytes)
+
+    def load(self, ids: np.ndarray, max_gap_bytes: int = 0) -> int:
+        """Read the tiles of ``ids`` that are not held, straight into their slots; return tile bytes read."""
+        return self.store.read_runs(self.runs(ids, max_gap_bytes), self._claim)
+
+    def _claim(self, run: Run) -> list[memoryview]:
+        """Hold the tiles of ``run``: the buffers (arena slots, or new arrays) its bytes go to, in order."""
+        views: list[memoryview] = []
+        tile_bytes = self.arena[0].nbytes
+        for i in run.positions.tolist():
+            self.held[i] = True
+            if self.in_arena[i]:
+                if not self.free:
+                    raise MemoryError(f"tile arena full ({len(self.arena)} slots)")
+                slot = self.free.pop()
+                self.slot_of[i] = slot
+                views.append(self._arena_bytes[slot * tile_bytes : (slot + 1) * tile_bytes])
+            else:
+                e = self.store.entry(self.digest_of[i])
+                arr = self.other[i] = np.empty(e.shape, dtype=ST_DTYPES[e.dtype])
+                views.append(arr.reshape(-1).view(np.uint8).data)
+        return views
+
+    def keep_only(self, ids: np.ndarray) -> None:
+        keep = np.zeros(len(self.held), dtype=bool)
+        keep[ids] = True
+        for i in np.flatnonzero(self.held & ~keep).tolist():
+            self.held[i] = False
+            if self.slot_of[i] >= 0:
+                self.free.append(int(self.slot_of[i]))
+                self.slot_of[i] = -1
+            else:
+                del self.other[i]
+
+    def array(self, tile_id: int) -> np.ndarray:
+        if not self.held[tile_id]:
+            raise KeyError(f"tile {self.digest_of[tile_id]} is not held")
+        slot = int(self.slot_of[tile_id])
+        return self.arena[slot] if slot >= 0 else self.other[tile_id]
+
+    def runnable(self, task: TaskTiles, layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:
+        """The block-sparse-row tables of ``task`` over the tiles held here (all must be held)."""
+        if not self.held[task.ids].all():
+            raise KeyError(f"{int((~self.held[task.ids]).sum())} tiles of the task are not held")
+        out: dict[str, LayerTiles] = {}
+        for layer in layer_grids:
+            rows, cols, ids = task.positions.get(layer, (_EMPTY, _EMPTY, _EMPTY))
+            edges = tuple((r, c, self.other[i]) for r, c, i in task.edges.get(layer, ()))
+            out[layer] = LayerTiles(rows, cols, self.arena, self.slot_of[ids], edges)
+        return out
+
+    def head(self, task: TaskTiles) -> tuple[np.ndarray, np.ndarray]:
+        return self.array(task.head[0]), self.array(task.head[1])
 
 
-def read_file(path: Path) -> bytes:
-    """Whole file with plain reads (no mmap), so the bytes really come through the page cache."""
-    with open(path, "rb", buffering=0) as handle:
-        return handle.read()
+@dataclass(frozen=True)
+class TaskTiles:
+    """One task's manifest in cache ids, split once so a switch only looks up arena slots.
+
+    Per layer: ``(rows, cols, ids)`` of its arena tiles and ``(row, col, id)`` of its other
+    (uneven edge) tiles; the ids of its head; all its ids, sorted.
+    """
+
+    positions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    edges: dict[str, tuple[tuple[int, int, int], ...]]
+    head: tuple[int, int]
+    ids: np.ndarray
+
+
+def task_tiles(manifest: TaskManifest, cache: TileCache) -> TaskTiles:
+    by_layer: dict[str, list[tuple[int, int, int]]] = {}
+    edges: dict[str, list[tuple[int, int, int]]] = {}
+    for key, digest in sorted(manifest.tiles.items()):
+        i = cache.id_of[digest]
+        (by_layer if cache.in_arena[i] else edges).setdefault(key.layer, []).append((key.row, key.col, i))
+    positions = {
+        n: (np.array([r for r, _, _ in t], np.int64), np.array([c for _, c, _ in t], np.int64), np.array([i for _, _, i in t], np.int64))
+        for n, t in by_layer.items()
+    }
+    head = (cache.id_of[manifest.head[0]], cache.id_of[manifest.head[1]])
+    return TaskTiles(positions, {n: tuple(e) for n, e in edges.items()}, head, np.unique(cache.ids(manifest.digests())))
+
+
+def monolithic_runnable(tensors: Mapping[str, np.ndarray], layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:
+    """The block-sparse-row tables of a whole per-task model file, over the buffer it was read into."""
+    out: dict[str, LayerTiles] = {}
+    for layer, g in layer_grids.items():
+        data = tensors.get(f"{layer}.tiles")
+        if data is None:
+            out[layer] = LayerTiles(_EMPTY, _EMPTY, np.zeros((0, g.tile_size, g.tile_size), np.float32), _EMPTY)
+            continue
+        index = tensors[f"{layer}.index"].astype(np.int64)
+        out[layer] = LayerTiles(index[:, 0], index[:, 1], data, np.arange(len(data)))
+    return out
+
+
+def read_tensors(path: Path) -> dict[str, np.ndarray]:
+    """A safetensors file read with :func:`read_file`, as arrays over the bytes read (no second copy)."""
+    return safetensors_views(read_file(path))
 
 
 @dataclass(frozen=True)

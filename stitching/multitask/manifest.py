@@ -9,7 +9,7 @@ monolithic baseline stores each task's whole sparse model as one safetensors fil
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,23 +55,73 @@ def make_manifest(
     return TaskManifest(task, positions, (hw, hb), {d: t.nbytes for d, t in tensors.items()}), tensors
 
 
-def store_in_order(store: TileStore, manifests: Iterable[TaskManifest], tensors: Mapping[str, np.ndarray]) -> None:
+def store_in_order(
+    store: TileStore, manifests: Iterable[TaskManifest], tensors: Mapping[str, np.ndarray], order_groups: bool = True
+) -> None:
     """Put every tensor once, grouping digests used by the same set of manifests together.
 
-    Digests with the same usage signature are written next to each other, so the tiles one task
-    needs and another lacks form few contiguous runs in a packed store.
+    Digests with the same usage signature (the set of tasks that use them) are written next to
+    each other, and the groups are ordered by :func:`group_order`, so the tiles a switch from one
+    task to another must read form as few contiguous runs as the signatures allow (when
+    ``order_groups``; a store whose file order does not matter can skip the search).
     """
     manifests = list(manifests)
     users: dict[str, list[int]] = {}
     for i, m in enumerate(manifests):
         for d in m.digests():
             users.setdefault(d, []).append(i)
+    groups = {frozenset(u) for u in users.values()}
+    ordered = group_order(groups, len(manifests)) if order_groups else sorted(groups, key=sorted)
+    rank = {sig: k for k, sig in enumerate(ordered)}
     position = {d: k for m in manifests for k, d in m.tiles.items()}
     head_rank = TileKey("~head", 0, 0)  # heads after backbone tiles within a group
-    order = sorted(users, key=lambda d: (tuple(users[d]), position.get(d, head_rank), d))
+    order = sorted(users, key=lambda d: (rank[frozenset(users[d])], position.get(d, head_rank), d))
     for d in order:
         store.put(d, tensors[d])
     store.flush()
+
+
+def _switch_runs(order: Sequence[frozenset[int]], tasks: int) -> int:
+    """Contiguous runs of groups read over all ordered switches A -> B (groups B uses and A does not)."""
+    total = 0
+    for a in range(tasks):
+        for b in range(tasks):
+            if a != b:
+                inside = False
+                for sig in order:
+                    member = b in sig and a not in sig
+                    total += member and not inside
+                    inside = member
+    return total
+
+
+def group_order(signatures: Iterable[frozenset[int]], tasks: int, restarts: int = 8, seed: int = 0) -> list[frozenset[int]]:
+    """An order of the usage groups that keeps the runs a switch reads few (:func:`_switch_runs`).
+
+    Local search (move one group anywhere while it helps) from the sorted order and seeded
+    shuffles; with at most ``2^tasks - 1`` groups this takes well under a second.
+    """
+    start = sorted(signatures, key=lambda s: (sorted(s), len(s)))
+    rng = np.random.default_rng(seed)
+    best, best_cost = start, _switch_runs(start, tasks)
+    for attempt in range(restarts):
+        order = list(start) if attempt == 0 else [start[i] for i in rng.permutation(len(start))]
+        cost = _switch_runs(order, tasks)
+        improved = True
+        while improved:
+            improved = False
+            for i in range(len(order)):
+                for j in range(len(order)):
+                    if i == j:
+                        continue
+                    trial = order[:i] + order[i + 1 :]
+                    trial.insert(j, order[i])
+                    c = _switch_runs(trial, tasks)
+                    if c < cost:
+                        order, cost, improved = trial, c, True
+        if cost < best_cost:
+            best, best_cost = order, cost
+    return best
 
 
 def write_monolithic(path: Path, manifest: TaskManifest, tensors: Mapping[str, np.ndarray]) -> None:

@@ -1,10 +1,16 @@
-"""Correlation-aware pre-loading: learn which task follows which, pre-load the likely next tiles.
+"""Correlation-aware pre-loading: learn which task follows which, pre-load the likely next blocks.
 
-:class:`TransitionGraph` counts observed switches A -> B. ``next_probabilities(A)`` is the
-smoothed frequency ``(count(A, B) + alpha) / (sum_B count(A, B) + alpha * (n - 1))`` over the other
-tasks. :func:`plan_preload` picks, while task A runs, the tiles of likely next tasks that A does not
-hold, greedily by expected bytes saved per byte (the probability that the next task needs the
-tile), and never exceeds its memory budget.
+This is the one implementation of the task-transition graph and of the budgeted greedy fill;
+the scheduler's pre-loaders (``scheduler.preload``) and the multi-task replay both use it.
+
+:class:`TransitionGraph` counts switches A -> B (staying on a task is not a switch).
+``next_probabilities(A)`` is the smoothed frequency ``(count(A, B) + alpha) / (sum_B count(A, B)
++ alpha * (n - 1))`` over the other tasks; when A has no row to go by (no counts and ``alpha`` 0,
+or no current task) it is where switches go overall, the in-flow ``sum_A count(A, B)`` over
+the other tasks, normalised.
+:func:`fill_budget` picks blocks greedily by value (ties: smaller first) and never exceeds its
+budget: a block that does not fit is skipped and smaller, less valuable ones may still fit.
+:func:`plan_preload` values each block by the probability that the next task needs it.
 """
 
 from __future__ import annotations
@@ -15,40 +21,98 @@ from itertools import pairwise
 
 
 class TransitionGraph:
-    """Counts of task switches A -> B, learnt from observed sequences."""
+    """Counts of task switches A -> B, learnt from observed sequences or given counts."""
 
     def __init__(self, tasks: Iterable[str], alpha: float = 0.5) -> None:
         self.tasks = sorted(set(tasks))
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         self.alpha = alpha
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[str, str], float] = {}
 
-    def observe(self, src: str, dst: str) -> None:
-        if src != dst:
-            self.counts[(src, dst)] = self.counts.get((src, dst), 0) + 1
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[str, Mapping[str, float]], tasks: Iterable[str] = (), alpha: float = 0.0
+    ) -> TransitionGraph:
+        """A graph from counts ``{A: {B: count}}`` (for example a workload's transition matrix)."""
+        names = set(tasks) | set(counts) | {b for row in counts.values() for b in row}
+        graph = cls(names, alpha)
+        for a, row in counts.items():
+            for b, c in row.items():
+                graph.observe(a, b, float(c))
+        return graph
+
+    def observe(self, src: str, dst: str, count: float = 1.0) -> None:
+        if src != dst and count > 0:
+            self.counts[(src, dst)] = self.counts.get((src, dst), 0.0) + count
+            for t in (src, dst):
+                if t not in self.tasks:
+                    self.tasks = sorted({*self.tasks, t})
 
     def observe_sequence(self, sequence: Sequence[str]) -> None:
         for a, b in pairwise(sequence):
             self.observe(a, b)
 
-    def next_probabilities(self, src: str) -> dict[str, float]:
-        others = [t for t in self.tasks if t != src]
-        raw = {t: self.counts.get((src, t), 0) + self.alpha for t in others}
-        total = sum(raw.values())
-        if total == 0:
-            return {t: 0.0 for t in others}
-        return {t: v / total for t, v in raw.items()}
+    def next_probabilities(self, src: str | None) -> dict[str, float]:
+        """P(next task) given the current task ``src``; empty when there is nothing to go by."""
+        if src is not None:
+            others = [t for t in self.tasks if t != src]
+            raw = {t: self.counts.get((src, t), 0.0) + self.alpha for t in others}
+            total = sum(raw.values())
+            if total > 0:
+                return {t: v / total for t, v in raw.items()}
+        inflow: dict[str, float] = {}
+        for (_, dst), c in self.counts.items():
+            if dst != src:
+                inflow[dst] = inflow.get(dst, 0.0) + c
+        total = sum(inflow.values())
+        return {t: c / total for t, c in inflow.items()} if total > 0 else {}
 
 
 @dataclass(frozen=True)
 class PreloadPlan:
-    """Digests to hold beyond the running task's own, their bytes, and the budget they fit."""
+    """Blocks to load ahead of need, in load order; sizes and budget in the unit the caller gave."""
 
-    digests: frozenset[str]
-    nbytes: int
-    budget_bytes: int
-    expected_saved_bytes: float
+    order: tuple[str, ...]
+    used: float
+    budget: float
+    expected_saved: float  # sum of value x size over the chosen blocks
+
+    @property
+    def digests(self) -> frozenset[str]:
+        return frozenset(self.order)
+
+
+def preload_values(
+    probabilities: Mapping[str, float], task_weights: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """Value of each block: sum over tasks of P(task) x the block's weight within that task."""
+    value: dict[str, float] = {}
+    for task, p in probabilities.items():
+        if p <= 0.0:
+            continue
+        for d, w in task_weights.get(task, {}).items():
+            value[d] = value.get(d, 0.0) + p * w
+    return value
+
+
+def fill_budget(
+    value: Mapping[str, float], size: Mapping[str, float], budget: float, held: Iterable[str] = ()
+) -> PreloadPlan:
+    """Greedy knapsack by value (ties: smaller, then digest); skips held blocks and what does not fit."""
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    skip = frozenset(held)
+    ranked = sorted((d for d in value if d not in skip and value[d] > 0), key=lambda d: (-value[d], size[d], d))
+    chosen: list[str] = []
+    used = 0.0
+    saved = 0.0
+    for d in ranked:
+        if used + size[d] <= budget + 1e-9 * max(1.0, budget):
+            chosen.append(d)
+            used += size[d]
+            saved += value[d] * size[d]
+    return PreloadPlan(tuple(chosen), used, budget, saved)
 
 
 def plan_preload(
@@ -58,24 +122,9 @@ def plan_preload(
     nbytes: Mapping[str, int],
     budget_bytes: int,
 ) -> PreloadPlan:
-    """Greedy knapsack by P(next task needs the tile); skips what does not fit, never exceeds the budget."""
+    """While ``current`` runs: the blocks of likely next tasks that it does not hold, within the budget."""
     if budget_bytes < 0:
         raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
-    held = frozenset(task_digests[current])
-    value: dict[str, float] = {}
-    for task, p in probabilities.items():
-        if task == current or p <= 0.0:
-            continue
-        for d in task_digests[task]:
-            if d not in held:
-                value[d] = value.get(d, 0.0) + p
-    chosen: set[str] = set()
-    used = 0
-    saved = 0.0
-    for d in sorted(value, key=lambda d: (-value[d], d)):
-        size = nbytes[d]
-        if used + size <= budget_bytes:
-            chosen.add(d)
-            used += size
-            saved += value[d] * size
-    return PreloadPlan(frozenset(chosen), used, budget_bytes, saved)
+    weights = {t: dict.fromkeys(ds, 1.0) for t, ds in task_digests.items() if t != current}
+    value = preload_values({t: p for t, p in probabilities.items() if t != current}, weights)
+    return fill_budget(value, nbytes, budget_bytes, task_digests[current])

@@ -6,47 +6,55 @@ Methods (same model, same data, same cold page cache before every switch):
 * ``independent_differential``: independent masks; read only the tiles the next task lacks.
 * ``aligned_differential``: aligned masks; read only the missing tiles.
 * ``aligned_preload``: aligned masks; while a task runs, pre-load tiles of likely next tasks
-  (learnt online from the switches seen so far) within ``preload_budget_bytes``.
+  (learnt online from the switches seen so far) within ``preload_budget_bytes``; the tiles are
+  valued by P(next task | current) (``correlated``, the default) or by how often each task is
+  switched to (``hot``). :func:`compare_preloaders` runs both and no pre-loading at a budget that binds.
+
+Tiles are read with one ``preadv`` per run into a pre-touched arena; a task then runs from
+block-sparse-row tables over the arena (the monolithic baseline: over the buffer its file was read
+into), so every method pays its I/O plus a few index operations, and nothing is copied twice.
 
 Switch latency is wall-clock from the switch request until the next task's weights are in place
 (read + install), ``source: measured``. Pre-loading happens while the task runs and is reported
 apart (bytes and time). Accuracy is measured on the held-out split with the weights the replay
-installed, the first time each task runs.
+installed the first time each task runs (copied then, evaluated after the last timed switch).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load as st_load
 from tqdm import tqdm
 
 from stitching.multitask.loading import (
     ActiveWeights,
+    LayerTiles,
     TileCache,
-    differential_set,
     evict_page_cache,
     modelled_load_ms,
-    read_file,
+    monolithic_runnable,
+    task_tiles,
 )
-from stitching.multitask.manifest import TaskManifest, monolithic_tiles
+from stitching.multitask.manifest import TaskManifest
 from stitching.multitask.preload import TransitionGraph, plan_preload
 from stitching.multitask.setting import Setting
-from stitching.multitask.store import TileStore
+from stitching.multitask.store import TileStore, read_file, safetensors_views
 from stitching.multitask.tasks import (
     DRIVING_TASKS,
-    features,
     head_accuracy,
     task_labels,
 )
 
 METHODS: tuple[str, ...] = ("monolithic", "independent_differential", "aligned_differential", "aligned_preload")
+# What ``aligned_preload`` values a tile by: P(next task | current) from the transition graph
+# (correlation-aware), or how often each task is switched to, regardless of the current one (hot).
+PRELOADERS: tuple[str, ...] = ("correlated", "hot")
 DRIVING_CYCLE: tuple[str, ...] = ("car", "traffic_light", "car", "obstacle", "person")
 
 
@@ -92,6 +100,7 @@ class SwitchRecord:
     bytes_loaded: int
     reads: int  # read requests (byte runs) on the critical path
     modelled_ms: float  # from the bandwidth and per-read latency parameters
+    io_limit_ms: float  # bytes_loaded / the read bandwidth measured in the same round
     preload_bytes: int
     preload_ms: float  # measured, off the critical path
     resident_bytes: int
@@ -103,20 +112,35 @@ def _p95(values: Sequence[float]) -> float:
 
 class _Replayer:
     def __init__(
-        self, setting: Setting, method: str, bandwidth_gbps: float, preload_budget_bytes: int, read_latency_ms: float
+        self,
+        setting: Setting,
+        method: str,
+        bandwidth_gbps: float,
+        preload_budget_bytes: int,
+        read_latency_ms: float,
+        preloader: str = "correlated",
+        measure_accuracy: bool = True,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
+        if preloader not in PRELOADERS:
+            raise ValueError(f"unknown preloader {preloader!r}; known: {list(PRELOADERS)}")
+        self.preloader = preloader
+        self.measure_accuracy = measure_accuracy
+        self.installed: dict[str, tuple[dict[str, LayerTiles], tuple[np.ndarray, np.ndarray]]] = {}
         self.s = setting
         self.method = method
         self.bandwidth_gbps = bandwidth_gbps
         self.read_latency_ms = read_latency_ms
+        # Bytes one more read request costs as much time as: gaps up to this are read, not split.
+        self.max_gap_bytes = int(read_latency_ms * 1e-3 * bandwidth_gbps * 1e9)
         self.budget = preload_budget_bytes
         family = "independent" if method in ("monolithic", "independent_differential") else "aligned"
         self.manifests: dict[str, TaskManifest] = setting.manifests[family]
         self.pool = setting.pools[family]
         self.active = ActiveWeights(setting.grids)
-        self.cache = TileCache()
+        self.cache = TileCache(self.pool, setting.config.tile_size)
+        self.tasks = {t: task_tiles(m, self.cache) for t, m in self.manifests.items()}
         self.graph = TransitionGraph(self.manifests)
         self.files = [f for p in setting.pools.values() for f in p.files()] + list(setting.monolithic.values())
         self.accuracy: dict[str, float] = {}
@@ -124,45 +148,65 @@ class _Replayer:
 
     def _install(self, task: str) -> tuple[int, float, int]:
         """Bring ``task`` in; return bytes read, the milliseconds the reading took, and read requests."""
-        if self.method != "monolithic":  # counted before the clock starts: bookkeeping for the report
-            reads = len(self.pool.runs(differential_set(self.manifests[task].digests(), self.cache.data)))
-        start = time.perf_counter()
         if self.method == "monolithic":
+            start = time.perf_counter()
             raw = read_file(self.s.monolithic[task])
             read_ms = (time.perf_counter() - start) * 1e3
-            tiles, head = monolithic_tiles(st_load(raw))
-            ids = {k: f"{task}/{k.label()}" for k in tiles}
-            self.active.place(ids, {ids[k]: t for k, t in tiles.items()}, head)
-            self.mono_bytes = sum(t.nbytes for t in tiles.values()) + head[0].nbytes + head[1].nbytes
+            tensors = safetensors_views(raw)
+            self.active.install(monolithic_runnable(tensors, self.s.grids), (tensors["head.weight"], tensors["head.bias"]))
+            self.mono_bytes = sum(t.nbytes for t in tensors.values())
             return len(raw), read_ms, 1
-        m = self.manifests[task]
-        loaded = self.cache.load(self.pool, m.digests())
+        tiles = self.tasks[task]
+        reads = len(self.cache.runs(tiles.ids, self.max_gap_bytes))  # counted before the clock starts: bookkeeping for the report
+        start = time.perf_counter()
+        loaded = self.cache.load(tiles.ids, self.max_gap_bytes)
         read_ms = (time.perf_counter() - start) * 1e3
-        self.active.place(m.tiles, self.cache.data, (self.cache.data[m.head[0]], self.cache.data[m.head[1]]))
+        self.active.install(self.cache.runnable(tiles, self.s.grids), self.cache.head(tiles))
         return loaded, read_ms, reads
 
     def _measure_accuracy(self, task: str) -> None:
-        if task in self.accuracy or self.active.head is None:
+        """Keep a copy of the weights the replay installed for ``task`` (first visit) to evaluate later.
+
+        Evaluating now would run torch between timed switches, and its worker threads keep
+        spinning for a while afterwards, slowing the next switches' I/O on a small machine
+        (measured: about 1.9-3.0 ms against 1.3-1.7 ms per aligned switch on this 2-core host).
+        """
+        if not self.measure_accuracy or task in self.installed or self.active.head is None:
             return
-        feats = features(self.active.weights, self.s.model.biases, self.s.split.x_test)
-        self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), self.active.head)
+        layers = {
+            n: LayerTiles(lt.rows, lt.cols, lt.data[lt.index], np.arange(len(lt.index)), tuple((r, c, t.copy()) for r, c, t in lt.edges))
+            for n, lt in self.active.layers.items()
+        }
+        self.installed[task] = (layers, (self.active.head[0].copy(), self.active.head[1].copy()))
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out accuracy of every task on the weights its first visit installed (after :meth:`run`)."""
+        check = ActiveWeights(self.s.grids)
+        for task, (layers, head) in self.installed.items():
+            check.install(layers, head)
+            feats = check.features(self.s.model.biases, self.s.split.x_test, self.s.model.layers)
+            self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), head)
+        return self.accuracy
 
     def _after_switch(self, task: str) -> tuple[int, float]:
         """Drop what is no longer wanted; with pre-loading, read the plan now (off the critical path)."""
         if self.method == "monolithic":
             return 0, 0.0
-        keep = set(self.manifests[task].digests())
+        keep = self.tasks[task].ids
         if self.method != "aligned_preload":
             self.cache.keep_only(keep)
             return 0, 0.0
         nbytes = {d: n for m in self.manifests.values() for d, n in m.nbytes.items()}
         plan = plan_preload(
-            task, self.graph.next_probabilities(task), {t: m.digests() for t, m in self.manifests.items()}, nbytes, self.budget
+            task,
+            self.graph.next_probabilities(task if self.preloader == "correlated" else None),
+            {t: m.digests() for t, m in self.manifests.items()}, nbytes, self.budget
         )
-        self.cache.keep_only(keep | plan.digests)
+        planned = self.cache.ids(plan.digests)
+        self.cache.keep_only(np.concatenate([keep, planned]))
         evict_page_cache(self.files)
         start = time.perf_counter()
-        got = self.cache.load(self.pool, plan.digests)
+        got = self.cache.load(planned, self.max_gap_bytes)
         return got, (time.perf_counter() - start) * 1e3
 
     def resident_bytes(self) -> int:
@@ -189,6 +233,7 @@ class _Replayer:
                 SwitchRecord(
                     src, dst, latency_ms, read_ms, loaded, reads,
                     modelled_load_ms(loaded, self.bandwidth_gbps, self.read_latency_ms, reads),
+                    modelled_load_ms(loaded, self.bandwidth_gbps),
                     pre_bytes, pre_ms, self.resident_bytes(),
                 )
             )
@@ -202,15 +247,30 @@ def replay(
     bandwidth_gbps: float,
     preload_budget_bytes: int,
     read_latency_ms: float = 0.0,
+    preloader: str = "correlated",
+    measure_accuracy: bool = True,
 ) -> tuple[list[SwitchRecord], dict[str, float]]:
     """Switch records and per-task accuracy (measured on the installed weights) for one method."""
-    r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes, read_latency_ms)
-    return r.run(sequence), r.accuracy
+    r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes, read_latency_ms, preloader, measure_accuracy)
+    return r.run(sequence), r.evaluate()
+
+
+def _median_per_transition_ratio(records: Sequence[SwitchRecord]) -> float | None:
+    """Sum over switches that read of their transition's median switch time, over their I/O limit."""
+    by: dict[tuple[str, str], list[SwitchRecord]] = {}
+    for r in records:
+        if r.bytes_loaded > 0:
+            by.setdefault((r.src, r.dst), []).append(r)
+    limit_ms = sum(r.io_limit_ms for rs in by.values() for r in rs)
+    if limit_ms <= 0:
+        return None
+    return sum(float(np.median([r.latency_ms for r in rs])) * len(rs) for rs in by.values()) / limit_ms
 
 
 def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[str, Any]:
     lat = [r.latency_ms for r in records]
-    io = [(r.latency_ms, r.read_ms, r.bytes_loaded / (bandwidth_gbps * 1e9) * 1e3) for r in records if r.bytes_loaded > 0]
+    io = [(r.latency_ms, r.read_ms, r.io_limit_ms) for r in records if r.bytes_loaded > 0]
+    large = [(t, rd, b) for (t, rd, b), r in zip(io, [r for r in records if r.bytes_loaded > 0], strict=True) if r.bytes_loaded >= 1e6]
     limit_ms = sum(b for _, _, b in io)
     return {
         "switches": len(records),
@@ -229,22 +289,16 @@ def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[st
             "max": max(r.resident_bytes for r in records) / 1e6,
             "note": "tiles/model held in memory besides the dense runtime buffers, which every method has",
         },
-        # Measured switch time over the I/O limit (bytes / measured read bandwidth), on switches that read.
+        # Measured switch time over the I/O limit (bytes / read bandwidth measured in the same round).
         "io_limit_ratio": (sum(t for t, _, _ in io) / limit_ms) if limit_ms > 0 else None,
         # The same for the reading alone (without installing the tiles into the runnable weights).
         "read_limit_ratio": (sum(r for _, r, _ in io) / limit_ms) if limit_ms > 0 else None,
         "read_ms_mean": float(np.mean([r.read_ms for r in records])),
         # Robust to load from other processes: median per-switch ratio over switches reading >= 1 MB.
-        "io_limit_ratio_median_large": (
-            float(np.median([t / b for t, _, b in io if b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3]))
-            if any(b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3 for _, _, b in io)
-            else None
-        ),
-        "read_limit_ratio_median_large": (
-            float(np.median([r / b for _, r, b in io if b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3]))
-            if any(b >= 1e6 / (bandwidth_gbps * 1e9) * 1e3 for _, _, b in io)
-            else None
-        ),
+        "io_limit_ratio_median_large": float(np.median([t / b for t, _, b in large])) if large else None,
+        "read_limit_ratio_median_large": float(np.median([rd / b for _, rd, b in large])) if large else None,
+        # Robust to load from other processes: each distinct transition A -> B at its median switch time.
+        "io_limit_ratio_median_per_transition": _median_per_transition_ratio(records),
         # Measured switch time over the modelled one (bandwidth + per-read latency), switches that read.
         "model_ratio": (
             sum(r.latency_ms for r in records if r.bytes_loaded > 0)
@@ -267,22 +321,30 @@ def run_sequences(
     preload_budget_bytes: int,
     repeats: int = 3,
     read_latency_ms: float = 0.0,
+    remeasure_gbps: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """All methods on all sequences (in model task names), ``repeats`` rounds with methods interleaved.
 
     Interleaving spreads load from other processes over every method alike; the switch records of
-    all rounds are pooled. Speed-ups are given on the mean and on the median switch latency.
+    all rounds are pooled. Speed-ups are given on the mean and on the median switch latency. With
+    ``remeasure_gbps`` the read bandwidth is measured again before each round and that round's
+    I/O limits use it, so a change of load between the measurement and the replay does not
+    skew the ratio either way.
     """
     out: dict[str, Any] = {}
     for name, seq in sequences.items():
         records: dict[str, list[SwitchRecord]] = {m: [] for m in METHODS}
-        accuracy: dict[str, dict[str, float]] = {}
+        last: dict[str, _Replayer] = {}
+        rounds_gbps: list[float] = []
         for _ in tqdm(range(repeats), desc=f"replay {name}", file=sys.stderr, leave=False):
+            gbps = remeasure_gbps() if remeasure_gbps is not None else bandwidth_gbps
+            rounds_gbps.append(gbps)
             for method in METHODS:
-                got, acc = replay(setting, method, seq, bandwidth_gbps, preload_budget_bytes, read_latency_ms)
-                records[method].extend(got)
-                accuracy[method] = acc
-        methods = {m: summarise(records[m], bandwidth_gbps) | {"accuracy": accuracy[m]} for m in METHODS}
+                last[method] = _Replayer(setting, method, gbps, preload_budget_bytes, read_latency_ms)
+                records[method].extend(last[method].run(seq))
+        # Accuracy after every timed switch: torch's worker threads would slow the switches after it.
+        accuracy = {m: r.evaluate() for m, r in last.items()}
+        methods = {m: summarise(records[m], float(np.median(rounds_gbps))) | {"accuracy": accuracy[m]} for m in METHODS}
         mono = methods["monolithic"]["switch_latency_ms"]
         for m in methods.values():
             m["speedup_vs_monolithic"] = {
@@ -290,7 +352,50 @@ def run_sequences(
                 "median": mono["median"] / m["switch_latency_ms"]["median"],
                 "source": "measured",
             }
-        out[name] = {"sequence": seq, "repeats": repeats, "methods": methods}
+        out[name] = {"sequence": seq, "repeats": repeats, "bandwidth_gbps_per_round": rounds_gbps, "methods": methods}
+    return out
+
+
+def differential_bytes(manifests: Mapping[str, TaskManifest]) -> dict[tuple[str, str], int]:
+    """Bytes a switch A -> B reads with nothing pre-loaded, for every ordered pair of tasks."""
+    return {
+        (a, b): sum(mb.nbytes[d] for d in mb.digests() - ma.digests())
+        for a, ma in manifests.items()
+        for b, mb in manifests.items()
+        if a != b
+    }
+
+
+def compare_preloaders(
+    setting: Setting,
+    sequences: dict[str, list[str]],
+    bandwidth_gbps: float,
+    budget_bytes: int,
+    repeats: int = 3,
+    read_latency_ms: float = 0.0,
+) -> dict[str, Any]:
+    """Aligned masks at a pre-load budget that binds: no pre-loading, hot, correlation-aware."""
+    out: dict[str, Any] = {"budget_mb": budget_bytes / 1e6}
+    choices = (("none", "aligned_differential", "correlated"), *((p, "aligned_preload", p) for p in PRELOADERS))
+    for name, seq in sequences.items():
+        records: dict[str, list[SwitchRecord]] = {label: [] for label, _, _ in choices}
+        for _ in tqdm(range(repeats), desc=f"preloaders {name}", file=sys.stderr, leave=False):
+            for label, method, preloader in choices:
+                got, _ = replay(setting, method, seq, bandwidth_gbps, budget_bytes, read_latency_ms, preloader, False)
+                records[label].extend(got)
+        out[name] = {
+            label: {
+                "switch_latency_ms": {
+                    "mean": float(np.mean([r.latency_ms for r in rs])),
+                    "p95": _p95([r.latency_ms for r in rs]),
+                    "source": "measured",
+                },
+                "bytes_loaded_per_switch": float(np.mean([r.bytes_loaded for r in rs])),
+                "preload_bytes_per_switch": float(np.mean([r.preload_bytes for r in rs])),
+                "resident_memory_mb_max": max(r.resident_bytes for r in rs) / 1e6,
+            }
+            for label, rs in records.items()
+        }
     return out
 
 

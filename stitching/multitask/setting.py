@@ -108,7 +108,7 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
     for family, pool in pools.items():
         store_in_order(pool, manifests[family].values(), tensors)
     per_file = FileTileStore(work_dir / "pool_files")
-    store_in_order(per_file, every, tensors)
+    store_in_order(per_file, every, tensors, order_groups=False)  # one file per tile: order is moot
     monolithic = {}
     for t in tasks:
         monolithic[t] = work_dir / "monolithic" / f"{t}.safetensors"

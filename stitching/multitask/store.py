@@ -7,8 +7,9 @@ Both layouts address a tile by its sha256 digest (see :mod:`tiles`) and write fi
 * :class:`PackedTileStore`: tiles packed into safetensors files ``ROOT/packs/pack-NNNNN.safetensors``
   (tensor name ``<seq>_<digest>``, so the file keeps put order), plus ``ROOT/index.json`` mapping each
   digest to ``[pack, byte offset, byte length, dtype, shape]``. A tile is still individually
-  loadable: one ``pread`` of its byte range. Reading a set of tiles coalesces adjacent ranges,
-  so tiles put in the order they are usually needed together are read sequentially.
+  loadable: one ``pread`` of its byte range. Reading a set of tiles coalesces adjacent ranges into
+  one ``preadv`` per run that scatters straight into the caller's buffers (no copy of ours), so tiles
+  put in the order they are usually needed together are read sequentially.
 
 ``read`` does real file I/O (no mmap, no cache of ours); ``evict_page_cache`` drops the OS page
 cache of the store's files so the next read comes from storage.
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Protocol
 
@@ -29,13 +31,37 @@ from safetensors.numpy import save as st_save
 
 from stitching.atomic import write_bytes, write_json
 
-_ST_DTYPES: dict[str, np.dtype] = {
+# safetensors dtype names -> numpy, for the dtypes tiles and heads use.
+ST_DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype(np.float32),
     "F16": np.dtype(np.float16),
     "F64": np.dtype(np.float64),
     "I64": np.dtype(np.int64),
     "I32": np.dtype(np.int32),
 }
+
+
+_IOV_MAX = 1024  # buffers one preadv may take (Linux IOV_MAX)
+
+
+def safetensors_entries(blob: bytes | bytearray | memoryview) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    """Tensors of a safetensors file from its first bytes: name -> (dtype, shape, begin, end), file offsets."""
+    header_len = int.from_bytes(bytes(blob[:8]), "little")
+    header = json.loads(bytes(blob[8 : 8 + header_len]))
+    base = 8 + header_len
+    return {
+        name: (meta["dtype"], tuple(int(x) for x in meta["shape"]), base + meta["data_offsets"][0], base + meta["data_offsets"][1])
+        for name, meta in header.items()
+        if name != "__metadata__"
+    }
+
+
+def safetensors_views(blob: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
+    """Arrays over the bytes of a whole safetensors file, without copying (safetensors' ``load`` copies)."""
+    return {
+        name: np.frombuffer(blob, dtype=ST_DTYPES[dtype], count=(end - begin) // ST_DTYPES[dtype].itemsize, offset=begin).reshape(shape)
+        for name, (dtype, shape, begin, end) in safetensors_entries(blob).items()
+    }
 
 
 class TileStore(Protocol):
@@ -64,9 +90,19 @@ def evict_page_cache(paths: Iterable[Path]) -> None:
             os.close(fd)
 
 
-def _read_file(path: Path) -> bytes:
-    with open(path, "rb", buffering=0) as handle:
-        return handle.read()
+def read_file(path: Path) -> bytearray:
+    """Whole file, announced with ``POSIX_FADV_WILLNEED`` then one ``preadv`` (the pool's read path)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+        buf = bytearray(size)
+        got = os.preadv(fd, [buf], 0)
+        if got != size:
+            raise OSError(f"short read from {path}: {got} of {size} bytes")
+        return buf
+    finally:
+        os.close(fd)
 
 
 class FileTileStore:
@@ -93,7 +129,7 @@ class FileTileStore:
         out: dict[str, np.ndarray] = {}
         for digest in digests:
             if digest not in out:
-                out[digest] = st_load(_read_file(self._path(digest)))["tile"]
+                out[digest] = st_load(bytes(read_file(self._path(digest))))["tile"]
         return out
 
     def files(self) -> list[Path]:
@@ -101,6 +137,28 @@ class FileTileStore:
 
     def flush(self) -> None:
         """Nothing is buffered: each ``put`` is already on disk."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """Adjacent tiles read with one request: ``nbytes`` bytes of ``pack`` from ``offset``; their positions."""
+
+    pack: str
+    offset: int
+    nbytes: int
+    positions: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The index in file order, as arrays (so runs are found without a loop over tiles)."""
+
+    order: list[str]
+    position: dict[str, int]
+    packs: list[str]
+    pack: np.ndarray
+    offset: np.ndarray
+    nbytes: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -122,6 +180,7 @@ class PackedTileStore:
         self.max_pack_bytes = max_pack_bytes
         self._index: dict[str, PackEntry] = {}
         self._pending: dict[str, np.ndarray] = {}
+        self._cached_layout: _Layout | None = None
         index_path = self.root / "index.json"
         if index_path.exists():
             raw = json.loads(index_path.read_text(encoding="utf-8"))
@@ -175,58 +234,104 @@ class PackedTileStore:
     def _write_pack(self, seq: int, batch: list[tuple[str, np.ndarray]]) -> None:
         name = f"pack-{seq:05d}.safetensors"
         blob = st_save({f"{i:08d}_{d}": t for i, (d, t) in enumerate(batch)})
-        header_len = int.from_bytes(blob[:8], "little")
-        header = json.loads(blob[8 : 8 + header_len])
-        base = 8 + header_len
-        for tensor_name, meta in header.items():
-            if tensor_name == "__metadata__":
-                continue
-            begin, end = meta["data_offsets"]
+        for tensor_name, (dtype, shape, begin, end) in safetensors_entries(blob).items():
             digest = tensor_name.split("_", 1)[1]
-            self._index[digest] = PackEntry(name, base + begin, end - begin, meta["dtype"], tuple(meta["shape"]))
+            self._index[digest] = PackEntry(name, begin, end - begin, dtype, shape)
         write_bytes(self.root / "packs" / name, blob)
 
-    def runs(self, digests: Iterable[str], max_gap_bytes: int = 0) -> list[tuple[str, int, int, list[str]]]:
-        """Byte ranges ``(pack, offset, length, digests)`` that cover ``digests``, adjacent ones merged."""
-        wanted = sorted(set(digests), key=lambda d: (self._index[d].pack, self._index[d].offset))
-        out: list[tuple[str, int, int, list[str]]] = []
-        for digest in wanted:
-            e = self._index[digest]
-            if out and out[-1][0] == e.pack and e.offset - (out[-1][1] + out[-1][2]) <= max_gap_bytes:
-                pack, offset, _, members = out[-1]
-                members.append(digest)
-                out[-1] = (pack, offset, e.offset + e.nbytes - offset, members)
-            else:
-                out.append((e.pack, e.offset, e.nbytes, [digest]))
-        return out
+    def digests(self) -> list[str]:
+        """Every stored digest in file order (pack, then offset); a digest's *position* is its index here."""
+        return self._layout().order
 
-    def read(self, digests: Iterable[str], max_gap_bytes: int = 0) -> dict[str, np.ndarray]:
-        """Read tiles with one ``preadv`` per run of adjacent byte ranges in the same pack.
+    def positions(self, digests: Iterable[str]) -> np.ndarray:
+        """Sorted, distinct positions of ``digests`` (see :meth:`digests`)."""
+        pos = self._layout().position
+        return np.unique(np.fromiter((pos[d] for d in digests), dtype=np.int64))
 
-        All runs are announced with ``POSIX_FADV_WILLNEED`` first, so the kernel has every read in
-        flight at once instead of one readahead window at a time.
-        """
-        runs = self.runs(digests, max_gap_bytes)
-        fds = {pack: os.open(self.root / "packs" / pack, os.O_RDONLY) for pack in {r[0] for r in runs}}
-        out: dict[str, np.ndarray] = {}
-        try:
-            for pack, offset, length, _ in runs:
-                os.posix_fadvise(fds[pack], offset, length, os.POSIX_FADV_WILLNEED)
-            for pack, offset, length, members in runs:
-                buf = bytearray(length)
-                got = os.preadv(fds[pack], [buf], offset)
-                if got != length:
-                    raise OSError(f"short read from {pack}: {got} of {length} bytes")
-                for digest in members:
-                    e = self._index[digest]
-                    dtype = _ST_DTYPES[e.dtype]
-                    out[digest] = np.frombuffer(
-                        buf, dtype=dtype, count=e.nbytes // dtype.itemsize, offset=e.offset - offset
-                    ).reshape(e.shape)
-        finally:
-            for fd in fds.values():
+    def runs_at(self, positions: np.ndarray, max_gap_bytes: int = 0) -> list[Run]:
+        """Byte runs that cover the sorted, distinct ``positions``: adjacent tiles, and tiles at most
+        ``max_gap_bytes`` apart (the gap is read and dropped: cheaper than one more request)."""
+        if not len(positions):
+            return []
+        lay = self._layout()
+        pack, start, end = lay.pack[positions], lay.offset[positions], lay.offset[positions] + lay.nbytes[positions]
+        breaks = np.flatnonzero((start[1:] - end[:-1] > max_gap_bytes) | (pack[1:] != pack[:-1])) + 1
+        bounds = [0, *breaks.tolist(), len(positions)]
+        return [
+            Run(lay.packs[int(pack[i])], int(start[i]), int(end[j - 1] - start[i]), positions[i:j])
+            for i, j in pairwise(bounds)
+        ]
+
+    def runs(self, digests: Iterable[str], max_gap_bytes: int = 0) -> list[Run]:
+        return self.runs_at(self.positions(digests), max_gap_bytes)
+
+    def read_runs(self, runs: Sequence[Run], iov_for: Callable[[Run], list[memoryview]]) -> int:
+        """Read ``runs``: all announced with ``POSIX_FADV_WILLNEED`` first (the kernel then has every
+        read in flight at once), then one ``preadv`` per run scattering straight into ``iov_for(run)``,
+        one buffer per tile of the run, in order (gap bytes go to a scratch buffer). Return tile bytes read."""
+        lay = self._layout()
+        total = 0
+        by_pack: dict[str, list[Run]] = {}
+        for run in runs:
+            by_pack.setdefault(run.pack, []).append(run)
+        for pack, group in by_pack.items():
+            fd = os.open(self.root / "packs" / pack, os.O_RDONLY)
+            try:
+                for run in group:
+                    os.posix_fadvise(fd, run.offset, run.nbytes, os.POSIX_FADV_WILLNEED)
+                for run in group:
+                    iov = iov_for(run)
+                    gaps = lay.offset[run.positions[1:]] - (lay.offset[run.positions[:-1]] + lay.nbytes[run.positions[:-1]])
+                    if gaps.any():
+                        spaced = [iov[0]]
+                        for view, gap in zip(iov[1:], gaps.tolist(), strict=True):
+                            if gap:
+                                spaced.append(memoryview(bytearray(gap)))
+                            spaced.append(view)
+                        iov = spaced
+                    offset = run.offset
+                    for i in range(0, len(iov), _IOV_MAX):
+                        part = iov[i : i + _IOV_MAX]
+                        want = sum(v.nbytes for v in part)
+                        got = os.preadv(fd, part, offset)
+                        if got != want:
+                            raise OSError(f"short read from {pack}: {got} of {want} bytes")
+                        offset += got
+                    total += int(lay.nbytes[run.positions].sum())
+            finally:
                 os.close(fd)
+        return total
+
+    def read(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
+        """Read tiles into new arrays (see :meth:`read_runs`)."""
+        lay = self._layout()
+        out: dict[str, np.ndarray] = {}
+
+        def iov_for(run: Run) -> list[memoryview]:
+            views = []
+            for i in run.positions.tolist():
+                e = self._index[lay.order[i]]
+                arr = out[lay.order[i]] = np.empty(e.shape, dtype=ST_DTYPES[e.dtype])
+                views.append(arr.reshape(-1).view(np.uint8).data)
+            return views
+
+        self.read_runs(self.runs(digests), iov_for)
         return out
+
+    def _layout(self) -> _Layout:
+        if self._cached_layout is None or len(self._cached_layout.order) != len(self._index):
+            order = sorted(self._index, key=lambda d: (self._index[d].pack, self._index[d].offset))
+            packs = sorted({e.pack for e in self._index.values()})
+            pack_no = {p: i for i, p in enumerate(packs)}
+            self._cached_layout = _Layout(
+                order,
+                {d: i for i, d in enumerate(order)},
+                packs,
+                np.array([pack_no[self._index[d].pack] for d in order], dtype=np.int64),
+                np.array([self._index[d].offset for d in order], dtype=np.int64),
+                np.array([self._index[d].nbytes for d in order], dtype=np.int64),
+            )
+        return self._cached_layout
 
     def files(self) -> list[Path]:
         return sorted((self.root / "packs").glob("pack-*.safetensors"))

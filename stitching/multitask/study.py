@@ -7,6 +7,8 @@ modelled from the measured read bandwidth, and says which.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +22,17 @@ from stitching.multitask.masks import (
     mean_pairwise_jaccard,
     respects_sparsity,
 )
-from stitching.multitask.replay import compare_layouts, default_sequences, run_sequences
+from stitching.multitask.replay import (
+    compare_layouts,
+    compare_preloaders,
+    default_sequences,
+    differential_bytes,
+    run_sequences,
+)
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from stitching.multitask.tasks import DRIVING_TASKS
+
+POOL_LAYOUT = 2  # usage groups ordered by manifest.group_order
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,9 @@ class StudyConfig:
     markov_steps: int = 40
     markov_seed: int = 0
     preload_budget_mb: float | None = None  # None: the largest aligned task model
+    # Budget for the pre-loader comparison; None: the mean differential set between two aligned tasks,
+    # so about one likely next task fits and the choice of what to pre-load matters.
+    tight_budget_mb: float | None = None
     bandwidth_gbps: float | None = None  # None: measure the pool's cold read bandwidth
     layout_repeats: int = 3
     replay_repeats: int = 3
@@ -77,11 +90,30 @@ def _alignment_report(setting: Setting) -> dict[str, Any]:
     }
 
 
-def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
-    """Run everything, write ``out_dir/switch.json`` and ``out_dir/jaccard.png``; return the report."""
+def setting_pool_dir(pools_dir: Path, config: SettingConfig) -> Path:
+    """Where the tile pools of one setting live: ``pools_dir/multitask-<key of the configuration>``.
+
+    The same configuration gives the same masks and tiles, so a later run finds every tile
+    already stored (content-addressed) and adds no pack. ``POOL_LAYOUT`` is in the key so a
+    change of layout never reuses packs written in an older order.
+    """
+    text = json.dumps({"config": asdict(config), "layout": POOL_LAYOUT}, sort_keys=True)
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return pools_dir / f"multitask-{key}"
+
+
+def run_study(
+    out_dir: Path, config: StudyConfig | None = None, cache_dir: Path | None = None, pools_dir: Path | None = None
+) -> dict[str, Any]:
+    """Run everything, write ``out_dir/switch.json`` and ``out_dir/jaccard.png``; return the report.
+
+    The tile pools go to :func:`setting_pool_dir` under ``pools_dir`` (the project's pool
+    directory), or to ``out_dir/work`` when none is given.
+    """
     config = config or StudyConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
-    setting = build_setting(out_dir / "work", config.setting, cache_dir)
+    work = setting_pool_dir(pools_dir, config.setting) if pools_dir is not None else out_dir / "work"
+    setting = build_setting(work, config.setting, cache_dir)
     alignment = _alignment_report(setting)
     plot_jaccard(
         out_dir / "jaccard.png",
@@ -90,9 +122,8 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
         alignment["jaccard"]["aligned"],
     )
     # Sequential cold reads of every pool and monolithic file: the storage's best-case bandwidth.
-    measured = measure_read_bandwidth(
-        [f for pool in setting.pools.values() for f in pool.files()] + list(setting.monolithic.values())
-    )
+    every_file = [f for pool in setting.pools.values() for f in pool.files()] + list(setting.monolithic.values())
+    measured = measure_read_bandwidth(every_file)
     latency = measure_read_latency(setting.pools["aligned"].files() + list(setting.monolithic.values()))
     bandwidth = config.bandwidth_gbps or measured.bandwidth_gbps
     budget = (
@@ -100,9 +131,14 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
         if config.preload_budget_mb is not None
         else max(m.total_bytes() for m in setting.manifests["aligned"].values())
     )
+    diffs = differential_bytes(setting.manifests["aligned"])
+    tight = (
+        int(config.tight_budget_mb * 1e6) if config.tight_budget_mb is not None else int(sum(diffs.values()) / len(diffs))
+    )
     sequences = config.sequences or default_sequences(config.cycles, config.markov_steps, config.markov_seed)
     report: dict[str, Any] = {
         "host": platform.node(),
+        "pool_dir": str(work),
         "model": {
             "hidden": list(setting.config.hidden),
             "backbone_mb": setting.model.backbone_bytes() / 1e6,
@@ -115,7 +151,13 @@ def run_study(out_dir: Path, config: StudyConfig | None = None, cache_dir: Path 
         "preload_budget_mb": budget / 1e6,
         "alignment": alignment,
         "layouts": compare_layouts(setting, config.layout_repeats),
-        "sequences": run_sequences(setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms),
+        "sequences": run_sequences(
+            setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms,
+            None if config.bandwidth_gbps else (lambda: measure_read_bandwidth(every_file, repeats=3).bandwidth_gbps),
+        ),
+        "preloaders_at_tight_budget": compare_preloaders(
+            setting, sequences, bandwidth, tight, config.replay_repeats, latency.latency_ms
+        ),
         "config": asdict(config),
     }
     write_json(out_dir / "switch.json", report)

@@ -51,10 +51,11 @@ class TileGrid:
         return [TileKey(self.layer, r, c) for r in range(self.rows) for c in range(self.cols)]
 
     def slices(self, key: TileKey) -> tuple[slice, slice]:
+        return self.slices_at(key.row, key.col)
+
+    def slices_at(self, row: int, col: int) -> tuple[slice, slice]:
         t = self.tile_size
-        return slice(key.row * t, min((key.row + 1) * t, self.shape[0])), slice(
-            key.col * t, min((key.col + 1) * t, self.shape[1])
-        )
+        return slice(row * t, min((row + 1) * t, self.shape[0])), slice(col * t, min((col + 1) * t, self.shape[1]))
 
 
 def grids(shapes: Mapping[str, tuple[int, int]], tile_size: int) -> dict[str, TileGrid]:

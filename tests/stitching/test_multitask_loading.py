@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +13,27 @@ from stitching.multitask.loading import (
     TileCache,
     differential_set,
     modelled_load_ms,
+    monolithic_runnable,
+    read_tensors,
+    task_tiles,
 )
-from stitching.multitask.manifest import make_manifest, store_in_order
-from stitching.multitask.store import PackedTileStore
+from stitching.multitask.manifest import TaskManifest, make_manifest, store_in_order, write_monolithic
+from stitching.multitask.store import PackedTileStore, Run
+from stitching.multitask.tasks import features
 from stitching.multitask.tiles import TileKey, all_keys, grids, tile_mask_to_dense
 
 
 class CountingStore(PackedTileStore):
-    """A packed store that remembers which digests each ``read`` asked for."""
+    """A packed store that remembers which digests each read asked for."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.requests: list[frozenset[str]] = []
 
-    def read(self, digests: Iterable[str], max_gap_bytes: int = 0) -> dict[str, np.ndarray]:
-        wanted = frozenset(digests)
-        self.requests.append(wanted)
-        return super().read(wanted, max_gap_bytes)
+    def read_runs(self, runs: Sequence[Run], iov_for: Callable[[Run], list[memoryview]]) -> int:
+        order = self.digests()
+        self.requests.append(frozenset(order[i] for r in runs for i in r.positions.tolist()))
+        return super().read_runs(runs, iov_for)
 
 
 def test_differential_set_is_exactly_the_missing_digests() -> None:
@@ -37,9 +41,9 @@ def test_differential_set_is_exactly_the_missing_digests() -> None:
     assert differential_set({"a"}, {"a"}) == frozenset()
 
 
-def test_switch_reads_only_missing_tiles_and_installs_the_masked_weights(tmp_path: Path) -> None:
+def _two_tasks(tmp_path: Path, shape1: tuple[int, int] = (32, 64)) -> tuple[dict[str, np.ndarray], dict, TaskManifest, TaskManifest, dict]:
     rng = np.random.default_rng(0)
-    weights = {"fc0": rng.standard_normal((64, 64)).astype(np.float32), "fc1": rng.standard_normal((32, 64)).astype(np.float32)}
+    weights = {"fc0": rng.standard_normal((64, 64)).astype(np.float32), "fc1": rng.standard_normal(shape1).astype(np.float32)}
     g = grids({n: w.shape for n, w in weights.items()}, 16)  # type: ignore[misc]
     keys = all_keys(g)
     mask_a = frozenset(k for k in keys if rng.random() < 0.5)
@@ -50,28 +54,54 @@ def test_switch_reads_only_missing_tiles_and_installs_the_masked_weights(tmp_pat
     tensors.update(more)
     store = CountingStore(tmp_path)
     store_in_order(store, [man_a, man_b], tensors)
+    return weights, g, man_a, man_b, heads
+
+
+@pytest.mark.parametrize("shape1", [(32, 64), (40, 64)])  # even tiles (vectorised) and uneven edge tiles
+def test_switch_reads_only_missing_tiles_and_installs_the_masked_weights(tmp_path: Path, shape1: tuple[int, int]) -> None:
+    weights, g, man_a, man_b, heads = _two_tasks(tmp_path, shape1)
     store = CountingStore(tmp_path)  # reopen from disk
-
-    cache = TileCache()
+    cache = TileCache(store, 16)
     active = ActiveWeights(g)
-    cache.load(store, man_a.digests())
-    active.place(man_a.tiles, cache.data, (cache.data[man_a.head[0]], cache.data[man_a.head[1]]))
+    a, b = task_tiles(man_a, cache), task_tiles(man_b, cache)
+    cache.load(a.ids)
+    active.install(cache.runnable(a, g), cache.head(a))
 
-    loaded = cache.load(store, man_b.digests())
+    loaded = cache.load(b.ids)
     missing = man_b.digests() - man_a.digests()
     assert store.requests[-1] == missing
     assert loaded == sum(man_b.nbytes[d] for d in missing)
-    written = active.place(man_b.tiles, cache.data, (cache.data[man_b.head[0]], cache.data[man_b.head[1]]))
-    assert written == len(mask_b - mask_a)  # tiles both masks hold stay in place
-    dense = tile_mask_to_dense(g, mask_b)
+    active.install(cache.runnable(b, g), cache.head(b))
+    cache.keep_only(b.ids)  # frees a's tiles; b's installed tables must not be touched
+    cache.load(a.ids)  # reuses the freed slots
+    dense = tile_mask_to_dense(g, frozenset(man_b.tiles))
     for name, w in weights.items():
-        np.testing.assert_array_equal(active.weights[name], w * dense[name])
+        np.testing.assert_array_equal(active.dense()[name], w * dense[name])
     np.testing.assert_array_equal(active.head[0] if active.head else None, heads["b"][0])
+    x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
+    biases = {"fc0": np.zeros(64, np.float32), "fc1": np.full(shape1[0], 0.1, np.float32)}
+    np.testing.assert_allclose(active.features(biases, x, ["fc0", "fc1"]), features(active.dense(), biases, x), rtol=1e-5, atol=1e-5)
 
-    cache.keep_only(man_b.digests())
-    assert set(cache.data) == man_b.digests()
-    assert cache.load(store, man_b.digests()) == 0  # all resident: nothing to read
+    cache.keep_only(b.ids)
+    assert cache.digests() == man_b.digests()
+    assert cache.nbytes() == man_b.total_bytes()
+    assert cache.load(b.ids) == 0  # all resident: nothing to read
     assert store.requests[-1] == frozenset()
+    with pytest.raises(KeyError):
+        cache.runnable(a, g)  # a's tiles are gone
+
+
+def test_monolithic_file_runs_the_same_weights(tmp_path: Path) -> None:
+    weights, g, man_a, man_b, _ = _two_tasks(tmp_path)
+    tensors = PackedTileStore(tmp_path).read(man_a.digests() | man_b.digests())
+    active = ActiveWeights(g)
+    for man in (man_a, man_b):
+        write_monolithic(tmp_path / f"{man.task}.safetensors", man, tensors)
+        file = read_tensors(tmp_path / f"{man.task}.safetensors")
+        active.install(monolithic_runnable(file, g), (file["head.weight"], file["head.bias"]))
+    dense = tile_mask_to_dense(g, frozenset(man_b.tiles))
+    for name, w in weights.items():
+        np.testing.assert_array_equal(active.dense()[name], w * dense[name])
 
 
 def test_modelled_time_follows_the_bandwidth() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stitching.multitask.preload import TransitionGraph, plan_preload
+from stitching.multitask.preload import TransitionGraph, fill_budget, plan_preload
 
 
 def test_transition_graph_counts_and_smoothing() -> None:
@@ -19,12 +19,26 @@ def test_transition_graph_counts_and_smoothing() -> None:
     assert smooth.next_probabilities("c") == pytest.approx({"a": 0.5, "b": 0.5})
 
 
+def test_graph_from_counts_uses_the_row_then_the_inflow() -> None:
+    g = TransitionGraph.from_counts({"a": {"b": 3.0, "c": 1.0}, "b": {"a": 0.0}})
+    assert g.next_probabilities("a") == pytest.approx({"b": 0.75, "c": 0.25})
+    assert g.next_probabilities("c") == pytest.approx({"b": 1.0})  # no row: the in-flow, c itself left out
+    assert g.next_probabilities(None) == pytest.approx({"b": 0.75, "c": 0.25})
+    assert TransitionGraph.from_counts({}).next_probabilities("a") == {}
+
+
+def test_fill_budget_takes_value_then_smaller_and_skips_held() -> None:
+    plan = fill_budget({"x": 2.0, "y": 1.0, "z": 1.0, "h": 5.0}, {"x": 6.0, "y": 3.0, "z": 2.0, "h": 1.0}, 8.5, held={"h"})
+    assert plan.order == ("x", "z")  # y (3.0) no longer fits after x and z
+    assert plan.used == 8.0 and plan.expected_saved == pytest.approx(2.0 * 6 + 1.0 * 2)
+
+
 def test_greedy_prefers_the_likely_next_task() -> None:
     tasks = {"a": {"x"}, "b": {"x", "b1", "b2"}, "c": {"c1", "c2"}}
     sizes = {"x": 10, "b1": 10, "b2": 10, "c1": 10, "c2": 10}
     plan = plan_preload("a", {"b": 0.8, "c": 0.2}, tasks, sizes, budget_bytes=25)
     assert plan.digests == {"b1", "b2"}  # x is already held; c's tiles would not fit as well
-    assert plan.nbytes == 20
+    assert plan.used == 20
 
 
 @settings(max_examples=150, deadline=None)
@@ -41,10 +55,10 @@ def test_preloader_never_exceeds_its_budget(
     nbytes = dict(zip(digests, sizes, strict=True))
     tasks = {t: {d for d, m in zip(digests, membership[i], strict=False) if m} for i, t in enumerate("abc")}
     plan = plan_preload("a", {"b": weights[0], "c": weights[1]}, tasks, nbytes, budget)
-    assert plan.nbytes == sum(nbytes[d] for d in plan.digests) <= budget
+    assert plan.used == sum(nbytes[d] for d in plan.digests) <= budget
     assert not plan.digests & tasks["a"]
     assert plan.digests <= (tasks["b"] | tasks["c"])
     # Greedy is maximal: anything useful that is left out would not have fitted.
     useful = {d for t, p in (("b", weights[0]), ("c", weights[1])) if p > 0 for d in tasks[t]} - tasks["a"]
     for d in useful - plan.digests:
-        assert plan.nbytes + nbytes[d] > budget
+        assert plan.used + nbytes[d] > budget

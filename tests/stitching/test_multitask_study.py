@@ -17,7 +17,7 @@ from stitching.multitask.replay import (
     replay,
 )
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
-from stitching.multitask.study import StudyConfig, run_study
+from stitching.multitask.study import StudyConfig, run_study, setting_pool_dir
 from stitching.multitask.tasks import TASK_CLASSES, masked_weights
 
 SMALL = SettingConfig(hidden=(256, 128), epochs=3, tile_size=32, sparsity={"digit": 0.5, "parity": 0.7, "ge5": 0.6, "loops": 0.7})
@@ -76,7 +76,14 @@ def test_sequences_are_seeded_and_never_repeat_a_task() -> None:
 
 def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path, cache_dir: Path) -> None:
     config = StudyConfig(setting=SMALL, cycles=2, markov_steps=8, layout_repeats=1, replay_repeats=1)
-    report = run_study(tmp_path, config, cache_dir=cache_dir)
+    report = run_study(tmp_path, config, cache_dir=cache_dir, pools_dir=tmp_path / "pools")
+    pool = setting_pool_dir(tmp_path / "pools", SMALL)
+    assert report["pool_dir"] == str(pool)
+    packs = sorted(pool.glob("*/packs/*.safetensors"))
+    before = {f: f.stat().st_mtime_ns for f in packs}
+    # Same configuration again: every tile is found in the pool, no pack is added or rewritten.
+    build_setting(pool, SMALL, cache_dir=cache_dir)
+    assert {f: f.stat().st_mtime_ns for f in sorted(pool.glob("*/packs/*.safetensors"))} == before
     written = json.loads((tmp_path / "switch.json").read_text())
     assert written["sequences"].keys() == {"driving", "markov"}
     for seq in written["sequences"].values():
