@@ -6,10 +6,8 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from stitching.atomic import write_bytes
 
@@ -17,7 +15,10 @@ from stitching.atomic import write_bytes
 def plot_jaccard(
     path: Path, names: Sequence[str], before: Sequence[Sequence[float]], after: Sequence[Sequence[float]]
 ) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4), constrained_layout=True)
+    # A bare Figure on the Agg canvas: no pyplot, so no global figure state and no GUI backend.
+    fig = Figure(figsize=(9, 4), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for ax, title, matrix in ((axes[0], "independent masks", before), (axes[1], "aligned masks", after)):
         image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
@@ -29,5 +30,4 @@ def plot_jaccard(
     fig.colorbar(image, ax=axes, shrink=0.8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     write_bytes(path, buf.getvalue())

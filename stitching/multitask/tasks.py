@@ -23,9 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save
-from sklearn.datasets import load_digits
-from sklearn.linear_model import RidgeClassifier
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from stitching.atomic import write_bytes
@@ -58,6 +55,10 @@ class DigitsSplit:
 
 
 def load_split(seed: int = 0) -> DigitsSplit:
+    # scikit-learn is imported where used: it takes a second to import, and the CLI loads this module.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)
     xt, xv, dt, dv = train_test_split(x, data.target, test_size=0.25, random_state=seed, stratify=data.target)
@@ -198,6 +199,8 @@ def masked_weights(
 
 def fit_head(feats: np.ndarray, y: np.ndarray, n_classes: int, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Re-fit a linear head on frozen features: a ridge classifier (closed form, fast, deterministic)."""
+    from sklearn.linear_model import RidgeClassifier
+
     ridge = RidgeClassifier(alpha=alpha).fit(feats, y)
     coef = np.atleast_2d(ridge.coef_).astype(np.float32)
     intercept = np.atleast_1d(ridge.intercept_).astype(np.float32)
