@@ -62,13 +62,16 @@ def planned_if_in_time(task: str, plan: Plan, state: QueueView) -> Route:
 
 
 def planned_or_placed(task: str, plan: Plan, state: QueueView) -> Route:
-    """The planned stitched variant with its blocks placed for the least expected finish given the
-    live backlogs (the planned placement when nothing is queued), if that is within the SLO; else
+    """The planned stitched variant: as planned when its processors are idle, else with its blocks
+    placed for the least expected finish given the live backlogs, if that is within the SLO; else
     the most accurate alternative in time."""
     planned = plan.routes[task]
     slo = plan.slo_ms.get(task, float("inf"))
     backlog: dict[str, float] = {}
     if _resident(planned, state):
+        # Fast path (most requests): nothing queued on the planned processors, so run as planned.
+        if all(state.backlog_ms(k) <= 0.0 for k in planned.processors):
+            return planned
         placed = place_blocks(task, plan, state, exhaustive=True)
         if finish_ms(placed, backlog, state) <= slo:
             return placed
@@ -97,6 +100,7 @@ def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool) -> R
 
     if exhaustive:
         # finish[k]: earliest finish with the current block on k; back[p][k]: the previous processor.
+        # (Conditional expressions instead of max(): this loop runs on every request.)
         finish: dict[str, float] = {}
         back: list[dict[str, str]] = []
         for p, lat in enumerate(units):
@@ -106,13 +110,13 @@ def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool) -> R
             for k, ms in lat.items():
                 w = wait(k)
                 if p == 0:
-                    nxt[k] = (max(0.0, w)) + ms
+                    nxt[k] = (w if w > 0.0 else 0.0) + ms
                     continue
                 best_f = float("inf")
                 best_k = ""
                 for kk, f_prev in finish.items():
                     ready = f_prev + move if kk != k else f_prev
-                    f = (max(w, ready)) + ms
+                    f = (w if w > ready else ready) + ms
                     if f < best_f:
                         best_f, best_k = f, kk
                 if best_k:

@@ -26,4 +26,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     return simulate.run(argparse.Namespace(
         workload=str(DEFAULT), soc=None, cache=args.cache, no_progress=False, policies=None, out=args.out,
-        seeds=None, duration=None, trace_s=2.0, json=False))
+        seeds=None, duration=None, trace_s=simulate.TRACE_S, json=False))

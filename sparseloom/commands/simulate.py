@@ -11,6 +11,9 @@ from pathlib import Path
 from sparseloom.commands import common
 from sparseloom.errors import InputError, Problem
 
+# Seconds of schedule in each Chrome trace: thousands of requests at the quickstart's rates.
+TRACE_S = 0.5
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate a workload under several policies and compare them",
@@ -26,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default out/<scenario>)")
     p.add_argument("--seeds", type=int, metavar="N", help="override the scenario's number of seeds")
     p.add_argument("--duration", type=float, metavar="S", help="override the scenario's duration in seconds")
-    p.add_argument("--trace-s", type=float, default=1.0, metavar="S", help="seconds of schedule in the trace")
+    p.add_argument("--trace-s", type=float, default=TRACE_S, metavar="S", help="seconds of schedule in the trace")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of the table")
     p.set_defaults(run=run)
 
