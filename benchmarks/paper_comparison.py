@@ -19,7 +19,6 @@ All figures here are modelled (simulated from measured or roofline profiles).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +29,7 @@ from scheduler import registry
 from sparseloom.assemble import assemble
 from sparseloom.sim import arrival_specs, compare_workload, max_sustainable_rate, min_memory_budget, slo_changes
 from sparseloom.workload import load_workload
+from stitching.atomic import write_json
 from stitching.zoo import default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,8 +146,8 @@ def main() -> int:
                       f"sv-ao-np {rates['sv-ao-np']:.0f} rps (nominal mean rates x load scale), ratio "
                       + (f"{ratio:.2f}x" if ratio is not None else "n/a (sv-ao-np sustains no load)"))
             sys.stdout.flush()
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+            if args.json:  # after every row, so a long run that is stopped keeps what it measured
+                write_json(args.json, rows)
     return 0
 
 
