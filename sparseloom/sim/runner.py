@@ -12,7 +12,6 @@ import os
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
 from sparseloom.sim.engine import BlockOverBudget, SLOChangeEvent
 from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
+from sparseloom.sim.parallel import map_jobs
 from sparseloom.workload import Arrival, Task, Transitions, Workload
 
 
@@ -247,7 +247,6 @@ def compare(
         for policy in policies:
             jobs.append(_RunJob(problem, policy, arrivals, warmup_s, tuple(slo_changes), plans[policy.name],
                                 trace_until_s if s == seed_list[0] else 0.0, latency_cv))
-    results: list[RunResult | None] = [None] * len(jobs)
     bar = tqdm(
         total=len(jobs),
         desc="simulate",
@@ -255,21 +254,9 @@ def compare(
         disable=not progress,
         leave=False,
     )
-    n = _workers(workers, jobs)
-    if n <= 1:
-        for i, job in enumerate(jobs):
-            bar.set_postfix_str(f"{job.policy.name} seed {job.arrivals.seed}")
-            results[i] = _simulate_job(job)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=n) as pool:
-            futures = {pool.submit(_simulate_job, job): i for i, job in enumerate(jobs)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update()
+    results = map_jobs(_simulate_job, jobs, _workers(workers, jobs), bar)
     runs: dict[str, list[RunResult]] = {n: [] for n in names}
     for res in results:
-        assert res is not None
         runs[res.policy].append(replace(res, plan_wall_s=plan_wall[res.policy]))
     bar.close()
     return Comparison(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from scheduler.policy import Policy
 from scheduler.problem import Problem
 from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.sim.parallel import map_jobs
 from sparseloom.sim.runner import Comparison, compare, scale_rates
 from sparseloom.workload import Arrival, Transitions
 
@@ -134,19 +134,9 @@ def run_sweep(
         for p in points
     ]
     n = workers or min(len(jobs), len(os.sched_getaffinity(0)))
-    results: list[Comparison | None] = [None] * len(jobs)
     bar = tqdm(
         total=len(jobs), desc="sweep", unit="point", disable=not progress, leave=False
     )
-    if n <= 1:
-        for i, job in enumerate(jobs):
-            results[i] = _run(job)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=n) as pool:
-            futures = {pool.submit(_run, job): i for i, job in enumerate(jobs)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update()
+    results = map_jobs(_run, jobs, n, bar)
     bar.close()
-    return [(p, r) for p, r in zip(points, results, strict=True) if r is not None]
+    return list(zip(points, results, strict=True))
