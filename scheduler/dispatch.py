@@ -12,14 +12,19 @@ from scheduler.plan import Plan, Route
 from scheduler.policy import QueueView
 
 
+def _wait(k: str, backlog: dict[str, float], state: QueueView) -> float:
+    """Processor ``k``'s backlog, read from ``state`` once per decision and kept in ``backlog``."""
+    b = backlog.get(k)
+    if b is None:
+        b = backlog[k] = state.backlog_ms(k)
+    return b
+
+
 def finish_ms(route: Route, backlog: dict[str, float], state: QueueView) -> float:
     """Expected completion (from now) of ``route`` if queued now: each block waits for its processor."""
     t = 0.0
     for k, s in zip(route.processors, route.stage_latency_ms):
-        b = backlog.get(k)
-        if b is None:
-            b = backlog[k] = state.backlog_ms(k)
-        t = max(t, b)
+        t = max(t, _wait(k, backlog, state))
         t += s
     return t
 
@@ -31,13 +36,15 @@ def _resident(route: Route, state: QueueView) -> bool:
     return True
 
 
-def most_accurate_in_time(task: str, plan: Plan, state: QueueView) -> Route:
+def most_accurate_in_time(task: str, plan: Plan, state: QueueView,
+                          backlog: dict[str, float] | None = None) -> Route:
     """The most accurate resident alternative expected to finish within the SLO, else the one
-    expected to finish first; the planned route when no alternative is resident."""
+    expected to finish first; the planned route when no alternative is resident. ``backlog``:
+    the backlogs this decision has already read."""
     planned = plan.routes[task]
     alts: Sequence[Route] = plan.alternatives.get(task) or (planned,)
     slo = plan.slo_ms.get(task, float("inf"))
-    backlog: dict[str, float] = {}
+    backlog = {} if backlog is None else backlog
     best: Route | None = None
     best_t = float("inf")
     # Alternatives are a Pareto front, fastest first, so the most accurate comes last.
@@ -58,7 +65,7 @@ def planned_if_in_time(task: str, plan: Plan, state: QueueView) -> Route:
         task, float("inf")
     ) and _resident(planned, state):
         return planned
-    return most_accurate_in_time(task, plan, state)
+    return most_accurate_in_time(task, plan, state, backlog)
 
 
 def planned_or_placed(task: str, plan: Plan, state: QueueView) -> Route:
@@ -70,33 +77,32 @@ def planned_or_placed(task: str, plan: Plan, state: QueueView) -> Route:
     backlog: dict[str, float] = {}
     if _resident(planned, state):
         # Fast path (most requests): nothing queued on the planned processors, so run as planned.
-        if all(state.backlog_ms(k) <= 0.0 for k in planned.processors):
+        if all(_wait(k, backlog, state) <= 0.0 for k in planned.processors):
             return planned
-        placed = place_blocks(task, plan, state, exhaustive=True)
+        placed = place_blocks(task, plan, state, exhaustive=True, backlog=backlog)
         if finish_ms(placed, backlog, state) <= slo:
             return placed
-    return most_accurate_in_time(task, plan, state)
+    return most_accurate_in_time(task, plan, state, backlog)
 
 
-def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool) -> Route:
+def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool,
+                 backlog: dict[str, float] | None = None) -> Route:
     """Per-block placement of the planned blocks at request time (Band's unit sub-graphs).
 
     ``exhaustive``: the placement with the least expected finish time over all processor
     sequences (a DP over positions, exact because waiting is monotone in the ready time);
-    otherwise HEFT's greedy earliest-finish-time choice block by block.
+    otherwise HEFT's greedy earliest-finish-time choice block by block. ``backlog``: the
+    backlogs this decision has already read.
     """
     planned = plan.routes[task]
     units = plan.unit_latency_ms.get(task)
     if not units:
         return planned
     moves = plan.unit_transfer_ms[task]
-    backlog: dict[str, float] = {}
+    seen: dict[str, float] = {} if backlog is None else backlog
 
     def wait(k: str) -> float:
-        b = backlog.get(k)
-        if b is None:
-            b = backlog[k] = state.backlog_ms(k)
-        return b
+        return _wait(k, seen, state)
 
     if exhaustive:
         # finish[k]: earliest finish with the current block on k; back[p][k]: the previous processor.
@@ -110,13 +116,13 @@ def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool) -> R
             for k, ms in lat.items():
                 w = wait(k)
                 if p == 0:
-                    nxt[k] = (w if w > 0.0 else 0.0) + ms
+                    nxt[k] = (w if w > 0.0 else 0.0) + ms  # noqa: FURB136 (hot loop, see above)
                     continue
                 best_f = float("inf")
                 best_k = ""
                 for kk, f_prev in finish.items():
                     ready = f_prev + move if kk != k else f_prev
-                    f = (w if w > ready else ready) + ms
+                    f = (w if w > ready else ready) + ms  # noqa: FURB136 (hot loop, see above)
                     if f < best_f:
                         best_f, best_k = f, kk
                 if best_k:
