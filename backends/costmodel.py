@@ -8,9 +8,13 @@ A block's latency on a processor is modelled as
 where masked sparsity patterns (unstructured, 2:4, block) skip
 ``level * sparsity_efficiency(pattern)`` of the work and weight traffic.
 Structured pruning shrinks the tensors themselves, so its FLOPs are already
-smaller and no discount applies. ``compute_eff``, ``memory_eff`` and the
-overhead are fitted to what is measured on the host (:func:`calibrate`);
-:func:`leave_one_out` reports how well that fit predicts unseen blocks.
+smaller and no discount applies.
+
+By default each processor's efficiency is fitted to the public per-model results
+written into its SoC file (:func:`fit_references`): modelled latencies then depend
+only on committed inputs, never on the machine that computes them. Fitting to blocks
+measured on the host (:func:`calibrate`) is an explicit option; :func:`leave_one_out`
+reports how well that fit predicts unseen blocks.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.optimize import least_squares
 
-from backends.processor import ProcessorSpec, TransferSpec
+from backends.processor import ProcessorSpec, Reference, TransferSpec
 
 if TYPE_CHECKING:  # the NPU partitioner imports TVM; the cost model itself must not
     from backends.npu import OffloadPlan
@@ -81,6 +85,46 @@ def roofline_ms(processor: ProcessorSpec, sample: CostSample, eff: Efficiency = 
     memory_ms = moved / (processor.memory_bandwidth_gbps * 1e9 * eff.memory) * 1e3
     overhead_us = processor.launch_overhead_us if eff.overhead_us is None else eff.overhead_us
     return overhead_us / 1e3 + max(compute_ms, memory_ms)
+
+
+def fit_references(processor: ProcessorSpec, references: Sequence[Reference] | None = None) -> Efficiency:
+    """One efficiency factor for compute and bandwidth, fitted to the processor's public results.
+
+    Each reference gives ``e_i = roofline_at_peak_i / (latency_i - overhead)``; the fit is their
+    geometric mean (least squares on log latency, closed form). One factor, not two, because a
+    published per-model latency does not say how much of it was compute-bound and how much
+    memory-bound. With no references the processor runs at its datasheet peak, and says so.
+    Pure arithmetic on the SoC file: the same file gives the same efficiency on every machine.
+    """
+    refs = processor.references if references is None else tuple(references)
+    if not refs:
+        return Efficiency(source="datasheet peak: no reference results in the SoC file")
+    logs = []
+    for ref in refs:
+        sample = CostSample(flops=ref.gop * 1e9, weight_bytes=int(ref.weight_mb * 1e6),
+                            activation_bytes=int(ref.activation_mb * 1e6), dtype=ref.dtype)
+        at_peak = roofline_ms(processor, sample) - processor.launch_overhead_us / 1e3
+        busy = ref.latency_ms - processor.launch_overhead_us / 1e3
+        if busy <= 0 or at_peak <= 0:
+            raise ValueError(f"processor {processor.name!r}: reference {ref.model!r} ({ref.latency_ms} ms) "
+                             f"is not longer than the launch overhead")
+        logs.append(math.log(at_peak / busy))
+    factor = min(1.0, math.exp(sum(logs) / len(logs)))
+    names = ", ".join(sorted({r.model for r in refs}))
+    return Efficiency(compute=factor, memory=factor, overhead_us=None,
+                      source=f"fitted to {len(refs)} published result(s): {names}")
+
+
+def fit_soc(processors: Sequence[ProcessorSpec]) -> dict[str, Efficiency]:
+    """Each processor's efficiency from its own published results; a processor with none takes the
+    median factor of the SoC's processors that have some (the SoC's software stack is the best
+    evidence left), and datasheet peak only when no processor of the SoC has any."""
+    own = {p.name: fit_references(p) for p in processors if p.references}
+    if not own:
+        return {p.name: fit_references(p) for p in processors}
+    factor = float(np.median([e.compute for e in own.values()]))
+    borrowed = Efficiency(compute=factor, memory=factor, source=f"no published result: median of {', '.join(sorted(own))}")
+    return {p.name: own.get(p.name, borrowed) for p in processors}
 
 
 def calibrate(processor: ProcessorSpec, samples: Sequence[CostSample]) -> Efficiency:

@@ -49,6 +49,24 @@ class SparsitySupport:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """One public per-model result on a processor, which its modelled efficiency is fitted to.
+
+    ``gop`` is the work of one inference (2 x MACs, in 1e9 operations), ``weight_mb`` and
+    ``activation_mb`` the bytes it moves once; ``latency_ms`` is the published time of one
+    inference (single-stream latency, or 1000 / offline throughput per stream).
+    """
+
+    model: str
+    dtype: str
+    gop: float
+    weight_mb: float
+    latency_ms: float
+    source: str
+    activation_mb: float = 0.0
+
+
+@dataclass(frozen=True)
 class ProcessorSpec:
     """One compute unit of an SoC, as the backends need it."""
 
@@ -63,6 +81,8 @@ class ProcessorSpec:
     dtypes: tuple[str, ...] = ("fp32", "fp16", "int8")
     ops: tuple[str, ...] | None = None
     source: str = "unspecified"
+    # Public per-model results its modelled efficiency is fitted to (see backends.costmodel.fit_references).
+    references: tuple[Reference, ...] = ()
 
     def __post_init__(self) -> None:
         if "kind" not in self.target:

@@ -35,6 +35,7 @@ from backends.costmodel import (
     CostSample,
     Efficiency,
     calibrate,
+    fit_soc,
     offload_ms,
     roofline_ms,
     transfer_ms,
@@ -200,8 +201,10 @@ class Profiler:
         # gap (see time_ms). Host blocks measured only to calibrate absent processors' roofline
         # are timed back to back: that fit is about compute rate, not wake-up.
         self.idle_ms = idle_ms
-        # With no present TVM processor, measure this many blocks on the host CPU so the roofline
-        # of absent processors is calibrated on real runs rather than taken at datasheet peak.
+        # Opt-in (0 by default): with no present TVM processor, measure this many blocks on the host
+        # CPU and scale every absent processor's roofline by the host's efficiency. The result then
+        # depends on this machine's load, so it is off unless asked for; by default each processor's
+        # efficiency comes from the published results in its SoC file (fit_references).
         self.calibration_blocks = calibration_blocks
         # compile_absent=False models absent processors without generating their code (NPU offload
         # decisions still come from BYOC partitioning): minutes saved when only latencies are wanted.
@@ -248,7 +251,8 @@ class Profiler:
             loads=tuple(self._loads(blocks, weight_files or {})),
             meta={"tvm_version": tvm.__version__, "host": host_device(), "repeats": self.repeats,
                   "warmup": self.warmup, "idle_ms": self.idle_ms, "compiles": self.options.cache.compiles,
-                  "calibration": [dataclasses.asdict(e) for e in calibration]},
+                  "calibration": [dataclasses.asdict(e) for e in calibration],
+                  "efficiency": {"host calibration" if calibration else "published references": True}},
         )
 
     def _plan_only(self, pairs: Sequence[tuple[BlockSpec, ProcessorSpec]]) -> list[CompiledBlock]:
@@ -305,14 +309,14 @@ class Profiler:
 
     def _model(self, pending: list[tuple[BlockSpec, ProcessorSpec, CompiledBlock]], measured: list[ProfileEntry],
                blocks: Sequence[BlockSpec], activations: dict[str, int]) -> list[ProfileEntry]:
-        # Host efficiency carries over; each processor keeps its own launch overhead.
-        eff = dataclasses.replace(self._efficiency(measured, blocks), overhead_us=None)
+        effs = self.efficiencies(measured, blocks)
         out = []
         cpu = next((p for p in self.soc.processors if p.kind == "cpu"), None)
         for block, proc, compiled in pending:
             sample = sample_of(block, activations[block.digest])
+            eff = effs[proc.name]
             if compiled.offload is not None and cpu is not None:
-                latency = offload_ms(compiled.offload, proc, cpu, self.soc.transfer, block.dtype, eff, eff)
+                latency = offload_ms(compiled.offload, proc, cpu, self.soc.transfer, block.dtype, eff, effs[cpu.name])
                 how = f"roofline, BYOC offload {compiled.offload.offloaded_flop_fraction:.0%} of FLOPs"
             elif sample.dtype in proc.dtypes and proc.peak_gops.for_dtype(sample.dtype) > 0:
                 latency = roofline_ms(proc, sample, eff)
@@ -331,6 +335,17 @@ class Profiler:
                 note=f"compiled: {compiled.artifact_format}",
             ))
         return out
+
+    def efficiencies(self, measured: list[ProfileEntry], blocks: Sequence[BlockSpec]) -> dict[str, Efficiency]:
+        """Each processor's modelled efficiency: fitted to its SoC file's published results (the
+        default, independent of this machine), or, when ``calibration_blocks`` asked for it, the
+        host's efficiency fitted on measured blocks (each processor keeps its own launch overhead)."""
+        if self.calibration_blocks:
+            host = dataclasses.replace(self._efficiency(measured, blocks), overhead_us=None)
+            if host.source != "uncalibrated":
+                host = dataclasses.replace(host, source=f"host calibration: {host.source} on {host_device()}")
+                return {p.name: host for p in self.soc.processors}
+        return fit_soc(self.soc.processors)
 
     def _efficiency(self, measured: list[ProfileEntry], blocks: Sequence[BlockSpec]) -> Efficiency:
         tvm_measured = [e for e in measured if e.executor == "tvm"]

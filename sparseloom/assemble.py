@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from backends.block import BlockSpec
-from backends.processor import PeakRates, ProcessorSpec, SoCSpec, SparsitySupport, TransferSpec
+from backends.processor import PeakRates, ProcessorSpec, Reference, SoCSpec, SparsitySupport, TransferSpec
 from backends.profile import Profile
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from sparseloom.arrivals import mean_rate_hz
@@ -89,6 +89,8 @@ def soc_spec(soc: SoC) -> SoCSpec:
             dtypes=tuple(p.dtypes),
             ops=tuple(p.ops) if p.ops is not None else None,
             source=p.source,
+            references=tuple(Reference(r.model, r.dtype, r.gop, r.weight_mb, r.latency_ms, r.source, r.activation_mb)
+                             for r in p.reference),
         )
         for p in soc.processors
     )
@@ -167,21 +169,25 @@ def idle_gap_ms(workload: Workload, base_dir: Path) -> float:
 
 
 def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = True, repeats: int = 20,
-                 tune_trials: int = 0, compile_absent: bool = False, idle_ms: float | None = None) -> Profile:
+                 tune_trials: int = 0, compile_absent: bool = False, idle_ms: float | None = None,
+                 calibrate_on_host: bool = False) -> Profile:
     """Profile every unique block of ``pool`` on every processor of ``spec``; cached per (SoC, pool, tuning,
     idle gap).
 
     Present processors are measured, each run after ``idle_ms`` idle (see :func:`idle_gap_ms`; default
     ``backends.profiler.IDLE_MS``); absent ones
     are modelled, by default without generating their code (``compile_absent`` cross-compiles them too,
-    which takes minutes per model).
+    which takes minutes per model). Modelled latencies use each processor's efficiency fitted to the
+    published results in the SoC file, so they are the same on every machine; ``calibrate_on_host``
+    fits them to 8 blocks measured here instead (then they move with this machine's load, and the
+    profile's ``meta.efficiency`` and every entry's ``device`` say so).
     """
     blocks = {b.digest: b for b in pool.blocks()}
     if idle_ms is None:
         from backends.profiler import IDLE_MS
 
         idle_ms = IDLE_MS
-    key = _key("calibrated-v6", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms)
+    key = _key("modelled-v7", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host)
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
     if path.is_file():
         return Profile.load(path)
@@ -195,7 +201,7 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
     options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), tuning_db=tuning_db,
                              tune_trials=tune_trials, cross_link=False)
     profile = Profiler(spec, options, repeats=repeats, progress=progress, compile_absent=compile_absent,
-                       calibration_blocks=8, idle_ms=idle_ms).profile(
+                       calibration_blocks=8 if calibrate_on_host else 0, idle_ms=idle_ms).profile(
         specs, {d: pool.path(d) for d in blocks})
     profile.save(path)
     return profile

@@ -92,6 +92,18 @@ class SparsitySupport(Schema):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+class Reference(Schema):
+    """One public per-model result on a processor; its modelled efficiency is fitted to these."""
+
+    model: Annotated[str, Field(min_length=1, max_length=64)]
+    dtype: Dtype
+    gop: Positive                 # work of one inference: 2 x MACs, in 1e9 operations
+    weight_mb: NonNegative        # weights read once per inference (MB = 1e6 bytes)
+    activation_mb: NonNegative = 0.0
+    latency_ms: Positive          # one inference: single-stream latency, or 1000 / throughput
+    source: Annotated[str, Field(min_length=3)]
+
+
 class Processor(Schema):
     """One compute unit of an SoC."""
 
@@ -106,6 +118,7 @@ class Processor(Schema):
     dtypes: tuple[Dtype, ...] = ("fp32", "fp16", "int8")
     ops: tuple[OpName, ...] | None = None
     source: Annotated[str, Field(min_length=3)]
+    reference: Annotated[tuple[Reference, ...], Field(max_length=32)] = ()
 
     @model_validator(mode="after")
     def _check(self) -> Processor:
@@ -115,6 +128,12 @@ class Processor(Schema):
             raise ValueError(
                 "executor 'torch' runs on the host CPU only; use kind 'cpu'"
             )
+        for ref in self.reference:
+            if ref.latency_ms * 1e3 <= self.launch_overhead_us:
+                raise ValueError(f"reference {ref.model!r}: latency_ms {ref.latency_ms} is not longer than "
+                                 f"launch_overhead_us {self.launch_overhead_us}")
+            if ref.dtype not in self.dtypes:
+                raise ValueError(f"reference {ref.model!r}: dtype {ref.dtype} is not among the processor's dtypes")
         return self
 
 

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         usage="sparseloom profile WORKLOAD [--soc FILE] [--out FILE] [--repeats N] [--tune-budget N]\n"
               "       sparseloom profile show FILE [--json]",
         description="Compile each block through TVM for each processor; measure where the processor is "
-                    "present, model it (roofline calibrated on the measured blocks) where not. Cached.")
+                    "present, model it where not (roofline with each processor's efficiency fitted to the "
+                    "published results in the SoC file, the same on every machine). Cached.")
     p.add_argument("target", nargs="+", metavar="WORKLOAD | show FILE")
     p.add_argument("--soc", type=Path, metavar="FILE", help="profile on this SoC file instead of the workload's")
     p.add_argument("--cache", type=Path, metavar="DIR", help="pools, profiles, compiled blocks")
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=20, metavar="N", help="timed runs per block (after warm-up)")
     p.add_argument("--tune-budget", type=int, default=0, metavar="TRIALS",
                    help="MetaSchedule trials per block for present CPUs (0: rule schedules only)")
+    p.add_argument("--calibrate-on-host", action="store_true",
+                   help="fit absent processors' efficiency to 8 blocks measured on this host instead of the "
+                        "SoC file's published results (the profile then depends on this machine's load)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="show: print the profile as JSON")
     p.set_defaults(run=run)
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     cache = common.cache_dir(args)
     pool = workload_pool(workload, cache, not args.no_progress, args.workload)
     profile = profile_pool(soc_spec(soc), pool, cache, progress=not args.no_progress, repeats=args.repeats,
-                           tune_trials=args.tune_budget, idle_ms=idle_gap_ms(workload, Path(args.workload).parent))
+                           tune_trials=args.tune_budget, idle_ms=idle_gap_ms(workload, Path(args.workload).parent),
+                           calibrate_on_host=args.calibrate_on_host)
     if args.out:
         tmp = Path(str(args.out) + ".tmp")
         profile.save(tmp)

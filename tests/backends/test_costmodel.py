@@ -12,12 +12,14 @@ from backends.costmodel import (
     Efficiency,
     Step,
     calibrate,
+    fit_references,
+    fit_soc,
     leave_one_out,
     roofline_ms,
     stitched_latency_ms,
     transfer_ms,
 )
-from backends.processor import PeakRates, ProcessorSpec, SparsitySupport, TransferSpec
+from backends.processor import PeakRates, ProcessorSpec, Reference, SparsitySupport, TransferSpec
 
 PROC = ProcessorSpec(name="cpu", kind="cpu", target={"kind": "llvm"}, peak_gops=PeakRates(fp32=100.0, int8=400.0),
                      memory_bandwidth_gbps=10.0, launch_overhead_us=5.0,
@@ -82,3 +84,37 @@ def test_stitched_latency_adds_transfers_only_on_processor_change() -> None:
     assert stitched_latency_ms(steps, measured_transfer_ms=measured) == pytest.approx(10.75)
     with pytest.raises(ValueError):
         stitched_latency_ms(steps)
+
+
+def _ref(latency_ms: float, gop: float = 2.0, weight_mb: float = 1.0, dtype: str = "fp32") -> Reference:
+    return Reference(model="m", dtype=dtype, gop=gop, weight_mb=weight_mb, latency_ms=latency_ms, source="test")
+
+
+def test_reference_fit_reproduces_the_published_latency() -> None:
+    # 2 GOP on 100 GOP/s at peak is 20 ms of compute; published 45 ms (5 us overhead) -> 20/44.995.
+    proc = dataclasses.replace(PROC, references=(_ref(45.0),))
+    eff = fit_references(proc)
+    sample = CostSample(flops=2e9, weight_bytes=int(1e6), activation_bytes=0)
+    assert roofline_ms(proc, sample, eff) == pytest.approx(45.0, rel=1e-12)
+    assert "1 published result" in eff.source
+
+
+def test_reference_fit_is_the_geometric_mean_and_capped_at_peak() -> None:
+    two = dataclasses.replace(PROC, references=(_ref(20.005), _ref(80.005)))
+    assert fit_references(two).compute == pytest.approx(0.5, rel=1e-9)  # sqrt(1 x 0.25)
+    faster_than_peak = dataclasses.replace(PROC, references=(_ref(10.0),))
+    assert fit_references(faster_than_peak).compute == 1.0
+
+
+def test_processors_without_results_borrow_the_socs_median_else_run_at_peak() -> None:
+    a = dataclasses.replace(PROC, name="a", references=(_ref(40.005),))   # 0.5
+    b = dataclasses.replace(PROC, name="b", references=(_ref(200.005),))  # 0.1
+    c = dataclasses.replace(PROC, name="c")
+    effs = fit_soc([a, b, c])
+    assert effs["c"].compute == pytest.approx(0.3, rel=1e-9) and "median" in effs["c"].source
+    assert fit_soc([c])["c"].compute == 1.0 and "datasheet peak" in fit_soc([c])["c"].source
+
+
+def test_a_reference_shorter_than_the_launch_overhead_is_refused() -> None:
+    with pytest.raises(ValueError, match="launch overhead"):
+        fit_references(dataclasses.replace(PROC, references=(_ref(0.004),)))

@@ -96,3 +96,31 @@ def test_absent_processor_without_fp32_models_fp32_blocks_as_fp16_or_skips_them(
     by_proc = {e.processor: e for e in profile.entries}
     assert set(by_proc) == {"hvx"}  # an int8-only unit cannot run an fp32 block
     assert "as fp16" in by_proc["hvx"].device and by_proc["hvx"].source == "modelled"
+
+
+def test_modelled_entries_are_bit_identical_under_cpu_load(cnn_block: BlockSpec, tmp_path: Path) -> None:
+    """An absent SoC's profile depends only on the SoC file, the blocks and the code: computed
+    again while another process keeps a core busy, every modelled latency is the same float."""
+    import subprocess
+    import sys
+
+    from sparseloom.assemble import soc_spec
+    from sparseloom.workload import load_workload
+
+    orin = soc_spec(load_workload(Path(__file__).parents[2] / "workloads/socs/jetson_orin_agx.yaml").soc)
+    blocks = [cnn_block, make_block("lin", torch.nn.Linear(64, 64), (torch.randn(8, 64),))]
+
+    def modelled() -> dict[tuple[str, str], float]:
+        options = CompileOptions(cache=CompileCache(tmp_path / "cache"))
+        profile = Profiler(orin, options, repeats=3, warmup=1, progress=False, compile_absent=False).profile(blocks)
+        assert {e.source for e in profile.entries} == {"modelled"}
+        assert all("published result" in e.device for e in profile.entries)
+        return {(e.digest, e.processor): e.latency_ms for e in profile.entries}
+
+    quiet = modelled()
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded = modelled()
+    finally:
+        hog.kill()
+    assert loaded == quiet and len(quiet) == len(blocks) * len(orin.processors)
