@@ -68,10 +68,11 @@ def planned_if_in_time(task: str, plan: Plan, state: QueueView) -> Route:
     return most_accurate_in_time(task, plan, state, backlog)
 
 
-def planned_or_placed(task: str, plan: Plan, state: QueueView) -> Route:
-    """The planned stitched variant: as planned when its processors are idle, else with its blocks
-    placed for the least expected finish given the live backlogs, if that is within the SLO; else
-    the most accurate alternative in time."""
+def planned_or_placed(task: str, plan: Plan, state: QueueView, single_processor: bool = False) -> Route:
+    """The planned variant: as planned when its processors are idle, else with its blocks placed for
+    the least expected finish given the live backlogs (all on one processor with
+    ``single_processor``: the non-partitioned baselines), if that is within the SLO; else the most
+    accurate alternative in time."""
     planned = plan.routes[task]
     slo = plan.slo_ms.get(task, float("inf"))
     backlog: dict[str, float] = {}
@@ -79,10 +80,55 @@ def planned_or_placed(task: str, plan: Plan, state: QueueView) -> Route:
         # Fast path (most requests): nothing queued on the planned processors, so run as planned.
         if all(_wait(k, backlog, state) <= 0.0 for k in planned.processors):
             return planned
-        placed = place_blocks(task, plan, state, exhaustive=True, backlog=backlog)
+        if single_processor:
+            placed = place_whole(task, plan, state, backlog)
+        else:
+            placed = place_blocks(task, plan, state, exhaustive=True, backlog=backlog)
         if finish_ms(placed, backlog, state) <= slo:
             return placed
     return most_accurate_in_time(task, plan, state, backlog)
+
+
+# Per-request dispatch rules every adaptive policy may use (see ``dispatch``).
+RULES = ("place", "plan", "accuracy")
+
+
+def dispatch(rule: str, task: str, plan: Plan, state: QueueView, single_processor: bool = False) -> Route:
+    """One request's route by ``rule``: "place" (:func:`planned_or_placed`), "plan"
+    (:func:`planned_if_in_time`) or "accuracy" (:func:`most_accurate_in_time`)."""
+    if rule == "place":
+        return planned_or_placed(task, plan, state, single_processor)
+    if rule == "plan":
+        return planned_if_in_time(task, plan, state)
+    return most_accurate_in_time(task, plan, state)
+
+
+def check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise ValueError(f"dispatch must be one of {', '.join(RULES)}, not {rule!r}")
+    return rule
+
+
+def place_whole(task: str, plan: Plan, state: QueueView, backlog: dict[str, float] | None = None) -> Route:
+    """The planned blocks all on the one processor that finishes them first given the live backlogs
+    (no partitioning: the paper's NP baselines move a whole variant, never split it)."""
+    planned = plan.routes[task]
+    units = plan.unit_latency_ms.get(task)
+    if not units:
+        return planned
+    seen: dict[str, float] = {} if backlog is None else backlog
+    best_k, best_f = "", float("inf")
+    for k in units[0]:
+        if not all(k in lat for lat in units):
+            continue
+        w = _wait(k, seen, state)
+        f = (max(0.0, w)) + sum(lat[k] for lat in units)
+        if f < best_f:
+            best_k, best_f = k, f
+    procs = (best_k,) * len(units)
+    if not best_k or procs == planned.processors:
+        return planned
+    return with_processors(planned, procs, units, plan.unit_transfer_ms[task])
 
 
 def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool,

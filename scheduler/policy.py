@@ -1,14 +1,24 @@
 """The one small interface every policy implements, SparseLoom's own and each baseline.
 
-The simulator and the runtime hold a :class:`Policy` and never branch on its name.
+The simulator and the runtime hold a :class:`Policy` and never branch on its name. What a
+policy needs from them is declared, not probed (Band's ``GetWorkerType``): ``queue`` says
+where requests wait, ``drop_late`` whether requests that can no longer meet their deadline
+are dropped. :class:`PolicyBase` gives every declaration its default.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
 
 from scheduler.plan import Plan, Route
 from scheduler.problem import Problem
+
+# "processor": a request's route is decided at arrival and each block waits in its processor's
+# FIFO queue. "global": requests wait in one queue and the policy's ``schedule`` hands the next
+# block of queued requests to idle processors (Band's kGlobalQueue workers).
+Queue = Literal["processor", "global"]
 
 
 class QueueView(Protocol):
@@ -24,10 +34,35 @@ class QueueView(Protocol):
     def is_resident(self, digest: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class Job:
+    """A request waiting in the global queue for its next block (Band's ``Job``)."""
+
+    request: int
+    task: str
+    # The route whose variant the request runs; ``position`` is its next block.
+    route: Route
+    position: int
+    enqueue_ms: float
+    deadline_ms: float
+    # Processor of the previous block (None before the first): a move there costs a transfer.
+    previous: str | None
+
+
+# A scheduling decision: (index into the jobs given, processor, blocks to run there back to back),
+# or (index, None, 0) to drop the job.
+Assignment = tuple[int, str | None, int]
+
+
 class Policy(Protocol):
     """Plans offline, decides online."""
 
     name: str
+    queue: Queue
+    drop_late: bool
+    # Global queue only: how many jobs from the queue's head ``schedule`` looks at (Band's
+    # ``schedule_window_size``); the engines pass no more than this.
+    window: int
 
     def plan(self, problem: Problem) -> Plan:
         """Choose a route per task (and residency) for the whole problem."""
@@ -36,3 +71,37 @@ class Policy(Protocol):
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
         """Pick the route for one arriving request; must be fast (target p99 <= 100 us)."""
         ...
+
+    def replan(self, problem: Problem, plan: Plan) -> Plan:
+        """The plan after a change of the problem (SLOs, rates, budget); ``plan`` is the one in force."""
+        ...
+
+    def schedule(self, jobs: Sequence[Job], idle: frozenset[str], plan: Plan, state: QueueView) -> list[Assignment]:
+        """For ``queue == "global"``: which queued jobs start their next block on which idle processor,
+        and which are dropped. Jobs not named stay queued, in order."""
+        ...
+
+
+class PolicyBase:
+    """Defaults for the declarations and optional hooks of :class:`Policy`."""
+
+    name: str
+    queue: Queue = "processor"
+    # Drop a request when its processor takes a block after the request's deadline has passed
+    # (Band's planner does this for every scheduler); off unless a policy's definition has it.
+    drop_late: bool = False
+    window: int = 2**31 - 1  # Band's default, INT_MAX: the whole queue
+
+    def plan(self, problem: Problem) -> Plan:
+        raise NotImplementedError
+
+    def replan(self, problem: Problem, plan: Plan) -> Plan:
+        return self.plan(problem)
+
+    def schedule(self, jobs: Sequence[Job], idle: frozenset[str], plan: Plan, state: QueueView) -> list[Assignment]:
+        raise NotImplementedError(f"policy {self.name!r} declares queue={self.queue!r}; it has no global schedule")
+
+
+def with_slos(plan: Plan, problem: Problem) -> Plan:
+    """``plan`` unchanged but for the SLOs it dispatches against (a policy that keeps its routes)."""
+    return replace(plan, slo_ms={t.name: t.latency_slo_ms for t in problem.tasks})

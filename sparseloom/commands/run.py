@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from sparseloom.errors import bad_argument
+from sparseloom.errors import InputError, Problem, bad_argument
 from stitching import zoo
 
 
@@ -45,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     s = prepare(args.workload, soc_path=args.soc, policy=args.policy, duration_s=args.duration, seed=args.seed,
                 cache_dir=cache, progress=not args.no_progress)
     out = sys.stderr if args.json else sys.stdout
-    with Runtime(s.problem, registry.create(s.policy), s.soc, s.pool, cache_dir=cache / "compiled",
+    policy = registry.create(s.policy)
+    if policy.queue != "processor":
+        raise InputError([Problem("--policy", "a policy with per-processor queues (the runtime has no global "
+                                  "queue yet)", f"{s.policy} (queue: {policy.queue})")])
+    with Runtime(s.problem, policy, s.soc, s.pool, cache_dir=cache / "compiled",
                  max_in_flight=args.max_in_flight) as rt:
         print(rt.plan.describe(), file=out)
         rt.warm(lambda m: print(m, file=sys.stderr) if not args.no_progress else None)

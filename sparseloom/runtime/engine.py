@@ -107,6 +107,11 @@ class Runtime:
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if policy.queue != "processor":
+            # Band's global queue is honoured by the simulator; the runtime's workers keep one FIFO
+            # queue each, so running such a policy here would silently be another policy.
+            raise ValueError(f"policy {policy.name!r} needs a {policy.queue} queue, which the runtime does not "
+                             "have yet; simulate it, or run a per-processor-queue policy")
         procs = {p.name: p for p in soc.processors}
         missing = [p.name for p in problem.processors if p.name not in procs]
         if missing:
@@ -231,9 +236,8 @@ class Runtime:
         return self.plan
 
     def _replan(self, problem: Problem) -> None:
-        replan: Callable[[Problem], Plan] = getattr(self.policy, "replan", None) or self.policy.plan
         t0 = time.perf_counter_ns()
-        plan = replan(problem)
+        plan = self.policy.replan(problem, self.plan)
         with self._lock:
             self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
             if problem is not self.problem:

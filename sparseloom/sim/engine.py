@@ -66,10 +66,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from scheduler.plan import Plan, Route
-from scheduler.policy import Policy
+from scheduler.policy import Job, Policy
 from scheduler.problem import Problem
 
-READY, FINISH, LOAD, SLO_CHANGE = 1, 2, 3, 4
+READY, FINISH, LOAD, SLO_CHANGE, PLAN_READY = 1, 2, 3, 4, 5
 
 # A compiled block step: (processor index, latency_ms, block id, transfer_ms before it).
 Step = tuple[int, float, int, float]
@@ -155,6 +155,8 @@ class RawRun:
     latency_slo_ms: list[float]
     accuracy: list[float | None]
     accuracy_violated: list[bool]
+    # Requests the policy dropped (deadline already passed or expected to be missed); never run to the end.
+    dropped: list[bool]
     decision_ns: list[int]
     replan_ns: list[int]
     busy_ms: list[float]
@@ -263,14 +265,6 @@ def compile_route(
     )
 
 
-def _replan(policy: Policy, problem: Problem) -> Plan:
-    """A policy's optional ``replan(problem)`` (e.g. a warm-started solve), else ``plan``."""
-    replan: Callable[[Problem], Plan] | None = getattr(policy, "replan", None)
-    if replan is not None:
-        return replan(problem)
-    return policy.plan(problem)
-
-
 def run(
     problem: Problem,
     policy: Policy,
@@ -286,6 +280,7 @@ def run(
     prefetch: bool = True,
     latency_cv: float = 0.0,
     latency_rng: np.random.Generator | None = None,
+    replan_delay_ms: Callable[[Plan], float] | None = None,
 ) -> RawRun:
     """Simulate one run; ``arrival_ms`` must be sorted and ``arrival_task`` index ``problem.tasks``.
 
@@ -303,6 +298,16 @@ def run(
     value times a lognormal factor of mean 1 and that coefficient of
     variation, drawn from ``latency_rng``; 0 (the default) keeps the
     profile's latency exactly.
+
+    On an SLO change the policy re-plans (``policy.replan(problem, plan)``); the new plan serves
+    ``replan_delay_ms(new_plan)`` later (default 0) and the old plan serves meanwhile.
+
+    ``policy.queue == "global"`` (Band): requests wait in one queue, in order; whenever a request
+    arrives or a processor frees, ``policy.schedule`` hands the next block(s) of queued requests
+    to idle processors or drops them. A request's remaining blocks rejoin the tail of the queue
+    after each assignment (Band's follow-up jobs); a move between processors costs the transfer
+    as time on the receiving processor. ``policy.drop_late``: a request whose deadline has passed
+    when a processor would take its next block is dropped instead.
     """
     if latency_cv < 0:
         raise ValueError(f"latency_cv must be >= 0, got {latency_cv}")
@@ -351,6 +356,17 @@ def run(
     req_acc_bad = [False] * n_req
     decision_ns: list[int] = []
     replan_ns: list[int] = []
+    dropped = [False] * n_req
+    drop_late = bool(policy.drop_late)
+    global_queue = policy.queue == "global"
+    window = max(1, int(policy.window))
+    gq: list[int] = []  # requests waiting in the global queue, in order
+    req_route: list[Route | None] = [None] * n_req
+    req_prev = [-1] * n_req  # processor of the request's previous block (global queue)
+    run_left = [0] * n_req  # blocks still to run back to back on the same processor (global queue)
+    pending_plans: list[Plan] = []
+    opt_latency = [[[opt.latency_ms for opt in pos] for pos in t.positions] for t in problem.tasks]
+    opt_block = [[[block_ids[opt.digest] for opt in pos] for pos in t.positions] for t in problem.tasks]
 
     # Per-processor waiting state: the request whose block waits for a load, or -1.
     waiting_req = [-1] * nproc
@@ -545,6 +561,63 @@ def run(
             queues[p].append(r)
             queued[p] += step[1]
 
+    def drop(r: int) -> None:
+        """The request will not run on: its blocks still to come are no longer wanted."""
+        dropped[r] = True
+        for step in req_steps[r][req_pos[r]:]:
+            wanted[step[2]] -= 1
+
+    def next_live(q: deque[int], p: int, now: float) -> int:
+        """The next request of processor ``p``'s queue to run, dropping late ones when the policy does."""
+        while q:
+            r2 = q.popleft()
+            queued[p] -= req_steps[r2][req_pos[r2]][1]
+            if drop_late and now > arr_t[r2] + req_slo[r2]:
+                drop(r2)
+                continue
+            return r2
+        return -1
+
+    def global_step(r: int, p: int) -> Step:
+        """The step of request ``r``'s next block on processor ``p``, with the move there if any."""
+        k = arr_k[r]
+        route = req_route[r]
+        assert route is not None
+        pos = req_pos[r]
+        o = route.options[pos]
+        xfer = problem.transfer_ms(problem.tasks[k].output_mb[pos - 1]) if req_prev[r] not in (-1, p) else 0.0
+        return (p, float(opt_latency[k][pos][o][processors[p]]) + xfer, opt_block[k][pos][o], 0.0)
+
+    def schedule_global(now: float) -> None:
+        """Ask the policy which queued requests run next where (Band's ``Schedule(JobQueue&)``)."""
+        if not gq:
+            return
+        idle = frozenset(processors[p] for p in range(nproc) if not busy[p])
+        if not idle:
+            return
+        head = gq[:window]
+        jobs = [Job(r, task_names[arr_k[r]], req_route[r], req_pos[r], arr_t[r],  # type: ignore[arg-type]
+                    arr_t[r] + req_slo[r], processors[req_prev[r]] if req_prev[r] >= 0 else None) for r in head]
+        gone: set[int] = set()
+        for i, proc, count in policy.schedule(jobs, idle, plan, view):
+            r = head[i]
+            if i in gone:
+                raise ValueError(f"policy {policy.name!r} scheduled job {i} twice in one call")
+            if proc is None or (drop_late and now > arr_t[r] + req_slo[r]):
+                gone.add(i)
+                drop(r)
+                continue
+            p = proc_index[proc]
+            if busy[p]:
+                continue  # the processor is taken: the job keeps its place
+            gone.add(i)
+            run_left[r] = max(1, count) - 1
+            step = global_step(r, p)
+            req_steps[r] = (*req_steps[r][: req_pos[r]], step, *req_steps[r][req_pos[r] + 1:])
+            take(p, r, step, now)
+        if gone:
+            gq[: len(head)] = [r for i, r in enumerate(head) if i not in gone]
+
     def load_residency(new_plan: Plan, now: float) -> None:
         """Pin the plan's resident set when it fits, then load it and the preload list as room allows."""
         resident = [block_ids[d] for d in sorted(new_plan.resident) if d in block_ids]
@@ -593,6 +666,19 @@ def run(
             pos += 1
             if pos == len(steps):
                 done[r] = now
+            elif global_queue:
+                req_pos[r] = pos
+                req_prev[r] = p
+                if run_left[r] > 0:
+                    # The rest of the assigned subgraph runs on at once, on the same processor: one
+                    # invocation in Band, so the scheduler is not asked in between.
+                    run_left[r] -= 1
+                    step = global_step(r, p)
+                    req_steps[r] = (*steps[:pos], step, *steps[pos + 1:])
+                    take(p, r, step, now)
+                    continue
+                else:
+                    gq.append(r)
             else:
                 req_pos[r] = pos
                 xfer = steps[pos][3]
@@ -600,12 +686,14 @@ def run(
                     push(heap, (now + xfer, next(counter), READY, r))
                 else:
                     ready(r, now)
+            if global_queue:
+                schedule_global(now)
+                continue
             q = queues[p]
             if q and not busy[p]:
-                r2 = q.popleft()
-                step2 = req_steps[r2][req_pos[r2]]
-                queued[p] -= step2[1]
-                take(p, r2, step2, now)
+                r2 = next_live(q, p, now)
+                if r2 >= 0:
+                    take(p, r2, req_steps[r2][req_pos[r2]], now)
         elif kind == 0:
             r = a
             k = arr_k[r]
@@ -630,6 +718,11 @@ def run(
                     # Prefetch never evicts a block a dispatched request needs; the rest loads on demand.
                     if block_state[b] == 0 and not start_load(b, now, demand=False):
                         break
+            if global_queue:
+                req_route[r] = route
+                gq.append(r)
+                schedule_global(now)
+                continue
             first_xfer = cr.steps[0][3]
             if first_xfer > 0.0:
                 push(heap, (now + first_xfer, next(counter), READY, r))
@@ -648,6 +741,12 @@ def run(
                 execute(p, r, req_steps[r][req_pos[r]], now)
             if mem_waiters:
                 retry_memory(now)
+        elif kind == PLAN_READY:
+            # The re-plan has finished: its plan serves from now (the old one served meanwhile).
+            plan = pending_plans[a]
+            load_residency(plan, now)
+            if global_queue:
+                schedule_global(now)
         else:  # SLO_CHANGE
             ch = changes[a]
             k = task_names.index(ch.task)
@@ -659,12 +758,14 @@ def run(
                 tasks_now[k], latency_slo_ms=slo_lat[k], min_accuracy=slo_acc[k]
             )
             t0 = perf()
-            plan = _replan(policy, replace(problem, tasks=tuple(tasks_now)))
+            new_plan = policy.replan(replace(problem, tasks=tuple(tasks_now)), plan)
             wall = perf() - t0
             replan_ns.append(wall)
             if log is not None and now < log.until_ms:
                 log.replans.append((now, wall / 1000.0))
-            load_residency(plan, now)
+            pending_plans.append(new_plan)
+            delay = replan_delay_ms(new_plan) if replan_delay_ms is not None else 0.0
+            push(heap, (now + max(0.0, delay), next(counter), PLAN_READY, len(pending_plans) - 1))
 
     memory_changed(max(st.now_ms, duration_ms), 0.0)
     return RawRun(
@@ -676,6 +777,7 @@ def run(
         latency_slo_ms=req_slo,
         accuracy=req_acc,
         accuracy_violated=req_acc_bad,
+        dropped=dropped,
         decision_ns=decision_ns,
         replan_ns=replan_ns,
         busy_ms=busy_ms,

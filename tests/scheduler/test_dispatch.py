@@ -8,6 +8,7 @@ import pytest
 
 from scheduler import registry
 from scheduler.policies.sparseloom import SparseLoomPolicy
+from scheduler.policy import Job
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from tests.scheduler.helpers import FixedQueues
 
@@ -57,15 +58,73 @@ def test_routes_with_blocks_not_resident_are_skipped() -> None:
     assert r.variants == ("fast", "fast")
 
 
-def test_band_places_blocks_away_from_a_busy_processor() -> None:
+def _job(plan, request=0, position=0, enqueue_ms=0.0, deadline_ms=10.0, previous=None):  # type: ignore[no-untyped-def]
+    return Job(request, "t", plan.routes["t"], position, enqueue_ms, deadline_ms, previous)
+
+
+def test_band_hands_a_job_to_an_idle_processor_away_from_a_busy_one() -> None:
     for name in ("band-lsf", "band-heft"):
         policy = registry.create(name)
+        assert policy.queue == "global" and policy.drop_late
         plan = policy.plan(PROBLEM)
         planned = plan.routes["t"]
         busy = {k: (100.0 if k in planned.processors else 0.0) for k in ("cpu", "gpu")}
-        moved = policy.decide("t", plan, FixedQueues(busy))
-        assert not set(moved.processors) & set(planned.processors)
-        assert moved.options == planned.options
+        idle = frozenset(k for k, b in busy.items() if b == 0.0)
+        out = policy.schedule([_job(plan, deadline_ms=50.0)], idle, plan, FixedQueues(busy))
+        # The whole remaining variant runs on the idle processor: one subgraph of both blocks.
+        assert out == [(0, next(iter(idle)), 2)]
+        # No idle processor: nothing is handed out, the job waits.
+        assert policy.schedule([_job(plan, deadline_ms=500.0)], frozenset(), plan, FixedQueues(busy)) == []
+
+
+def test_band_lsf_orders_by_slack_and_heft_by_longest_finish() -> None:
+    """One idle processor, two queued jobs: the first arrived with a loose deadline, the second with a
+    tight one. LSF serves the least slack first (the second); HEFT the job with the largest expected
+    finish, which is the first (it must still run both blocks), whatever the deadlines."""
+    lsf, heft = registry.create("band-lsf"), registry.create("band-heft")
+    plan = lsf.plan(PROBLEM)
+    q = FixedQueues({"cpu": 0.0, "gpu": 50.0})
+    jobs = [_job(plan, 0, position=0, deadline_ms=40.0), _job(plan, 1, position=1, deadline_ms=3.0)]
+    assert lsf.schedule(jobs, frozenset({"cpu"}), plan, q)[0][:2] == (1, "cpu")
+    assert heft.schedule(jobs, frozenset({"cpu"}), plan, q)[0][:2] == (0, "cpu")
+
+
+def test_band_lsf_drops_what_cannot_finish_in_time_and_heft_only_what_is_already_late() -> None:
+    lsf, heft = registry.create("band-lsf"), registry.create("band-heft")
+    plan = lsf.plan(PROBLEM)
+    q = FixedQueues({"cpu": 0.0, "gpu": 0.0}, now_ms=5.0)
+    idle = frozenset({"cpu", "gpu"})
+    hopeless = _job(plan, deadline_ms=5.5)  # both blocks take at least 1.6 ms
+    assert lsf.schedule([hopeless], idle, plan, q) == [(0, None, 0)]
+    assert heft.schedule([hopeless], idle, plan, q)[0][1] is not None
+    late = _job(plan, deadline_ms=4.0)
+    assert heft.schedule([late], idle, plan, q) == [(0, None, 0)]
+
+
+def test_band_shortest_plan_is_the_earliest_finishing_placement() -> None:
+    import itertools
+    import random
+
+    from scheduler.dispatch import finish_ms
+    from scheduler.policies.band import shortest
+    from scheduler.synthetic import random_problem
+
+    problem = random_problem(4, tasks=2, positions=4, variants=2, processors=3, memory_tightness=3.0)
+    lsf = registry.create("band-lsf")
+    plan = lsf.plan(problem)
+    rng = random.Random(0)
+    for _ in range(30):
+        q = FixedQueues({k.name: rng.uniform(0.0, 6.0) for k in problem.processors})
+        for t in problem.tasks:
+            units = plan.unit_latency_ms[t.name]
+            best = min(
+                finish_ms(lsf_route(plan, t.name, seq), {}, q)
+                for seq in itertools.product(*[list(u) for u in units])
+            )
+            job = Job(0, t.name, plan.routes[t.name], 0, 0.0, 1e9, None)
+            procs, finish, _ = shortest(job, plan, {}, q)
+            assert finish == pytest.approx(best)
+            assert finish_ms(lsf_route(plan, t.name, procs), {}, q) == pytest.approx(best)
 
 
 def test_switch_meets_a_tighter_slo_without_the_ilp() -> None:
@@ -88,7 +147,7 @@ def test_switch_fits_a_smaller_memory_budget_or_asks_for_a_replan() -> None:
     impossible = policy.switch(plan, replace(PROBLEM, memory_budget_mb=1.0))
     assert impossible.info.status == "needs_replan"
     assert any(d.constraint == "memory" for d in impossible.diagnoses)
-    assert not policy.replan(replace(PROBLEM, memory_budget_mb=1.0)).feasible
+    assert not policy.replan(replace(PROBLEM, memory_budget_mb=1.0), plan).feasible
 
 
 def test_plan_first_dispatch_keeps_the_planned_route_when_in_time() -> None:
@@ -117,33 +176,6 @@ def test_place_dispatch_moves_the_planned_blocks_off_a_busy_processor() -> None:
     # Re-planning (and switching) keeps what placement needs.
     switched = policy.switch(plan, replace(PROBLEM, tasks=(replace(TASK, latency_slo_ms=4.0),)))
     assert len(switched.unit_latency_ms["t"]) == len(switched.routes["t"].digests)
-
-
-def test_band_lsf_finds_the_earliest_finishing_placement() -> None:
-    import itertools
-    import random
-
-    from scheduler.dispatch import finish_ms
-    from scheduler.synthetic import random_problem
-
-    problem = random_problem(
-        4, tasks=2, positions=4, variants=2, processors=3, memory_tightness=3.0
-    )
-    lsf, heft = registry.create("band-lsf"), registry.create("band-heft")
-    plan = lsf.plan(problem)
-    rng = random.Random(0)
-    for _ in range(30):
-        q = FixedQueues({k.name: rng.uniform(0.0, 6.0) for k in problem.processors})
-        for t in problem.tasks:
-            units = plan.unit_latency_ms[t.name]
-            best = min(
-                finish_ms(r, {}, q)
-                for seq in itertools.product(*[list(u) for u in units])
-                for r in [lsf_route(plan, t.name, seq)]
-            )
-            got = finish_ms(lsf.decide(t.name, plan, q), {}, q)
-            assert got == pytest.approx(best)
-            assert finish_ms(heft.decide(t.name, plan, q), {}, q) >= got - 1e-9
 
 
 def lsf_route(plan, task, seq):  # type: ignore[no-untyped-def]

@@ -186,3 +186,80 @@ def test_plan_json_names_blocks_processors_numbers_and_solver() -> None:
     infeasible = json.loads(registry.create("sparseloom").plan(TIGHT_MEMORY).to_json())
     assert infeasible["feasible"] is False and infeasible["explanation"]
     assert infeasible["diagnoses"][0]["constraint"] == "memory"
+
+
+def _unknown_accuracy(problem: Problem) -> Problem:
+    """The problem as for a model without evaluation data: no base accuracy, no accuracy terms."""
+    tasks = tuple(
+        replace(t, base_accuracy=None, accuracy_floor=None,
+                positions=tuple(tuple(replace(o, accuracy_delta=0.0) for o in pos) for pos in t.positions))
+        for t in problem.tasks
+    )
+    return replace(problem, tasks=tasks)
+
+
+def _with_dense(problem: Problem) -> Problem:
+    """The synthetic problem with its first variant named "dense" (the synthetic names are v0, v1...)."""
+    first = problem.tasks[0].positions[0][0].variant
+    tasks = tuple(
+        replace(t, positions=tuple(tuple(replace(o, variant="dense") if o.variant == first else o for o in pos)
+                                   for pos in t.positions))
+        for t in problem.tasks
+    )
+    return replace(problem, tasks=tasks)
+
+
+def test_sv_ao_serves_dense_when_accuracy_is_unknown_and_sv_lo_the_fastest() -> None:
+    problem = _unknown_accuracy(_with_dense(GENEROUS))
+    for name in ("sv-ao-np", "sv-ao-p"):
+        plan = registry.create(name).plan(problem)
+        assert all(set(r.variants) == {"dense"} for r in plan.routes.values()), name
+    lo = registry.create("sv-lo-np").plan(problem)
+    ao = registry.create("sv-ao-np").plan(problem)
+    assert any(set(r.variants) != {"dense"} for r in lo.routes.values())
+    assert all(lo.routes[t].latency_ms <= ao.routes[t].latency_ms + 1e-9 for t in ao.routes)
+
+
+def test_sv_keeps_its_variant_across_an_slo_change() -> None:
+    for name in ("sv-ao-np", "sv-ao-p", "sv-lo-np", "sv-lo-p"):
+        policy = registry.create(name)
+        plan = policy.plan(GENEROUS)
+        t = GENEROUS.tasks[0]
+        tighter = replace(GENEROUS, tasks=(replace(t, latency_slo_ms=t.latency_slo_ms / 4), *GENEROUS.tasks[1:]))
+        again = policy.replan(tighter, plan)
+        assert {n: r.options for n, r in again.routes.items()} == {n: r.options for n, r in plan.routes.items()}
+        assert again.slo_ms[t.name] == pytest.approx(t.latency_slo_ms / 4)
+
+
+@pytest.mark.parametrize("name", ["sv-ao-p", "sv-lo-p", "av-p", "sparseloom"])
+def test_partitioned_policies_place_their_blocks_per_request_with_the_same_machinery(name: str) -> None:
+    """P baselines and ours: the planned variant's blocks move off a busy processor (the same
+    ``planned_or_placed``); only the variant choice differs."""
+    policy = registry.create(name)
+    plan = policy.plan(GENEROUS)
+    for t in GENEROUS.tasks:
+        planned = plan.routes[t.name]
+        assert policy.decide(t.name, plan, FixedQueues()) == planned
+        busy = {k.name: (1e3 if k.name in planned.processors else 0.0) for k in GENEROUS.processors}
+        moved = policy.decide(t.name, plan, FixedQueues(busy))
+        if any(k not in planned.processors for k in plan.unit_latency_ms[t.name][0]):
+            assert moved.processors != planned.processors
+
+
+@pytest.mark.parametrize("name", ["sv-ao-np", "sv-lo-np", "av-np"])
+def test_np_baselines_move_a_whole_variant_to_one_processor(name: str) -> None:
+    policy = registry.create(name)
+    plan = policy.plan(GENEROUS)
+    for t in GENEROUS.tasks:
+        planned = plan.routes[t.name]
+        busy = {k.name: (1e3 if k.name in planned.processors else 0.0) for k in GENEROUS.processors}
+        moved = policy.decide(t.name, plan, FixedQueues(busy))
+        assert len(set(moved.processors)) == 1 and moved.options == planned.options
+
+
+def test_av_and_sparseloom_share_the_dispatch_rule() -> None:
+    from scheduler.policies.adaptive_variant import DISPATCH_DEFAULT
+
+    assert registry.create("av-np").dispatch == registry.create("sparseloom").dispatch == DISPATCH_DEFAULT  # type: ignore[attr-defined]
+    for name in registry.names():
+        assert registry.create(name, drop_late=True).drop_late  # dropping is offered to every policy

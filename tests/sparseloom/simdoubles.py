@@ -9,12 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.plan import Plan, Route, SolveInfo
-from scheduler.policy import QueueView
+from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 
 
 @dataclass
-class FixedPolicy:
+class FixedPolicy(PolicyBase):
     """Always the same route per task (a real Policy: plans from the problem, decides in O(1))."""
 
     name: str

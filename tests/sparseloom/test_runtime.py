@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 import sparseloom as sl
 from scheduler import registry
 from scheduler.plan import Plan, Route, SolveInfo
-from scheduler.policy import QueueView
+from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
 from sparseloom.runtime import Rejected, Runtime
 from sparseloom.runtime.replay import replay
@@ -54,7 +54,7 @@ def chain(pool: Pool, digests: tuple[str, ...], x: torch.Tensor) -> torch.Tensor
     return xs[0]
 
 
-class FixedRoutes:
+class FixedRoutes(PolicyBase):
     """A policy that cycles through given (variants, processors) routes: exercises placement and loads."""
 
     def __init__(self, problem: Problem, routes: list[tuple[tuple[int, ...], tuple[str, ...]]]) -> None:
