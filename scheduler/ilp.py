@@ -146,11 +146,11 @@ def solve(
             objective,
         )
         return Solution({}, info)
-    status, gap = _run(model.lp, cfg)
+    status, gap, work = _run(model.lp, cfg)
     wall = time.perf_counter() - start
     if status not in ("optimal", "feasible"):
         return Solution(
-            {}, SolveInfo(_solver_name(cfg), status, wall, None, None, objective)
+            {}, SolveInfo(_solver_name(cfg), status, wall, None, None, objective, work)
         )
     routes = model.routes()
     value = pulp.value(model.lp.objective)
@@ -161,6 +161,7 @@ def solve(
         gap,
         None if value is None else float(value),
         objective,
+        work,
     )
     return Solution(routes, info)
 
@@ -326,8 +327,9 @@ class _Model:
         return out
 
 
-def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None]:
-    """Solve and map PuLP's sol_status (not its status, which says Optimal after a time limit)."""
+def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None, int]:
+    """Solve and map PuLP's sol_status (not its status, which says Optimal after a time limit);
+    also the solver's work (variables + simplex iterations + B&B nodes; 0 where the solver does not say)."""
     log_path: str | None = None
     if cfg.backend == "highs":
         solver: pulp.LpSolver = _QuietHiGHS(
@@ -353,10 +355,11 @@ def _run(lp: pulp.LpProblem, cfg: SolverConfig) -> tuple[str, float | None]:
         lp.solve(solver)
         status = map_status(lp.sol_status, lp.status)
         gap = _highs_gap(lp) if cfg.backend == "highs" else _cbc_gap(log_path, status)
+        work = _highs_work(lp) if cfg.backend == "highs" else 0
     finally:
         if log_path is not None and os.path.exists(log_path):
             os.remove(log_path)
-    return status, gap
+    return status, gap, work
 
 
 class _QuietHiGHS(pulp.HiGHS):
@@ -408,6 +411,14 @@ def _highs_gap(lp: pulp.LpProblem) -> float | None:
     gap = float(model.getInfo().mip_gap)
     # HiGHS reports an infinite gap for pure LPs and before an incumbent exists.
     return gap if math.isfinite(gap) else None
+
+
+def _highs_work(lp: pulp.LpProblem) -> int:
+    model = getattr(lp, "solverModel", None)
+    if model is None:
+        return 0
+    info = model.getInfo()
+    return len(lp.variables()) + max(0, int(info.simplex_iteration_count)) + max(0, int(info.mip_node_count))
 
 
 def _cbc_gap(log_path: str | None, status: str) -> float | None:

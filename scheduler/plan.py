@@ -61,6 +61,10 @@ class SolveInfo:
     objective: float | None = None
     # Name of the objective optimised ("slo", "throughput", "memory") when there is one.
     objective_name: str | None = None
+    # Solver work: variables plus simplex iterations plus branch-and-bound nodes (HiGHS; 0 for CBC
+    # and heuristics).
+    # Deterministic for one thread, unlike the wall time, so a simulated re-plan can be charged by it.
+    work: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +74,7 @@ class SolveInfo:
             "gap": self.gap,
             "objective": self.objective,
             "objective_name": self.objective_name,
+            "work": self.work,
         }
 
 

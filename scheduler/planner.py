@@ -122,6 +122,7 @@ def ilp_plan(
             best.info.gap,
             best.info.objective,
             settings.objective,
+            sol.info.work + best.info.work,
         )
     resident = frozenset(d for r in routes.values() for d in r.digests)
     left_mb = max(0.0, problem.memory_budget_mb - resident_memory_mb(problem, resident))

@@ -43,6 +43,9 @@ class TaskSpec:
     # terms are log retained fractions of the accuracy above it, so they still add up,
     # and accuracy = floor + (base - floor) * exp(sum). Either way constraints stay linear.
     accuracy_floor: float | None = None
+    # Measured accuracy of stitched variants (option index per position -> accuracy) on the model's
+    # evaluation data. Where a variant is measured, the verdict uses the measurement, not the estimate.
+    measured_accuracy: Mapping[tuple[int, ...], float] = field(default_factory=dict)
 
     def accuracy_of(self, score: float) -> float | None:
         """The accuracy a sum of option terms stands for."""
@@ -66,6 +69,14 @@ class TaskSpec:
         return math.log(need / span) if span > 0 else math.inf
 
     def accuracy(self, choice: tuple[int, ...]) -> float | None:
+        """Measured accuracy where the variant was measured, else the estimate from the option terms."""
+        measured = self.measured_accuracy.get(tuple(choice))
+        if measured is not None:
+            return measured
+        return self.estimated_accuracy(choice)
+
+    def estimated_accuracy(self, choice: tuple[int, ...]) -> float | None:
+        """The estimator's accuracy for the variant: the sum of its options' terms."""
         return self.accuracy_of(sum(self.positions[p][i].accuracy_delta for p, i in enumerate(choice)))
 
 

@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,6 +52,9 @@ class AccuracyTerms:
     deltas: Mapping[tuple[int, str], float]
     measurements: int
     evaluation: str
+    # Stitched variants measured on the evaluation data (block digests per position -> accuracy):
+    # every whole variant and the estimator's samples. The verdict uses these where they exist.
+    measured: Mapping[tuple[str, ...], float] = field(default_factory=dict)
 
     def term(self, position: int, variant: str) -> float:
         """The term in scheduler space: points (additive) or log retained fraction (multiplicative)."""
@@ -214,21 +217,25 @@ def accuracy_terms(pool: Pool, model: str, cache_dir: Path, progress: bool = Tru
     if name is None or not zoo.entry(name).accuracy_known:
         return None  # a user model: no evaluation data, accuracy unknown
     digests = sorted(b.digest for b in pool.blocks(model))
-    path = pool.root / "accuracy" / f"{model}-{_key(digests)}.json"
+    path = pool.root / "accuracy" / f"{model}-{_key('v2', digests)}.json"
     if path.is_file():
         data = json.loads(path.read_text())
         deltas = {(int(p), v): d for p, v, d in data.pop("deltas")}
-        return AccuracyTerms(deltas=deltas, **data)
+        measured = {tuple(k): float(a) for k, a in data.pop("measured")}
+        return AccuracyTerms(deltas=deltas, measured=measured, **data)
     base = zoo.load(name, cache_dir)
     evaluator = zoo.evaluator(name, base, cache_dir)
     report = stitch(pool, model, evaluator, progress=progress)
     est = report.estimator
     if est is None:
         return None
+    measured = {c.digests: c.accuracy for c in report.candidates
+                if c.accuracy_source == "measured" and c.accuracy is not None}
     terms = AccuracyTerms(model, est.form, est.base_accuracy, est.floor, dict(est.terms), est.measurements,
-                          report.evaluation)
-    record = {k: v for k, v in asdict(terms).items() if k != "deltas"}
+                          report.evaluation, measured)
+    record = {k: v for k, v in asdict(terms).items() if k not in ("deltas", "measured")}
     record["deltas"] = [[p, v, d] for (p, v), d in terms.deltas.items()]
+    record["measured"] = [[list(k), a] for k, a in measured.items()]
     write_json(path, record)
     return terms
 
@@ -245,6 +252,17 @@ def _transitions(workload: Workload) -> dict[str, dict[str, float]]:
         counts.setdefault(a, {}).setdefault(b, 0.0)
         counts[a][b] += 1.0
     return counts
+
+
+def measured_choices(positions: Sequence[Sequence[Option]],
+                     measured: Mapping[tuple[str, ...], float]) -> dict[tuple[int, ...], float]:
+    """Measured accuracies keyed by option index per position (what ``TaskSpec`` looks up)."""
+    index = [{o.digest: i for i, o in enumerate(pos)} for pos in positions]
+    out: dict[tuple[int, ...], float] = {}
+    for digests, acc in measured.items():
+        if len(digests) == len(index) and all(d in ix for d, ix in zip(digests, index)):
+            out[tuple(ix[d] for d, ix in zip(digests, index))] = acc
+    return out
 
 
 def build_problem(workload: Workload, spec: SoCSpec, pool: Pool, profile: Profile,
@@ -277,6 +295,7 @@ def build_problem(workload: Workload, spec: SoCSpec, pool: Pool, profile: Profil
             rate_hz=mean_rate_hz(task.arrival, base_dir=base_dir), positions=tuple(positions),
             output_mb=tuple(output_mb), base_accuracy=terms.base_accuracy if terms else None,
             accuracy_floor=terms.floor if terms and terms.form == "multiplicative" else None,
+            measured_accuracy=measured_choices(positions, terms.measured) if terms else {},
         ))
     assert workload.scenario is not None
     bytes_per_ms = 1e9 / 1e3 / MB

@@ -6,10 +6,16 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparseloom.commands import common
 from sparseloom.errors import InputError, Problem
+
+if TYPE_CHECKING:
+    from scheduler.plan import Plan
+    from scheduler.problem import Problem as SchedulerProblem
 
 # Seconds of schedule in each Chrome trace: thousands of requests at the quickstart's rates.
 TRACE_S = 0.5
@@ -63,15 +69,26 @@ def run(args: argparse.Namespace) -> int:
 
     from sparseloom.sim import compare_workload
     from sparseloom.sim.report import format_table, write_outputs
+    from sparseloom.verdict import VerdictReport, measure_served
 
     policies = [registry.create(n) for n in names]
+    judged: list[VerdictReport] = []
+
+    def verdict(plans: Mapping[str, Plan]) -> SchedulerProblem:
+        problem, report = measure_served(assembled, plans, common.cache_dir(args), progress=not args.no_progress)
+        judged.append(report)
+        return problem
+
     comparison = compare_workload(workload, assembled.problem, policies, base_dir=Path(args.workload).parent,
-                                  trace_until_s=args.trace_s, progress=not args.no_progress)
+                                  trace_until_s=args.trace_s, progress=not args.no_progress, verdict=verdict)
     out = args.out or Path("out") / scenario.name
     soc_name = assembled.soc.name
     sources = sorted({e.source for e in assembled.profile.entries})
     extra = {"latency_sources": sources,
-             "accuracy": {m: dataclasses.asdict(t) | {"deltas": len(t.deltas)} for m, t in assembled.accuracy.items()}}
+             "accuracy": {m: {k: v for k, v in dataclasses.asdict(t).items() if k != "measured"}
+                          | {"deltas": len(t.deltas), "measured": len(t.measured)}
+                          for m, t in assembled.accuracy.items()},
+             "accuracy_verdict": judged[0].to_dict() if judged else {}}
     files = write_outputs(out, comparison, workload=args.workload, soc=soc_name, problem=assembled.problem,
                           extra=extra)
     if args.json:
@@ -81,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
               f"{scenario.seeds} seed(s) x {scenario.duration_s:g} s simulated; "
               f"block latencies {'/'.join(sources)}")
         print(format_table(comparison))
+        if judged and judged[0].models:
+            print(judged[0].describe())
         for kind, path in files.items():
             print(f"  {kind}: {path}", file=sys.stderr)
     return 0

@@ -10,10 +10,13 @@ arrive during warm-up are not counted, and neither is busy time before it):
   SparseLoom paper. A route of unknown accuracy does not violate the accuracy
   SLO; such requests are counted in ``accuracy_unknown``. A request still
   unfinished when the simulation stops violates.
+- **dropped_rate**: the fraction of the window's requests that never completed:
+  dropped by the policy (a deadline already passed or certain to be missed) or
+  still unfinished when the simulation stopped. Every one of them violates.
 - **throughput_rps**: requests completed inside the window per second of window.
 - **latency_ms** p50/p95/p99 (and mean), overall and per task, over the
-  window's requests; an unfinished request has infinite latency (``null`` in
-  JSON).
+  window's *completed* requests (the others are in ``dropped_rate``, so no
+  percentile is infinite); NaN when none completed.
 - **mean_accuracy**: mean delivered accuracy over the window's requests whose
   route accuracy is known; ``None`` when none is.
 - **peak_memory_mb**: the most block memory resident (or reserved by a load in
@@ -32,21 +35,27 @@ arrive during warm-up are not counted, and neither is busy time before it):
 Latencies, throughput, accuracy, memory and utilisation are *modelled*: they
 come from the profile numbers in the problem. Decision and re-plan times are
 *measured* on the machine running the simulation.
+
+Intervals (:class:`Estimate`) are 95% percentile-bootstrap intervals, so they
+never leave the range of what they estimate (a rate stays in [0, 1]): a rate
+resamples the batches of all seeds' windows (``BATCHES`` per seed, by arrival
+time; batch means absorb the autocorrelation of queues within a run), any other
+figure resamples the seeds. The resampling stream is fixed, so the same runs
+give the same interval on every machine.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from sparseloom.sim.engine import RawRun, ScheduleLog
 
 SOURCES: Mapping[str, str] = {
     "slo_violation_rate": "modelled",
+    "dropped_rate": "modelled",
     "throughput_rps": "modelled",
     "latency_ms": "modelled",
     "mean_accuracy": "modelled",
@@ -96,6 +105,9 @@ class RunResult:
     requests: int
     completed: int
     slo_violation_rate: float
+    dropped_rate: float
+    # (violations, requests) of each batch of the window, by arrival time (see ``BATCHES``).
+    batches: tuple[tuple[int, int], ...]
     throughput_rps: float
     offered_rps: float
     latency_ms: Percentiles
@@ -121,17 +133,28 @@ class RunResult:
     schedule: ScheduleLog | None = None
 
 
+# Batches per seed for the batch-means intervals of rates: 10 keeps each batch over a second of
+# a demo-length window (longer than the queues' memory) while giving the bootstrap enough units;
+# tests/sparseloom/test_simulator.py checks the interval's coverage on independent runs.
+BATCHES = 10
+
+
 def _percentiles(lat: np.ndarray) -> Percentiles:
+    """Percentiles of the completed requests' latencies (unfinished ones are counted as dropped)."""
+    lat = lat[np.isfinite(lat)]
     if lat.size == 0:
         nan = float("nan")
         return Percentiles(nan, nan, nan, nan)
-    # Interpolating between an unfinished (infinite) latency and a finite one gives nan; do not interpolate then.
-    if np.all(np.isfinite(lat)):
-        qs = np.percentile(lat, [50, 95, 99])
-    else:
-        qs = np.percentile(lat, [50, 95, 99], method="inverted_cdf")
-    p50, p95, p99 = (float(x) for x in qs)
+    p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99]))
     return Percentiles(p50, p95, p99, float(lat.mean()))
+
+
+def _batches(arr: np.ndarray, violated: np.ndarray, start_ms: float, end_ms: float) -> tuple[tuple[int, int], ...]:
+    edges = np.linspace(start_ms, end_ms, BATCHES + 1)
+    which = np.clip(np.searchsorted(edges, arr, side="right") - 1, 0, BATCHES - 1)
+    bad = np.bincount(which, weights=violated.astype(np.float64), minlength=BATCHES)
+    n = np.bincount(which, minlength=BATCHES)
+    return tuple((int(b), int(c)) for b, c in zip(bad, n))
 
 
 def _mean_accuracy(acc: list[float | None]) -> tuple[float | None, int]:
@@ -188,6 +211,7 @@ def run_result(
         )
     idx = np.flatnonzero(in_window)
     mean_acc, unknown = _mean_accuracy([raw.accuracy[i] for i in idx])
+    never = ~np.isfinite(latency[idx])
     dec = np.asarray(raw.decision_ns, dtype=np.float64) / 1000.0
     return RunResult(
         policy=policy,
@@ -197,6 +221,8 @@ def run_result(
         requests=int(idx.size),
         completed=int(np.isfinite(latency[idx]).sum()),
         slo_violation_rate=float(violated[idx].mean()) if idx.size else 0.0,
+        dropped_rate=float(never.mean()) if idx.size else 0.0,
+        batches=_batches(arr[idx], violated[idx], warm_ms, dur_ms),
         throughput_rps=float(finished_in_window.sum() / window_s),
         offered_rps=float(idx.size / window_s),
         latency_ms=_percentiles(latency[idx]),
@@ -227,23 +253,40 @@ def run_result(
 
 @dataclass(frozen=True)
 class Estimate:
-    """Mean over seeds with the half-width of its 95% confidence interval (None with one seed)."""
+    """A figure over seeds: its mean and a 95% interval [low, high] (None with too little data)."""
 
     mean: float
-    ci95: float | None
+    interval: tuple[float, float] | None
     values: tuple[float, ...]
 
     @property
     def low(self) -> float:
-        return self.mean - (self.ci95 or 0.0)
+        return self.mean if self.interval is None else self.interval[0]
 
     @property
     def high(self) -> float:
-        return self.mean + (self.ci95 or 0.0)
+        return self.mean if self.interval is None else self.interval[1]
+
+    @property
+    def ci95(self) -> float | None:
+        """Half the interval's width (it need not be symmetric about the mean)."""
+        return None if self.interval is None else (self.interval[1] - self.interval[0]) / 2.0
+
+
+# Bootstrap resamples: 2000 put the 2.5% and 97.5% quantiles within about 1% of their limit.
+RESAMPLES = 2000
+
+
+def _bootstrap(stat: Callable[[np.ndarray], np.ndarray], n: int) -> tuple[float, float]:
+    rng = np.random.default_rng(20261201)  # fixed: the same runs give the same interval everywhere
+    draws = stat(rng.integers(0, n, size=(RESAMPLES, n)))
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def estimate(values: Sequence[float]) -> Estimate:
-    """Student-t 95% interval of the mean; non-finite values give a non-finite mean and no interval."""
+    """Mean over seeds with a percentile-bootstrap 95% interval over the seeds (within the values'
+    range); non-finite values give a non-finite mean and no interval."""
     vals = tuple(float(v) for v in values)
     arr = np.asarray(vals, dtype=np.float64)
     if arr.size == 0:
@@ -251,8 +294,20 @@ def estimate(values: Sequence[float]) -> Estimate:
     mean = float(arr.mean())
     if arr.size < 2 or not np.all(np.isfinite(arr)):
         return Estimate(mean, None, vals)
-    sem = float(arr.std(ddof=1)) / math.sqrt(arr.size)
-    return Estimate(mean, float(stats.t.ppf(0.975, arr.size - 1)) * sem, vals)
+    return Estimate(mean, _bootstrap(lambda idx: arr[idx].mean(axis=1), arr.size), vals)
+
+
+def estimate_rate(runs: Sequence[RunResult], per_seed: Sequence[float]) -> Estimate:
+    """A rate over seeds: the mean of the seeds' rates, with a batch-means bootstrap interval over all
+    seeds' batches (a resampled ratio of counts, so it stays in [0, 1])."""
+    vals = tuple(float(v) for v in per_seed)
+    mean = float(np.mean(vals)) if vals else float("nan")
+    cells = np.asarray([b for r in runs for b in r.batches if b[1] > 0], dtype=np.float64).reshape(-1, 2)
+    if cells.shape[0] < 2:
+        return Estimate(mean, None, vals)
+    bad, n = cells[:, 0], cells[:, 1]
+    lo, hi = _bootstrap(lambda idx: bad[idx].sum(axis=1) / n[idx].sum(axis=1), cells.shape[0])
+    return Estimate(mean, (min(lo, mean), max(hi, mean)), vals)
 
 
 @dataclass(frozen=True)
@@ -262,6 +317,7 @@ class PolicySummary:
     policy: str
     runs: tuple[RunResult, ...]
     slo_violation_rate: Estimate
+    dropped_rate: Estimate
     throughput_rps: Estimate
     latency_p50_ms: Estimate
     latency_p95_ms: Estimate
@@ -289,7 +345,8 @@ def summarise(policy: str, runs: Sequence[RunResult]) -> PolicySummary:
     return PolicySummary(
         policy=policy,
         runs=tuple(runs),
-        slo_violation_rate=estimate([r.slo_violation_rate for r in runs]),
+        slo_violation_rate=estimate_rate(runs, [r.slo_violation_rate for r in runs]),
+        dropped_rate=estimate([r.dropped_rate for r in runs]),
         throughput_rps=estimate([r.throughput_rps for r in runs]),
         latency_p50_ms=estimate([r.latency_ms.p50 for r in runs]),
         latency_p95_ms=estimate([r.latency_ms.p95 for r in runs]),

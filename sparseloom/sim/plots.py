@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from sparseloom.sim.metrics import Estimate
 from sparseloom.sim.runner import Comparison
 from stitching.atomic import write_bytes
 
 # Points kept per CDF line.
 _CDF_POINTS = 2000
+
+
+def _yerr(ests: Sequence[Estimate], scale: float = 1.0) -> list[list[float]]:
+    """Asymmetric error bars from each estimate's interval (none where it has no interval)."""
+    return [[scale * (e.mean - e.low) for e in ests], [scale * (e.high - e.mean) for e in ests]]
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -34,12 +41,14 @@ def plot_latency_cdf(
     comparison: Comparison,
     path: str | Path,
     *,
-    slo_ms: Mapping[str, float] | None = None,
+    slo_ms: Mapping[str, float | Sequence[float]] | None = None,
 ) -> Path:
-    """One panel per task, one CDF line per policy (all seeds pooled); the task's SLO as a dashed line.
+    """One panel per task, one CDF line per policy (all seeds pooled) on a log time axis, so the
+    region around the SLO is readable next to a long tail; each SLO the task has during the run
+    as a dashed line.
 
-    Unfinished requests count in the denominator, so a curve that stops below
-    1 shows the share that never finished.
+    Requests that never completed (dropped or unfinished) count in the denominator, so a curve
+    that stops below 1 shows the share that never finished.
     """
     first = next(iter(comparison.policies.values()))
     tasks = list(first.runs[0].per_task)
@@ -59,11 +68,17 @@ def plot_latency_cdf(
                 finite, frac = finite[keep], frac[keep]
             ax.step(finite, frac, where="post", label=name)
         if slo_ms and task in slo_ms:
-            ax.axvline(
-                slo_ms[task], color="black", linestyle="--", linewidth=1, label="SLO"
-            )
+            marks = slo_ms[task]
+            for n, slo in enumerate([marks] if isinstance(marks, (int, float)) else marks):
+                ax.axvline(slo, color="black", linestyle="--", linewidth=1, label="SLO" if n == 0 else None)
+        ax.set_xscale("log")
+        # Plain numbers at the decades only: matplotlib's default labels the minor ticks of a short
+        # log range too, and they run into each other.
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(task)
-        ax.set_xlabel("latency (ms, modelled)")
+        ax.set_xlabel("latency (ms, modelled, log scale)")
         ax.set_ylabel("fraction of requests")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
@@ -81,7 +96,7 @@ def plot_violations(comparison: Comparison, path: str | Path) -> Path:
     width = 0.8 / max(1, len(policies))
     x = np.arange(len(groups))
     fig = Figure(
-        figsize=(max(6.0, 1.3 * len(groups) * max(1, len(policies)) / 2 + 3), 4.0)
+        figsize=(min(12.0, max(6.0, 1.3 * len(groups) * max(1, len(policies)) / 2 + 3)), 4.0)
     )
     ax = fig.add_subplot(1, 1, 1)
     for j, name in enumerate(policies):
@@ -91,18 +106,18 @@ def plot_violations(comparison: Comparison, path: str | Path) -> Path:
             *(s.per_task_violation_rate[t] for t in groups[1:]),
         ]
         means = [100.0 * e.mean for e in ests]
-        errs = [100.0 * (e.ci95 or 0.0) for e in ests]
         ax.bar(
             x + (j - (len(policies) - 1) / 2) * width,
             means,
             width,
-            yerr=errs,
+            yerr=_yerr(ests, 100.0),
             capsize=2,
             label=name,
         )
     ax.set_xticks(x, groups)
     ax.set_ylabel("SLO violations (%, modelled)")
-    ax.set_title("SLO violation rate per policy")
+    ax.set_ylim(0, None)
+    ax.set_title("SLO violation rate per policy (95% bootstrap intervals)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, Path(path))
@@ -123,10 +138,8 @@ def plot_sweep(
     for name in names:
         viol = [c.policies[name].slo_violation_rate for _, c in points]
         thr = [c.policies[name].throughput_rps for _, c in points]
-        ax_v.errorbar(xs, [100 * e.mean for e in viol], yerr=[100 * (e.ci95 or 0) for e in viol],
-                      marker="o", capsize=2, label=name)
-        ax_t.errorbar(xs, [e.mean for e in thr], yerr=[e.ci95 or 0 for e in thr], marker="o", capsize=2,
-                      label=name)
+        ax_v.errorbar(xs, [100 * e.mean for e in viol], yerr=_yerr(viol, 100.0), marker="o", capsize=2, label=name)
+        ax_t.errorbar(xs, [e.mean for e in thr], yerr=_yerr(thr), marker="o", capsize=2, label=name)
     ax_v.set_xlabel(axis_label)
     ax_v.set_ylabel("SLO violations (%, modelled)")
     ax_v.axhline(5, color="black", linestyle=":", linewidth=1)

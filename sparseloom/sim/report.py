@@ -3,11 +3,13 @@
 ``results.json`` (written atomically) holds ``workload``, ``soc``,
 ``duration_s``, ``warmup_s``, ``seeds``, a ``numbers`` note saying which
 figures are modelled and which measured, and ``policies`` -> name ->
-``slo_violation_rate`` (0..1), ``throughput_rps``, ``latency_ms``
-{p50, p95, p99}, ``mean_accuracy``, ``peak_memory_mb``, ``decision_us``
+``slo_violation_rate`` (0..1), ``dropped_rate`` (0..1: requests that never
+completed), ``throughput_rps``, ``latency_ms`` {p50, p95, p99} of completed
+requests, ``mean_accuracy``, ``peak_memory_mb``, ``decision_us``
 {p50, p99}, then the rest: memory, utilisation, task switches, loads,
-re-plans, the plan's solver status, 95% confidence intervals (``ci95``:
-[low, high], null with one seed), per-seed figures and per-task detail.
+re-plans, the plan's solver status, 95% bootstrap intervals (``ci95``:
+[low, high], within the figure's range: a rate's within [0, 1]; null with one
+seed), per-seed figures and per-task detail.
 Values over seeds are means. Non-finite numbers (an unfinished request's
 latency) are written as null.
 """
@@ -23,7 +25,7 @@ import numpy as np
 
 from scheduler.problem import Problem
 from sparseloom.sim.chrome_trace import write_chrome_trace
-from sparseloom.sim.metrics import SOURCES, Estimate, PolicySummary, RunResult
+from sparseloom.sim.metrics import BATCHES, SOURCES, Estimate, PolicySummary, RunResult
 from sparseloom.sim.plots import plot_latency_cdf, plot_violations
 from sparseloom.sim.runner import Comparison
 from stitching.atomic import write_json
@@ -86,6 +88,7 @@ def _per_seed(r: RunResult) -> dict[str, Any]:
         "requests": r.requests,
         "offered_rps": _num(r.offered_rps),
         "slo_violation_rate": _num(r.slo_violation_rate),
+        "dropped_rate": _num(r.dropped_rate),
         "throughput_rps": _num(r.throughput_rps),
         "latency_ms": {
             "p50": _num(r.latency_ms.p50),
@@ -107,6 +110,7 @@ def policy_entry(summary: PolicySummary, comparison: Comparison) -> dict[str, An
     acc = summary.mean_accuracy
     return {
         "slo_violation_rate": _num(summary.slo_violation_rate.mean),
+        "dropped_rate": _num(summary.dropped_rate.mean),
         "throughput_rps": _num(summary.throughput_rps.mean),
         "latency_ms": {
             "p50": _num(summary.latency_p50_ms.mean),
@@ -143,6 +147,7 @@ def policy_entry(summary: PolicySummary, comparison: Comparison) -> dict[str, An
         },
         "ci95": {
             "slo_violation_rate": _ci(summary.slo_violation_rate),
+            "dropped_rate": _ci(summary.dropped_rate),
             "throughput_rps": _ci(summary.throughput_rps),
             "latency_p50_ms": _ci(summary.latency_p50_ms),
             "latency_p95_ms": _ci(summary.latency_p95_ms),
@@ -197,22 +202,26 @@ def write_results(
     return doc
 
 
-def _fmt(
-    x: float | None, spec: str, ci: float | None = None, scale: float = 1.0
-) -> str:
+def _fmt(x: float | None, spec: str, scale: float = 1.0) -> str:
     if x is None or not math.isfinite(x):
-        return "inf" if x is not None and x > 0 else "-"
-    text = format(x * scale, spec)
-    if ci is not None:
-        text += "±" + format(ci * scale, spec)
-    return text
+        return "-"
+    return format(x * scale, spec)
+
+
+def _fmt_ci(e: Estimate, spec: str, scale: float = 1.0) -> str:
+    """``mean [low-high]`` (the interval need not be symmetric), or the mean alone."""
+    text = _fmt(e.mean, spec, scale)
+    if e.interval is None or not math.isfinite(e.mean):
+        return text
+    return f"{text} [{_fmt(e.low, spec, scale)}-{_fmt(e.high, spec, scale)}]"
 
 
 def format_table(comparison: Comparison) -> str:
     """A plain-text table, one row per policy: the headline figures with 95% intervals where seeds allow."""
     header = [
         "policy",
-        "viol %",
+        "viol % [95% CI]",
+        "dropped %",
         "thr rps",
         "p50 ms",
         "p95 ms",
@@ -232,18 +241,17 @@ def format_table(comparison: Comparison) -> str:
         rows.append(
             [
                 name,
-                _fmt(
-                    s.slo_violation_rate.mean, ".1f", s.slo_violation_rate.ci95, 100.0
-                ),
-                _fmt(s.throughput_rps.mean, ".1f", s.throughput_rps.ci95),
+                _fmt_ci(s.slo_violation_rate, ".1f", 100.0),
+                _fmt(s.dropped_rate.mean, ".1f", 100.0),
+                _fmt(s.throughput_rps.mean, ".0f"),
                 _fmt(s.latency_p50_ms.mean, ".2f"),
                 _fmt(s.latency_p95_ms.mean, ".2f"),
-                _fmt(s.latency_p99_ms.mean, ".2f", s.latency_p99_ms.ci95),
+                _fmt(s.latency_p99_ms.mean, ".2f"),
                 "unknown"
                 if acc is None
                 else _fmt(acc.mean, ".4f") + ("*" if partly_unknown else ""),
                 _fmt(s.peak_memory_mb.mean, ".1f"),
-                _fmt(util, ".0f", None, 100.0),
+                _fmt(util, ".0f", 100.0),
                 f"{_fmt(s.decision_us_p50, '.1f')}/{_fmt(s.decision_us_p99, '.1f')}",
             ]
         )
@@ -260,7 +268,9 @@ def format_table(comparison: Comparison) -> str:
     lines.append("")
     lines.append(
         f"{len(seeds)} seed(s) {seeds[0]}..{seeds[-1]}, {comparison.duration_s:g} s simulated "
-        f"({comparison.warmup_s:g} s warm-up excluded); ± = 95% CI over seeds; util = busiest processor."
+        f"({comparison.warmup_s:g} s warm-up excluded); [95% CI]: bootstrap over seeds x {BATCHES} batches; "
+        "dropped: never completed (counted as violations); percentiles: completed requests; "
+        "util = busiest processor."
     )
     if any_unknown:
         lines.append(
@@ -289,11 +299,12 @@ def write_outputs(
     out = Path(out_dir)
     paths: dict[str, Path] = {"results": out / "results.json"}
     write_results(paths["results"], comparison, workload=workload, soc=soc, extra=extra)
-    slo = (
-        {t.name: t.latency_slo_ms for t in problem.tasks}
-        if problem is not None
-        else None
-    )
+    slo: dict[str, list[float]] | None = None
+    if problem is not None:
+        slo = {t.name: [t.latency_slo_ms] for t in problem.tasks}
+        for ch in comparison.slo_changes:
+            if ch.latency_ms is not None and ch.task in slo:
+                slo[ch.task].append(ch.latency_ms)
     paths["latency_cdf"] = plot_latency_cdf(
         comparison, out / "latency_cdf.png", slo_ms=slo
     )

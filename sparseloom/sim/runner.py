@@ -11,7 +11,7 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +27,20 @@ from sparseloom.sim.engine import BlockOverBudget, SLOChangeEvent
 from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
 from sparseloom.sim.parallel import map_jobs
 from sparseloom.workload import Arrival, Task, Transitions, Workload
+
+
+# Simulated time a re-plan takes per unit of solver work (``SolveInfo.work``: ILP variables +
+# simplex iterations + B&B nodes). Wall time would make the modelled table depend on the machine;
+# work does not. Fitted on this project's 2-core reference host (see README, "Re-plans cost time"):
+# 90 plans of synthetic problems (2-4 tasks, 3-5 variants, 3-4 processors) by sparseloom, av-p and
+# av-np took a median 0.37 ms of wall time per unit of work (p10 0.09, p90 0.58; correlation of
+# work and wall time 0.93). A policy that keeps its plan (SV, Band) does no work and waits for nothing.
+REPLAN_MS_PER_WORK = 0.37
+
+
+def replan_delay_ms(plan: Plan) -> float:
+    """Modelled time from an SLO change until the re-planned ``plan`` serves."""
+    return plan.info.work * REPLAN_MS_PER_WORK
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,7 @@ def simulate(
         prefetch=prefetch,
         latency_cv=latency_cv,
         latency_rng=np.random.default_rng([arrivals.seed, zlib.crc32(b"latency")]),
+        replan_delay_ms=replan_delay_ms,
     )
     wall = time.perf_counter() - t0
     return run_result(
@@ -197,6 +212,7 @@ class Comparison:
     policies: Mapping[str, PolicySummary]
     plans: Mapping[str, Plan]
     plan_wall_s: Mapping[str, float]
+    slo_changes: tuple[SLOChangeEvent, ...] = ()
 
 
 def compare(
@@ -216,8 +232,12 @@ def compare(
     latency_cv: float = 0.0,
     progress: bool = True,
     workers: int | None = None,
+    verdict: Callable[[Mapping[str, Plan]], Problem] | None = None,
 ) -> Comparison:
     """Run every policy on seeds ``seed .. seed+seeds-1``; the schedule log is kept for the first seed.
+
+    ``verdict``: given every policy's plan, the problem to simulate them on (the same numbers, with
+    the accuracy of every variant the plans may serve measured: :func:`sparseloom.verdict.measure_served`).
 
     ``workers``: processes running (policy, seed) pairs side by side; by default the CPUs available
     when the runs are big enough to pay for starting processes, else 1 (this process).
@@ -233,6 +253,8 @@ def compare(
         t0 = time.perf_counter()
         plans[policy.name] = policy.plan(problem)
         plan_wall[policy.name] = time.perf_counter() - t0
+    if verdict is not None:
+        problem = verdict(plans)
     seed_list = tuple(range(seed, seed + seeds))
     jobs: list[_RunJob] = []
     for s in seed_list:
@@ -267,6 +289,7 @@ def compare(
         policies={n: summarise(n, runs[n]) for n in names},
         plans=plans,
         plan_wall_s=plan_wall,
+        slo_changes=tuple(slo_changes),
     )
 
 
@@ -281,6 +304,7 @@ def compare_workload(
     latency_cv: float = 0.0,
     progress: bool = True,
     workers: int | None = None,
+    verdict: Callable[[Mapping[str, Plan]], Problem] | None = None,
 ) -> Comparison:
     """:func:`compare` with arrivals, SLO changes, transitions, duration, warm-up and seeds from a workload.
 
@@ -313,6 +337,7 @@ def compare_workload(
         latency_cv=latency_cv,
         progress=progress,
         workers=workers,
+        verdict=verdict,
     )
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scheduler.plan import Plan
-from scheduler.problem import Problem
+from scheduler.problem import Option, Problem, TaskSpec
 from sparseloom.sim import (
     Arrivals,
     SLOChangeEvent,
@@ -192,7 +192,7 @@ def test_warmup_requests_are_excluded() -> None:
 class ReplanningPolicy(FixedPolicy):
     replans: int = 0
 
-    def replan(self, problem: Problem) -> Plan:
+    def replan(self, problem: Problem, plan: Plan) -> Plan:
         self.replans += 1
         return self.plan(problem)
 
@@ -441,3 +441,35 @@ def test_mg1_mean_wait_with_latency_spread() -> None:
     assert np.mean(waits) == pytest.approx(expected_wait_ms, rel=0.06)
     again = simulate(problem, policy, arrivals, warmup_s=20.0, latency_cv=cv)
     assert again.latency_ms == res.latency_ms
+
+
+def test_a_replan_costs_simulated_time_while_the_old_plan_serves() -> None:
+    """The re-planned route serves only ``work x REPLAN_MS_PER_WORK`` after the SLO change; requests in
+    between still take the old route. More solver work, a later switch."""
+    from sparseloom.sim.runner import REPLAN_MS_PER_WORK
+
+    slow, fast = Option("slow", "s0", 1.0, {"cpu": 4.0}), Option("fast", "f0", 1.0, {"cpu": 1.0})
+    task = TaskSpec("a", "m", 10.0, 0.0, 10.0, ((slow, fast),), (0.0,))
+    problem = problem_of([task], memory_budget_mb=10.0)
+
+    @dataclass
+    class Switching(FixedPolicy):
+        work: int = 0
+
+        def replan(self, problem: Problem, plan: Plan) -> Plan:
+            new = FixedPolicy("x", {"a": ((1,), ("cpu",))}).plan(problem)
+            return replace(new, info=replace(new.info, work=self.work))
+
+    arrivals = Arrivals(0, 2.0, {"a": np.arange(0.0, 2_000.0, 20.0)})
+    change = SLOChangeEvent(at_ms=100.0, task="a", latency_ms=3.0)
+    served_old = []
+    for work in (0, 1000, 3000):
+        res = simulate(problem, Switching("p", {"a": ((0,), ("cpu",))}, work=work), arrivals, slo_changes=[change])
+        lat = res.latencies_ms["a"]
+        arr = np.arange(0.0, 2_000.0, 20.0)
+        after = arr >= 100.0
+        old = int(np.sum(lat[after] > 2.0))
+        ready = 100.0 + work * REPLAN_MS_PER_WORK
+        assert old == int(np.sum((arr >= 100.0) & (arr < ready)))
+        served_old.append(old)
+    assert served_old[0] == 0 and 0 < served_old[1] < served_old[2]
