@@ -30,7 +30,14 @@ from typing import Any
 
 from scheduler import registry
 from sparseloom.assemble import assemble
-from sparseloom.sim import arrival_specs, compare_workload, max_sustainable_rate, min_memory_budget, slo_changes
+from sparseloom.sim import (
+    ProfileError,
+    arrival_specs,
+    compare_workload,
+    max_sustainable_rate,
+    min_memory_budget,
+    slo_changes,
+)
 from sparseloom.verdict import measure_served
 from sparseloom.workload import load_workload
 from stitching.atomic import write_json
@@ -40,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float | None, throughput: bool,
-        search_s: float | None) -> dict:
+        search_s: float | None, memory: bool = True, error: float = 1.0) -> dict:
     path = ROOT / "workloads" / "scenarios" / f"{scenario}.yaml"
     workload = load_workload(path)
     soc = load_workload(ROOT / "workloads" / "socs" / f"{soc_name}.yaml").soc
@@ -53,7 +60,8 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
     assembled = assemble(workload, base_dir=path.parent, cache_dir=cache, soc=soc, progress=False)
     names = registry.names()
     cmp = compare_workload(workload, assembled.problem, [registry.create(n) for n in names], base_dir=path.parent,
-                           progress=False, verdict=lambda plans: measure_served(assembled, plans, cache, False)[0])
+                           progress=False, verdict=lambda plans: measure_served(assembled, plans, cache, False)[0],
+                           profile_error=ProfileError(scale=error))
     viol = {n: cmp.policies[n].slo_violation_rate.mean for n in names}
     interval = {n: [cmp.policies[n].slo_violation_rate.low, cmp.policies[n].slo_violation_rate.high] for n in names}
     mem = {n: cmp.policies[n].peak_memory_mb.mean for n in names}
@@ -67,12 +75,15 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
 
     out: dict = {
         "scenario": scenario, "soc": assembled.soc.name, "seeds": seeds, "source": "modelled",
+        "truth_x_profile": error,
         "violation_rate": viol, "violation_rate_ci95": interval, "peak_memory_mb": mem,
         "reduction_vs_av": {n: reduction(n) for n in ("av-np", "av-p")},
         "reduction_vs_best_av": {"baseline": best_av, "value": reduction(best_av)},
         "reduction_vs_worst": {"baseline": worst, "value": reduction(worst)},
         "reduction_vs_best": {"baseline": best, "value": reduction(best)},
     }
+    if not memory and not throughput:
+        return out
     sc = workload.scenario
     length = search_s or sc.duration_s
     search: dict[str, Any] = {
@@ -83,18 +94,19 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
     specs = arrival_specs(workload.tasks)
     # The searches are independent simulations: run them side by side on the machine's cores.
     with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
-        memory = {n: pool.submit(min_memory_budget, assembled.problem, registry.create(n), specs, **search)
-                  for n in names}
+        budgets = {n: pool.submit(min_memory_budget, assembled.problem, registry.create(n), specs, **search)
+                   for n in (names if memory else ())}
         rate = {n: pool.submit(max_sustainable_rate, assembled.problem, registry.create(n), specs, **search)
                 for n in (("sparseloom", "sv-ao-np") if throughput else ())}
-        need = {n: f.result().memory_budget_mb for n, f in memory.items()}
+        need = {n: f.result().memory_budget_mb for n, f in budgets.items()}
         scales = {n: f.result().rate_scale for n, f in rate.items()}
     # Throughput compares the sustained load scales: with bursty arrivals the offered rate measured in
     # one short window varies a lot between nearby scales, the scale does not.
     nominal = sum(t.rate_hz for t in assembled.problem.tasks)
     rates = {n: s * nominal for n, s in scales.items()}
-    out["min_memory_mb_at_5pct"] = need
-    reached = [n for n in base if need[n] is not None]
+    if memory:
+        out["min_memory_mb_at_5pct"] = need
+    reached = [n for n in base if need.get(n) is not None]
     frugal = min(reached, key=lambda n: need[n] or 0.0) if reached else None
 
     def saved(other: str | None) -> dict | None:
@@ -104,8 +116,9 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
         value = None if ours is None or theirs is None else 1.0 - ours / theirs
         return {"baseline": other, "value": value, "ours_mb": ours, "theirs_mb": theirs}
 
-    out["memory_saved_vs_most_frugal"] = saved(frugal)
-    out["memory_saved_vs_sv_ao_np"] = saved("sv-ao-np")
+    if memory:
+        out["memory_saved_vs_most_frugal"] = saved(frugal)
+        out["memory_saved_vs_sv_ao_np"] = saved("sv-ao-np")
     if throughput:
         out["max_rate_scale"] = scales
         out["max_rate_rps"] = rates
@@ -130,36 +143,41 @@ def main() -> int:
     p.add_argument("--search-duration", type=float, default=10.0,
                    help="simulated seconds per point of the throughput and memory searches (one seed)")
     p.add_argument("--no-throughput", action="store_true", help="skip the max-sustainable-rate search")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory-at-equal-violations search")
+    p.add_argument("--error", type=float, nargs="+", default=[1.0], metavar="X",
+                   help="profile-error factors: the truth runs at profile x X while every policy plans on the "
+                        "profile (the comparison; the searches use the profile)")
     p.add_argument("--cache", type=Path, default=default_cache_dir())
     p.add_argument("--json", type=Path, help="also write all results here")
     args = p.parse_args()
     rows = []
-    for scenario in args.scenarios:
-        for soc in args.socs:
-            r = one(scenario, soc, args.cache, args.seeds, args.duration, not args.no_throughput, args.search_duration)
-            rows.append(r)
-            print(f"{scenario} on {r['soc']} (modelled, {args.seeds} seeds):")
-            print("  violations %: " + ", ".join(
-                f"{n} {100 * v:.2f} [{100 * r['violation_rate_ci95'][n][0]:.2f}-{100 * r['violation_rate_ci95'][n][1]:.2f}]"
-                for n, v in r["violation_rate"].items()))
-            print(f"  reduction vs AV: av-np {_pct(r['reduction_vs_av']['av-np'])}, av-p "
-                  f"{_pct(r['reduction_vs_av']['av-p'])}; vs best "
-                  f"({r['reduction_vs_best']['baseline']}) {_pct(r['reduction_vs_best']['value'])}; vs worst "
-                  f"({r['reduction_vs_worst']['baseline']}) {_pct(r['reduction_vs_worst']['value'])}")
-            for key in ("memory_saved_vs_most_frugal", "memory_saved_vs_sv_ao_np"):
-                m = r[key]
-                if m:
-                    print(f"  memory at <=5% violations: sparseloom {_mb(m['ours_mb'])}, {m['baseline']} "
-                          f"{_mb(m['theirs_mb'])}, saved {_pct(m['value'], 'n/a (one never reaches 5%)')}")
-            if "throughput_ratio_vs_sv_ao_np" in r:
-                rates = r["max_rate_rps"]
-                ratio = r["throughput_ratio_vs_sv_ao_np"]
-                print(f"  max sustainable load (<=5% violations): sparseloom {rates['sparseloom']:.0f} rps, "
-                      f"sv-ao-np {rates['sv-ao-np']:.0f} rps (nominal mean rates x load scale), ratio "
-                      + (f"{ratio:.2f}x" if ratio is not None else "n/a (sv-ao-np sustains no load)"))
-            sys.stdout.flush()
-            if args.json:  # after every row, so a long run that is stopped keeps what it measured
-                write_json(args.json, rows)
+    cells = [(sc, soc, x) for sc in args.scenarios for soc in args.socs for x in args.error]
+    for scenario, soc, error in cells:
+        r = one(scenario, soc, args.cache, args.seeds, args.duration, not args.no_throughput, args.search_duration,
+                not args.no_memory, error)
+        rows.append(r)
+        print(f"{scenario} on {r['soc']} (modelled, {args.seeds} seeds, truth = profile x {error:g}):")
+        print("  violations %: " + ", ".join(
+            f"{n} {100 * v:.2f} [{100 * r['violation_rate_ci95'][n][0]:.2f}-{100 * r['violation_rate_ci95'][n][1]:.2f}]"
+            for n, v in r["violation_rate"].items()))
+        print(f"  reduction vs AV: av-np {_pct(r['reduction_vs_av']['av-np'])}, av-p "
+              f"{_pct(r['reduction_vs_av']['av-p'])}; vs best "
+              f"({r['reduction_vs_best']['baseline']}) {_pct(r['reduction_vs_best']['value'])}; vs worst "
+              f"({r['reduction_vs_worst']['baseline']}) {_pct(r['reduction_vs_worst']['value'])}")
+        for key in ("memory_saved_vs_most_frugal", "memory_saved_vs_sv_ao_np"):
+            m = r.get(key)
+            if m:
+                print(f"  memory at <=5% violations: sparseloom {_mb(m['ours_mb'])}, {m['baseline']} "
+                      f"{_mb(m['theirs_mb'])}, saved {_pct(m['value'], 'n/a (one never reaches 5%)')}")
+        if "throughput_ratio_vs_sv_ao_np" in r:
+            rates = r["max_rate_rps"]
+            ratio = r["throughput_ratio_vs_sv_ao_np"]
+            print(f"  max sustainable load (<=5% violations): sparseloom {rates['sparseloom']:.0f} rps, "
+                  f"sv-ao-np {rates['sv-ao-np']:.0f} rps (nominal mean rates x load scale), ratio "
+                  + (f"{ratio:.2f}x" if ratio is not None else "n/a (sv-ao-np sustains no load)"))
+        sys.stdout.flush()
+        if args.json:  # after every row, so a long run that is stopped keeps what it measured
+            write_json(args.json, rows)
     return 0
 
 

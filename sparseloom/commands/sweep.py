@@ -13,6 +13,7 @@ AXES = {
     "load": "arrival rate (x the workload's)",
     "slo": "latency SLO (x the workload's)",
     "memory": "memory budget (fraction of all blocks' bytes)",
+    "error": "true block latency (x the profile every policy plans on)",
 }
 
 
@@ -23,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_workload_args(p)
     p.add_argument("--axis", choices=tuple(AXES), default="load")
     p.add_argument("--values", default="0.5,1,2,4", help="comma-separated values along the axis")
+    p.add_argument("--block-error-cv", type=float, default=0.0, metavar="CV",
+                   help="also give each block a seeded lognormal error of this coefficient of variation "
+                        "(the truth; policies plan on the profile)")
     p.add_argument("--policies", nargs="+", metavar="NAME", help="default: the scenario's")
     p.add_argument("--seeds", type=int, metavar="N", help="override the scenario's number of seeds")
     p.add_argument("--duration", type=float, metavar="S", help="override the scenario's duration")
@@ -46,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from scheduler import registry
 
     values = _values(args.values)
+    if not 0.0 <= args.block_error_cv <= 10.0:
+        raise InputError([Problem("--block-error-cv", "a coefficient of variation in [0, 10]", str(args.block_error_cv))])
     workload, soc = common.load(args)
     scenario = workload.scenario
     assert scenario is not None
@@ -62,12 +68,13 @@ def run(args: argparse.Namespace) -> int:
     problem = assembled.problem
     total_mb = sum({o.digest: o.memory_mb for t in problem.tasks for pos in t.positions for o in pos}.values())
     points = [SweepPoint(rate_scale=v) if args.axis == "load" else SweepPoint(slo_scale=v) if args.axis == "slo"
+              else SweepPoint(error_scale=v) if args.axis == "error"
               else SweepPoint(memory_budget_mb=v * total_mb) for v in values]
     results = run_sweep(problem, [registry.create(n) for n in names], arrival_specs(workload.tasks), points,
                         duration_s=args.duration or scenario.duration_s, warmup_s=scenario.warmup_s,
                         seed=scenario.seed, seeds=args.seeds or scenario.seeds, slo_changes=slo_changes(workload.tasks),
                         base_dir=Path(args.workload).parent, transitions=scenario.transitions,
-                        workers=args.workers, progress=not args.no_progress)
+                        block_error_cv=args.block_error_cv, workers=args.workers, progress=not args.no_progress)
     out = args.out or Path("out") / f"{scenario.name}-sweep-{args.axis}"
     record = {
         "workload": args.workload, "soc": assembled.soc.name, "axis": args.axis, "axis_meaning": AXES[args.axis],

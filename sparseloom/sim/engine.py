@@ -198,6 +198,11 @@ class _View:
         return b is not None and self._state[b] == 2
 
 
+def block_ids(problem: Problem) -> dict[str, int]:
+    """The engine's id of each block digest (first appearance over tasks, positions, options)."""
+    return _block_table(problem)[0]
+
+
 def _block_table(problem: Problem) -> tuple[dict[str, int], list[str], list[float]]:
     ids: dict[str, int] = {}
     digests: list[str] = []
@@ -281,6 +286,8 @@ def run(
     latency_cv: float = 0.0,
     latency_rng: np.random.Generator | None = None,
     replan_delay_ms: Callable[[Plan], float] | None = None,
+    truth_scale: float = 1.0,
+    block_error: Sequence[float] | None = None,
 ) -> RawRun:
     """Simulate one run; ``arrival_ms`` must be sorted and ``arrival_task`` index ``problem.tasks``.
 
@@ -299,6 +306,11 @@ def run(
     variation, drawn from ``latency_rng``; 0 (the default) keeps the
     profile's latency exactly.
 
+    ``truth_scale`` and ``block_error`` make the truth differ from the profile the policies plan
+    on (the profile-error axis): every execution takes the profile's latency x ``truth_scale``
+    x ``block_error[block id]`` (ids in the order of the problem's options, see
+    :func:`block_ids`); policies still see the profile's latency.
+
     On an SLO change the policy re-plans (``policy.replan(problem, plan)``); the new plan serves
     ``replan_delay_ms(new_plan)`` later (default 0) and the old plan serves meanwhile.
 
@@ -311,6 +323,8 @@ def run(
     """
     if latency_cv < 0:
         raise ValueError(f"latency_cv must be >= 0, got {latency_cv}")
+    if not truth_scale > 0:
+        raise ValueError(f"truth_scale must be > 0, got {truth_scale}")
     if latency_cv > 0 and latency_rng is None:
         raise ValueError("latency_cv > 0 needs a latency_rng")
     task_names = tuple(t.name for t in problem.tasks)
@@ -402,6 +416,8 @@ def run(
     block_state, block_pins, lru = st.block_state, st.block_pins, st.lru
     lru_touch = lru.move_to_end
     noisy = latency_cv > 0
+    truth = [truth_scale * (1.0 if block_error is None else float(block_error[b])) for b in range(nblock)]
+    exact = all(f == 1.0 for f in truth)
     sigma = float(np.sqrt(np.log1p(latency_cv**2)))
     noise: list[float] = []
 
@@ -502,6 +518,8 @@ def run(
     def execute(p: int, r: int, step: Step, now: float) -> None:
         """Block start: the processor runs the request's current block (``step``) from ``now``."""
         lat = step[1] * noise_factor() if noisy else step[1]
+        if not exact:
+            lat *= truth[step[2]]
         end = now + lat
         # Policies see the expected finish (the profile's latency), not the drawn one.
         busy_until[p] = now + step[1]

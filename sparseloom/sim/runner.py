@@ -28,7 +28,6 @@ from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summari
 from sparseloom.sim.parallel import map_jobs
 from sparseloom.workload import Arrival, Task, Transitions, Workload
 
-
 # Simulated time a re-plan takes per unit of solver work (``SolveInfo.work``: ILP variables +
 # simplex iterations + B&B nodes). Wall time would make the modelled table depend on the machine;
 # work does not. Fitted on this project's 2-core reference host (see README, "Re-plans cost time"):
@@ -41,6 +40,32 @@ REPLAN_MS_PER_WORK = 0.37
 def replan_delay_ms(plan: Plan) -> float:
     """Modelled time from an SLO change until the re-planned ``plan`` serves."""
     return plan.info.work * REPLAN_MS_PER_WORK
+
+
+@dataclass(frozen=True)
+class ProfileError:
+    """How the truth differs from the profile every policy plans on: each block runs at the profile's
+    latency x ``scale`` x a per-block lognormal factor (mean 1, coefficient of variation
+    ``block_cv``, drawn once per block digest from ``seed``)."""
+
+    scale: float = 1.0
+    block_cv: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0 or self.block_cv < 0:
+            raise ValueError(f"profile error needs scale > 0 and block_cv >= 0, got {self.scale}, {self.block_cv}")
+
+    def block_factors(self, problem: Problem) -> list[float] | None:
+        if self.block_cv == 0:
+            return None
+        ids = engine.block_ids(problem)
+        sigma = math.sqrt(math.log1p(self.block_cv**2))
+        out = [1.0] * len(ids)
+        for digest, b in ids.items():
+            rng = np.random.default_rng([self.seed, zlib.crc32(digest.encode())])
+            out[b] = float(rng.lognormal(-sigma * sigma / 2.0, sigma))
+        return out
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,7 @@ def simulate(
     trace_until_s: float = 0.0,
     prefetch: bool = True,
     latency_cv: float = 0.0,
+    profile_error: ProfileError | None = None,
 ) -> RunResult:
     """Simulate one policy on one seed's arrivals (plans first unless ``plan`` is given).
 
@@ -155,6 +181,8 @@ def simulate(
         latency_cv=latency_cv,
         latency_rng=np.random.default_rng([arrivals.seed, zlib.crc32(b"latency")]),
         replan_delay_ms=replan_delay_ms,
+        truth_scale=profile_error.scale if profile_error else 1.0,
+        block_error=profile_error.block_factors(problem) if profile_error else None,
     )
     wall = time.perf_counter() - t0
     return run_result(
@@ -180,11 +208,13 @@ class _RunJob:
     plan: Plan
     trace_until_s: float
     latency_cv: float
+    profile_error: ProfileError | None
 
 
 def _simulate_job(job: _RunJob) -> RunResult:
     return simulate(job.problem, job.policy, job.arrivals, warmup_s=job.warmup_s, slo_changes=job.slo_changes,
-                    plan=job.plan, trace_until_s=job.trace_until_s, latency_cv=job.latency_cv)
+                    plan=job.plan, trace_until_s=job.trace_until_s, latency_cv=job.latency_cv,
+                    profile_error=job.profile_error)
 
 
 # Below this many simulated requests in all, starting worker processes costs more than it saves.
@@ -233,6 +263,7 @@ def compare(
     progress: bool = True,
     workers: int | None = None,
     verdict: Callable[[Mapping[str, Plan]], Problem] | None = None,
+    profile_error: ProfileError | None = None,
 ) -> Comparison:
     """Run every policy on seeds ``seed .. seed+seeds-1``; the schedule log is kept for the first seed.
 
@@ -268,7 +299,7 @@ def compare(
         )
         for policy in policies:
             jobs.append(_RunJob(problem, policy, arrivals, warmup_s, tuple(slo_changes), plans[policy.name],
-                                trace_until_s if s == seed_list[0] else 0.0, latency_cv))
+                                trace_until_s if s == seed_list[0] else 0.0, latency_cv, profile_error))
     bar = tqdm(
         total=len(jobs),
         desc="simulate",

@@ -19,7 +19,7 @@ from scheduler.policy import Policy
 from scheduler.problem import Problem
 from sparseloom.sim.engine import SLOChangeEvent
 from sparseloom.sim.parallel import map_jobs
-from sparseloom.sim.runner import Comparison, compare, scale_rates
+from sparseloom.sim.runner import Comparison, ProfileError, compare, scale_rates
 from sparseloom.workload import Arrival, Transitions
 
 
@@ -30,10 +30,14 @@ class SweepPoint:
     rate_scale: float = 1.0
     slo_scale: float = 1.0
     memory_budget_mb: float | None = None
+    # The truth runs at the profile x this (policies plan on the profile): the profile-error axis.
+    error_scale: float = 1.0
 
     @property
     def label(self) -> str:
         parts = [f"load x{self.rate_scale:g}", f"SLO x{self.slo_scale:g}"]
+        if self.error_scale != 1.0:
+            parts.append(f"truth x{self.error_scale:g} the profile")
         if self.memory_budget_mb is not None:
             parts.append(f"{self.memory_budget_mb:g} MB")
         return ", ".join(parts)
@@ -67,6 +71,7 @@ class _Job:
     base_dir: str
     transitions: Transitions | None
     latency_cv: float
+    block_error_cv: float
 
 
 def _run(job: _Job) -> Comparison:
@@ -89,6 +94,7 @@ def _run(job: _Job) -> Comparison:
         base_dir=job.base_dir,
         transitions=job.transitions,
         latency_cv=job.latency_cv,
+        profile_error=ProfileError(job.point.error_scale, job.block_error_cv, job.seed),
         progress=False,
         workers=1,  # the sweep already runs its points in parallel processes
     )
@@ -108,6 +114,7 @@ def run_sweep(
     base_dir: str | Path = ".",
     transitions: Transitions | None = None,
     latency_cv: float = 0.0,
+    block_error_cv: float = 0.0,
     workers: int | None = None,
     progress: bool = True,
 ) -> list[tuple[SweepPoint, Comparison]]:
@@ -130,6 +137,7 @@ def run_sweep(
             str(base_dir),
             transitions,
             latency_cv,
+            block_error_cv,
         )
         for p in points
     ]

@@ -473,3 +473,29 @@ def test_a_replan_costs_simulated_time_while_the_old_plan_serves() -> None:
         assert old == int(np.sum((arr >= 100.0) & (arr < ready)))
         served_old.append(old)
     assert served_old[0] == 0 and 0 < served_old[1] < served_old[2]
+
+
+def test_profile_error_makes_the_truth_slower_while_policies_plan_on_the_profile() -> None:
+    from sparseloom.sim import ProfileError
+
+    task = chain_task("a", [{"cpu": 2.0}, {"cpu": 3.0}], slo_ms=100.0)
+    problem = problem_of([task], memory_budget_mb=10.0)
+    arrivals = Arrivals(0, 1.0, {"a": np.arange(0.0, 1_000.0, 50.0)})
+    seen: list[float] = []
+
+    @dataclass
+    class Watching(FixedPolicy):
+        def decide(self, task: str, plan: Plan, state):  # type: ignore[no-untyped-def]
+            seen.append(state.backlog_ms("cpu"))
+            return plan.routes[task]
+
+    exact = simulate(problem, Watching("w", {"a": ((0, 0), ("cpu", "cpu"))}), arrivals)
+    slow = simulate(problem, Watching("w", {"a": ((0, 0), ("cpu", "cpu"))}), arrivals,
+                    profile_error=ProfileError(scale=1.25))
+    assert exact.latency_ms.p50 == pytest.approx(5.0) and slow.latency_ms.p50 == pytest.approx(6.25)
+    assert max(seen) == 0.0  # 50 ms apart: no request ever waits, in either run
+    factors = ProfileError(block_cv=0.3, seed=4).block_factors(problem)
+    assert factors == ProfileError(block_cv=0.3, seed=4).block_factors(problem) and factors is not None
+    assert len(set(factors)) == 2 and all(f > 0 for f in factors)
+    with pytest.raises(ValueError):
+        ProfileError(scale=0.0)
