@@ -6,7 +6,7 @@ These functions read only the plan and the queue view, allocate little, and call
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from scheduler.plan import Plan, Route
 from scheduler.policy import QueueView
@@ -151,36 +151,7 @@ def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool,
         return _wait(k, seen, state)
 
     if exhaustive:
-        # finish[k]: earliest finish with the current block on k; back[p][k]: the previous processor.
-        # (Conditional expressions instead of max(): this loop runs on every request.)
-        finish: dict[str, float] = {}
-        back: list[dict[str, str]] = []
-        for p, lat in enumerate(units):
-            nxt: dict[str, float] = {}
-            prev: dict[str, str] = {}
-            move = moves[p - 1] if p else 0.0
-            for k, ms in lat.items():
-                w = wait(k)
-                if p == 0:
-                    nxt[k] = (w if w > 0.0 else 0.0) + ms  # noqa: FURB136 (hot loop, see above)
-                    continue
-                best_f = float("inf")
-                best_k = ""
-                for kk, f_prev in finish.items():
-                    ready = f_prev + move if kk != k else f_prev
-                    f = (w if w > ready else ready) + ms  # noqa: FURB136 (hot loop, see above)
-                    if f < best_f:
-                        best_f, best_k = f, kk
-                if best_k:
-                    nxt[k] = best_f
-                    prev[k] = best_k
-            finish = nxt
-            back.append(prev)
-        k_last = min(finish, key=finish.__getitem__)
-        seq = [k_last]
-        for p in range(len(units) - 1, 0, -1):
-            seq.append(back[p][seq[-1]])
-        procs = tuple(reversed(seq))
+        procs, _ = earliest_finish(units, moves, wait)
     else:
         t = 0.0
         path: list[str] = []
@@ -198,6 +169,46 @@ def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool,
     if procs == planned.processors:
         return planned
     return with_processors(planned, procs, units, moves)
+
+
+def earliest_finish(units: Sequence[Mapping[str, float]], moves: Sequence[float], wait: Callable[[str], float],
+                    start: int = 0, previous: str | None = None) -> tuple[tuple[str, ...], float]:
+    """The processor for each of ``units`` (a task's blocks from position ``start`` on) with the least
+    expected finish from now, and that finish: an exact DP over positions (waiting is monotone in
+    the ready time). ``wait(k)``: processor ``k``'s backlog; ``moves[p]``: the transfer after
+    position ``p`` when the next block runs elsewhere; ``previous``: where block ``start - 1`` ran.
+    Band's ``GetShortestLatencyWithUnitSubgraph`` and the "place" dispatch both use it."""
+    # finish[k]: earliest finish with the current block on k; back[n][k]: the previous processor.
+    # (Conditional expressions instead of max(): this loop runs on every request.)
+    finish: dict[str, float] = {}
+    back: list[dict[str, str]] = []
+    first_move = moves[start - 1] if previous is not None and start > 0 else 0.0
+    for n, lat in enumerate(units):
+        nxt: dict[str, float] = {}
+        prev: dict[str, str] = {}
+        move = moves[start + n - 1] if n else 0.0
+        for k, ms in lat.items():
+            w = wait(k)
+            w = max(w, 0.0)
+            if n == 0:
+                ready = first_move if previous is not None and previous != k else 0.0
+                nxt[k] = (w if w > ready else ready) + ms  # noqa: FURB136 (hot loop, see above)
+                continue
+            best_f, best_k = float("inf"), ""
+            for kk, f_prev in finish.items():
+                ready = f_prev + move if kk != k else f_prev
+                f = (w if w > ready else ready) + ms  # noqa: FURB136 (hot loop, see above)
+                if f < best_f:
+                    best_f, best_k = f, kk
+            if best_k:
+                nxt[k], prev[k] = best_f, best_k
+        finish = nxt
+        back.append(prev)
+    last = min(finish, key=finish.__getitem__)
+    seq = [last]
+    for n in range(len(units) - 1, 0, -1):
+        seq.append(back[n][seq[-1]])
+    return tuple(reversed(seq)), finish[last]
 
 
 def with_processors(

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from scheduler.dispatch import _wait
+from scheduler.dispatch import _wait, earliest_finish
 from scheduler.ilp import Restriction
 from scheduler.plan import Plan, Route
 from scheduler.planner import ilp_plan, settings_from, with_unit_latencies
@@ -176,42 +176,9 @@ def shortest(job: Job, plan: Plan, waiting: dict[str, float], state: QueueView) 
     block with the least expected finish (from now) given the workers' waiting times, that finish,
     and the latency of the plan's first subgraph (its leading run on one processor)."""
     units: Sequence[Mapping[str, float]] = plan.unit_latency_ms[job.task][job.position:]
-    moves = plan.unit_transfer_ms[job.task]
-    # Conditional expressions instead of max(): this runs for every queued job on every call.
-    finish: dict[str, float] = {}
-    back: list[dict[str, str]] = []
-    first_move = moves[job.position - 1] if job.previous is not None and job.position > 0 else 0.0
-    for n, lat in enumerate(units):
-        nxt: dict[str, float] = {}
-        prev: dict[str, str] = {}
-        move = moves[job.position + n - 1] if n else 0.0
-        for k, ms in lat.items():
-            w = waiting.get(k)
-            if w is None:
-                w = _wait(k, waiting, state)
-            if w < 0.0:
-                w = 0.0
-            if n == 0:
-                ready = first_move if job.previous != k else 0.0
-                nxt[k] = (w if w > ready else ready) + ms
-                continue
-            best_f, best_k = float("inf"), ""
-            for kk, f_prev in finish.items():
-                ready = f_prev + move if kk != k else f_prev
-                f = (w if w > ready else ready) + ms
-                if f < best_f:
-                    best_f, best_k = f, kk
-            if best_k:
-                nxt[k], prev[k] = best_f, best_k
-        finish = nxt
-        back.append(prev)
-    last = min(finish, key=finish.__getitem__)
-    seq = [last]
-    for n in range(len(units) - 1, 0, -1):
-        seq.append(back[n][seq[-1]])
-    procs = tuple(reversed(seq))
-    run = _run_length(procs)
+    procs, finish = earliest_finish(units, plan.unit_transfer_ms[job.task], lambda k: _wait(k, waiting, state),
+                                    job.position, job.previous)
     first = 0.0
-    for n in range(run):
+    for n in range(_run_length(procs)):
         first += units[n][procs[0]]
-    return procs, finish[last], first
+    return procs, finish, first

@@ -336,6 +336,7 @@ def compare_workload(
     progress: bool = True,
     workers: int | None = None,
     verdict: Callable[[Mapping[str, Plan]], Problem] | None = None,
+    profile_error: ProfileError | None = None,
 ) -> Comparison:
     """:func:`compare` with arrivals, SLO changes, transitions, duration, warm-up and seeds from a workload.
 
@@ -369,6 +370,7 @@ def compare_workload(
         progress=progress,
         workers=workers,
         verdict=verdict,
+        profile_error=profile_error,
     )
 
 

@@ -317,3 +317,12 @@ def test_records_stay_bounded_and_totals_count_everything() -> None:
     assert total.tolist() == [500, 500] and rejected.tolist() == [100, 0] and flying.sum() == 0
     raw = rec.raw(finished_only=True, peak_mb=0.0, loads=0, load_ms=0.0, evictions=0)
     assert raw.arrival_ms[-1] == 999.0 and len(raw.arrival_ms) == len(rec.arrival_ms)
+
+
+def test_runtime_refuses_a_policy_whose_queue_it_does_not_have(tmp_path: Path) -> None:
+    """Band's global queue runs in the simulator; the runtime says so instead of running another policy."""
+    from tests.sparseloom.simdoubles import chain_task, problem_of
+
+    problem = problem_of([chain_task("a", [{"cpu0": 1.0}])], ("cpu0",), memory_budget_mb=10.0)
+    with pytest.raises(ValueError, match="global queue"):
+        Runtime(problem, registry.create("band-lsf"), host_soc("tvm", 1), None, cache_dir=tmp_path)
