@@ -63,14 +63,19 @@ def run(args: argparse.Namespace) -> int:
 
     from sparseloom.sim import SweepPoint, arrival_specs, run_sweep, slo_changes
     from sparseloom.sim.plots import plot_sweep
+    from sparseloom.verdict import measure_served
     from stitching.atomic import write_json
 
-    problem = assembled.problem
+    policies = [registry.create(n) for n in names]
+    # Accuracy judged on measurement: every variant the policies' plans for the workload as given
+    # may serve is measured first (a point's re-plan may pick others; those fall back to estimates).
+    problem, _ = measure_served(assembled, {p.name: p.plan(assembled.problem) for p in policies},
+                                common.cache_dir(args), progress=not args.no_progress)
     total_mb = sum({o.digest: o.memory_mb for t in problem.tasks for pos in t.positions for o in pos}.values())
     points = [SweepPoint(rate_scale=v) if args.axis == "load" else SweepPoint(slo_scale=v) if args.axis == "slo"
               else SweepPoint(error_scale=v) if args.axis == "error"
               else SweepPoint(memory_budget_mb=v * total_mb) for v in values]
-    results = run_sweep(problem, [registry.create(n) for n in names], arrival_specs(workload.tasks), points,
+    results = run_sweep(problem, policies, arrival_specs(workload.tasks), points,
                         duration_s=args.duration or scenario.duration_s, warmup_s=scenario.warmup_s,
                         seed=scenario.seed, seeds=args.seeds or scenario.seeds, slo_changes=slo_changes(workload.tasks),
                         base_dir=Path(args.workload).parent, transitions=scenario.transitions,
