@@ -58,6 +58,13 @@ def host_arch() -> str:
     return platform.machine().lower()
 
 
+def host_mcpu() -> str:
+    """LLVM's name for this host's CPU (as ``backends.processor.host_cpu`` puts in its target)."""
+    from backends.processor import _host_mcpu
+
+    return _host_mcpu()
+
+
 def _cached(block: BlockSpec, processor: ProcessorSpec, state: str, extra: str = "") -> tuple[str, dict[str, Any]]:
     key = cache_key(block.digest, input_signature(block), processor.target, state, PIPELINE_VERSION + extra)
     record = {"block": block.name, "digest": block.digest, "processor": processor.name,
@@ -82,8 +89,13 @@ class CPUBackend:
     kind = "cpu"
 
     def present(self, processor: ProcessorSpec) -> bool:
+        """This host's CPU: an llvm target of the host's architecture that names no CPU or names
+        this one. A file describing another x86 or Arm chip (the Core Ultra's ``alderlake``, the
+        Orin's ``cortex-a78``) is modelled, not measured on whatever CPU this happens to be."""
         triple = str(processor.target.get("mtriple", ""))
-        return processor.target.get("kind") == "llvm" and (not triple or triple.startswith(host_arch()))
+        mcpu = processor.target.get("mcpu")
+        return (processor.target.get("kind") == "llvm" and (not triple or triple.startswith(host_arch()))
+                and (mcpu is None or str(mcpu) == host_mcpu()))
 
     def compile(self, block: BlockSpec, processor: ProcessorSpec, options: CompileOptions) -> CompiledBlock:
         target = make_target(processor.target)

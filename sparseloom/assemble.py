@@ -190,7 +190,7 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
         from backends.profiler import IDLE_MS
 
         idle_ms = IDLE_MS
-    key = _key("modelled-v7", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host)
+    key = _key("modelled-v8", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host)
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
     if path.is_file():
         return Profile.load(path)

@@ -74,3 +74,16 @@ def test_opencl_codegen_produces_kernels(cnn_block: BlockSpec, target: dict[str,
     # Adreno goes through TVM's adreno pipeline (texture-aware dlight rules), plain OpenCL through dlight GPU rules.
     source = device_source(build(import_block(cnn_block), make_target(target)))
     assert "__kernel" in source
+
+
+def test_another_chip_of_the_host_architecture_is_modelled_not_measured() -> None:
+    import platform
+
+    from backends.processor import host_cpu
+
+    backend = backend_for(host_cpu())
+    assert backend.present(host_cpu())
+    assert backend.present(_proc("plain", "cpu", {"kind": "llvm"}))
+    triple = f"{platform.machine().lower()}-linux-gnu"
+    other = "alderlake" if host_cpu().target["mcpu"] != "alderlake" else "znver3"
+    assert not backend.present(_proc("other", "cpu", {"kind": "llvm", "mtriple": triple, "mcpu": other}))
