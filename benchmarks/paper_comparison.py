@@ -75,7 +75,7 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
 
     out: dict = {
         "scenario": scenario, "soc": assembled.soc.name, "seeds": seeds, "source": "modelled",
-        "truth_x_profile": error,
+        "truth_x_profile": error, "latency_sources": sorted({e.source for e in assembled.profile.entries}),
         "violation_rate": viol, "violation_rate_ci95": interval, "peak_memory_mb": mem,
         "reduction_vs_av": {n: reduction(n) for n in ("av-np", "av-p")},
         "reduction_vs_best_av": {"baseline": best_av, "value": reduction(best_av)},
@@ -156,7 +156,8 @@ def main() -> int:
         r = one(scenario, soc, args.cache, args.seeds, args.duration, not args.no_throughput, args.search_duration,
                 not args.no_memory, error)
         rows.append(r)
-        print(f"{scenario} on {r['soc']} (modelled, {args.seeds} seeds, truth = profile x {error:g}):")
+        print(f"{scenario} on {r['soc']} (simulated from {'/'.join(r['latency_sources'])} block latencies, "
+              f"{args.seeds} seeds, truth = profile x {error:g}):")
         print("  violations %: " + ", ".join(
             f"{n} {100 * v:.2f} [{100 * r['violation_rate_ci95'][n][0]:.2f}-{100 * r['violation_rate_ci95'][n][1]:.2f}]"
             for n, v in r["violation_rate"].items()))

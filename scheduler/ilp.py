@@ -268,6 +268,15 @@ class _Model:
                     if cost > 0:
                         lat_terms.append((w, cost))
                 z_prev = z
+            if enf.accuracy and not elastic:
+                # Estimates are for search, measurements veto: a stitched variant measured below the
+                # accuracy SLO is cut off, however well its option terms add up.
+                for choice, measured in t.measured_accuracy.items():
+                    if measured >= t.min_accuracy - 1e-9 or len(choice) != len(t.positions):
+                        continue
+                    picked = [c[2] for p, o in enumerate(choice) for c in self.x[(ti, p)] if c[0] == o]
+                    if picked:
+                        self.lp += pulp.lpSum(picked) <= len(t.positions) - 1
             latency = pulp.LpAffineExpression(lat_terms)
             if enf.latency and math.isfinite(t.latency_slo_ms):
                 s = slack(1.0 / max(t.latency_slo_ms, 1e-9))

@@ -280,12 +280,16 @@ def compare(
         raise ValueError(f"policy names must be unique, got {names}")
     plans: dict[str, Plan] = {}
     plan_wall: dict[str, float] = {}
-    for policy in policies:
-        t0 = time.perf_counter()
-        plans[policy.name] = policy.plan(problem)
-        plan_wall[policy.name] = time.perf_counter() - t0
+
+    def plan_all(on: Problem) -> None:
+        for policy in policies:
+            t0 = time.perf_counter()
+            plans[policy.name] = policy.plan(on)
+            plan_wall[policy.name] = time.perf_counter() - t0
+
+    plan_all(problem)
     if verdict is not None:
-        problem = verdict(plans)
+        problem = _judge(problem, policies, plans, slo_changes, verdict, plan_all)
     seed_list = tuple(range(seed, seed + seeds))
     jobs: list[_RunJob] = []
     for s in seed_list:
@@ -372,6 +376,42 @@ def compare_workload(
         verdict=verdict,
         profile_error=profile_error,
     )
+
+
+# Rounds of measure-then-re-plan before a run (see ``_judge``): the first measures what the plans
+# serve, the second re-plans where a measurement refuted a planned variant, the third catches a
+# variant the second picked that is refuted in turn. Each round costs a re-plan of every policy;
+# variants a last round still changes to are judged on the estimate (the report says how many).
+VERDICT_ROUNDS = 3
+
+
+def _judge(problem: Problem, policies: Sequence[Policy], plans: dict[str, Plan],
+           slo_changes: Sequence[SLOChangeEvent], verdict: Callable[[Mapping[str, Plan]], Problem],
+           plan_all: Callable[[Problem], None]) -> Problem:
+    """Measure every variant any plan may serve, including the plans each SLO change's re-plan will
+    make; where a measurement refutes a planned variant (below its accuracy SLO: the ILP then cuts
+    it off), every policy plans again on the measured numbers. Returns the problem the run is
+    judged on. Every policy goes through the same rounds."""
+    judged = problem
+    for _ in range(VERDICT_ROUNDS):
+        served: dict[str, Plan] = dict(plans)
+        for policy in policies:
+            tasks = list(judged.tasks)
+            current = plans[policy.name]
+            for i, ch in enumerate(sorted(slo_changes, key=lambda c: c.at_ms)):
+                k = next((j for j, t in enumerate(tasks) if t.name == ch.task), None)
+                if k is None:
+                    continue
+                tasks[k] = replace(tasks[k], latency_slo_ms=ch.latency_ms or tasks[k].latency_slo_ms,
+                                   min_accuracy=tasks[k].min_accuracy if ch.min_accuracy is None else ch.min_accuracy)
+                current = policy.replan(replace(judged, tasks=tuple(tasks)), current)
+                served[f"{policy.name}@{i}"] = current
+        judged = verdict(served)
+        before = {n: {t: (r.options, r.processors) for t, r in p.routes.items()} for n, p in plans.items()}
+        plan_all(judged)
+        if {n: {t: (r.options, r.processors) for t, r in p.routes.items()} for n, p in plans.items()} == before:
+            break
+    return judged
 
 
 def scale_rates(problem: Problem, rate_scale: float) -> Problem:

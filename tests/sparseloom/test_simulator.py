@@ -499,3 +499,33 @@ def test_profile_error_makes_the_truth_slower_while_policies_plan_on_the_profile
     assert len(set(factors)) == 2 and all(f > 0 for f in factors)
     with pytest.raises(ValueError):
         ProfileError(scale=0.0)
+
+
+def test_a_variant_refuted_by_measurement_is_planned_away_before_the_run() -> None:
+    """The estimate says the fast variant meets the accuracy SLO; measured, it does not. The verdict
+    measures what the plans serve, the ILP cuts the refuted variant off, and the run serves the
+    variant that measurement supports, for every ILP policy alike."""
+    from scheduler import registry
+    from sparseloom.sim import compare
+
+    slow = Option("slow", "s0", 1.0, {"cpu": 4.0}, 0.0)
+    fast = Option("fast", "f0", 1.0, {"cpu": 1.0}, -0.01)
+    task = TaskSpec("a", "m", 10.0, 0.85, 10.0, ((slow, fast),), (0.0,), base_accuracy=0.9)
+    problem = problem_of([task], memory_budget_mb=10.0)
+    truth = {(0,): 0.9, (1,): 0.80}
+    asked: list[set[tuple[int, ...]]] = []
+
+    def verdict(plans: dict[str, Plan]) -> Problem:
+        served = {r.options for p in plans.values() for r in (*p.routes.values(), *p.alternatives.get("a", ()))}
+        asked.append(served)
+        t = replace(task, measured_accuracy={c: truth[c] for c in served})
+        return replace(problem, tasks=(t,))
+
+    plain = registry.create("sparseloom").plan(problem)
+    assert plain.routes["a"].options == (1,)  # on the estimate, fast wins
+    cmp = compare(problem, [registry.create("sparseloom"), registry.create("av-p")],
+                  {"a": Poisson(process="poisson", rate_hz=10.0)}, duration_s=2.0, progress=False, verdict=verdict)
+    for name in ("sparseloom", "av-p"):
+        assert cmp.plans[name].routes["a"].options == (0,)
+        assert cmp.policies[name].runs[0].per_task["a"].accuracy_violations == 0
+    assert (1,) in asked[0]
