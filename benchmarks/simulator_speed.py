@@ -24,7 +24,7 @@ import time
 
 from scheduler import registry
 from scheduler.plan import Plan, Route, SolveInfo
-from scheduler.policy import Policy, QueueView
+from scheduler.policy import Policy, PolicyBase, QueueView
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from scheduler.synthetic import random_problem
 from sparseloom.sim import RunResult, make_arrivals, simulate
@@ -33,7 +33,7 @@ from sparseloom.workload import Arrival, Bursty, Periodic, Poisson
 PROCS = ("cpu", "gpu", "npu")
 
 
-class LeastBacklog:
+class LeastBacklog(PolicyBase):
     """Per request, the stored alternative whose first processor has the least backlog (reads QueueView)."""
 
     name = "least-backlog"
