@@ -83,7 +83,7 @@ def planned_or_placed(task: str, plan: Plan, state: QueueView, single_processor:
         if single_processor:
             placed = place_whole(task, plan, state, backlog)
         else:
-            placed = place_blocks(task, plan, state, exhaustive=True, backlog=backlog)
+            placed = place_blocks(task, plan, state, backlog=backlog)
         if finish_ms(placed, backlog, state) <= slo:
             return placed
     return most_accurate_in_time(task, plan, state, backlog)
@@ -131,41 +131,16 @@ def place_whole(task: str, plan: Plan, state: QueueView, backlog: dict[str, floa
     return with_processors(planned, procs, units, plan.unit_transfer_ms[task])
 
 
-def place_blocks(task: str, plan: Plan, state: QueueView, exhaustive: bool,
-                 backlog: dict[str, float] | None = None) -> Route:
-    """Per-block placement of the planned blocks at request time (Band's unit sub-graphs).
-
-    ``exhaustive``: the placement with the least expected finish time over all processor
-    sequences (a DP over positions, exact because waiting is monotone in the ready time);
-    otherwise HEFT's greedy earliest-finish-time choice block by block. ``backlog``: the
-    backlogs this decision has already read.
-    """
+def place_blocks(task: str, plan: Plan, state: QueueView, backlog: dict[str, float] | None = None) -> Route:
+    """The planned blocks placed at request time for the least expected finish over all processor
+    sequences (:func:`earliest_finish`). ``backlog``: the backlogs this decision has already read."""
     planned = plan.routes[task]
     units = plan.unit_latency_ms.get(task)
     if not units:
         return planned
     moves = plan.unit_transfer_ms[task]
     seen: dict[str, float] = {} if backlog is None else backlog
-
-    def wait(k: str) -> float:
-        return _wait(k, seen, state)
-
-    if exhaustive:
-        procs, _ = earliest_finish(units, moves, wait)
-    else:
-        t = 0.0
-        path: list[str] = []
-        for p, lat in enumerate(units):
-            choice = None
-            for k, ms in lat.items():
-                ready = t + (moves[p - 1] if p > 0 and path[-1] != k else 0.0)
-                f = max(ready, wait(k)) + ms
-                if choice is None or f < choice[0]:
-                    choice = (f, k)
-            assert choice is not None
-            t = choice[0]
-            path.append(choice[1])
-        procs = tuple(path)
+    procs, _ = earliest_finish(units, moves, lambda k: _wait(k, seen, state))
     if procs == planned.processors:
         return planned
     return with_processors(planned, procs, units, moves)

@@ -24,7 +24,8 @@ planner, ``IsSLOViolated`` in ``EnqueueToWorker``): ``drop_late``.
 Where this differs from Band's code, on purpose: a worker given a job is no longer idle within
 the same call (Band's LSF keeps its idle snapshot and the planner re-queues the second job at
 the tail); the DP's ties go to the first processor in the SoC file, not the last key; a move
-between processors costs the SoC's transfer time (Band's latencies include it implicitly).
+between processors costs the SoC's transfer time (Band's latencies include it implicitly); the
+queue keeps arrival order between calls (Band's LSF sorts its window of the deque in place).
 """
 
 from __future__ import annotations
