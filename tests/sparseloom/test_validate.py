@@ -306,3 +306,21 @@ def test_random_damage_never_crashes(tmp_path: Path, text: str) -> None:
         assert err.problems
         for problem in err.problems:
             assert LINE.match(str(problem)), str(problem)
+
+
+def test_a_bad_reference_result_is_located(tmp_path: Path) -> None:
+    """An SoC file's published results are input like any other: a latency no longer than the launch
+    overhead, or an unknown dtype, is refused with the file, the line and the key."""
+    root = Path(__file__).parents[2] / "workloads" / "socs" / "jetson_orin_agx.yaml"
+    text = root.read_text()
+    short = tmp_path / "short.yaml"
+    short.write_text(text.replace("latency_ms: 0.636,", "latency_ms: 0.001,"))
+    with pytest.raises(InputError) as err:
+        load_workload(short)
+    (p,) = err.value.problems
+    assert p.file == str(short) and p.line is not None and "launch_overhead_us" in p.expected
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(text.replace("{model: resnet50-v1.5, dtype: int8,", "{model: resnet50-v1.5, dtype: int9,", 1))
+    with pytest.raises(InputError) as err:
+        load_workload(odd)
+    assert any(q.path.endswith("reference[0].dtype") for q in err.value.problems)
