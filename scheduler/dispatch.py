@@ -122,7 +122,7 @@ def place_whole(task: str, plan: Plan, state: QueueView, backlog: dict[str, floa
         if not all(k in lat for lat in units):
             continue
         w = _wait(k, seen, state)
-        f = (max(0.0, w)) + sum(lat[k] for lat in units)
+        f = max(0.0, w) + sum(lat[k] for lat in units)
         if f < best_f:
             best_k, best_f = k, f
     procs = (best_k,) * len(units)
@@ -164,7 +164,8 @@ def earliest_finish(units: Sequence[Mapping[str, float]], moves: Sequence[float]
         move = moves[start + n - 1] if n else 0.0
         for k, ms in lat.items():
             w = wait(k)
-            w = max(w, 0.0)
+            if w < 0.0:  # noqa: PLR1730 (hot loop: a comparison, not a max() call)
+                w = 0.0
             if n == 0:
                 ready = first_move if previous is not None and previous != k else 0.0
                 nxt[k] = (w if w > ready else ready) + ms  # noqa: FURB136 (hot loop, see above)

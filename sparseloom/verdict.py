@@ -66,6 +66,10 @@ def served_choices(plans: Mapping[str, Plan]) -> dict[str, set[tuple[int, ...]]]
     return out
 
 
+def _digests(task: TaskSpec, choice: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(task.positions[p][o].digest for p, o in enumerate(choice))
+
+
 def measure_served(assembled: Assembled, plans: Mapping[str, Plan], cache_dir: Path,
                    progress: bool = True) -> tuple[Problem, VerdictReport]:
     """The problem with every served variant's measured accuracy, and the estimator's error on them."""
@@ -80,12 +84,11 @@ def measure_served(assembled: Assembled, plans: Mapping[str, Plan], cache_dir: P
     report: dict[str, ModelVerdict] = {}
     for model, tasks in by_model.items():
         info = pool.model_info(model)
-        digests_of = {c: tuple(t.positions[p][o].digest for p, o in enumerate(c)) for t in tasks for c in wanted[t.name]}
+        digests_of = {c: _digests(t, c) for t in tasks for c in wanted[t.name]}
         path = pool.root / "accuracy" / f"{model}-served-{_key(sorted(b.digest for b in pool.blocks(model)))}.json"
         known = {tuple(k): float(a) for k, a in json.loads(path.read_text())} if path.is_file() else {}
         for t in tasks:
-            known.update({tuple(t.positions[p][o].digest for p, o in enumerate(c)): a
-                          for c, a in t.measured_accuracy.items()})
+            known.update({_digests(t, c): a for c, a in t.measured_accuracy.items()})
         todo = sorted({d for d in digests_of.values() if d not in known})
         if todo:
             base = zoo.load(info["zoo"], cache_dir)

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
              "accuracy": {m: {k: v for k, v in dataclasses.asdict(t).items() if k != "measured"}
                           | {"deltas": len(t.deltas), "measured": len(t.measured)}
                           for m, t in assembled.accuracy.items()},
-             "accuracy_verdict": judged[0].to_dict() if judged else {}}
+             "accuracy_verdict": judged[-1].to_dict() if judged else {}}
     files = write_outputs(out, comparison, workload=args.workload, soc=soc_name, problem=assembled.problem,
                           extra=extra)
     if args.json:
@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
               f"{scenario.seeds} seed(s) x {scenario.duration_s:g} s simulated; "
               f"block latencies {'/'.join(sources)}")
         print(format_table(comparison))
-        if judged and judged[0].models:
-            print(judged[0].describe())
+        if judged and judged[-1].models:
+            print(judged[-1].describe())
         for kind, path in files.items():
             print(f"  {kind}: {path}", file=sys.stderr)
     return 0

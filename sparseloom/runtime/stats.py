@@ -253,7 +253,6 @@ class Recorder:
                 latency_slo_ms=[self.slo_ms[i] for i in keep],
                 accuracy=[self.accuracy[i] for i in keep],
                 accuracy_violated=[self.accuracy_violated[i] for i in keep],
-                dropped=[self.rejected[i] for i in keep],
                 decision_ns=list(self.decision_ns),
                 replan_ns=list(self.replan_ns),
                 busy_ms=list(self.busy_ms),

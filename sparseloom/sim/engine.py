@@ -67,7 +67,7 @@ import numpy as np
 
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy
-from scheduler.problem import Problem
+from scheduler.problem import Problem, TaskSpec
 
 READY, FINISH, LOAD, SLO_CHANGE, PLAN_READY = 1, 2, 3, 4, 5
 
@@ -87,6 +87,14 @@ class SLOChangeEvent:
     task: str
     latency_ms: float | None = None
     min_accuracy: float | None = None
+
+    def apply(self, task: TaskSpec) -> TaskSpec:
+        """``task`` with this change's bounds in force."""
+        return replace(
+            task,
+            latency_slo_ms=task.latency_slo_ms if self.latency_ms is None else self.latency_ms,
+            min_accuracy=task.min_accuracy if self.min_accuracy is None else self.min_accuracy,
+        )
 
 
 @dataclass(frozen=True)
@@ -155,8 +163,6 @@ class RawRun:
     latency_slo_ms: list[float]
     accuracy: list[float | None]
     accuracy_violated: list[bool]
-    # Requests the policy dropped (deadline already passed or expected to be missed); never run to the end.
-    dropped: list[bool]
     decision_ns: list[int]
     replan_ns: list[int]
     busy_ms: list[float]
@@ -370,7 +376,6 @@ def run(
     req_acc_bad = [False] * n_req
     decision_ns: list[int] = []
     replan_ns: list[int] = []
-    dropped = [False] * n_req
     drop_late = bool(policy.drop_late)
     global_queue = policy.queue == "global"
     window = max(1, int(policy.window))
@@ -580,8 +585,8 @@ def run(
             queued[p] += step[1]
 
     def drop(r: int) -> None:
-        """The request will not run on: its blocks still to come are no longer wanted."""
-        dropped[r] = True
+        """The request will not run on (it stays unfinished: metrics count it as dropped); its blocks
+        still to come are no longer wanted."""
         for step in req_steps[r][req_pos[r]:]:
             wanted[step[2]] -= 1
 
@@ -695,8 +700,7 @@ def run(
                     req_steps[r] = (*steps[:pos], step, *steps[pos + 1:])
                     take(p, r, step, now)
                     continue
-                else:
-                    gq.append(r)
+                gq.append(r)
             else:
                 req_pos[r] = pos
                 xfer = steps[pos][3]
@@ -768,13 +772,8 @@ def run(
         else:  # SLO_CHANGE
             ch = changes[a]
             k = task_names.index(ch.task)
-            if ch.latency_ms is not None:
-                slo_lat[k] = ch.latency_ms
-            if ch.min_accuracy is not None:
-                slo_acc[k] = ch.min_accuracy
-            tasks_now[k] = replace(
-                tasks_now[k], latency_slo_ms=slo_lat[k], min_accuracy=slo_acc[k]
-            )
+            tasks_now[k] = ch.apply(tasks_now[k])
+            slo_lat[k], slo_acc[k] = tasks_now[k].latency_slo_ms, tasks_now[k].min_accuracy
             t0 = perf()
             new_plan = policy.replan(replace(problem, tasks=tuple(tasks_now)), plan)
             wall = perf() - t0
@@ -795,7 +794,6 @@ def run(
         latency_slo_ms=req_slo,
         accuracy=req_acc,
         accuracy_violated=req_acc_bad,
-        dropped=dropped,
         decision_ns=decision_ns,
         replan_ns=replan_ns,
         busy_ms=busy_ms,

@@ -402,16 +402,20 @@ def _judge(problem: Problem, policies: Sequence[Policy], plans: dict[str, Plan],
                 k = next((j for j, t in enumerate(tasks) if t.name == ch.task), None)
                 if k is None:
                     continue
-                tasks[k] = replace(tasks[k], latency_slo_ms=ch.latency_ms or tasks[k].latency_slo_ms,
-                                   min_accuracy=tasks[k].min_accuracy if ch.min_accuracy is None else ch.min_accuracy)
+                tasks[k] = ch.apply(tasks[k])
                 current = policy.replan(replace(judged, tasks=tuple(tasks)), current)
                 served[f"{policy.name}@{i}"] = current
         judged = verdict(served)
-        before = {n: {t: (r.options, r.processors) for t, r in p.routes.items()} for n, p in plans.items()}
+        before = _placements(plans)
         plan_all(judged)
-        if {n: {t: (r.options, r.processors) for t, r in p.routes.items()} for n, p in plans.items()} == before:
+        if _placements(plans) == before:
             break
     return judged
+
+
+def _placements(plans: Mapping[str, Plan]) -> dict[str, dict[str, tuple[tuple[int, ...], tuple[str, ...]]]]:
+    """Each policy's planned variant and processors per task (what a re-plan may change)."""
+    return {n: {t: (r.options, r.processors) for t, r in p.routes.items()} for n, p in plans.items()}
 
 
 def scale_rates(problem: Problem, rate_scale: float) -> Problem:
