@@ -13,20 +13,15 @@ profiles are roofline models fitted to the SoC files' published results.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
+from cells import load_cell
 
 from scheduler.dispatch import RULES
 from scheduler.policies.adaptive_variant import AdaptiveVariantPolicy
 from scheduler.policies.sparseloom import SparseLoomPolicy
 from scheduler.policy import Policy
-from sparseloom.assemble import assemble
 from sparseloom.sim import compare_workload
-from sparseloom.workload import load_workload
-from stitching.zoo import default_cache_dir
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def policies(rule: str) -> list[Policy]:
@@ -41,18 +36,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the scenario's)")
     ap.add_argument("--duration", type=float, default=None, help="simulated seconds (default: the scenario's)")
     args = ap.parse_args()
-    cache = default_cache_dir()
     means: dict[tuple[str, str], list[float]] = {}
     for cell in args.cells:
-        scenario, soc_name = cell.split(":")
-        path = ROOT / "workloads" / "scenarios" / f"{scenario}.yaml"
-        workload = load_workload(path)
-        soc = load_workload(ROOT / "workloads" / "socs" / f"{soc_name}.yaml").soc
-        assert workload.scenario is not None and soc is not None
-        update = {k: v for k, v in (("seeds", args.seeds), ("duration_s", args.duration)) if v is not None}
-        workload = workload.model_copy(update={"scenario": workload.scenario.model_copy(update=update)})
-        assembled = assemble(workload, base_dir=path.parent, cache_dir=cache, soc=soc, progress=False)
-        print(f"\n{scenario} on {soc.name} ({workload.scenario.seeds} seeds x {workload.scenario.duration_s:g} s), "
+        workload, assembled, path = load_cell(cell, seeds=args.seeds, duration_s=args.duration)
+        assert workload.scenario is not None
+        print(f"\n{cell} ({workload.scenario.seeds} seeds x {workload.scenario.duration_s:g} s), "
               "SLO violations % (modelled) [95% CI]")
         print(f"{'policy':<12}" + "".join(f"{r:>22}" for r in RULES))
         rows: dict[str, list[str]] = {}

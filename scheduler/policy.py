@@ -19,6 +19,9 @@ from scheduler.problem import Problem
 # FIFO queue. "global": requests wait in one queue and the policy's ``schedule`` hands the next
 # block of queued requests to idle processors (Band's kGlobalQueue workers).
 Queue = Literal["processor", "global"]
+# How a processor's queue is served ("processor" queues only): "deadline" (earliest deadline first:
+# arrival + the SLO in force at arrival, ties by arrival) or "fifo" (the order blocks join it).
+Order = Literal["deadline", "fifo"]
 
 
 class QueueView(Protocol):
@@ -59,6 +62,7 @@ class Policy(Protocol):
 
     name: str
     queue: Queue
+    order: Order
     drop_late: bool
     # Global queue only: how many jobs from the queue's head ``schedule`` looks at (Band's
     # ``schedule_window_size``); the engines pass no more than this.
@@ -87,6 +91,10 @@ class PolicyBase:
 
     name: str
     queue: Queue = "processor"
+    # Every per-processor-queue policy, ours and the baselines', is served earliest deadline first:
+    # the same machinery for all. EDF, not FIFO, by measurement (benchmarks/queue_order.py): with FIFO
+    # a 2 ms request waits behind whole MiniLM blocks queued before it.
+    order: Order = "deadline"
     # Drop a request when its processor takes a block after the request's deadline has passed
     # (Band's planner does this for every scheduler); off unless a policy's definition has it.
     drop_late: bool = False

@@ -2,7 +2,7 @@
 
 - ``engine``: :class:`Runtime` (workers per processor, policy decisions, admission control, SLO changes);
 - ``residency``: resident blocks within the memory budget (pool loads, compile cache, LRU eviction);
-- ``workers``: one FIFO worker thread per processor;
+- ``workers``: one worker thread per processor, its queue served earliest deadline first (or FIFO);
 - ``stats``: live statistics (:class:`RuntimeStats`), computed with the simulator's metric definitions;
 - ``host``: a problem restricted to the processors present here;
 - ``replay``: arrivals replayed in real time.

@@ -62,6 +62,7 @@ class _Request:
     steps: tuple[Step, ...]
     tensors: tuple[torch.Tensor, ...]
     future: Future[Any]
+    deadline_ms: float  # arrival + the latency SLO in force at arrival (runtime clock)
     position: int = 0
     run_ms: float = 0.0  # time its blocks ran so far (measured)
 
@@ -108,7 +109,7 @@ class Runtime:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if policy.queue != "processor":
-            # Band's global queue is honoured by the simulator; the runtime's workers keep one FIFO
+            # Band's global queue is honoured by the simulator; the runtime's workers keep one
             # queue each, so running such a policy here would silently be another policy.
             raise ValueError(f"policy {policy.name!r} needs a {policy.queue} queue, which the runtime does not "
                              "have yet; simulate it, or run a per-processor-queue policy")
@@ -145,7 +146,10 @@ class Runtime:
             self.recorder.memory,
             wait_s=memory_wait_s,
         )
-        self.workers = [Worker(p.name, i, self._execute) for i, p in enumerate(problem.processors)]
+        if policy.order not in ("deadline", "fifo"):
+            raise ValueError(f"policy {policy.name!r} declares order={policy.order!r}; known: deadline, fifo")
+        self.workers = [Worker(p.name, i, self._execute, policy.order == "deadline")
+                        for i, p in enumerate(problem.processors)]
         self._view = _View(self)
         self._current: dict[str, Route] = {}
         self._replanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseloom-replan")
@@ -295,8 +299,8 @@ class Runtime:
                 fut.set_exception(Rejected(f"request of {task!r} rejected: {reason}"))
                 return fut
             self._in_flight += 1
-            req = _Request(rid, k, steps, tuple(inputs), fut)
-            self.workers[steps[0].processor].put(req, steps[0].expected_ms)
+            req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms)
+            self.workers[steps[0].processor].put(req, steps[0].expected_ms, req.deadline_ms)
         return fut
 
     def _expected_finish(self, steps: tuple[Step, ...]) -> float:
@@ -329,7 +333,7 @@ class Runtime:
         if req.position < len(req.steps):
             nxt = req.steps[req.position]
             # A real hand-off: the next worker receives the output tensors themselves.
-            self.workers[nxt.processor].put(req, nxt.expected_ms)
+            self.workers[nxt.processor].put(req, nxt.expected_ms, req.deadline_ms)
             return
         self.recorder.done(req.rid, self.now_ms(), req.run_ms, sum(s.expected_ms for s in req.steps))
         self._finish(req)

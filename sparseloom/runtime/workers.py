@@ -1,5 +1,7 @@
-"""One worker thread per processor: a FIFO queue of block steps, run one at a time.
+"""One worker thread per processor: a queue of block steps, run one at a time.
 
+The queue is served earliest deadline first (ties by arrival) or first come, first served, as
+the policy declares (``Policy.order``), exactly as the simulator serves its processors.
 The worker knows nothing about plans or policies: it pops a job, calls the
 runtime's ``execute`` on it, and keeps the two figures a policy reads
 through the queue view: when the running block is expected to finish, and the
@@ -8,8 +10,9 @@ expected work waiting in its queue (profile latencies, as in the simulator).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -17,29 +20,34 @@ Job = TypeVar("Job")
 
 
 class Worker(threading.Thread, Generic[Job]):
-    """A processor's FIFO queue and the thread that drains it."""
+    """A processor's queue and the thread that drains it."""
 
     def __init__(
         self,
         name: str,
         index: int,
         execute: Callable[[Worker[Job], Job], None],
+        by_deadline: bool = True,
     ) -> None:
         super().__init__(name=f"sparseloom-worker-{name}", daemon=True)
         self.processor = name
         self.index = index
         self._execute = execute
-        # (job, expected_ms)
-        self._queue: deque[tuple[Job, float]] = deque()
+        self._by_deadline = by_deadline
+        # A heap of (deadline or joining order, joining order, job, expected_ms).
+        self._queue: list[tuple[float, int, Job, float]] = []
+        self._joined = itertools.count()
         self._busy = False
         self._cond = threading.Condition()
         self._stopping = False
         self.queued_ms = 0.0
         self.busy_until_ms = 0.0
 
-    def put(self, job: Job, expected_ms: float) -> None:
+    def put(self, job: Job, expected_ms: float, deadline_ms: float) -> None:
+        """Queue ``job``; ``deadline_ms`` orders it when the queue is served earliest deadline first."""
         with self._cond:
-            self._queue.append((job, expected_ms))
+            n = next(self._joined)
+            heapq.heappush(self._queue, (deadline_ms if self._by_deadline else float(n), n, job, expected_ms))
             self.queued_ms += expected_ms
             self._cond.notify()
 
@@ -61,7 +69,7 @@ class Worker(threading.Thread, Generic[Job]):
                     self._cond.wait()
                 if not self._queue:
                     return
-                job, expected = self._queue.popleft()
+                _, _, job, expected = heapq.heappop(self._queue)
                 self.queued_ms = max(0.0, self.queued_ms - expected) if self._queue else 0.0
                 self._busy = True
             try:

@@ -15,8 +15,8 @@ kind        changes                                 schedules
 ========== ======================================= ===============================================
 arrival     asks the policy for a route; pins SLO   block ready (first block, no transfer)
             in force at arrival
-ready       block enters its processor's FIFO       block start (now, if the processor is free)
-            queue (after a transfer, if any)
+ready       block enters its processor's queue      block start (now, if the processor is free)
+            (after a transfer, if any)
 start       processor busy; the block is pinned     load (block not resident) or finish
             in memory
 load        storage channel busy; memory reserved   start of the block(s) waiting for it
@@ -33,8 +33,10 @@ instant of another event and are not heap entries.
 
 Modelling choices:
 
-- Processors are non-preemptive FIFO queues. A block whose weights are not
-  resident holds its processor while they load (head-of-line blocking).
+- Processors are non-preemptive queues served in the order the policy declares
+  (``Policy.order``): earliest deadline first (arrival + the SLO in force at
+  arrival; ties by arrival) or first come, first served. A block whose weights
+  are not resident holds its processor while they load (head-of-line blocking).
 - Memory holds whole blocks; the budget counts resident blocks and blocks
   being loaded. Loads run one at a time on one storage channel at
   ``Problem.storage_mb_per_ms``. A dispatched request's missing blocks start
@@ -59,7 +61,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -139,7 +141,8 @@ class SimState:
     busy: list[bool]
     busy_until_ms: list[float]
     queued_ms: list[float]
-    queues: list[deque[int]]
+    # Per processor, a heap of (key, request): the deadline, or the order of joining (FIFO).
+    queues: list[list[tuple[float, int]]]
     block_digests: list[str]
     block_mb: list[float]
     # 0 = absent, 1 = loading, 2 = resident
@@ -347,7 +350,7 @@ def run(
         busy=[False] * nproc,
         busy_until_ms=[0.0] * nproc,
         queued_ms=[0.0] * nproc,
-        queues=[deque() for _ in range(nproc)],
+        queues=[[] for _ in range(nproc)],
         block_digests=digests,
         block_mb=block_mb,
         block_state=[0] * nblock,
@@ -377,6 +380,10 @@ def run(
     decision_ns: list[int] = []
     replan_ns: list[int] = []
     drop_late = bool(policy.drop_late)
+    if policy.order not in ("deadline", "fifo"):
+        raise ValueError(f"policy {policy.name!r} declares order={policy.order!r}; known: deadline, fifo")
+    by_deadline = policy.order == "deadline"
+    joined = itertools.count()  # FIFO keys: the order blocks join their queue
     global_queue = policy.queue == "global"
     window = max(1, int(policy.window))
     gq: list[int] = []  # requests waiting in the global queue, in order
@@ -575,13 +582,13 @@ def run(
                 load_waiters[bq].append(q)
 
     def ready(r: int, now: float) -> None:
-        """Block ready: it joins its processor's FIFO queue (and starts if the processor is free)."""
+        """Block ready: it joins its processor's queue (and starts if the processor is free)."""
         step = req_steps[r][req_pos[r]]
         p = step[0]
         if not busy[p] and not queues[p]:
             take(p, r, step, now)
         else:
-            queues[p].append(r)
+            push(queues[p], (arr_t[r] + req_slo[r] if by_deadline else float(next(joined)), r))
             queued[p] += step[1]
 
     def drop(r: int) -> None:
@@ -590,10 +597,10 @@ def run(
         for step in req_steps[r][req_pos[r]:]:
             wanted[step[2]] -= 1
 
-    def next_live(q: deque[int], p: int, now: float) -> int:
+    def next_live(q: list[tuple[float, int]], p: int, now: float) -> int:
         """The next request of processor ``p``'s queue to run, dropping late ones when the policy does."""
         while q:
-            r2 = q.popleft()
+            r2 = pop(q)[1]
             queued[p] -= req_steps[r2][req_pos[r2]][1]
             if drop_late and now > arr_t[r2] + req_slo[r2]:
                 drop(r2)
