@@ -95,8 +95,10 @@ class PolicyBase:
     # the same machinery for all. EDF, not FIFO, by measurement (benchmarks/queue_order.py): with FIFO
     # a 2 ms request waits behind whole MiniLM blocks queued before it.
     order: Order = "deadline"
-    # Drop a request when its processor takes a block after the request's deadline has passed
-    # (Band's planner does this for every scheduler); off unless a policy's definition has it.
+    # Drop a request that can no longer meet its deadline instead of running it: in the global queue
+    # when its deadline has passed as a processor would take its next block (Band's planner); with
+    # per-processor queues when, as its next block would start, even running the rest at once
+    # (expected latencies) ends past the deadline. Off here; every shipped policy turns it on.
     drop_late: bool = False
     window: int = 2**31 - 1  # Band's default, INT_MAX: the whole queue
 

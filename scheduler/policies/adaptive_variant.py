@@ -26,7 +26,7 @@ DISPATCH_DEFAULT = "place"
 
 
 class AdaptiveVariantPolicy(PolicyBase):
-    def __init__(self, name: str, partition: bool, dispatch: str = DISPATCH_DEFAULT, drop_late: bool = False,
+    def __init__(self, name: str, partition: bool, dispatch: str = DISPATCH_DEFAULT, drop_late: bool = True,
                  **options: Any) -> None:
         self.name = name
         self.partition = partition

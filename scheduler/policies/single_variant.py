@@ -28,7 +28,7 @@ from scheduler.routes import pareto_routes
 
 
 class SingleVariantPolicy(PolicyBase):
-    def __init__(self, name: str, rule: str, partition: bool, dispatch: str = "place", drop_late: bool = False,
+    def __init__(self, name: str, rule: str, partition: bool, dispatch: str = "place", drop_late: bool = True,
                  **options: Any) -> None:
         if rule not in ("accuracy", "latency"):
             raise ValueError(f"rule must be 'accuracy' or 'latency', not {rule!r}")

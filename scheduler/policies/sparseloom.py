@@ -24,7 +24,7 @@ class SparseLoomPolicy(PolicyBase):
     """Joint stitched-variant selection and placement by ILP; per request the planned stitched
     variant placed on the processors that finish it first."""
 
-    def __init__(self, dispatch: str = "place", drop_late: bool = False, **options: Any) -> None:
+    def __init__(self, dispatch: str = "place", drop_late: bool = True, **options: Any) -> None:
         """``dispatch``: "place" (the planned stitched variant, its blocks placed per request for the
         least expected finish; the most accurate alternative in time when that is late), "plan"
         (the planned route as planned when in time, else the most accurate in time) or "accuracy"

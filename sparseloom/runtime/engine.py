@@ -11,7 +11,9 @@ Overload protection: at most ``max_in_flight`` requests are admitted at once
 (each holds one queue slot at a time, so queues and activations stay bounded);
 a request beyond that is rejected at once and recorded as a violation, as is
 one whose route is expected to finish later than ``shed_factor`` times its
-latency SLO when that is set. Nothing blocks the caller of :meth:`submit`.
+latency SLO when that is set. With the policy's ``drop_late``, a request whose
+next block would start too late to finish by its deadline is dropped, as in the
+simulator. Nothing blocks the caller of :meth:`submit`.
 
 SLO changes switch routes at once with the policy's ``switch`` (when it has
 one) and re-plan off the hot path with ``replan`` (or ``plan``); requests keep
@@ -311,6 +313,15 @@ class Runtime:
 
     def _execute(self, worker: Worker[_Request], req: _Request) -> None:
         step = req.steps[req.position]
+        if self.policy.drop_late:
+            # As in the simulator: a request that cannot finish by its deadline even if the rest runs at
+            # once (expected latencies) is dropped, not run at the others' expense.
+            left = sum(s.expected_ms for s in req.steps[req.position:])
+            if self.now_ms() + left > req.deadline_ms:
+                self._finish(req)
+                self.recorder.reject(req.rid)
+                req.future.set_exception(Rejected(f"request dropped: {left:.2f} ms of blocks left, past its deadline"))
+                return
         try:
             runner = self.residency.acquire(step.digest, worker.processor)
             try:

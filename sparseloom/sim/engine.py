@@ -109,6 +109,9 @@ class CompiledRoute:
     blocks: tuple[int, ...]
     accuracy: float | None
     service_ms: float
+    # Per position: the expected time from that block's start to the request's end (later
+    # transfers included), what a request still needs when a processor takes that block.
+    left_ms: tuple[float, ...] = ()
 
 
 @dataclass
@@ -274,8 +277,14 @@ def compile_route(
         service += xfer + lat
         prev = proc
     blocks = tuple(dict.fromkeys(step[2] for step in steps))
+    left: list[float] = []
+    after = 0.0
+    for step in reversed(steps):
+        after += step[1]
+        left.append(after)
+        after += step[3]
     return CompiledRoute(
-        ti, tuple(steps), blocks, task.accuracy(route.options), service
+        ti, tuple(steps), blocks, task.accuracy(route.options), service, tuple(reversed(left))
     )
 
 
@@ -328,7 +337,10 @@ def run(
     to idle processors or drops them. A request's remaining blocks rejoin the tail of the queue
     after each assignment (Band's follow-up jobs); a move between processors costs the transfer
     as time on the receiving processor. ``policy.drop_late``: a request whose deadline has passed
-    when a processor would take its next block is dropped instead.
+    when a processor would take its next block is dropped instead (global queue); with
+    per-processor queues, a request that can no longer finish by its deadline even if its
+    remaining blocks run at once (expected latencies and transfers) is dropped when its next
+    block would start.
     """
     if latency_cv < 0:
         raise ValueError(f"latency_cv must be >= 0, got {latency_cv}")
@@ -372,6 +384,7 @@ def run(
     arr_k = [int(x) for x in arrival_task]
     n_req = len(arr_t)
     req_steps: list[tuple[Step, ...]] = [()] * n_req
+    req_left: list[tuple[float, ...]] = [()] * n_req
     req_pos = [0] * n_req
     done = [float("inf")] * n_req
     req_slo = [0.0] * n_req
@@ -586,6 +599,9 @@ def run(
         step = req_steps[r][req_pos[r]]
         p = step[0]
         if not busy[p] and not queues[p]:
+            if drop_late and now + req_left[r][req_pos[r]] > arr_t[r] + req_slo[r]:
+                drop(r)
+                return
             take(p, r, step, now)
         else:
             push(queues[p], (arr_t[r] + req_slo[r] if by_deadline else float(next(joined)), r))
@@ -602,7 +618,7 @@ def run(
         while q:
             r2 = pop(q)[1]
             queued[p] -= req_steps[r2][req_pos[r2]][1]
-            if drop_late and now > arr_t[r2] + req_slo[r2]:
+            if drop_late and now + req_left[r2][req_pos[r2]] > arr_t[r2] + req_slo[r2]:
                 drop(r2)
                 continue
             return r2
@@ -735,6 +751,7 @@ def run(
                     f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'"
                 )
             req_steps[r] = cr.steps
+            req_left[r] = cr.left_ms
             req_slo[r] = slo_lat[k]
             req_acc[r] = cr.accuracy
             req_acc_bad[r] = (

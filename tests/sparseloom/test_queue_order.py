@@ -65,3 +65,22 @@ def test_runtime_worker_serves_its_queue_in_the_declared_order(by_deadline: bool
     w.stop()
     w.join(5.0)
     assert ran == expected
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_a_request_that_cannot_finish_in_time_is_dropped_before_it_takes_the_processor(drop: bool) -> None:
+    # "urgent" (SLO 15 ms, a 10 ms block) arrives at t=1 behind a 10 ms block: at t=10 it could end at
+    # 20 > 16 at best. Dropped, it leaves the CPU to the second "slow" request, which then ends at 20.
+    problem = problem_of([chain_task("slow", [{"cpu": 10.0}], slo_ms=100.0),
+                          chain_task("urgent", [{"cpu": 10.0}], slo_ms=15.0)], memory_budget_mb=10)
+    policy = FixedPolicy("fixed", {"slow": ((0,), ("cpu",)), "urgent": ((0,), ("cpu",))})
+    policy.drop_late = drop
+    arrivals = Arrivals(0, 1.0, {"slow": np.asarray([0.0, 2.0]), "urgent": np.asarray([1.0])})
+    res = simulate(problem, policy, arrivals)
+    assert res.slo_violation_rate == pytest.approx(1 / 3)
+    if drop:
+        assert res.per_task["urgent"].completed == 0
+        np.testing.assert_allclose(res.latencies_ms["slow"], [10.0, 18.0])
+    else:
+        np.testing.assert_allclose(res.latencies_ms["urgent"], [19.0])
+        np.testing.assert_allclose(res.latencies_ms["slow"], [10.0, 28.0])
