@@ -191,7 +191,7 @@ def bench_gap(instances: int) -> dict[str, object]:
             ),
         }
         for key, changed in changes.items():
-            replanned = policy.replan(changed)
+            replanned = policy.replan(changed, plan)
             if not replanned.feasible:
                 continue
             feasible[key][1] += 1

@@ -7,9 +7,20 @@ Variables (only for pairs that exist, i.e. the block can run on the processor):
                        costs latency, so at the optimum it is exactly the change indicator)
   u[d]       in [0,1]  block digest d is resident (u[d] >= sum_k x[t,p,o,k] for every use
                        of d, so a digest shared by several tasks or positions counts once)
-Constraints: one (o,k) per position; latency (blocks + transfers) <= SLO; base accuracy +
-sum of chosen deltas >= min accuracy; per processor sum_t rate_t x latency <= max_utilisation;
-sum_d memory_d u[d] <= budget. Stitching is decided inside the program without enumerating
+Constraints: one (o,k) per position; latency (blocks + transfers + queueing) <= SLO; base
+accuracy + sum of chosen deltas >= min accuracy; per processor utilisation sum_t rate_t x
+latency <= the utilisation level chosen for it; sum_d memory_d u[d] <= budget.
+
+Queueing (``LoadModel.queueing``, on by default): each processor k is an M/G/1 queue. Its
+Pollaczek-Khinchine mean wait is W_k = R_k / (1 - rho_k), with the mean residual work
+R_k = sum rate x latency^2 / 2 linear in x. The 1/(1 - rho) factor is linearised over
+utilisation levels (scheduler.routes.UTILISATION_LEVELS): binary y[k,l] picks a level, rho_k <= level_l and
+W_k >= R_k / (1 - level_l) when y[k,l]. Each position p of task t waits q[t,p] >= W_k where
+it runs (big-M on z[t,p,k]), and the waits count in its latency constraint and in the "slo"
+objective. So a plan may fill a processor as far as the SLOs of the tasks on it allow, and a
+task with long blocks is kept off a processor shared with a task whose SLO its blocks would
+eat. Rates are the sustained ones (``TaskSpec.load_rate_hz``: a bursty task's on-state rate)
+unless ``LoadModel.sustained`` is off. Stitching is decided inside the program without enumerating
 the K^B stitched variants. The combined x[t,p,o,k] form was chosen over a factorised
 y[t,p,o] / z[t,p,k] form because latency depends on the (option, processor) pair, which the
 factorised form can only express with extra linearisation variables.
@@ -39,11 +50,14 @@ from scheduler.problem import Problem, TaskSpec
 from scheduler.routes import (
     OBJECTIVES,
     TIE_WEIGHT,
+    LoadModel,
     digest_memory,
     evaluate,
     latency_weight,
+    levels,
     memory_scale_mb,
     request_shares,
+    utilisation_cap,
 )
 
 # Objectives only the diagnosis uses: shortest latency / highest accuracy / least memory / peak utilisation.
@@ -117,6 +131,7 @@ def solve(
     restriction: Restriction | None = None,
     enforce: Enforce | None = None,
     elastic: bool = False,
+    load: LoadModel | None = None,
 ) -> Solution:
     """Solve the placement program; never raises for an infeasible instance (status says so).
 
@@ -135,7 +150,7 @@ def solve(
         return Solution(
             {}, SolveInfo(_solver_name(cfg), "optimal", 0.0, 0.0, 0.0, objective)
         )
-    model = _Model(problem, objective, res, enf, elastic)
+    model = _Model(problem, objective, res, enf, elastic, load or LoadModel())
     if model.unplaceable:
         info = SolveInfo(
             _solver_name(cfg),
@@ -180,6 +195,7 @@ class _Model:
         res: Restriction,
         enf: Enforce,
         elastic: bool,
+        load: LoadModel,
     ) -> None:
         self.problem = problem
         self.lp = pulp.LpProblem("sparseloom", pulp.LpMinimize)
@@ -193,6 +209,13 @@ class _Model:
         util_terms: dict[str, list[tuple[pulp.LpVariable, float]]] = {
             k: [] for k in procs
         }
+        # Mean residual work (ms) each cell brings to its processor: rate x latency^2 / 2; and the
+        # most one position can bring to each (their sum bounds the processor's residual work).
+        resid_terms: dict[str, list[tuple[pulp.LpVariable, float]]] = {k: [] for k in procs}
+        resid_bound: dict[str, float] = {k: 0.0 for k in procs}
+        queueing = load.queueing and enf.utilisation
+        # Per task: its latency terms and, per position, its cells on each processor (for the waits).
+        pending: list[tuple[TaskSpec, list[tuple[pulp.LpVariable, float]], list[dict[str, list[pulp.LpVariable]]]]] = []
         obj_terms: list[tuple[pulp.LpVariable, float]] = []
         slo_terms: list[tuple[pulp.LpVariable, float]] = []
         penalties: list[tuple[pulp.LpVariable, float]] = []
@@ -213,6 +236,8 @@ class _Model:
             return s
 
         for ti, t in enumerate(problem.tasks):
+            rate = t.load_rate_hz if load.sustained else t.rate_hz
+            zs: list[dict[str, list[pulp.LpVariable]]] = []
             allowed = res.allowed.get(t.name)
             lat_terms: list[tuple[pulp.LpVariable, float]] = []
             acc_terms: list[tuple[pulp.LpVariable, float]] = []
@@ -245,14 +270,24 @@ class _Model:
                         lat_terms.append((xv, lat))
                         if opt.accuracy_delta:
                             acc_terms.append((xv, opt.accuracy_delta))
-                        util_terms[k].append((xv, t.rate_hz / 1000.0 * lat))
+                        util_terms[k].append((xv, rate / 1000.0 * lat))
+                        if queueing:
+                            resid_terms[k].append((xv, rate / 1000.0 * lat * lat / 2.0))
                     if y:
                         uses.setdefault(opt.digest, []).append(pulp.lpSum(y))
                         per_variant.setdefault(opt.variant, []).extend(y)
                 if not cells:
                     self.unplaceable = True
                     return
+                if queueing:
+                    most: dict[str, float] = {}
+                    for o, k, _ in cells:
+                        lat = pos[o].latency_ms[k]
+                        most[k] = max(most.get(k, 0.0), rate / 1000.0 * lat * lat / 2.0)
+                    for k, c in most.items():
+                        resid_bound[k] += c
                 self.x[(ti, p)] = cells
+                zs.append(z)
                 self.lp += pulp.lpSum(c[2] for c in cells) == 1
                 if res.whole_variant:
                     for v, vv in variant_of.items():
@@ -277,10 +312,7 @@ class _Model:
                     picked = [c[2] for p, o in enumerate(choice) for c in self.x[(ti, p)] if c[0] == o]
                     if picked:
                         self.lp += pulp.lpSum(picked) <= len(t.positions) - 1
-            latency = pulp.LpAffineExpression(lat_terms)
-            if enf.latency and math.isfinite(t.latency_slo_ms):
-                s = slack(1.0 / max(t.latency_slo_ms, 1e-9))
-                self.lp += latency <= t.latency_slo_ms + (s if s is not None else 0)
+            pending.append((t, lat_terms, zs))
             if enf.accuracy and t.min_score > -math.inf:
                 s = slack(100.0)
                 self.lp += (
@@ -303,13 +335,48 @@ class _Model:
             s = slack(1.0 / max(problem.memory_budget_mb, 1e-9))
             self.lp += memory <= problem.memory_budget_mb + (s if s is not None else 0)
         peak = var(0, None, pulp.LpContinuous) if objective == "throughput" else None
+        wait: dict[str, pulp.LpVariable] = {}
+        wait_max: dict[str, float] = {}
+        finite = [t.latency_slo_ms for t in problem.tasks if math.isfinite(t.latency_slo_ms)]
+        slo_max = max(finite) if len(finite) == len(problem.tasks) else math.inf
         for info in problem.processors:
-            load = pulp.LpAffineExpression(util_terms[info.name])
-            if enf.utilisation:
+            busy = pulp.LpAffineExpression(util_terms[info.name])
+            if queueing:
+                lvs = levels(info)
+                picks = [var() for _ in lvs]
+                self.lp += pulp.lpSum(picks) == 1
                 s = slack(1.0)
-                self.lp += load <= info.max_utilisation + (s if s is not None else 0)
+                self.lp += busy <= pulp.lpSum(lv * pick for lv, pick in zip(lvs, picks)) + (s if s is not None else 0)
+                resid = pulp.LpAffineExpression(resid_terms[info.name])
+                top = 1.0 / (1.0 - lvs[-1])
+                wait_max[info.name] = top * resid_bound[info.name]
+                # Outside the elastic program no task can wait longer than the largest SLO, so that bounds
+                # the wait (and the big-M of every position's wait below).
+                cap_w = wait_max[info.name] if elastic else min(wait_max[info.name], slo_max)
+                w_k = wait[info.name] = var(0, cap_w, pulp.LpContinuous)
+                for lv, pick in zip(lvs, picks):
+                    self.lp += w_k >= resid * (1.0 / (1.0 - lv)) - wait_max[info.name] + wait_max[info.name] * pick
+            elif enf.utilisation:
+                s = slack(1.0)
+                self.lp += busy <= utilisation_cap(info, load) + (s if s is not None else 0)
             if peak is not None:
-                self.lp += peak >= load * (1.0 / info.max_utilisation)
+                self.lp += peak >= busy * (1.0 / info.max_utilisation)
+        for t, lat_terms, zs in pending:
+            terms = list(lat_terms)
+            if wait:
+                for p, z in enumerate(zs):
+                    q = var(0, None, pulp.LpContinuous)
+                    for k, cells in z.items():
+                        big = wait[k].upBound
+                        if cells and big:
+                            self.lp += q >= wait[k] - big + big * pulp.lpSum(cells)
+                    terms.append((q, 1.0))
+                    slo_terms.append((q, latency_weight(problem, t, shares)))
+                    if objective == "latency":
+                        obj_terms.append((q, 1.0))
+            if enf.latency and math.isfinite(t.latency_slo_ms):
+                s = slack(1.0 / max(t.latency_slo_ms, 1e-9))
+                self.lp += pulp.LpAffineExpression(terms) <= t.latency_slo_ms + (s if s is not None else 0)
 
         if objective == "slo":
             obj_terms = slo_terms

@@ -16,7 +16,7 @@ from scheduler.ilp import Restriction, SolverConfig, solve
 from scheduler.plan import Diagnosis, Plan, Route, SolveInfo
 from scheduler.preload import PRELOADERS, preloader
 from scheduler.problem import Problem
-from scheduler.routes import OBJECTIVES, evaluate, pareto_routes, resident_memory_mb
+from scheduler.routes import OBJECTIVES, LoadModel, evaluate, pareto_routes, resident_memory_mb
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class PlanSettings:
     # Whether per-request switching among Pareto routes is allowed (False: the planned route only).
     switching: bool = True
     alternatives_limit: int = 12
+    load: LoadModel = field(default_factory=LoadModel)
 
 
 SETTING_NAMES = (
@@ -39,7 +40,11 @@ SETTING_NAMES = (
     "threads",
     "preloader",
     "alternatives_limit",
+    "queueing",
+    "rates",
 )
+QUEUEING = ("pk", "cap")
+RATES = ("sustained", "mean")
 
 
 def settings_from(**options: Any) -> PlanSettings:
@@ -60,6 +65,8 @@ def _settings(
     threads: int = 1,
     preloader: str = "hot",
     alternatives_limit: int = 12,
+    queueing: str = "pk",
+    rates: str = "sustained",
 ) -> PlanSettings:
     if objective not in OBJECTIVES:
         raise ValueError(
@@ -69,14 +76,10 @@ def _settings(
         raise ValueError(
             f"unknown preloader {preloader!r}; known: {', '.join(PRELOADERS)}"
         )
-    if objective not in OBJECTIVES:
-        raise ValueError(
-            f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}"
-        )
-    if preloader not in PRELOADERS:
-        raise ValueError(
-            f"unknown preloader {preloader!r}; known: {', '.join(PRELOADERS)}"
-        )
+    if queueing not in QUEUEING:
+        raise ValueError(f"unknown queueing {queueing!r}; known: {', '.join(QUEUEING)}")
+    if rates not in RATES:
+        raise ValueError(f"unknown rates {rates!r}; known: {', '.join(RATES)}")
     if alternatives_limit < 2:
         raise ValueError("alternatives_limit must be at least 2")
     return PlanSettings(
@@ -85,6 +88,7 @@ def _settings(
         preloader,
         True,
         alternatives_limit,
+        LoadModel(queueing == "pk", rates == "sustained"),
     )
 
 
@@ -92,7 +96,7 @@ def ilp_plan(
     problem: Problem, policy: str, settings: PlanSettings, restriction: Restriction
 ) -> Plan:
     start = time.perf_counter()
-    sol = solve(problem, settings.objective, settings.solver, restriction)
+    sol = solve(problem, settings.objective, settings.solver, restriction, load=settings.load)
     diagnoses: tuple[Diagnosis, ...] = ()
     routes = dict(sol.routes)
     info = sol.info
@@ -112,7 +116,7 @@ def ilp_plan(
                 ),
             )
         best = solve(
-            problem, settings.objective, settings.solver, restriction, elastic=True
+            problem, settings.objective, settings.solver, restriction, elastic=True, load=settings.load
         )
         routes = dict(best.routes) if best.found else _fastest(problem, restriction)
         info = SolveInfo(

@@ -46,6 +46,14 @@ class TaskSpec:
     # Measured accuracy of stitched variants (option index per position -> accuracy) on the model's
     # evaluation data. Where a variant is measured, the verdict uses the measurement, not the estimate.
     measured_accuracy: Mapping[tuple[int, ...], float] = field(default_factory=dict)
+    # The rate the task brings for stretches long against its SLO (a bursty task's on-state rate):
+    # what a processor must keep up with. None: the mean rate.
+    sustained_rate_hz: float | None = None
+
+    @property
+    def load_rate_hz(self) -> float:
+        """The rate planned utilisation counts: the sustained rate where there is one, else the mean."""
+        return self.rate_hz if self.sustained_rate_hz is None else self.sustained_rate_hz
 
     def accuracy_of(self, score: float) -> float | None:
         """The accuracy a sum of option terms stands for."""
@@ -84,8 +92,10 @@ class TaskSpec:
 class ProcessorInfo:
     name: str
     kind: str
-    # Fraction of time a policy may plan to keep it busy (headroom for queueing).
-    max_utilisation: float = 0.8
+    # The most of its time a plan may keep it busy. The queueing delay that utilisation costs is in
+    # the ILP's latency constraints (scheduler.routes.UTILISATION_LEVELS), so this is only the ceiling:
+    # the top level, where Pollaczek-Khinchine waiting is 16 mean residual services.
+    max_utilisation: float = 0.9375
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,38 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from scheduler.plan import Route
-from scheduler.problem import Problem, TaskSpec
+from scheduler.problem import Problem, ProcessorInfo, TaskSpec
+
+# Utilisation levels the queueing term is linearised over: 1/(1 - level) = 2, 4, 8, 16, so each
+# step doubles the modelled wait, and rounding a utilisation up to its level overstates the wait
+# by less than 2x; the processor's ceiling (ProcessorInfo.max_utilisation) is the last level.
+UTILISATION_LEVELS = (0.5, 0.75, 0.875, 0.9375)
+# The fixed cap of the plain utilisation model (LoadModel(queueing=False)), kept for comparison.
+FIXED_CAP = 0.8
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    """How plans count load: with the queueing term (each processor an M/G/1 queue whose
+    Pollaczek-Khinchine mean wait counts in every latency) or with a fixed utilisation cap of
+    FIXED_CAP and no wait; at sustained rates (``TaskSpec.load_rate_hz``) or mean rates.
+    ``benchmarks/load_model.py`` measures the four."""
+
+    queueing: bool = True
+    sustained: bool = True
+
+
+DEFAULT_LOAD = LoadModel()
+
+
+def levels(info: ProcessorInfo) -> tuple[float, ...]:
+    """The utilisation levels of ``info`` under the queueing term, its ceiling last."""
+    return tuple(lv for lv in UTILISATION_LEVELS if lv < info.max_utilisation - 1e-12) + (info.max_utilisation,)
+
+
+def utilisation_cap(info: ProcessorInfo, load: LoadModel = DEFAULT_LOAD) -> float:
+    return info.max_utilisation if load.queueing else min(FIXED_CAP, info.max_utilisation)
+
 
 # Weight of the secondary (normalised-latency) term under the throughput and memory objectives;
 # small enough never to trade against the primary term on realistic scales, large enough to break ties.
@@ -96,18 +127,47 @@ def memory_scale_mb(problem: Problem) -> float:
     return max(sum(digest_memory(problem).values()), 1.0)
 
 
-def utilisation(problem: Problem, routes: Mapping[str, Route]) -> dict[str, float]:
-    """Planned busy fraction of each processor: sum over tasks of rate x block latency."""
+def utilisation(problem: Problem, routes: Mapping[str, Route], load: LoadModel = DEFAULT_LOAD) -> dict[str, float]:
+    """Planned busy fraction of each processor: sum over tasks of rate (sustained or mean, as
+    ``load`` says) x block latency."""
     util = {k.name: 0.0 for k in problem.processors}
     for t in problem.tasks:
         r = routes[t.name]
+        rate = t.load_rate_hz if load.sustained else t.rate_hz
         for p, (o, k) in enumerate(zip(r.options, r.processors, strict=True)):
-            util[k] += t.rate_hz / 1000.0 * t.positions[p][o].latency_ms[k]
+            util[k] += rate / 1000.0 * t.positions[p][o].latency_ms[k]
     return util
 
 
+def waits(problem: Problem, routes: Mapping[str, Route], load: LoadModel = DEFAULT_LOAD) -> dict[str, float]:
+    """Modelled mean queueing wait (ms) at each processor: R / (1 - level), with R = sum rate x
+    latency^2 / 2 the mean residual work and level the first of ``levels`` at or above its
+    utilisation (the ILP's linearisation; infinite above the ceiling). All 0 without the queueing term."""
+    if not load.queueing:
+        return {k.name: 0.0 for k in problem.processors}
+    util = utilisation(problem, routes, load)
+    resid = {k.name: 0.0 for k in problem.processors}
+    for t in problem.tasks:
+        r = routes[t.name]
+        rate = t.load_rate_hz if load.sustained else t.rate_hz
+        for p, (o, k) in enumerate(zip(r.options, r.processors, strict=True)):
+            lat = t.positions[p][o].latency_ms[k]
+            resid[k] += rate / 1000.0 * lat * lat / 2.0
+    out: dict[str, float] = {}
+    for info in problem.processors:
+        level = next((lv for lv in levels(info) if util[info.name] <= lv + 1e-9), None)
+        w = resid[info.name]
+        out[info.name] = 0.0 if w == 0.0 else (math.inf if level is None else w / (1.0 - level))
+    return out
+
+
+def waited_latency_ms(route: Route, wait: Mapping[str, float]) -> float:
+    """A route's service latency plus the modelled wait at each of its blocks' processors."""
+    return route.latency_ms + sum(wait[k] for k in route.processors)
+
+
 def objective_value(
-    problem: Problem, routes: Mapping[str, Route], objective: str
+    problem: Problem, routes: Mapping[str, Route], objective: str, load: LoadModel = DEFAULT_LOAD
 ) -> float:
     """The exact objective the ILP minimises, evaluated for given routes.
 
@@ -122,14 +182,15 @@ def objective_value(
     if not problem.tasks:
         return 0.0
     shares = request_shares(problem)
+    wait = waits(problem, routes, load)
     slo_term = sum(
-        latency_weight(problem, t, shares) * routes[t.name].latency_ms
+        latency_weight(problem, t, shares) * waited_latency_ms(routes[t.name], wait)
         for t in problem.tasks
     )
     if objective == "slo":
         return slo_term
     if objective == "throughput":
-        util = utilisation(problem, routes)
+        util = utilisation(problem, routes, load)
         peak = max(util[k.name] / k.max_utilisation for k in problem.processors)
         return peak + TIE_WEIGHT * slo_term
     if objective == "memory":
@@ -158,21 +219,24 @@ class Feasibility:
 
 
 def check(
-    problem: Problem, routes: Mapping[str, Route], tol: float = 1e-6
+    problem: Problem, routes: Mapping[str, Route], tol: float = 1e-6, load: LoadModel = DEFAULT_LOAD
 ) -> Feasibility:
+    """Which constraints of the program ``routes`` violate: latency (service + modelled waits) over
+    the SLO, accuracy under its minimum, utilisation over the cap, and the memory they need."""
+    wait = waits(problem, routes, load)
     lat = tuple(
         t.name
         for t in problem.tasks
-        if routes[t.name].latency_ms > t.latency_slo_ms + tol
+        if waited_latency_ms(routes[t.name], wait) > t.latency_slo_ms + tol
     )
     acc = tuple(
         t.name
         for t in problem.tasks
         if (a := routes[t.name].accuracy) is not None and a < t.min_accuracy - tol
     )
-    util = utilisation(problem, routes)
+    util = utilisation(problem, routes, load)
     over = tuple(
-        k.name for k in problem.processors if util[k.name] > k.max_utilisation + tol
+        k.name for k in problem.processors if util[k.name] > utilisation_cap(k, load) + tol
     )
     digests = {d for r in routes.values() for d in r.digests}
     return Feasibility(lat, acc, over, resident_memory_mb(problem, digests))

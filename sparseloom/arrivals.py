@@ -115,6 +115,16 @@ def generate_arrivals(
     raise TypeError(f"unknown arrival process {spec!r}")
 
 
+def sustained_rate_hz(spec: Arrival, *, base_dir: str | Path = ".") -> float | None:
+    """The rate the process brings for stretches long against a latency SLO, where that differs from
+    its mean: a bursty process's on-state rate (its on periods are given in seconds, thousands of
+    times a millisecond SLO, so a queue cannot smooth a burst over). None: the mean is what it brings
+    (periodic, Poisson; a trace, whose burst structure is not declared)."""
+    if isinstance(spec, Bursty):
+        return max(spec.rate_on_hz, spec.rate_off_hz)
+    return None
+
+
 def mean_rate_hz(spec: Arrival, *, base_dir: str | Path = ".") -> float:
     """The long-run mean arrival rate the process is parameterised for (a trace: count / last time)."""
     if isinstance(spec, Periodic):

@@ -26,7 +26,7 @@ from backends.block import BlockSpec
 from backends.processor import PeakRates, ProcessorSpec, Reference, SoCSpec, SparsitySupport, TransferSpec
 from backends.profile import Profile
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
-from sparseloom.arrivals import mean_rate_hz
+from sparseloom.arrivals import mean_rate_hz, sustained_rate_hz
 from sparseloom.errors import InputError
 from sparseloom.errors import Problem as Complaint
 from sparseloom.workload import ModelSpec, SoC, Workload
@@ -293,6 +293,7 @@ def build_problem(workload: Workload, spec: SoCSpec, pool: Pool, profile: Profil
         tasks.append(TaskSpec(
             name=task.name, model=model, latency_slo_ms=task.slo.latency_ms, min_accuracy=task.slo.min_accuracy,
             rate_hz=mean_rate_hz(task.arrival, base_dir=base_dir), positions=tuple(positions),
+            sustained_rate_hz=sustained_rate_hz(task.arrival, base_dir=base_dir),
             output_mb=tuple(output_mb), base_accuracy=terms.base_accuracy if terms else None,
             accuracy_floor=terms.floor if terms and terms.form == "multiplicative" else None,
             measured_accuracy=measured_choices(positions, terms.measured) if terms else {},

@@ -422,7 +422,9 @@ def scale_rates(problem: Problem, rate_scale: float) -> Problem:
     """The problem with every task's expected arrival rate multiplied, so policies plan for the load."""
     return replace(
         problem,
-        tasks=tuple(replace(t, rate_hz=t.rate_hz * rate_scale) for t in problem.tasks),
+        tasks=tuple(replace(t, rate_hz=t.rate_hz * rate_scale,
+                            sustained_rate_hz=None if t.sustained_rate_hz is None else t.sustained_rate_hz * rate_scale)
+                    for t in problem.tasks),
     )
 
 

@@ -28,7 +28,7 @@ def brute_force(
     problem: Problem, objective: str, allowed: Callable[[Route], bool] | None = None
 ) -> tuple[float, dict[str, Route]] | None:
     """The optimum by enumeration of every stitched variant and placement of every task
-    (only routes passing ``allowed`` when given)."""
+    (only routes passing ``allowed`` when given), with the modelled queueing waits in every latency."""
     per_task = []
     for t in problem.tasks:
         ok = [
@@ -45,7 +45,8 @@ def brute_force(
         routes = {r.task: r for r in combo}
         f = check(problem, routes)
         if (
-            f.utilisation
+            f.latency
+            or f.utilisation
             or sum(mem[d] for d in {d for r in combo for d in r.digests})
             > problem.memory_budget_mb + 1e-9
         ):

@@ -91,7 +91,8 @@ def test_instances_cover_both_outcomes() -> None:
     feasible = sum(
         brute_force(_instance(s), OBJECTIVES[s % 3]) is not None for s in range(80)
     )
-    assert 50 <= feasible <= 75, feasible
+    # 47 of 80 are feasible once the queueing waits count in the latency constraints.
+    assert 40 <= feasible <= 75, feasible
 
 
 def _multiplicative(problem, seed: int):  # type: ignore[no-untyped-def]
