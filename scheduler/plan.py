@@ -127,6 +127,9 @@ class Plan:
         default_factory=dict
     )
     unit_transfer_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # The latency factors (observed / profile, per block x processor) the plan was made on: empty
+    # for a plan on the profile itself (see scheduler.feedback).
+    latency_factors: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:

@@ -16,7 +16,7 @@ from scheduler.ilp import Restriction, SolverConfig, solve
 from scheduler.plan import Diagnosis, Plan, Route, SolveInfo
 from scheduler.preload import PRELOADERS, preloader
 from scheduler.problem import Problem
-from scheduler.routes import OBJECTIVES, LoadModel, evaluate, pareto_routes, resident_memory_mb
+from scheduler.routes import FIXED_CAP, OBJECTIVES, LoadModel, evaluate, pareto_routes, resident_memory_mb
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ SETTING_NAMES = (
     "alternatives_limit",
     "queueing",
     "rates",
+    "utilisation_cap",
 )
 QUEUEING = ("pk", "cap")
 RATES = ("sustained", "mean")
@@ -65,8 +66,9 @@ def _settings(
     threads: int = 1,
     preloader: str = "hot",
     alternatives_limit: int = 12,
-    queueing: str = "pk",
+    queueing: str = "cap",
     rates: str = "sustained",
+    utilisation_cap: float = FIXED_CAP,
 ) -> PlanSettings:
     if objective not in OBJECTIVES:
         raise ValueError(
@@ -80,6 +82,8 @@ def _settings(
         raise ValueError(f"unknown queueing {queueing!r}; known: {', '.join(QUEUEING)}")
     if rates not in RATES:
         raise ValueError(f"unknown rates {rates!r}; known: {', '.join(RATES)}")
+    if not 0 < utilisation_cap < 1:
+        raise ValueError(f"utilisation_cap must lie in (0, 1), got {utilisation_cap}")
     if alternatives_limit < 2:
         raise ValueError("alternatives_limit must be at least 2")
     return PlanSettings(
@@ -88,7 +92,7 @@ def _settings(
         preloader,
         True,
         alternatives_limit,
-        LoadModel(queueing == "pk", rates == "sustained"),
+        LoadModel(queueing == "pk", rates == "sustained", utilisation_cap),
     )
 
 

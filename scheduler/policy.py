@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from scheduler.feedback import Feedback
 from scheduler.plan import Plan, Route
 from scheduler.problem import Problem
 
@@ -85,6 +86,14 @@ class Policy(Protocol):
         and which are dropped. Jobs not named stay queued, in order."""
         ...
 
+    # Whether the engines show the policy the latencies they observe (``recalibrate``).
+    closed_loop: bool
+
+    def recalibrate(self, problem: Problem, plan: Plan, feedback: Feedback) -> Plan | None:
+        """For ``closed_loop``: a new plan on the observed latencies when they are far enough from those
+        ``plan`` was made on, else None (keep it)."""
+        ...
+
 
 class PolicyBase:
     """Defaults for the declarations and optional hooks of :class:`Policy`."""
@@ -110,6 +119,11 @@ class PolicyBase:
 
     def schedule(self, jobs: Sequence[Job], idle: frozenset[str], plan: Plan, state: QueueView) -> list[Assignment]:
         raise NotImplementedError(f"policy {self.name!r} declares queue={self.queue!r}; it has no global schedule")
+
+    closed_loop: bool = False
+
+    def recalibrate(self, problem: Problem, plan: Plan, feedback: Feedback) -> Plan | None:
+        return None
 
 
 def with_slos(plan: Plan, problem: Problem) -> Plan:

@@ -92,9 +92,9 @@ class TaskSpec:
 class ProcessorInfo:
     name: str
     kind: str
-    # The most of its time a plan may keep it busy. The queueing delay that utilisation costs is in
-    # the ILP's latency constraints (scheduler.routes.UTILISATION_LEVELS), so this is only the ceiling:
-    # the top level, where Pollaczek-Khinchine waiting is 16 mean residual services.
+    # The most of its time any plan may keep it busy: the ceiling of the queueing term's levels
+    # (scheduler.routes.UTILISATION_LEVELS, where the Pollaczek-Khinchine wait is 16 mean residual
+    # services). The plain model caps lower (scheduler.routes.LoadModel.cap).
     max_utilisation: float = 0.9375
 
 

@@ -1,5 +1,6 @@
 """SparseLoom's own policy: ILP plan over stitched variants and placement, online dispatch among
-precomputed Pareto routes, immediate switching on change, ILP re-planning off the hot path."""
+precomputed Pareto routes, immediate switching on change, ILP re-planning off the hot path, and a
+closed loop that re-plans on the latencies it observes when they stray from the profile."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from scheduler.dispatch import RULES, check_rule, dispatch
+from scheduler.feedback import Correction, Feedback
 from scheduler.ilp import Restriction
 from scheduler.plan import Diagnosis, Plan, Route
 from scheduler.planner import ilp_plan, settings_from, with_unit_latencies
@@ -18,6 +20,11 @@ from scheduler.routes import check, digest_memory, utilisation
 
 # Per-request dispatch rules (see ``SparseLoomPolicy.__init__``), shared with the AV baselines.
 DISPATCH = RULES
+# Re-plan on observed latencies once a block x processor pair is this far (relative) from what the
+# plan assumed. Above the spread of repeated measurements of one block on this host (under 10% at
+# the profiler's medians), so noise alone does not re-plan; below the 20-25% errors of the
+# profile-error axis (factors 0.8, 1.25), which it is there to catch.
+REPLAN_ERROR = 0.15
 
 
 class SparseLoomPolicy(PolicyBase):
@@ -41,15 +48,33 @@ class SparseLoomPolicy(PolicyBase):
         self.drop_late = drop_late
         self.settings = settings_from(**options)
 
+    closed_loop = True
+
     def plan(self, problem: Problem) -> Plan:
         return with_unit_latencies(ilp_plan(problem, self.name, self.settings, Restriction()), problem)
+
+    def _plan_on(self, problem: Problem, correction: Correction) -> Plan:
+        """The plan for ``problem`` with its latencies corrected, recording the factors it used."""
+        plan = self.plan(correction.apply(problem))
+        return replace(plan, latency_factors=correction.factors(problem))
+
+    def recalibrate(self, problem: Problem, plan: Plan, feedback: Feedback) -> Plan | None:
+        """A plan on the observed latencies (per block x processor; unobserved blocks by their
+        processor's median factor) once one differs from what ``plan`` assumed by REPLAN_ERROR."""
+        correction = Correction.of(feedback)
+        if correction.worst_error(plan.latency_factors) <= REPLAN_ERROR:
+            return None
+        return self._plan_on(problem, correction)
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
         return dispatch(self.dispatch, task, plan, state)
 
     def replan(self, problem: Problem, plan: Plan) -> Plan:
-        """Full ILP re-plan; call it off the hot path (see ``replan_async``) on SLO or memory change."""
-        return self.plan(problem)
+        """Full ILP re-plan, on the latency factors ``plan`` was made on; call it off the hot path (see
+        ``replan_async``) on SLO or memory change."""
+        if not plan.latency_factors:
+            return self.plan(problem)
+        return self._plan_on(problem, Correction(dict(plan.latency_factors), {}))
 
     def replan_async(self, problem: Problem, executor: Executor) -> Future[Plan]:
         """Re-plan on ``executor`` while requests keep being served from the current plan."""

@@ -17,7 +17,10 @@ simulator. Nothing blocks the caller of :meth:`submit`.
 
 SLO changes switch routes at once with the policy's ``switch`` (when it has
 one) and re-plan off the hot path with ``replan`` (or ``plan``); requests keep
-flowing on the current plan meanwhile, as in the simulator.
+flowing on the current plan meanwhile, as in the simulator. A ``closed_loop``
+policy is shown the measured block latencies (per block x processor, against
+the profile) every FEEDBACK_EVERY_MS, as in the simulator, and the plan its
+``recalibrate`` returns is installed off the hot path the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 from backends.base import CompileOptions
 from backends.cache import CompileCache
 from backends.processor import SoCSpec
+from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Policy
 from scheduler.problem import Problem
@@ -54,7 +58,8 @@ class Rejected(RuntimeError):
 class Step:
     processor: int
     digest: str
-    expected_ms: float
+    expected_ms: float  # the block and the transfer after it, as the route expects
+    block_ms: float  # the block alone, from the profile (what the closed loop compares against)
 
 
 @dataclass
@@ -154,6 +159,9 @@ class Runtime:
                         for i, p in enumerate(problem.processors)]
         self._view = _View(self)
         self._current: dict[str, Route] = {}
+        self._feedback = Feedback()
+        self._next_feedback_ms = FEEDBACK_EVERY_MS
+        self._recalibrating = False
         self._replanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseloom-replan")
         self._process = psutil.Process()
         self._rss_peak_mb = self.rss_mb()
@@ -251,6 +259,21 @@ class Runtime:
             self.plan = plan
         self._apply(plan)
 
+    def _recalibrate(self, problem: Problem, seen: Feedback) -> None:
+        try:
+            t0 = time.perf_counter_ns()
+            plan = self.policy.recalibrate(problem, self.plan, seen)
+            if plan is None:
+                return
+            with self._lock:
+                self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
+                if problem is not self.problem:
+                    return  # an SLO change re-plans anyway
+                self.plan = plan
+            self._apply(plan)
+        finally:
+            self._recalibrating = False
+
     def wait_replans(self) -> None:
         """Block until background re-plans and loads queued so far have finished."""
         self._replanner.submit(lambda: None).result()
@@ -281,6 +304,7 @@ class Runtime:
                     self._proc_index[p],
                     d,
                     route.stage_latency_ms[i] if route.stage_latency_ms else float(spec.positions[i][route.options[i]].latency_ms[p]),
+                    float(spec.positions[i][route.options[i]].latency_ms[p]),
                 )
                 for i, (d, p) in enumerate(zip(digests, route.processors))
             )
@@ -300,6 +324,12 @@ class Runtime:
                 self.recorder.reject(rid)
                 fut.set_exception(Rejected(f"request of {task!r} rejected: {reason}"))
                 return fut
+            if self.policy.closed_loop and now >= self._next_feedback_ms and not self._recalibrating:
+                self._next_feedback_ms = now + FEEDBACK_EVERY_MS
+                self._recalibrating = True
+                seen = Feedback(dict(self._feedback.expected_ms), dict(self._feedback.observed_ms),
+                                dict(self._feedback.count))
+                self._replanner.submit(self._recalibrate, self.problem, seen)
             self._in_flight += 1
             req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms)
             self.workers[steps[0].processor].put(req, steps[0].expected_ms, req.deadline_ms)
@@ -331,6 +361,9 @@ class Runtime:
                 end = self.now_ms()
                 # The block's run time alone (a load, if any, is not in it).
                 self.recorder.executed(worker.index, req.task, end - start, step.digest)
+                if self.policy.closed_loop:
+                    with self._lock:
+                        self._feedback.add(step.digest, worker.processor, step.block_ms, end - start)
                 req.run_ms += end - start
             finally:
                 self.residency.release(step.digest)

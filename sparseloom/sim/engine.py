@@ -67,6 +67,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy
 from scheduler.problem import Problem, TaskSpec
@@ -330,7 +331,10 @@ def run(
     :func:`block_ids`); policies still see the profile's latency.
 
     On an SLO change the policy re-plans (``policy.replan(problem, plan)``); the new plan serves
-    ``replan_delay_ms(new_plan)`` later (default 0) and the old plan serves meanwhile.
+    ``replan_delay_ms(new_plan)`` later (default 0) and the old plan serves meanwhile. A policy
+    that declares ``closed_loop`` is shown the latencies observed so far (a
+    :class:`scheduler.feedback.Feedback`, per block x processor) every FEEDBACK_EVERY_MS while no
+    re-plan is pending; the plan ``policy.recalibrate`` returns, if any, is installed the same way.
 
     ``policy.queue == "global"`` (Band): requests wait in one queue, in order; whenever a request
     arrives or a processor frees, ``policy.schedule`` hands the next block(s) of queued requests
@@ -404,6 +408,13 @@ def run(
     req_prev = [-1] * n_req  # processor of the request's previous block (global queue)
     run_left = [0] * n_req  # blocks still to run back to back on the same processor (global queue)
     pending_plans: list[Plan] = []
+    in_flight_plans = [0]  # re-plans decided but not yet serving
+    closed_loop = bool(policy.closed_loop)
+    # Per (block id x processor): executions, and their expected and observed latency sums.
+    fb_n = [0] * (nblock * nproc)
+    fb_expected = [0.0] * (nblock * nproc)
+    fb_observed = [0.0] * (nblock * nproc)
+    next_feedback = [FEEDBACK_EVERY_MS]
     opt_latency = [[[opt.latency_ms for opt in pos] for pos in t.positions] for t in problem.tasks]
     opt_block = [[[block_ids[opt.digest] for opt in pos] for pos in t.positions] for t in problem.tasks]
 
@@ -548,6 +559,11 @@ def run(
         end = now + lat
         # Policies see the expected finish (the profile's latency), not the drawn one.
         busy_until[p] = now + step[1]
+        if closed_loop:
+            i = step[2] * nproc + p
+            fb_n[i] += 1
+            fb_expected[i] += step[1]
+            fb_observed[i] += lat
         lru_touch(step[2])
         push(heap, (end, next(counter), FINISH, r))
         k = arr_k[r]
@@ -664,6 +680,30 @@ def run(
         if gone:
             gq[: len(head)] = [r for i, r in enumerate(head) if i not in gone]
 
+    def serve_later(new_plan: Plan, now: float, wall_ns: int) -> None:
+        """A re-plan was made at ``now``: it serves once its modelled solve time has passed."""
+        replan_ns.append(wall_ns)
+        if log is not None and now < log.until_ms:
+            log.replans.append((now, wall_ns / 1000.0))
+        pending_plans.append(new_plan)
+        in_flight_plans[0] += 1
+        delay = replan_delay_ms(new_plan) if replan_delay_ms is not None else 0.0
+        push(heap, (now + max(0.0, delay), next(counter), PLAN_READY, len(pending_plans) - 1))
+
+    def feedback(now: float) -> None:
+        """Show a closed-loop policy what it observed so far; install the plan it asks for."""
+        next_feedback[0] = now + FEEDBACK_EVERY_MS
+        if in_flight_plans[0]:
+            return
+        fb = Feedback()
+        for i, n in enumerate(fb_n):
+            if n:
+                fb.add(digests[i // nproc], processors[i % nproc], fb_expected[i], fb_observed[i], n)
+        t0 = perf()
+        new_plan = policy.recalibrate(replace(problem, tasks=tuple(tasks_now)), plan, fb)
+        if new_plan is not None:
+            serve_later(new_plan, now, perf() - t0)
+
     def load_residency(new_plan: Plan, now: float) -> None:
         """Pin the plan's resident set when it fits, then load it and the preload list as room allows."""
         resident = [block_ids[d] for d in sorted(new_plan.resident) if d in block_ids]
@@ -700,6 +740,8 @@ def run(
         st.now_ms = now
         if kind == FINISH:
             executions += 1
+            if closed_loop and now >= next_feedback[0]:
+                feedback(now)
             r = a
             steps = req_steps[r]
             pos = req_pos[r]
@@ -790,6 +832,7 @@ def run(
         elif kind == PLAN_READY:
             # The re-plan has finished: its plan serves from now (the old one served meanwhile).
             plan = pending_plans[a]
+            in_flight_plans[0] -= 1
             load_residency(plan, now)
             if global_queue:
                 schedule_global(now)
@@ -800,13 +843,7 @@ def run(
             slo_lat[k], slo_acc[k] = tasks_now[k].latency_slo_ms, tasks_now[k].min_accuracy
             t0 = perf()
             new_plan = policy.replan(replace(problem, tasks=tuple(tasks_now)), plan)
-            wall = perf() - t0
-            replan_ns.append(wall)
-            if log is not None and now < log.until_ms:
-                log.replans.append((now, wall / 1000.0))
-            pending_plans.append(new_plan)
-            delay = replan_delay_ms(new_plan) if replan_delay_ms is not None else 0.0
-            push(heap, (now + max(0.0, delay), next(counter), PLAN_READY, len(pending_plans) - 1))
+            serve_later(new_plan, now, perf() - t0)
 
     memory_changed(max(st.now_ms, duration_ms), 0.0)
     return RawRun(

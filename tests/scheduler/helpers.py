@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from scheduler.plan import Route
 from scheduler.problem import Problem, TaskSpec
-from scheduler.routes import check, digest_memory, evaluate, objective_value
+from scheduler.routes import DEFAULT_LOAD, LoadModel, check, digest_memory, evaluate, objective_value
 
 
 def all_routes(problem: Problem, task: TaskSpec) -> list[Route]:
@@ -25,7 +25,8 @@ def all_routes(problem: Problem, task: TaskSpec) -> list[Route]:
 
 
 def brute_force(
-    problem: Problem, objective: str, allowed: Callable[[Route], bool] | None = None
+    problem: Problem, objective: str, allowed: Callable[[Route], bool] | None = None,
+    load: LoadModel = DEFAULT_LOAD,
 ) -> tuple[float, dict[str, Route]] | None:
     """The optimum by enumeration of every stitched variant and placement of every task
     (only routes passing ``allowed`` when given), with the modelled queueing waits in every latency."""
@@ -43,7 +44,7 @@ def brute_force(
     best: tuple[float, dict[str, Route]] | None = None
     for combo in itertools.product(*per_task):
         routes = {r.task: r for r in combo}
-        f = check(problem, routes)
+        f = check(problem, routes, load=load)
         if (
             f.latency
             or f.utilisation
@@ -51,7 +52,7 @@ def brute_force(
             > problem.memory_budget_mb + 1e-9
         ):
             continue
-        value = objective_value(problem, routes, objective)
+        value = objective_value(problem, routes, objective, load)
         if best is None or value < best[0] - 1e-12:
             best = (value, routes)
     return best

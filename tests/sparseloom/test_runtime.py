@@ -17,6 +17,7 @@ from sklearn.datasets import load_digits
 
 import sparseloom as sl
 from scheduler import registry
+from scheduler.feedback import FEEDBACK_EVERY_MS, MIN_SAMPLES
 from scheduler.plan import Plan, Route, SolveInfo
 from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
@@ -348,3 +349,29 @@ def test_runtime_refuses_a_policy_whose_queue_it_does_not_have(tmp_path: Path) -
     problem = problem_of([chain_task("a", [{"cpu0": 1.0}])], ("cpu0",), memory_budget_mb=10.0)
     with pytest.raises(ValueError, match="global queue"):
         Runtime(problem, registry.create("band-lsf"), host_soc("tvm", 1), None, cache_dir=tmp_path)
+
+
+def test_the_runtime_closes_the_loop_on_measured_block_latencies(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    # The profile says every block takes 1 us: real runs on this host are far slower, so once each block
+    # has enough executions the policy re-plans on what was measured, off the hot path.
+    problem = digits_problem(pool, ("cpu0",))
+    tiny = dataclasses.replace(problem, tasks=tuple(
+        dataclasses.replace(t, positions=tuple(
+            tuple(dataclasses.replace(o, latency_ms={k: 0.001 for k in o.latency_ms}) for o in pos)
+            for pos in t.positions)) for t in problem.tasks))
+    for closed in (True, False):
+        policy = registry.create("sparseloom", drop_late=False)
+        policy.closed_loop = closed
+        with Runtime(tiny, policy, host_soc("torch", 1), pool, cache_dir=dirs / "cc") as rt:
+            for _ in range(MIN_SAMPLES + 5):
+                rt.submit("digits", images[:1]).result(timeout=10)
+            time.sleep(FEEDBACK_EVERY_MS / 1000.0)
+            rt.submit("digits", images[:1]).result(timeout=10)
+            rt.wait_replans()
+            factors = rt.plan.latency_factors
+            replans = rt.stats().replans
+        if closed:
+            assert replans >= 1
+            assert factors and min(factors.values()) > 10.0
+        else:
+            assert (replans, dict(factors)) == (0, {})
