@@ -30,6 +30,9 @@ class PlanSettings:
     switching: bool = True
     alternatives_limit: int = 12
     load: LoadModel = field(default_factory=LoadModel)
+    # Pre-load only the blocks of alternatives faster than the planned route: all a dispatch that
+    # leaves the planned variant only when it is late ("place") can switch to. False: any alternative.
+    preload_faster_only: bool = False
 
 
 SETTING_NAMES = (
@@ -143,6 +146,9 @@ def ilp_plan(
             )
             for t in problem.tasks
         }
+        if settings.preload_faster_only:
+            candidates = {name: tuple(r for r in c if name in routes and r.latency_ms < routes[name].latency_ms - 1e-9)
+                          for name, c in candidates.items()}
         preload = preloader(settings.preloader)(
             problem, candidates, left_mb, resident, None
         )

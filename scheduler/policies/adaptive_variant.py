@@ -10,6 +10,7 @@ The dispatch rule is picked by the same measurement as SparseLoom's (``DISPATCH_
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from scheduler.dispatch import check_rule, dispatch
@@ -32,7 +33,8 @@ class AdaptiveVariantPolicy(PolicyBase):
         self.partition = partition
         self.dispatch = check_rule(dispatch)
         self.drop_late = drop_late
-        self.settings = settings_from(**options)
+        # "place" leaves the planned variant only for a faster one, so only those are worth memory.
+        self.settings = replace(settings_from(**options), preload_faster_only=self.dispatch == "place")
 
     def plan(self, problem: Problem) -> Plan:
         restriction = Restriction(whole_variant=True, single_processor=not self.partition)

@@ -46,7 +46,8 @@ class SparseLoomPolicy(PolicyBase):
         self.name = "sparseloom"
         self.dispatch = check_rule(dispatch)
         self.drop_late = drop_late
-        self.settings = settings_from(**options)
+        # "place" leaves the planned variant only for a faster one, so only those are worth memory.
+        self.settings = replace(settings_from(**options), preload_faster_only=self.dispatch == "place")
 
     closed_loop = True
 

@@ -313,6 +313,7 @@ class Runtime:
                 now, k, spec.latency_slo_ms, acc, acc is not None and acc < spec.min_accuracy - 1e-12, dec
             )
             self._current[task] = route
+            self.recorder.variant(k, tuple(route.options))
             reason = None
             if self._in_flight >= self._max_in_flight:
                 reason = f"{self._in_flight} requests in flight (limit {self._max_in_flight})"

@@ -143,6 +143,8 @@ class Recorder:
         self.busy_ms = [0.0] * len(processors)
         self.block_executions = 0
         self.task_switches = 0
+        self.variant_switches = [0] * len(tasks)
+        self._last_variant: list[tuple[int, ...]] = [()] * len(tasks)
         self.errors = 0
         self._last_task = [-1] * len(processors)
         # Per (digest, processor): measured block run times (ms). Per finished request: what the
@@ -205,6 +207,14 @@ class Recorder:
             if error:
                 self.errors += 1
 
+    def variant(self, task: int, options: tuple[int, ...]) -> None:
+        """A request of ``task`` was given stitched variant ``options``; counts a change of variant."""
+        with self._lock:
+            if options != self._last_variant[task]:
+                if self._last_variant[task]:
+                    self.variant_switches[task] += 1
+                self._last_variant[task] = options
+
     def executed(self, proc: int, task: int, ms: float, digest: str) -> None:
         with self._lock:
             key = (digest, self.processors[proc])
@@ -264,6 +274,7 @@ class Recorder:
                 task_switches=self.task_switches,
                 block_executions=self.block_executions,
                 schedule=None,
+                variant_switches=tuple(self.variant_switches),
             )
 
     def service_times_ms(self) -> dict[tuple[str, str], tuple[float, float, float, int]]:

@@ -113,6 +113,8 @@ class CompiledRoute:
     # Per position: the expected time from that block's start to the request's end (later
     # transfers included), what a request still needs when a processor takes that block.
     left_ms: tuple[float, ...] = ()
+    # The stitched variant: the option index per position.
+    options: tuple[int, ...] = ()
 
 
 @dataclass
@@ -181,6 +183,9 @@ class RawRun:
     task_switches: int
     block_executions: int
     schedule: ScheduleLog | None
+    # Per task: how often a request's stitched variant differed from the task's previous request's,
+    # among requests arriving in the window.
+    variant_switches: tuple[int, ...] = ()
 
 
 class _View:
@@ -285,7 +290,7 @@ def compile_route(
         left.append(after)
         after += step[3]
     return CompiledRoute(
-        ti, tuple(steps), blocks, task.accuracy(route.options), service, tuple(reversed(left))
+        ti, tuple(steps), blocks, task.accuracy(route.options), service, tuple(reversed(left)), tuple(route.options)
     )
 
 
@@ -425,6 +430,8 @@ def run(
     wanted = [0] * nblock  # block steps of dispatched requests not yet run
     busy_ms = [0.0] * nproc
     last_task = [-1] * nproc
+    last_variant: list[tuple[int, ...]] = [()] * len(task_names)
+    variant_switches = [0] * len(task_names)
 
     heap: list[tuple[float, int, int, int]] = []
     counter = itertools.count()
@@ -794,6 +801,10 @@ def run(
                 )
             req_steps[r] = cr.steps
             req_left[r] = cr.left_ms
+            if cr.options != last_variant[k]:
+                if last_variant[k] and warmup_ms <= now < duration_ms:
+                    variant_switches[k] += 1
+                last_variant[k] = cr.options
             req_slo[r] = slo_lat[k]
             req_acc[r] = cr.accuracy
             req_acc_bad[r] = (
@@ -866,4 +877,5 @@ def run(
         task_switches=int(acc[6]),
         block_executions=executions,
         schedule=log,
+        variant_switches=tuple(variant_switches),
     )

@@ -25,7 +25,9 @@ arrive during warm-up are not counted, and neither is busy time before it):
 - **utilisation**: per processor, the fraction of the window it spent running
   blocks (time held waiting for a load is not counted).
 - **task_switches**: how many times a processor started a block of a different
-  task than its previous block, in the window. **loads** / **load_ms**: block
+  task than its previous block, in the window. **variant_switches**: how many
+  times a request of a task arriving in the window was given a different stitched
+  variant than the task's previous request (summed over tasks). **loads** / **load_ms**: block
   loads from storage and the storage time they took in the window;
   **evictions**: blocks evicted to make room.
 - **decision_us** p50/p99: wall-clock time of each ``policy.decide`` call,
@@ -63,6 +65,7 @@ SOURCES: Mapping[str, str] = {
     "mean_memory_mb": "modelled",
     "utilisation": "modelled",
     "task_switches": "modelled",
+    "variant_switches": "modelled",
     "load_ms": "modelled",
     "decision_us": "measured",
     "replan_ms": "measured",
@@ -117,6 +120,7 @@ class RunResult:
     mean_memory_mb: float
     utilisation: Mapping[str, float]
     task_switches: int
+    variant_switches: int
     loads: int
     load_ms: float
     evictions: int
@@ -235,6 +239,7 @@ def run_result(
             for i, p in enumerate(raw.processors)
         },
         task_switches=raw.task_switches,
+        variant_switches=int(sum(raw.variant_switches)),
         loads=raw.loads,
         load_ms=raw.load_ms,
         evictions=raw.evictions,
@@ -327,6 +332,7 @@ class PolicySummary:
     mean_memory_mb: Estimate
     utilisation: Mapping[str, Estimate]
     task_switches: Estimate
+    variant_switches: Estimate
     load_ms: Estimate
     decision_us_p50: float
     decision_us_p99: float
@@ -358,6 +364,7 @@ def summarise(policy: str, runs: Sequence[RunResult]) -> PolicySummary:
         mean_memory_mb=estimate([r.mean_memory_mb for r in runs]),
         utilisation={p: estimate([r.utilisation[p] for r in runs]) for p in procs},
         task_switches=estimate([r.task_switches for r in runs]),
+        variant_switches=estimate([r.variant_switches for r in runs]),
         load_ms=estimate([r.load_ms for r in runs]),
         # Over seeds: the median of the per-seed medians, and the worst per-seed p99.
         decision_us_p50=float(np.median([r.decision_us_p50 for r in runs])),

@@ -129,6 +129,7 @@ def policy_entry(summary: PolicySummary, comparison: Comparison) -> dict[str, An
         "accuracy_unknown": int(sum(r.accuracy_unknown for r in runs)),
         "utilisation": {p: _num(e.mean) for p, e in summary.utilisation.items()},
         "task_switches": _num(summary.task_switches.mean),
+        "variant_switches": _num(summary.variant_switches.mean),
         "loads": _num(float(np.mean([r.loads for r in runs]))),
         "load_ms": _num(summary.load_ms.mean),
         "evictions": _num(float(np.mean([r.evictions for r in runs]))),
@@ -229,6 +230,7 @@ def format_table(comparison: Comparison) -> str:
         "accuracy",
         "peak MB",
         "util %",
+        "var sw",
         "decide us p50/p99",
     ]
     rows = [header]
@@ -252,6 +254,7 @@ def format_table(comparison: Comparison) -> str:
                 else _fmt(acc.mean, ".4f") + ("*" if partly_unknown else ""),
                 _fmt(s.peak_memory_mb.mean, ".1f"),
                 _fmt(util, ".0f", 100.0),
+                _fmt(s.variant_switches.mean, ".0f"),
                 f"{_fmt(s.decision_us_p50, '.1f')}/{_fmt(s.decision_us_p99, '.1f')}",
             ]
         )
@@ -270,7 +273,7 @@ def format_table(comparison: Comparison) -> str:
         f"{len(seeds)} seed(s) {seeds[0]}..{seeds[-1]}, {comparison.duration_s:g} s simulated "
         f"({comparison.warmup_s:g} s warm-up excluded); [95% CI]: bootstrap over seeds x {BATCHES} batches; "
         "dropped: never completed (counted as violations); percentiles: completed requests; "
-        "util = busiest processor."
+        "util = busiest processor; var sw: changes of stitched variant between a task's consecutive requests."
     )
     if any_unknown:
         lines.append(
