@@ -133,11 +133,16 @@ def solve(
     enforce: Enforce | None = None,
     elastic: bool = False,
     load: LoadModel | None = None,
+    memory_slack: float | None = None,
 ) -> Solution:
     """Solve the placement program; never raises for an infeasible instance (status says so).
 
     With ``elastic`` every constraint may be violated at a penalty (ELASTIC_PENALTY per unit of
     normalised violation), which yields best-effort routes for an infeasible workload.
+
+    ``memory_slack`` (the "slo" and "throughput" objectives): a second, lexicographic stage that
+    minimises resident memory among solutions whose objective is within ``memory_slack`` (relative)
+    of the first stage's; the info keeps the first stage's objective value and adds both stages' work.
     """
     if objective not in OBJECTIVES + _DIAGNOSTIC:
         raise ValueError(
@@ -170,6 +175,14 @@ def solve(
         )
     routes = model.routes()
     value = pulp.value(model.lp.objective)
+    if memory_slack is not None and objective in ("slo", "throughput") and not elastic and value is not None:
+        model.lp += model.lp.objective <= float(value) + memory_slack * abs(float(value)) + 1e-9
+        model.lp.setObjective(model.memory)
+        second, _, more = _run(model.lp, cfg)
+        work += more
+        if second in ("optimal", "feasible"):
+            routes = model.routes()
+        wall = time.perf_counter() - start
     info = SolveInfo(
         _solver_name(cfg),
         status,
@@ -200,6 +213,7 @@ class _Model:
     ) -> None:
         self.problem = problem
         self.lp = pulp.LpProblem("sparseloom", pulp.LpMinimize)
+        self.memory = pulp.LpAffineExpression()
         self.unplaceable = False
         procs = [k.name for k in problem.processors]
         shares = request_shares(problem)
@@ -331,7 +345,7 @@ class _Model:
         for d, exprs in uses.items():
             for e in exprs:
                 self.lp += u[d] >= e
-        memory = pulp.LpAffineExpression([(u[d], mem[d]) for d in uses])
+        memory = self.memory = pulp.LpAffineExpression([(u[d], mem[d]) for d in uses])
         if enf.memory and math.isfinite(problem.memory_budget_mb):
             s = slack(1.0 / max(problem.memory_budget_mb, 1e-9))
             self.lp += memory <= problem.memory_budget_mb + (s if s is not None else 0)

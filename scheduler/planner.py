@@ -33,6 +33,9 @@ class PlanSettings:
     # Pre-load only the blocks of alternatives faster than the planned route: all a dispatch that
     # leaves the planned variant only when it is late ("place") can switch to. False: any alternative.
     preload_faster_only: bool = False
+    # The lexicographic memory stage (scheduler.ilp.solve): least resident memory within this
+    # relative slack of the objective's optimum; None skips it (re-plans do, being on the clock).
+    memory_slack: float | None = None
 
 
 SETTING_NAMES = (
@@ -46,7 +49,15 @@ SETTING_NAMES = (
     "queueing",
     "rates",
     "utilisation_cap",
+    "memory_slack",
 )
+# The memory stage's default slack: up to 2% of the "slo" objective (the share of their SLOs requests
+# spend in service) may go to saving memory. benchmarks/memory_stage.py trades along it: on 8
+# synthetic 6x6x6x4 problems, medians 0 / 9.7 / 16.4% memory saved for 0 / 1.67 / 4.28% objective at
+# slack 0 / 2% / 5%, for 2.5 / 3.2 / 3.8x the solve time; on quickstart (Orin, Core Ultra) nothing
+# to save, violations within their intervals. 2% keeps the latency it gives up small against the
+# SLO slack that queueing needs. Applied to every ILP-based policy's initial plan, not re-plans.
+MEMORY_SLACK = 0.02
 QUEUEING = ("pk", "cap")
 RATES = ("sustained", "mean")
 
@@ -72,6 +83,7 @@ def _settings(
     queueing: str = "cap",
     rates: str = "sustained",
     utilisation_cap: float = FIXED_CAP,
+    memory_slack: float | None = MEMORY_SLACK,
 ) -> PlanSettings:
     if objective not in OBJECTIVES:
         raise ValueError(
@@ -87,6 +99,8 @@ def _settings(
         raise ValueError(f"unknown rates {rates!r}; known: {', '.join(RATES)}")
     if not 0 < utilisation_cap < 1:
         raise ValueError(f"utilisation_cap must lie in (0, 1), got {utilisation_cap}")
+    if memory_slack is not None and not 0 <= memory_slack < 1:
+        raise ValueError(f"memory_slack must lie in [0, 1) or be None, got {memory_slack}")
     if alternatives_limit < 2:
         raise ValueError("alternatives_limit must be at least 2")
     return PlanSettings(
@@ -96,6 +110,7 @@ def _settings(
         True,
         alternatives_limit,
         LoadModel(queueing == "pk", rates == "sustained", utilisation_cap),
+        memory_slack=memory_slack,
     )
 
 
@@ -103,7 +118,8 @@ def ilp_plan(
     problem: Problem, policy: str, settings: PlanSettings, restriction: Restriction
 ) -> Plan:
     start = time.perf_counter()
-    sol = solve(problem, settings.objective, settings.solver, restriction, load=settings.load)
+    sol = solve(problem, settings.objective, settings.solver, restriction, load=settings.load,
+                memory_slack=settings.memory_slack)
     diagnoses: tuple[Diagnosis, ...] = ()
     routes = dict(sol.routes)
     info = sol.info

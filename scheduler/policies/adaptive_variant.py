@@ -16,7 +16,7 @@ from typing import Any
 from scheduler.dispatch import check_rule, dispatch
 from scheduler.ilp import Restriction
 from scheduler.plan import Plan, Route
-from scheduler.planner import ilp_plan, settings_from, with_unit_latencies
+from scheduler.planner import PlanSettings, ilp_plan, settings_from, with_unit_latencies
 from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
 
@@ -35,10 +35,18 @@ class AdaptiveVariantPolicy(PolicyBase):
         self.drop_late = drop_late
         # "place" leaves the planned variant only for a faster one, so only those are worth memory.
         self.settings = replace(settings_from(**options), preload_faster_only=self.dispatch == "place")
+        # Re-plans are on the clock (the old plan serves until they are done): no memory stage.
+        self.replan_settings = replace(self.settings, memory_slack=None)
 
     def plan(self, problem: Problem) -> Plan:
+        return self._plan(problem, self.settings)
+
+    def replan(self, problem: Problem, plan: Plan) -> Plan:
+        return self._plan(problem, self.replan_settings)
+
+    def _plan(self, problem: Problem, settings: PlanSettings) -> Plan:
         restriction = Restriction(whole_variant=True, single_processor=not self.partition)
-        return with_unit_latencies(ilp_plan(problem, self.name, self.settings, restriction), problem)
+        return with_unit_latencies(ilp_plan(problem, self.name, settings, restriction), problem)
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
         return dispatch(self.dispatch, task, plan, state, single_processor=not self.partition)

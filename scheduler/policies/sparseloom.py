@@ -13,7 +13,7 @@ from scheduler.dispatch import RULES, check_rule, dispatch
 from scheduler.feedback import Correction, Feedback
 from scheduler.ilp import Restriction
 from scheduler.plan import Diagnosis, Plan, Route
-from scheduler.planner import ilp_plan, settings_from, with_unit_latencies
+from scheduler.planner import PlanSettings, ilp_plan, settings_from, with_unit_latencies
 from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
 from scheduler.routes import check, digest_memory, utilisation
@@ -48,15 +48,20 @@ class SparseLoomPolicy(PolicyBase):
         self.drop_late = drop_late
         # "place" leaves the planned variant only for a faster one, so only those are worth memory.
         self.settings = replace(settings_from(**options), preload_faster_only=self.dispatch == "place")
+        # Re-plans are on the clock (the old plan serves until they are done): no memory stage.
+        self.replan_settings = replace(self.settings, memory_slack=None)
 
     closed_loop = True
 
     def plan(self, problem: Problem) -> Plan:
-        return with_unit_latencies(ilp_plan(problem, self.name, self.settings, Restriction()), problem)
+        return self._plan(problem, self.settings)
+
+    def _plan(self, problem: Problem, settings: PlanSettings) -> Plan:
+        return with_unit_latencies(ilp_plan(problem, self.name, settings, Restriction()), problem)
 
     def _plan_on(self, problem: Problem, correction: Correction) -> Plan:
-        """The plan for ``problem`` with its latencies corrected, recording the factors it used."""
-        plan = self.plan(correction.apply(problem))
+        """The re-plan for ``problem`` with its latencies corrected, recording the factors it used."""
+        plan = self._plan(correction.apply(problem), self.replan_settings)
         return replace(plan, latency_factors=correction.factors(problem))
 
     def recalibrate(self, problem: Problem, plan: Plan, feedback: Feedback) -> Plan | None:
@@ -74,12 +79,12 @@ class SparseLoomPolicy(PolicyBase):
         """Full ILP re-plan, on the latency factors ``plan`` was made on; call it off the hot path (see
         ``replan_async``) on SLO or memory change."""
         if not plan.latency_factors:
-            return self.plan(problem)
+            return self._plan(problem, self.replan_settings)
         return self._plan_on(problem, Correction(dict(plan.latency_factors), {}))
 
     def replan_async(self, problem: Problem, executor: Executor) -> Future[Plan]:
         """Re-plan on ``executor`` while requests keep being served from the current plan."""
-        return executor.submit(self.plan, problem)
+        return executor.submit(self._plan, problem, self.replan_settings)
 
     def switch(self, plan: Plan, problem: Problem) -> Plan:
         """Adapt ``plan`` to a changed problem (SLOs, rates, memory budget) at once, without the ILP."""

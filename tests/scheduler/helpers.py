@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.plan import Route
@@ -24,12 +24,13 @@ def all_routes(problem: Problem, task: TaskSpec) -> list[Route]:
     ]
 
 
-def brute_force(
+def all_feasible(
     problem: Problem, objective: str, allowed: Callable[[Route], bool] | None = None,
     load: LoadModel = DEFAULT_LOAD,
-) -> tuple[float, dict[str, Route]] | None:
-    """The optimum by enumeration of every stitched variant and placement of every task
-    (only routes passing ``allowed`` when given), with the modelled queueing waits in every latency."""
+) -> Iterator[tuple[float, dict[str, Route]]]:
+    """Every feasible plan (a route per task, only routes passing ``allowed`` when given) with its
+    objective value, by enumeration of every stitched variant and placement of every task, with the
+    modelled queueing waits in every latency."""
     per_task = []
     for t in problem.tasks:
         ok = [
@@ -41,7 +42,6 @@ def brute_force(
         ]
         per_task.append(ok)
     mem = digest_memory(problem)
-    best: tuple[float, dict[str, Route]] | None = None
     for combo in itertools.product(*per_task):
         routes = {r.task: r for r in combo}
         f = check(problem, routes, load=load)
@@ -52,7 +52,16 @@ def brute_force(
             > problem.memory_budget_mb + 1e-9
         ):
             continue
-        value = objective_value(problem, routes, objective, load)
+        yield objective_value(problem, routes, objective, load), routes
+
+
+def brute_force(
+    problem: Problem, objective: str, allowed: Callable[[Route], bool] | None = None,
+    load: LoadModel = DEFAULT_LOAD,
+) -> tuple[float, dict[str, Route]] | None:
+    """The optimum by enumeration (:func:`all_feasible`)."""
+    best: tuple[float, dict[str, Route]] | None = None
+    for value, routes in all_feasible(problem, objective, allowed, load):
         if best is None or value < best[0] - 1e-12:
             best = (value, routes)
     return best

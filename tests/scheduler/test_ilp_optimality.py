@@ -8,9 +8,9 @@ import pytest
 
 from scheduler.ilp import Restriction, SolverConfig, solve
 from scheduler.plan import Route
-from scheduler.routes import DEFAULT_LOAD, OBJECTIVES, LoadModel, check, objective_value
+from scheduler.routes import DEFAULT_LOAD, OBJECTIVES, LoadModel, check, objective_value, resident_memory_mb
 from scheduler.synthetic import random_problem
-from tests.scheduler.helpers import brute_force, combos
+from tests.scheduler.helpers import all_feasible, brute_force, combos
 
 EXACT = SolverConfig("highs", time_limit_s=30.0, gap_rel=0.0)
 
@@ -132,3 +132,22 @@ def test_ilp_matches_brute_force_with_multiplicative_accuracy(seed: int) -> None
         acc = sol.routes[t.name].accuracy
         assert acc is not None and acc >= t.min_accuracy - 1e-9
     assert objective_value(problem, sol.routes, "slo") == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(0, 60, 3))
+@pytest.mark.parametrize("slack", [0.0, 0.05])
+def test_memory_stage_finds_the_least_memory_within_its_slack(seed: int, slack: float) -> None:
+    problem = _instance(seed)
+    first = brute_force(problem, "slo")
+    if first is None:
+        return
+    bound = first[0] * (1 + slack) + 1e-9
+    least = min(
+        resident_memory_mb(problem, [d for r in routes.values() for d in r.digests])
+        for value, routes in all_feasible(problem, "slo") if value <= bound
+    )
+    sol = solve(problem, "slo", EXACT, memory_slack=slack)
+    assert sol.info.objective == pytest.approx(first[0], rel=1e-6, abs=1e-9)  # the first stage's value
+    assert objective_value(problem, sol.routes, "slo") <= bound + 1e-7
+    got = resident_memory_mb(problem, [d for r in sol.routes.values() for d in r.digests])
+    assert got == pytest.approx(least, rel=1e-6, abs=1e-9)
