@@ -11,7 +11,7 @@ import math
 from scheduler.ilp import Enforce, Restriction, SolverConfig, single_task, solve
 from scheduler.plan import Diagnosis
 from scheduler.problem import Problem
-from scheduler.routes import check, utilisation
+from scheduler.routes import check, utilisation, utilisation_cap
 
 _NO_COUPLING = Enforce(latency=True, accuracy=True, utilisation=False, memory=False)
 
@@ -49,19 +49,20 @@ def diagnose(
     )
     if no_util.found:
         util = utilisation(problem, no_util.routes)
-        peak = max(util[k.name] / k.max_utilisation for k in problem.processors)
+        peak = max(util[k.name] / utilisation_cap(k) for k in problem.processors)
         if peak > 1.0 + 1e-6:
             worst = max(
-                problem.processors, key=lambda k: util[k.name] / k.max_utilisation
+                problem.processors, key=lambda k: util[k.name] / utilisation_cap(k)
             )
             found.append(
                 Diagnosis(
                     None,
                     "utilisation",
-                    worst.max_utilisation,
+                    utilisation_cap(worst),
                     util[worst.name],
-                    f"request rates need processor {worst.name} busy {util[worst.name]:.0%} of the time "
-                    f"at best, above its cap of {worst.max_utilisation:.0%}",
+                    f"request rates (sustained: bursty tasks at their on-state rate) need processor "
+                    f"{worst.name} busy {util[worst.name]:.0%} of the time at best, above its cap of "
+                    f"{utilisation_cap(worst):.0%}",
                 )
             )
     if not found:
@@ -190,15 +191,15 @@ def _task_alone(
         peak = math.nan
         if least.found:
             util = utilisation(alone, least.routes)
-            peak = max(util[k.name] / k.max_utilisation for k in alone.processors)
+            peak = max(util[k.name] / utilisation_cap(k) for k in alone.processors)
         out.append(
             Diagnosis(
                 name,
                 "utilisation",
                 1.0,
                 peak,
-                f"task {name!r} at {task.rate_hz:g} Hz alone needs {peak:.2f}x the allowed processor "
-                "time within its SLOs",
+                f"task {name!r} at {task.load_rate_hz:g} Hz (sustained) alone needs {peak:.2f}x the allowed "
+                "processor time within its SLOs",
             )
         )
     return out

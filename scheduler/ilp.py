@@ -134,11 +134,14 @@ def solve(
     elastic: bool = False,
     load: LoadModel | None = None,
     memory_slack: float | None = None,
+    hard_accuracy: bool = False,
 ) -> Solution:
     """Solve the placement program; never raises for an infeasible instance (status says so).
 
     With ``elastic`` every constraint may be violated at a penalty (ELASTIC_PENALTY per unit of
-    normalised violation), which yields best-effort routes for an infeasible workload.
+    normalised violation), which yields best-effort routes for an infeasible workload; with
+    ``hard_accuracy`` too, the accuracy constraints (and the measured-accuracy cuts) stay hard, so
+    only load gives: an accuracy miss fails every request of a task, an overload only some.
 
     ``memory_slack`` (the "slo" and "throughput" objectives): a second, lexicographic stage that
     minimises resident memory among solutions whose objective is within ``memory_slack`` (relative)
@@ -156,7 +159,7 @@ def solve(
         return Solution(
             {}, SolveInfo(_solver_name(cfg), "optimal", 0.0, 0.0, 0.0, objective)
         )
-    model = _Model(problem, objective, res, enf, elastic, load or LoadModel())
+    model = _Model(problem, objective, res, enf, elastic, load or LoadModel(), hard_accuracy)
     if model.unplaceable:
         info = SolveInfo(
             _solver_name(cfg),
@@ -210,6 +213,7 @@ class _Model:
         enf: Enforce,
         elastic: bool,
         load: LoadModel,
+        hard_accuracy: bool = False,
     ) -> None:
         self.problem = problem
         self.lp = pulp.LpProblem("sparseloom", pulp.LpMinimize)
@@ -318,7 +322,8 @@ class _Model:
                     if cost > 0:
                         lat_terms.append((w, cost))
                 z_prev = z
-            if enf.accuracy and not elastic:
+            soft_accuracy = elastic and not hard_accuracy
+            if enf.accuracy and not soft_accuracy:
                 # Estimates are for search, measurements veto: a stitched variant measured below the
                 # accuracy SLO is cut off, however well its option terms add up.
                 for choice, measured in t.measured_accuracy.items():
@@ -329,7 +334,7 @@ class _Model:
                         self.lp += pulp.lpSum(picked) <= len(t.positions) - 1
             pending.append((t, lat_terms, zs))
             if enf.accuracy and t.min_score > -math.inf:
-                s = slack(100.0)
+                s = None if hard_accuracy else slack(100.0)
                 self.lp += (
                     pulp.LpAffineExpression(acc_terms) + (s if s is not None else 0)
                     >= t.min_score

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scheduler.explain import diagnose
-from scheduler.ilp import Restriction, SolverConfig, solve
+from scheduler.ilp import Restriction, Solution, SolverConfig, solve
 from scheduler.plan import Diagnosis, Plan, Route, SolveInfo
 from scheduler.preload import PRELOADERS, preloader
 from scheduler.problem import Problem
@@ -139,9 +139,18 @@ def ilp_plan(
                     "routes are best-effort (raise time_limit_s)",
                 ),
             )
+        # Best effort: let load give before accuracy (a variant below its accuracy SLO fails every
+        # request of its task); accuracy gives too only when no choice meets it.
         best = solve(
-            problem, settings.objective, settings.solver, restriction, elastic=True, load=settings.load
+            problem, settings.objective, settings.solver, restriction, elastic=True, load=settings.load,
+            hard_accuracy=True,
         )
+        if not best.found:
+            tried = best.info.work
+            best = solve(
+                problem, settings.objective, settings.solver, restriction, elastic=True, load=settings.load
+            )
+            best = Solution(best.routes, replace(best.info, work=best.info.work + tried))
         routes = dict(best.routes) if best.found else _fastest(problem, restriction)
         info = SolveInfo(
             sol.info.solver,

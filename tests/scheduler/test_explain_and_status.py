@@ -109,3 +109,19 @@ def test_solving_writes_nothing_to_stdout() -> None:
         env=os.environ,
     )
     assert out.stdout == ""
+
+
+def test_best_effort_lets_load_give_before_accuracy() -> None:
+    from scheduler.policies.sparseloom import SparseLoomPolicy
+    from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+
+    # At 900 requests/s the accurate variant needs the CPU 1.8x over; the fast one (a tenth of the
+    # time) fits but misses the accuracy SLO. Best effort keeps the SLO that fails every request.
+    pos = (Option("accurate", "d0", 1.0, {"cpu": 2.0}, 0.0), Option("fast", "d1", 1.0, {"cpu": 0.2}, -0.1))
+    task = TaskSpec("t", "m", 10.0, 0.85, 900.0, (pos,), (0.0,), base_accuracy=0.9)
+    plan = SparseLoomPolicy().plan(Problem((task,), (ProcessorInfo("cpu", "cpu"),), 100.0))
+    assert not plan.feasible and any(d.constraint == "utilisation" for d in plan.diagnoses)
+    assert plan.routes["t"].variants == ("accurate",)
+    # No choice meets the accuracy SLO: then accuracy gives too, rather than no plan at all.
+    worse = TaskSpec("t", "m", 10.0, 0.95, 900.0, (pos,), (0.0,), base_accuracy=0.9)
+    assert SparseLoomPolicy().plan(Problem((worse,), (ProcessorInfo("cpu", "cpu"),), 100.0)).routes["t"]
