@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,19 @@ from sparseloom.workload import Workload, load_workload
 from stitching.zoo import default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_scenario_arguments(ap: argparse.ArgumentParser) -> None:
+    """The --seeds and --duration options every cell benchmark takes."""
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the scenario's)")
+    ap.add_argument("--duration", type=float, default=None, help="simulated seconds (default: the scenario's)")
+
+
+def header(cell: str, workload: Workload, what: str) -> str:
+    """The line above a cell's table."""
+    sc = workload.scenario
+    assert sc is not None
+    return f"\n{cell} ({sc.seeds} seeds x {sc.duration_s:g} s), {what}"
 
 
 def load_cell(cell: str, **scenario: Any) -> tuple[Workload, Assembled, Path]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from cells import load_cell
+from cells import add_scenario_arguments, header, load_cell
 
 from scheduler.dispatch import RULES
 from scheduler.policies.adaptive_variant import AdaptiveVariantPolicy
@@ -33,15 +33,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="+", default=["quickstart:jetson_orin_agx", "stress:snapdragon_8gen2"],
                     metavar="SCENARIO:SOC")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the scenario's)")
-    ap.add_argument("--duration", type=float, default=None, help="simulated seconds (default: the scenario's)")
+    add_scenario_arguments(ap)
     args = ap.parse_args()
     means: dict[tuple[str, str], list[float]] = {}
     for cell in args.cells:
         workload, assembled, path = load_cell(cell, seeds=args.seeds, duration_s=args.duration)
-        assert workload.scenario is not None
-        print(f"\n{cell} ({workload.scenario.seeds} seeds x {workload.scenario.duration_s:g} s), "
-              "SLO violations % (modelled) [95% CI]")
+        print(header(cell, workload, "SLO violations % (modelled) [95% CI]"))
         print(f"{'policy':<12}" + "".join(f"{r:>22}" for r in RULES))
         rows: dict[str, list[str]] = {}
         for rule in RULES:

@@ -18,7 +18,7 @@ import argparse
 import statistics
 
 import numpy as np
-from cells import load_cell
+from cells import add_scenario_arguments, header, load_cell
 
 from scheduler import registry
 from sparseloom.sim import compare_workload
@@ -39,15 +39,12 @@ def main() -> None:
                     default=["quickstart:jetson_orin_agx", "quickstart:snapdragon_8gen2", "quickstart:intel_core_ultra",
                              "stress:snapdragon_8gen2"])
     ap.add_argument("--policies", nargs="+", default=list(POLICIES))
-    ap.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the scenario's)")
-    ap.add_argument("--duration", type=float, default=None, help="simulated seconds (default: the scenario's)")
+    add_scenario_arguments(ap)
     args = ap.parse_args()
     means: dict[tuple[str, str, float], list[float]] = {m: [] for m in MODELS}
     for cell in args.cells:
         workload, assembled, path = load_cell(cell, seeds=args.seeds, duration_s=args.duration)
-        assert workload.scenario is not None
-        print(f"\n{cell} ({workload.scenario.seeds} seeds x {workload.scenario.duration_s:g} s), "
-              "SLO violations % (modelled) [95% CI] / plan wall s (measured)", flush=True)
+        print(header(cell, workload, "SLO violations % (modelled) [95% CI] / plan wall s (measured)"), flush=True)
         print(f"{'policy':<12}" + "".join(f"{label(*m):>28}" for m in MODELS))
         rows: dict[str, list[str]] = {}
         for q, r, cap in MODELS:

@@ -18,7 +18,7 @@ import argparse
 from typing import get_args
 
 import numpy as np
-from cells import load_cell
+from cells import add_scenario_arguments, header, load_cell
 
 from scheduler import registry
 from scheduler.policy import Order, Policy
@@ -48,15 +48,12 @@ def main() -> None:
     ap.add_argument("--cells", nargs="+", metavar="SCENARIO:SOC",
                     default=["quickstart:jetson_orin_agx", "quickstart:snapdragon_8gen2", "quickstart:intel_core_ultra",
                              "stress:snapdragon_8gen2", "quickstart:host"])
-    ap.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the scenario's)")
-    ap.add_argument("--duration", type=float, default=None, help="simulated seconds (default: the scenario's)")
+    add_scenario_arguments(ap)
     args = ap.parse_args()
     means: dict[str, list[float]] = {label(*c): [] for c in SETTINGS}
     for cell in args.cells:
         workload, assembled, path = load_cell(cell, seeds=args.seeds, duration_s=args.duration)
-        assert workload.scenario is not None
-        print(f"\n{cell} ({workload.scenario.seeds} seeds x {workload.scenario.duration_s:g} s), "
-              "SLO violations % (modelled) [95% CI]")
+        print(header(cell, workload, "SLO violations % (modelled) [95% CI]"))
         print(f"{'policy':<12}" + "".join(f"{label(*c):>22}" for c in SETTINGS))
         rows: dict[str, list[str]] = {}
         for order, drop in SETTINGS:

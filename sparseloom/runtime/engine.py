@@ -251,28 +251,26 @@ class Runtime:
 
     def _replan(self, problem: Problem) -> None:
         t0 = time.perf_counter_ns()
-        plan = self.policy.replan(problem, self.plan)
-        with self._lock:
-            self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
-            if problem is not self.problem:
-                return  # a newer change re-plans again
-            self.plan = plan
-        self._apply(plan)
+        self._install(self.policy.replan(problem, self.plan), problem, t0)
 
     def _recalibrate(self, problem: Problem, seen: Feedback) -> None:
         try:
             t0 = time.perf_counter_ns()
             plan = self.policy.recalibrate(problem, self.plan, seen)
-            if plan is None:
-                return
-            with self._lock:
-                self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
-                if problem is not self.problem:
-                    return  # an SLO change re-plans anyway
-                self.plan = plan
-            self._apply(plan)
+            if plan is not None:
+                self._install(plan, problem, t0)
         finally:
             self._recalibrating = False
+
+    def _install(self, plan: Plan, problem: Problem, t0_ns: int) -> None:
+        """Serve ``plan``, made for ``problem`` from ``t0_ns`` on, unless the problem changed since (a newer
+        SLO change re-plans again)."""
+        with self._lock:
+            self.recorder.replan_ns.append(time.perf_counter_ns() - t0_ns)
+            if problem is not self.problem:
+                return
+            self.plan = plan
+        self._apply(plan)
 
     def wait_replans(self) -> None:
         """Block until background re-plans and loads queued so far have finished."""
