@@ -38,17 +38,18 @@ def main() -> None:
     means: dict[tuple[str, str], list[float]] = {}
     for cell in args.cells:
         workload, assembled, path = load_cell(cell, seeds=args.seeds, duration_s=args.duration)
-        print(header(cell, workload, "SLO violations % (modelled) [95% CI]"))
-        print(f"{'policy':<12}" + "".join(f"{r:>22}" for r in RULES))
+        print(header(cell, workload, "SLO violations % (modelled) [95% CI], variant switches per run"))
+        print(f"{'policy':<12}" + "".join(f"{r:>30}" for r in RULES))
         rows: dict[str, list[str]] = {}
         for rule in RULES:
             cmp = compare_workload(workload, assembled.problem, policies(rule), base_dir=path.parent, progress=False)
             for name, s in cmp.policies.items():
                 e = s.slo_violation_rate
-                rows.setdefault(name, []).append(f"{100 * e.mean:6.2f} [{100 * e.low:.2f}-{100 * e.high:.2f}]")
+                rows.setdefault(name, []).append(f"{100 * e.mean:6.2f} [{100 * e.low:.2f}-{100 * e.high:.2f}] "
+                                                 f"sw {s.variant_switches.mean:4.0f}")
                 means.setdefault((name, rule), []).append(e.mean)
         for name, cells in rows.items():
-            print(f"{name:<12}" + "".join(f"{c:>22}" for c in cells))
+            print(f"{name:<12}" + "".join(f"{c:>30}" for c in cells))
     print("\nmean over cells (the rule with the lowest is the policy's default):")
     for name in ("sparseloom", "av-np", "av-p"):
         scores = {rule: float(np.mean(means[(name, rule)])) for rule in RULES}

@@ -15,7 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from tqdm import tqdm
 
@@ -50,6 +50,7 @@ def instance(seed: int, size: tuple[int, int, int, int]) -> Problem:
 class Queues:
     backlog: dict[str, float]
     now_ms: float = 0.0
+    memo: dict[str, object] = field(default_factory=dict)
 
     def backlog_ms(self, processor: str) -> float:
         return self.backlog[processor]

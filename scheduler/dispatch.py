@@ -89,15 +89,53 @@ def planned_or_placed(task: str, plan: Plan, state: QueueView, single_processor:
     return most_accurate_in_time(task, plan, state, backlog)
 
 
+# "hold": a task that fell back from its planned variant stays on the fallback for at least this many
+# of its latency SLOs (a burst that made the planned variant late lasts far longer than one SLO)...
+HOLD_SLOS = 50.0
+# ...and returns once the wait the planned variant would see on the live queues is at most this
+# fraction of its slack (SLO - service): the other half left for the queue to grow again.
+RETURN_AT = 0.5
+
+
+def planned_or_held(task: str, plan: Plan, state: QueueView, single_processor: bool = False) -> Route:
+    """:func:`planned_or_placed` with hysteresis: once a task falls back to another variant it keeps
+    that variant while it is in time, and returns to the planned one only after HOLD_SLOS of its SLOs
+    and when the planned variant would wait at most RETURN_AT of its slack. The hold lives in the
+    run's ``state.memo``, so runs never share it; a new plan starts afresh."""
+    slo = plan.slo_ms.get(task, float("inf"))
+    now = state.now_ms
+    held = state.memo.get(task)
+    if isinstance(held, tuple) and held[2] is plan:
+        route, since, _ = held
+        if now - since >= HOLD_SLOS * slo:
+            back = planned_or_placed(task, plan, state, single_processor)
+            service = back.latency_ms
+            calm = finish_ms(back, {}, state) <= service + RETURN_AT * (slo - service)
+            if back.options == plan.routes[task].options and calm:
+                del state.memo[task]
+                return back
+        if finish_ms(route, {}, state) <= slo and _resident(route, state):
+            return route
+    r = planned_or_placed(task, plan, state, single_processor)
+    if r.options != plan.routes[task].options:
+        state.memo[task] = (r, now, plan)
+    else:
+        state.memo.pop(task, None)
+    return r
+
+
 # Per-request dispatch rules every adaptive policy may use (see ``dispatch``).
-RULES = ("place", "plan", "accuracy")
+RULES = ("place", "hold", "plan", "accuracy")
 
 
 def dispatch(rule: str, task: str, plan: Plan, state: QueueView, single_processor: bool = False) -> Route:
-    """One request's route by ``rule``: "place" (:func:`planned_or_placed`), "plan"
-    (:func:`planned_if_in_time`) or "accuracy" (:func:`most_accurate_in_time`)."""
+    """One request's route by ``rule``: "place" (:func:`planned_or_placed`), "hold"
+    (:func:`planned_or_held`), "plan" (:func:`planned_if_in_time`) or "accuracy"
+    (:func:`most_accurate_in_time`)."""
     if rule == "place":
         return planned_or_placed(task, plan, state, single_processor)
+    if rule == "hold":
+        return planned_or_held(task, plan, state, single_processor)
     if rule == "plan":
         return planned_if_in_time(task, plan, state)
     return most_accurate_in_time(task, plan, state)

@@ -37,6 +37,12 @@ class QueueView(Protocol):
 
     def is_resident(self, digest: str) -> bool: ...
 
+    @property
+    def memo(self) -> dict[str, object]:
+        """Scratch state a policy keeps for the length of one run (the engine owns it, so policies stay
+        stateless and runs never share it): a dispatch's hysteresis, for example."""
+        ...
+
 
 @dataclass(frozen=True)
 class Job:

@@ -21,8 +21,8 @@ from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
 
 # By the same measurement as SparseLoom's rule (benchmarks/dispatch_rules.py; the figures are in
-# scheduler/policies/sparseloom.py): "place" has the lowest mean violation rate for av-np (11.05%
-# against 27.31% "plan" and 21.77% "accuracy") and av-p (2.90 / 3.30 / 6.73%), as for sparseloom.
+# scheduler/policies/sparseloom.py): "place" (tied with "hold") has the lowest mean violation rate for
+# av-np (2.10% against 10.77% "plan" and 10.76% "accuracy") and av-p (3.18 / 5.35 / 5.59%).
 DISPATCH_DEFAULT = "place"
 
 
@@ -33,8 +33,8 @@ class AdaptiveVariantPolicy(PolicyBase):
         self.partition = partition
         self.dispatch = check_rule(dispatch)
         self.drop_late = drop_late
-        # "place" leaves the planned variant only for a faster one, so only those are worth memory.
-        self.settings = replace(settings_from(**options), preload_faster_only=self.dispatch == "place")
+        # "place" and "hold" leave the planned variant only for a faster one: only those are worth memory.
+        self.settings = replace(settings_from(**options), preload_faster_only=self.dispatch in ("place", "hold"))
         # Re-plans are on the clock (the old plan serves until they are done): no memory stage.
         self.replan_settings = replace(self.settings, memory_slack=None)
 

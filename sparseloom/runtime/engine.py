@@ -80,6 +80,7 @@ class _View:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
         self._workers = {w.processor: w for w in runtime.workers}
+        self.memo: dict[str, object] = {}
 
     @property
     def now_ms(self) -> float:

@@ -191,7 +191,7 @@ class RawRun:
 class _View:
     """The :class:`scheduler.policy.QueueView` a policy reads while deciding."""
 
-    __slots__ = ("_block_ids", "_busy_until", "_proc", "_queued", "_s", "_state")
+    __slots__ = ("_block_ids", "_busy_until", "_proc", "_queued", "_s", "_state", "memo")
 
     def __init__(self, state: SimState, block_ids: dict[str, int]) -> None:
         self._s = state
@@ -201,6 +201,7 @@ class _View:
         self._busy_until = state.busy_until_ms
         self._queued = state.queued_ms
         self._state = state.block_state
+        self.memo: dict[str, object] = {}
 
     @property
     def now_ms(self) -> float:

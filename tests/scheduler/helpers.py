@@ -78,6 +78,7 @@ class FixedQueues:
     backlog: Mapping[str, float] = field(default_factory=dict)
     resident: frozenset[str] | None = None
     now_ms: float = 0.0
+    memo: dict[str, object] = field(default_factory=dict)
 
     def backlog_ms(self, processor: str) -> float:
         return self.backlog.get(processor, 0.0)

@@ -187,3 +187,36 @@ def lsf_route(plan, task, seq):  # type: ignore[no-untyped-def]
         plan.unit_latency_ms[task],
         plan.unit_transfer_ms[task],
     )
+
+
+def test_hold_keeps_a_fallback_through_a_burst_and_returns_once_the_queues_calm() -> None:
+    from scheduler.dispatch import HOLD_SLOS, dispatch
+    from scheduler.planner import with_unit_latencies
+
+    base = SparseLoomPolicy(dispatch="accuracy").plan(PROBLEM)
+    accurate = max(base.alternatives["t"], key=lambda r: r.accuracy or 0.0)
+    plan = with_unit_latencies(replace(base, routes={"t": accurate}), PROBLEM)
+    hold_for = HOLD_SLOS * TASK.latency_slo_ms
+    busy, calm = {"cpu": 8.0, "gpu": 8.0}, {}
+    # The queues flip between busy and calm on every request.
+    times = [10.0 * i for i in range(8)]
+    loads = [busy if i % 2 == 0 else calm for i in range(8)]
+    place = [dispatch("place", "t", plan, FixedQueues(q, now_ms=t)).variants for t, q in zip(times, loads)]
+    held = FixedQueues()
+    hold = []
+    for t, q in zip(times, loads):
+        held.backlog, held.now_ms = q, t
+        hold.append(dispatch("hold", "t", plan, held).variants)
+    assert place == [("fast", "fast"), accurate.variants] * 4  # one switch per request
+    assert hold == [("fast", "fast")] * 8  # one switch, then held
+    # After the hold time, calm queues bring it back; before it, they do not.
+    held.backlog, held.now_ms = calm, hold_for - 1.0
+    assert dispatch("hold", "t", plan, held).variants == ("fast", "fast")
+    held.now_ms = hold_for + 1.0
+    assert dispatch("hold", "t", plan, held).variants == accurate.variants
+    # A little queue (more than half the slack) keeps it on the fallback even after the hold time.
+    held.memo.clear()
+    held.backlog, held.now_ms = busy, 0.0
+    dispatch("hold", "t", plan, held)
+    held.backlog, held.now_ms = {"cpu": 3.0, "gpu": 3.0}, hold_for + 1.0
+    assert dispatch("hold", "t", plan, held).variants == ("fast", "fast")
