@@ -134,14 +134,15 @@ def solve(
     elastic: bool = False,
     load: LoadModel | None = None,
     memory_slack: float | None = None,
-    hard_accuracy: bool = False,
+    load_only: bool = False,
 ) -> Solution:
     """Solve the placement program; never raises for an infeasible instance (status says so).
 
     With ``elastic`` every constraint may be violated at a penalty (ELASTIC_PENALTY per unit of
     normalised violation), which yields best-effort routes for an infeasible workload; with
-    ``hard_accuracy`` too, the accuracy constraints (and the measured-accuracy cuts) stay hard, so
-    only load gives: an accuracy miss fails every request of a task, an overload only some.
+    ``load_only`` too, only the load constraints (latency, utilisation) give and accuracy (with the
+    measured-accuracy cuts) and memory stay hard: an accuracy miss fails every request of a task,
+    and blocks over the budget thrash the storage, where an overload fails only some requests.
 
     ``memory_slack`` (the "slo" and "throughput" objectives): a second, lexicographic stage that
     minimises resident memory among solutions whose objective is within ``memory_slack`` (relative)
@@ -159,7 +160,7 @@ def solve(
         return Solution(
             {}, SolveInfo(_solver_name(cfg), "optimal", 0.0, 0.0, 0.0, objective)
         )
-    model = _Model(problem, objective, res, enf, elastic, load or LoadModel(), hard_accuracy)
+    model = _Model(problem, objective, res, enf, elastic, load or LoadModel(), load_only)
     if model.unplaceable:
         info = SolveInfo(
             _solver_name(cfg),
@@ -213,7 +214,7 @@ class _Model:
         enf: Enforce,
         elastic: bool,
         load: LoadModel,
-        hard_accuracy: bool = False,
+        load_only: bool = False,
     ) -> None:
         self.problem = problem
         self.lp = pulp.LpProblem("sparseloom", pulp.LpMinimize)
@@ -322,7 +323,7 @@ class _Model:
                     if cost > 0:
                         lat_terms.append((w, cost))
                 z_prev = z
-            soft_accuracy = elastic and not hard_accuracy
+            soft_accuracy = elastic and not load_only
             if enf.accuracy and not soft_accuracy:
                 # Estimates are for search, measurements veto: a stitched variant measured below the
                 # accuracy SLO is cut off, however well its option terms add up.
@@ -334,7 +335,7 @@ class _Model:
                         self.lp += pulp.lpSum(picked) <= len(t.positions) - 1
             pending.append((t, lat_terms, zs))
             if enf.accuracy and t.min_score > -math.inf:
-                s = None if hard_accuracy else slack(100.0)
+                s = None if load_only else slack(100.0)
                 self.lp += (
                     pulp.LpAffineExpression(acc_terms) + (s if s is not None else 0)
                     >= t.min_score
@@ -352,7 +353,7 @@ class _Model:
                 self.lp += u[d] >= e
         memory = self.memory = pulp.LpAffineExpression([(u[d], mem[d]) for d in uses])
         if enf.memory and math.isfinite(problem.memory_budget_mb):
-            s = slack(1.0 / max(problem.memory_budget_mb, 1e-9))
+            s = None if load_only else slack(1.0 / max(problem.memory_budget_mb, 1e-9))
             self.lp += memory <= problem.memory_budget_mb + (s if s is not None else 0)
         peak = var(0, None, pulp.LpContinuous) if objective == "throughput" else None
         wait: dict[str, pulp.LpVariable] = {}

@@ -139,11 +139,12 @@ def ilp_plan(
                     "routes are best-effort (raise time_limit_s)",
                 ),
             )
-        # Best effort: let load give before accuracy (a variant below its accuracy SLO fails every
-        # request of its task); accuracy gives too only when no choice meets it.
+        # Best effort: let load give before accuracy and memory (a variant below its accuracy SLO fails
+        # every request of its task, blocks over the budget thrash); those give too only when no
+        # choice meets them.
         best = solve(
             problem, settings.objective, settings.solver, restriction, elastic=True, load=settings.load,
-            hard_accuracy=True,
+            load_only=True,
         )
         if not best.found:
             tried = best.info.work

@@ -125,3 +125,16 @@ def test_best_effort_lets_load_give_before_accuracy() -> None:
     # No choice meets the accuracy SLO: then accuracy gives too, rather than no plan at all.
     worse = TaskSpec("t", "m", 10.0, 0.95, 900.0, (pos,), (0.0,), base_accuracy=0.9)
     assert SparseLoomPolicy().plan(Problem((worse,), (ProcessorInfo("cpu", "cpu"),), 100.0)).routes["t"]
+
+
+def test_best_effort_keeps_within_the_memory_budget() -> None:
+    from scheduler.policies.sparseloom import SparseLoomPolicy
+    from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+
+    # Overloaded either way; the faster variant would need more memory than the budget holds, so best
+    # effort takes the one that fits (over the budget, every request would wait for loads).
+    pos = (Option("big", "d0", 30.0, {"cpu": 1.5}), Option("small", "d1", 10.0, {"cpu": 2.0}))
+    task = TaskSpec("t", "m", 10.0, 0.0, 900.0, (pos,), (0.0,))
+    plan = SparseLoomPolicy().plan(Problem((task,), (ProcessorInfo("cpu", "cpu"),), 20.0))
+    assert not plan.feasible
+    assert plan.routes["t"].variants == ("small",)
