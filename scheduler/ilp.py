@@ -11,17 +11,19 @@ Constraints: one (o,k) per position; latency (blocks + transfers + queueing) <= 
 accuracy + sum of chosen deltas >= min accuracy; per processor utilisation sum_t rate_t x
 latency <= the utilisation level chosen for it; sum_d memory_d u[d] <= budget.
 
-Queueing (``LoadModel.queueing``; off by default, by measurement, see LoadModel): each processor
-k is an M/G/1 queue. Its
-Pollaczek-Khinchine mean wait is W_k = R_k / (1 - rho_k), with the mean residual work
-R_k = sum rate x latency^2 / 2 linear in x. The 1/(1 - rho) factor is linearised over
-utilisation levels (scheduler.routes.UTILISATION_LEVELS): binary y[k,l] picks a level, rho_k <= level_l and
-W_k >= R_k / (1 - level_l) when y[k,l]. Each position p of task t waits q[t,p] >= W_k where
-it runs (big-M on z[t,p,k]), and the waits count in its latency constraint and in the "slo"
-objective. So a plan may fill a processor as far as the SLOs of the tasks on it allow, and a
-task with long blocks is kept off a processor shared with a task whose SLO its blocks would
-eat. Without it, utilisation <= ``LoadModel.cap``. Rates are the sustained ones
-(``TaskSpec.load_rate_hz``: a bursty task's on-state rate) unless ``LoadModel.sustained`` is off. Stitching is decided inside the program without enumerating
+Queueing (``LoadModel.queueing``; off by default, by measurement, see LoadModel): each
+processor k is an M/G/1 queue. Its Pollaczek-Khinchine mean wait is W_k = R_k / (1 - rho_k),
+with the mean residual work R_k = sum rate x latency^2 / 2 linear in x. The 1/(1 - rho) factor
+is linearised over utilisation levels (scheduler.routes.UTILISATION_LEVELS): binary y[k,l] picks
+a level, rho_k <= level_l and W_k >= R_k / (1 - level_l) when y[k,l]. Each position p of task t
+waits q[t,p] >= W_k where it runs (big-M on z[t,p,k]), and the waits count in its latency
+constraint and in the "slo" objective. So a plan may fill a processor as far as the SLOs of the
+tasks on it allow, and a task with long blocks is kept off a processor shared with a task whose
+SLO its blocks would eat. Without it, utilisation <= ``LoadModel.cap``. Rates are the sustained
+ones (``TaskSpec.load_rate_hz``: a bursty task's on-state rate) unless ``LoadModel.sustained``
+is off.
+
+Stitching is decided inside the program without enumerating
 the K^B stitched variants. The combined x[t,p,o,k] form was chosen over a factorised
 y[t,p,o] / z[t,p,k] form because latency depends on the (option, processor) pair, which the
 factorised form can only express with extra linearisation variables.
