@@ -35,7 +35,7 @@ class LoadModel:
     The default, by measurement (``benchmarks/load_model.py``, 4 cells x 6 policies x 3 seeds,
     modelled): the cap at sustained rates, mean violations 3.12%, against 3.35% with the queueing
     term, 3.25% for the queueing term at mean rates and 3.15% for the cap at mean rates (the old
-    planning; sparseloom on quickstart/Core Ultra 3.35% there against 0.47%). The queueing term
+    planning; sparseloom on quickstart/Core Ultra 3.35% there against 0.45%). The queueing term
     cost 5-15x the solve time, which an SLO change's re-plan pays for in time served on the old
     plan (stress on the Snapdragon: sparseloom 4.15% against 0.12%), and bought nothing the online
     dispatch (deadline order, placement on the live queues, dropping) does not already give."""
