@@ -19,12 +19,13 @@ import time
 from cells import load_cell
 
 from scheduler.ilp import SolverConfig, solve
+from scheduler.planner import MEMORY_SLACK
 from scheduler.policies.sparseloom import SparseLoomPolicy
 from scheduler.routes import objective_value, resident_memory_mb
 from scheduler.synthetic import random_problem
 from sparseloom.sim import compare_workload
 
-SLACKS: tuple[float | None, ...] = (None, 0.0, 0.02, 0.05)
+SLACKS: tuple[float | None, ...] = (None, 0.0, MEMORY_SLACK, 0.05)
 
 
 def label(slack: float | None) -> str:

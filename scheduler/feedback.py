@@ -40,6 +40,10 @@ class Feedback:
         self.observed_ms[key] = self.observed_ms.get(key, 0.0) + observed_ms
         self.count[key] = self.count.get(key, 0) + n
 
+    def copy(self) -> Feedback:
+        """A snapshot that later executions do not change."""
+        return Feedback(dict(self.expected_ms), dict(self.observed_ms), dict(self.count))
+
     def ratios(self) -> dict[tuple[str, str], float]:
         """Observed / expected latency of every pair with at least MIN_SAMPLES executions."""
         return {
@@ -100,5 +104,3 @@ class Correction:
         )
         return replace(problem, tasks=tasks)
 
-
-NO_CORRECTION = Correction({}, {})

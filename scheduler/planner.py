@@ -115,6 +115,15 @@ def _settings(
     )
 
 
+def dispatch_settings(rule: str, **options: Any) -> tuple[PlanSettings, PlanSettings]:
+    """The settings of a policy that dispatches by ``rule`` (scheduler.dispatch.RULES): for its
+    plans, and for its re-plans, which are on the clock (the old plan serves until they are done)
+    and so skip the memory stage. "place" and "hold" leave the planned variant only for a faster
+    one, so only those alternatives are worth pre-loading."""
+    settings = replace(settings_from(**options), preload_faster_only=rule in ("place", "hold"))
+    return settings, replace(settings, memory_slack=None)
+
+
 def ilp_plan(
     problem: Problem, policy: str, settings: PlanSettings, restriction: Restriction
 ) -> Plan:

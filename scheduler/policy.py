@@ -23,6 +23,15 @@ Queue = Literal["processor", "global"]
 # How a processor's queue is served ("processor" queues only): "deadline" (earliest deadline first:
 # arrival + the SLO in force at arrival, ties by arrival) or "fifo" (the order blocks join it).
 Order = Literal["deadline", "fifo"]
+ORDERS = ("deadline", "fifo")
+
+
+def check_order(policy: Policy) -> bool:
+    """Whether ``policy`` serves its processor queues earliest deadline first (else FIFO); ValueError
+    for an order the engines do not know."""
+    if policy.order not in ORDERS:
+        raise ValueError(f"policy {policy.name!r} declares order={policy.order!r}; known: {', '.join(ORDERS)}")
+    return policy.order == "deadline"
 
 
 class QueueView(Protocol):

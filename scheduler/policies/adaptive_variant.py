@@ -10,13 +10,12 @@ The dispatch rule is picked by the same measurement as SparseLoom's (``DISPATCH_
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from scheduler.dispatch import check_rule, dispatch
 from scheduler.ilp import Restriction
 from scheduler.plan import Plan, Route
-from scheduler.planner import PlanSettings, ilp_plan, settings_from, with_unit_latencies
+from scheduler.planner import PlanSettings, dispatch_settings, ilp_plan, with_unit_latencies
 from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
 
@@ -33,10 +32,7 @@ class AdaptiveVariantPolicy(PolicyBase):
         self.partition = partition
         self.dispatch = check_rule(dispatch)
         self.drop_late = drop_late
-        # "place" and "hold" leave the planned variant only for a faster one: only those are worth memory.
-        self.settings = replace(settings_from(**options), preload_faster_only=self.dispatch in ("place", "hold"))
-        # Re-plans are on the clock (the old plan serves until they are done): no memory stage.
-        self.replan_settings = replace(self.settings, memory_slack=None)
+        self.settings, self.replan_settings = dispatch_settings(self.dispatch, **options)
 
     def plan(self, problem: Problem) -> Plan:
         return self._plan(problem, self.settings)

@@ -13,7 +13,7 @@ from scheduler.dispatch import RULES, check_rule, dispatch
 from scheduler.feedback import Correction, Feedback
 from scheduler.ilp import Restriction
 from scheduler.plan import Diagnosis, Plan, Route
-from scheduler.planner import PlanSettings, ilp_plan, settings_from, with_unit_latencies
+from scheduler.planner import PlanSettings, dispatch_settings, ilp_plan, with_unit_latencies
 from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
 from scheduler.routes import check, digest_memory, utilisation
@@ -49,10 +49,7 @@ class SparseLoomPolicy(PolicyBase):
         self.name = "sparseloom"
         self.dispatch = check_rule(dispatch)
         self.drop_late = drop_late
-        # "place" and "hold" leave the planned variant only for a faster one: only those are worth memory.
-        self.settings = replace(settings_from(**options), preload_faster_only=self.dispatch in ("place", "hold"))
-        # Re-plans are on the clock (the old plan serves until they are done): no memory stage.
-        self.replan_settings = replace(self.settings, memory_slack=None)
+        self.settings, self.replan_settings = dispatch_settings(self.dispatch, **options)
 
     closed_loop = True
 

@@ -41,7 +41,7 @@ from backends.cache import CompileCache
 from backends.processor import SoCSpec
 from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
-from scheduler.policy import Policy
+from scheduler.policy import Policy, check_order
 from scheduler.problem import Problem
 from sparseloom.runtime.host import processors_present
 from sparseloom.runtime.residency import Residency
@@ -154,10 +154,8 @@ class Runtime:
             self.recorder.memory,
             wait_s=memory_wait_s,
         )
-        if policy.order not in ("deadline", "fifo"):
-            raise ValueError(f"policy {policy.name!r} declares order={policy.order!r}; known: deadline, fifo")
-        self.workers = [Worker(p.name, i, self._execute, policy.order == "deadline")
-                        for i, p in enumerate(problem.processors)]
+        by_deadline = check_order(policy)
+        self.workers = [Worker(p.name, i, self._execute, by_deadline) for i, p in enumerate(problem.processors)]
         self._view = _View(self)
         self._current: dict[str, Route] = {}
         self._feedback = Feedback()
@@ -327,9 +325,7 @@ class Runtime:
             if self.policy.closed_loop and now >= self._next_feedback_ms and not self._recalibrating:
                 self._next_feedback_ms = now + FEEDBACK_EVERY_MS
                 self._recalibrating = True
-                seen = Feedback(dict(self._feedback.expected_ms), dict(self._feedback.observed_ms),
-                                dict(self._feedback.count))
-                self._replanner.submit(self._recalibrate, self.problem, seen)
+                self._replanner.submit(self._recalibrate, self.problem, self._feedback.copy())
             self._in_flight += 1
             req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms)
             self.workers[steps[0].processor].put(req, steps[0].expected_ms, req.deadline_ms)

@@ -69,7 +69,7 @@ import numpy as np
 
 from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
-from scheduler.policy import Job, Policy
+from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem, TaskSpec
 
 READY, FINISH, LOAD, SLO_CHANGE, PLAN_READY = 1, 2, 3, 4, 5
@@ -403,9 +403,7 @@ def run(
     decision_ns: list[int] = []
     replan_ns: list[int] = []
     drop_late = bool(policy.drop_late)
-    if policy.order not in ("deadline", "fifo"):
-        raise ValueError(f"policy {policy.name!r} declares order={policy.order!r}; known: deadline, fifo")
-    by_deadline = policy.order == "deadline"
+    by_deadline = check_order(policy)
     joined = itertools.count()  # FIFO keys: the order blocks join their queue
     global_queue = policy.queue == "global"
     window = max(1, int(policy.window))
