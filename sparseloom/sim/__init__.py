@@ -27,6 +27,7 @@ from sparseloom.sim.runner import (
     scale_rates,
     simulate,
     slo_changes,
+    unavoidable_rate,
 )
 from sparseloom.sim.sweep import SweepPoint, apply_point, run_sweep
 
@@ -53,4 +54,5 @@ __all__ = [
     "scale_rates",
     "simulate",
     "slo_changes",
+    "unavoidable_rate",
 ]

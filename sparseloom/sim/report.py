@@ -1,7 +1,8 @@
 """Reports of a comparison: the terminal table, ``results.json``, and all output files at once.
 
 ``results.json`` (written atomically) holds ``workload``, ``soc``,
-``duration_s``, ``warmup_s``, ``seeds``, a ``numbers`` note saying which
+``duration_s``, ``warmup_s``, ``seeds``, ``unavoidable_violation_rate`` (0..1: the requests
+whose SLO is below their task's fastest accurate variant, a floor under every policy), a ``numbers`` note saying which
 figures are modelled and which measured, and ``policies`` -> name ->
 ``slo_violation_rate`` (0..1), ``dropped_rate`` (0..1: requests that never
 completed), ``throughput_rps``, ``latency_ms`` {p50, p95, p99} of completed
@@ -176,6 +177,7 @@ def results_dict(
         "warmup_s": comparison.warmup_s,
         "seeds": list(comparison.seeds),
         "rate_scale": comparison.rate_scale,
+        "unavoidable_violation_rate": comparison.unavoidable_rate,
         "numbers": {
             "note": NUMBERS_NOTE,
             "source": dict(SOURCES),
@@ -275,6 +277,11 @@ def format_table(comparison: Comparison) -> str:
         "dropped: never completed (counted as violations); percentiles: completed requests; "
         "util = busiest processor; var sw: changes of stitched variant between a task's consecutive requests."
     )
+    if comparison.unavoidable_rate > 0:
+        lines.append(
+            f"unavoidable: {100 * comparison.unavoidable_rate:.1f}% of requests have a latency SLO below their "
+            "task's fastest accurate variant on this SoC; every policy misses them."
+        )
     if any_unknown:
         lines.append(
             "* accuracy unknown for some requests (profiling-only models); the mean covers the rest."

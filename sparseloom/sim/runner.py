@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from scheduler.bounds import fastest_accurate_ms
 from scheduler.plan import Plan
 from scheduler.policy import Policy
 from scheduler.problem import Problem
@@ -243,6 +244,40 @@ class Comparison:
     plans: Mapping[str, Plan]
     plan_wall_s: Mapping[str, float]
     slo_changes: tuple[SLOChangeEvent, ...] = ()
+    # Per seed, the fraction of the window's requests every policy misses (:func:`unavoidable_rate`).
+    unavoidable: tuple[float, ...] = ()
+
+    @property
+    def unavoidable_rate(self) -> float:
+        """Mean over seeds of the violations no policy can avoid: a floor under every policy's rate."""
+        return float(np.mean(self.unavoidable)) if self.unavoidable else 0.0
+
+
+def unavoidable_rate(problem: Problem, arrivals: Arrivals, warmup_s: float,
+                     changes: Sequence[SLOChangeEvent] = (), profile_error: ProfileError | None = None) -> float:
+    """The fraction of the window's requests whose latency SLO, in force at arrival, is below their
+    task's fastest accurate variant (:func:`scheduler.bounds.fastest_accurate_ms`, on the truth's
+    latencies): they miss under every policy, so no comparison can credit or blame a policy for them."""
+    error = profile_error or ProfileError()
+    factors = error.block_factors(problem)
+    # Per-block factors are drawn per digest; the least of them keeps the bound a bound.
+    scale = error.scale * (min(factors) if factors else 1.0)
+    total = missed = 0
+    for task in problem.tasks:
+        times = np.asarray(arrivals.times_ms.get(task.name, ()), dtype=np.float64)
+        times = times[times >= warmup_s * 1000.0]
+        total += int(times.size)
+        # Each stretch between the task's SLO changes has one SLO, so one bound.
+        own = sorted((c for c in changes if c.task == task.name), key=lambda c: c.at_ms)
+        spec, start = task, 0.0
+        for k in range(len(own) + 1):
+            end = own[k].at_ms if k < len(own) else math.inf
+            fastest = fastest_accurate_ms(spec)
+            if fastest is None or fastest * scale > spec.latency_slo_ms:
+                missed += int(np.count_nonzero((times >= start) & (times < end)))
+            if k < len(own):
+                spec, start = own[k].apply(spec), end
+    return missed / total if total else 0.0
 
 
 def compare(
@@ -292,6 +327,7 @@ def compare(
         problem = _judge(problem, policies, plans, slo_changes, verdict, plan_all)
     seed_list = tuple(range(seed, seed + seeds))
     jobs: list[_RunJob] = []
+    floors: list[float] = []
     for s in seed_list:
         arrivals = make_arrivals(
             specs,
@@ -301,6 +337,7 @@ def compare(
             base_dir=base_dir,
             transitions=transitions,
         )
+        floors.append(unavoidable_rate(problem, arrivals, warmup_s, slo_changes, profile_error))
         for policy in policies:
             jobs.append(_RunJob(problem, policy, arrivals, warmup_s, tuple(slo_changes), plans[policy.name],
                                 trace_until_s if s == seed_list[0] else 0.0, latency_cv, profile_error))
@@ -325,6 +362,7 @@ def compare(
         plans=plans,
         plan_wall_s=plan_wall,
         slo_changes=tuple(slo_changes),
+        unavoidable=tuple(floors),
     )
 
 

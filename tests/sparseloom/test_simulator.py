@@ -12,6 +12,7 @@ from scheduler.plan import Plan
 from scheduler.problem import Option, Problem, TaskSpec
 from sparseloom.sim import (
     Arrivals,
+    ProfileError,
     SLOChangeEvent,
     compare,
     compare_workload,
@@ -19,6 +20,7 @@ from sparseloom.sim import (
     max_sustainable_rate,
     min_memory_budget,
     simulate,
+    unavoidable_rate,
 )
 from sparseloom.workload import Periodic, Poisson, Trace, load_workload
 from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
@@ -476,7 +478,6 @@ def test_a_replan_costs_simulated_time_while_the_old_plan_serves() -> None:
 
 
 def test_profile_error_makes_the_truth_slower_while_policies_plan_on_the_profile() -> None:
-    from sparseloom.sim import ProfileError
 
     task = chain_task("a", [{"cpu": 2.0}, {"cpu": 3.0}], slo_ms=100.0)
     problem = problem_of([task], memory_budget_mb=10.0)
@@ -529,3 +530,24 @@ def test_a_variant_refuted_by_measurement_is_planned_away_before_the_run() -> No
         assert cmp.plans[name].routes["a"].options == (0,)
         assert cmp.policies[name].runs[0].per_task["a"].accuracy_violations == 0
     assert (1,) in asked[0]
+
+
+def test_unavoidable_violations_are_the_requests_whose_slo_is_below_the_fastest_variant() -> None:
+    # 'slow' needs 8 ms and its SLO tightens from 10 to 5 ms at 4 s: every request after that misses
+    # under any policy, and the floor counts exactly those (after warm-up), nothing of 'fast'.
+    slow = chain_task("slow", [{"cpu": 8.0}], slo_ms=10.0)
+    fast = chain_task("fast", [{"cpu": 1.0}], slo_ms=10.0)
+    problem = problem_of([slow, fast], memory_budget_mb=10.0)
+    arrivals = Arrivals(0, 10.0, {"slow": np.arange(500.0, 10_000.0, 1000.0),
+                                  "fast": np.arange(500.0, 10_000.0, 1000.0)})
+    change = SLOChangeEvent(4000.0, "slow", latency_ms=5.0)
+    assert unavoidable_rate(problem, arrivals, 1.0, [change]) == pytest.approx(6 / 18)
+    assert unavoidable_rate(problem, arrivals, 1.0) == 0.0
+    # The truth at 1.5x the profile puts 'slow' (12 ms) over its first SLO too.
+    assert unavoidable_rate(problem, arrivals, 1.0, [change], ProfileError(scale=1.5)) == pytest.approx(9 / 18)
+    policy = FixedPolicy("fixed", {"slow": ((0,), ("cpu",)), "fast": ((0,), ("cpu",))})
+    cmp = compare(problem, [policy], {"slow": Periodic(process="periodic", period_ms=100.0),
+                                      "fast": Periodic(process="periodic", period_ms=100.0)},
+                  duration_s=10.0, warmup_s=1.0, slo_changes=[change], progress=False)
+    assert cmp.unavoidable_rate == pytest.approx(cmp.policies["fixed"].slo_violation_rate.mean, abs=0.02)
+    assert cmp.unavoidable_rate > 0.25
