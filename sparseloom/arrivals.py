@@ -11,36 +11,84 @@ burstiness keeps its shape while the load grows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from sparseloom.errors import InputError, Problem
 from sparseloom.workload import Arrival, Bursty, Periodic, Poisson, Trace, Transitions
+
+# A trace line is a timestamp and maybe a few more CSV columns; a longer line is not a trace. The
+# event bound keeps a replay's arrays (8 bytes a timestamp, a few copies) near a gigabyte at most.
+MAX_TRACE_LINE = 4096
+MAX_TRACE_EVENTS = 20_000_000
+
+
+def _trace_lines(fh: BinaryIO, path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """The file's lines in chunks of about 4 MB, each with the number of its first line."""
+    lineno, rest = 1, b""
+    while chunk := fh.read(4 * 1024 * 1024):
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        if len(rest) > MAX_TRACE_LINE:
+            raise InputError([Problem("", f"lines of at most {MAX_TRACE_LINE} bytes", "a longer line",
+                                      str(path), lineno + len(parts))])
+        yield lineno, [p.decode("utf-8", "replace") for p in parts]
+        lineno += len(parts)
+    if rest:
+        yield lineno, [rest.decode("utf-8", "replace")]
 
 
 def load_trace(path: str | Path) -> np.ndarray:
-    """Arrival timestamps in seconds from a file: one per line (first CSV column); a header is skipped."""
-    times: list[float] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            field = line.split(",")[0].strip()
-            if not field or field.startswith("#"):
-                continue
+    """Arrival timestamps in seconds from a file: one per line (first CSV column); a header is skipped.
+
+    Memory stays bounded: the file is parsed in chunks of about 4 MB (numpy's C reader), timestamps
+    go into a packed array (8 bytes each), and a line longer than :data:`MAX_TRACE_LINE` bytes or a
+    file past :data:`MAX_TRACE_EVENTS` timestamps is refused. Problems raise
+    :class:`~sparseloom.errors.InputError` with the file and line."""
+
+    def bad(lineno: int, expected: str, found: str) -> InputError:
+        return InputError([Problem("", expected, found, str(path), lineno)])
+
+    def first_field(line: str) -> str:
+        return line.split(",", 1)[0].strip()
+
+    times = array("d")
+    with open(path, "rb") as fh:
+        for first, lines in _trace_lines(fh, path):
+            if any(len(line) > MAX_TRACE_LINE for line in lines):
+                k = next(k for k, line in enumerate(lines) if len(line) > MAX_TRACE_LINE)
+                raise bad(first + k, f"lines of at most {MAX_TRACE_LINE} bytes", "a longer line")
+            if first == 1 and lines:
+                try:
+                    float(first_field(lines[0]) or "0")
+                except ValueError:
+                    lines[0] = ""  # a header line
             try:
-                value = float(field)
+                values = np.loadtxt(lines, delimiter=",", usecols=0, comments="#", dtype=np.float64, ndmin=1)
             except ValueError:
-                if not times and lineno == 1:
-                    continue  # header line
-                raise ValueError(
-                    f"{path}:{lineno}: expected a timestamp in seconds, found {field!r}"
-                ) from None
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(
-                    f"{path}:{lineno}: timestamps must be finite and >= 0, found {value}"
-                )
-            times.append(value)
-    return np.sort(np.asarray(times, dtype=np.float64))
+                for k, line in enumerate(lines):  # name the first bad line
+                    field = first_field(line)
+                    if field and not field.startswith("#"):
+                        try:
+                            float(field)
+                        except ValueError:
+                            raise bad(first + k, "a timestamp in seconds", repr(field[:40])) from None
+                raise bad(first, "comma-separated lines with a timestamp first", "a malformed chunk") from None
+            wrong = ~np.isfinite(values) | (values < 0)
+            if wrong.any():
+                value = values[int(np.argmax(wrong))]
+                k = next(k for k, line in enumerate(lines) if first_field(line) and
+                         not first_field(line).startswith("#") and
+                         (not np.isfinite(float(first_field(line))) or float(first_field(line)) < 0))
+                raise bad(first + k, "a finite timestamp >= 0", str(value))
+            if len(times) + values.size > MAX_TRACE_EVENTS:
+                raise bad(first, f"at most {MAX_TRACE_EVENTS:,} timestamps", "more")
+            times.frombytes(values.tobytes())
+    return np.sort(np.frombuffer(times, dtype=np.float64)) if times else np.empty(0)
 
 
 def _poisson(

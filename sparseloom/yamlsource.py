@@ -19,6 +19,64 @@ from sparseloom.errors import InputError, Problem
 KeyPath = tuple[str | int, ...]
 _PLAIN_KEY = re.compile(r"^[^\s\[\].]+$")
 
+# Bounds on what one file may make the reader build. A workload of a thousand tasks with a dozen keys
+# each is some 30,000 nodes and 100 KB; the bounds leave 30x and 40x room above that, and stop a
+# "billion laughs" file (nested aliases, 1 KB that expands to 10^9 nodes) at the first node past them.
+MAX_BYTES = 4 * 1024 * 1024
+MAX_NODES = 1_000_000  # nodes after alias expansion: what the schema check walks
+MAX_DEPTH = 64  # nesting of mappings and sequences; the workload schema needs 6
+
+
+class _Bounds(yaml.YAMLError):
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A safe loader that counts the nodes an alias stands for, and the nesting depth, as it composes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def _size(self, node: yaml.Node) -> int:
+        known = self._sizes.get(id(node))
+        if known is None:
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            known = 1 + sum(self._size(c) for c in children)
+            self._sizes[id(node)] = known
+        return known
+
+    def _charge(self, nodes: int, mark: yaml.Mark | None) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_NODES:
+            raise _Bounds(f"more than {MAX_NODES:,} nodes once aliases are expanded", mark)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                self._charge(self._size(target), event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Bounds(f"nesting deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._charge(1, node.start_mark if node is not None else None)
+        return node
+
 
 @dataclass
 class Located:
@@ -81,9 +139,19 @@ def _walk(
             _walk(item, path + (i,), file, origin, problems)
 
 
+def _read(path: Path, shown: str) -> str:
+    """The file's text, refused past :data:`MAX_BYTES` before more than that is read."""
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise InputError([Problem("", f"a file of at most {MAX_BYTES // (1024 * 1024)} MiB",
+                                  "a larger file", shown)])
+    return raw.decode("utf-8")
+
+
 def _parse(path: Path, shown: str) -> Located:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read(path, shown)
     except FileNotFoundError:
         raise InputError(
             [Problem("", "an existing file", "no such file", shown)]
@@ -92,14 +160,18 @@ def _parse(path: Path, shown: str) -> Located:
         raise InputError(
             [Problem("", "a readable UTF-8 text file", type(exc).__name__, shown)]
         ) from None
+    loader = _BoundedLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError([Problem("", "valid YAML", str(what), shown, line)]) from None
+        expected = "a bounded YAML document" if isinstance(exc, _Bounds) else "valid YAML"
+        raise InputError([Problem("", expected, str(what), shown, line)]) from None
+    finally:
+        loader.dispose()
     origin: dict[KeyPath, tuple[str, int]] = {(): (shown, 1)}
     problems: list[Problem] = []
     if node is not None:

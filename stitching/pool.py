@@ -6,7 +6,10 @@ Layout of a pool directory::
     blocks/<sha256>.safetensors   one file per unique block (tensors + unit specs in metadata)
 
 A block's digest is the sha256 of its unit specs and tensors, so a block that
-two variants (or two models of a workload) share is stored once. Files and the
+two variants (or two models of a workload) share is stored once. The manifest
+also records the sha256 of every file's bytes (header, metadata and tensors), so
+``verify`` and every load check each byte that is read, and a bad file is named
+and never served. Files and the
 manifest are written atomically; the manifest is rewritten after every block,
 so an interrupted build resumes where it stopped. Loading never uses pickle:
 :meth:`Pool.load_module` rebuilds a runnable ``torch.nn.Module`` from the
@@ -17,18 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, load_file, save
 from tqdm import tqdm
 
 from stitching import zoo
-from stitching.atomic import write_bytes, write_safetensors
+from stitching.atomic import write_bytes
 from stitching.partition import (
     BaseModel,
     BlockModule,
@@ -45,6 +51,11 @@ from stitching.user_model import load_factory_model
 FORMAT = "sparseloom-pool/1"
 MANIFEST = "manifest.json"
 BLOCKS = "blocks"
+LOCK = ".build.lock"
+
+
+class PoolWarning(UserWarning):
+    """A bad pool file found while building: it is rebuilt."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,47 @@ class PoolSize:
         return self.pool_bytes / self.checkpoint_bytes if self.checkpoint_bytes else 1.0
 
 
+class PoolError(ValueError):
+    """A pool file whose bytes differ from what the manifest recorded: named, never served."""
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _metadata(data: bytes) -> dict[str, str] | None:
+    """The ``__metadata__`` of a safetensors file's header, or None when the header does not parse."""
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else None
+
+
+def _what_differs(dig: str, info: dict[str, Any], data: bytes) -> str | None:
+    """Why a block file's bytes are not the ones recorded for ``dig``, or None when they are."""
+    if len(data) != info["bytes"]:
+        kind = "truncated" if len(data) < info["bytes"] else "altered"
+        return f"{kind}: {len(data)} bytes, manifest says {info['bytes']}"
+    try:
+        state = load(data)
+    except (SafetensorError, OSError, ValueError) as err:
+        return f"unreadable safetensors ({err})"
+    if digest(info["units"], state) != dig:
+        return "altered: tensors (names, dtypes, shapes or bytes) do not match its sha256 name"
+    meta = _metadata(data)
+    want = {"digest": dig, "units": json.dumps(info["units"])}
+    if meta != want:
+        keys = sorted(k for k in set(want) | set(meta or {}) if (meta or {}).get(k) != want.get(k))
+        return f"altered: header metadata {', '.join(map(repr, keys))} differs from the manifest's"
+    recorded = info.get("sha256")
+    if recorded is not None and file_sha256(data) != recorded:
+        return "altered: header bytes differ from the recorded sha256 of the file"
+    return None
+
+
 def digest(unit_specs: Sequence[dict[str, Any]], state: dict[str, torch.Tensor]) -> str:
     """sha256 over the unit specs (canonical JSON) and every tensor's name, dtype, shape and bytes."""
     h = hashlib.sha256(json.dumps(list(unit_specs), sort_keys=True).encode())
@@ -233,9 +285,23 @@ class Pool:
         return self.root / BLOCKS / f"{digest_}.safetensors"
 
     def load_state(self, digest_: str) -> dict[str, torch.Tensor]:
-        if digest_ not in self._manifest.files:
+        """The block's tensors, after checking every byte of its file against the manifest
+        (:class:`PoolError` naming the file and what differs otherwise)."""
+        info = self._manifest.files.get(digest_)
+        if info is None:
             raise ValueError(f"no block with digest {digest_} in {self.root}")
-        return load_file(self.path(digest_))
+        path = self.path(digest_)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise PoolError(f"{path}: unreadable ({err.strerror or err}); run `sparseloom pool build` to "
+                            "rebuild it") from None
+        recorded = info.get("sha256")
+        if recorded is None or file_sha256(data) != recorded:
+            problem = _what_differs(digest_, info, data)
+            if problem is not None:
+                raise PoolError(f"{path}: {problem}; run `sparseloom pool build` to rebuild it")
+        return load(data)
 
     def unit_specs(self, digest_: str) -> list[dict[str, Any]]:
         return list(self._manifest.files[digest_]["units"])
@@ -257,7 +323,8 @@ class Pool:
 
 
 def verify(root: str | Path) -> list[PoolProblem]:
-    """Every missing, truncated or altered file of a pool (empty when it is sound)."""
+    """Every missing, truncated or altered file of a pool, each named with what differs (empty when
+    it is sound): the tensors, the header metadata that rebuilds the module, or any other byte."""
     root = Path(root)
     try:
         manifest = _read_manifest(root)
@@ -269,18 +336,9 @@ def verify(root: str | Path) -> list[PoolProblem]:
         if not path.is_file():
             problems.append(PoolProblem(str(path), "missing"))
             continue
-        size = path.stat().st_size
-        if size != info["bytes"]:
-            kind = "truncated" if size < info["bytes"] else "altered"
-            problems.append(PoolProblem(str(path), f"{kind}: {size} bytes, manifest says {info['bytes']}"))
-            continue
-        try:
-            state = load_file(path)
-        except (SafetensorError, OSError, ValueError) as err:
-            problems.append(PoolProblem(str(path), f"unreadable safetensors ({err})"))
-            continue
-        if digest(info["units"], state) != dig:
-            problems.append(PoolProblem(str(path), "altered: content does not match its sha256 name"))
+        problem = _what_differs(dig, info, path.read_bytes())
+        if problem is not None:
+            problems.append(PoolProblem(str(path), problem))
     known = set(manifest.files)
     for b in manifest.blocks:
         if b["digest"] not in known:
@@ -299,27 +357,53 @@ def build_pool(
     progress: bool = True,
     on_block: Callable[[Block], None] | None = None,
     factories: Factories | None = None,
+    check: bool = False,
 ) -> Pool:
     """Build (or resume building) a pool holding every requested model variant.
 
-    Blocks already recorded with a sound file are skipped, so running this
-    again after an interruption finishes the job. ``on_block`` is called after
+    Blocks already recorded with a file of the recorded size are skipped, so running this
+    again after an interruption finishes the job; ``check`` reads every recorded file first and
+    rebuilds, with a :class:`PoolWarning`, those whose bytes differ. ``on_block`` is called after
     each block is durably recorded. ``factories``: in-memory model factories that
-    requests name (see :data:`stitching.units.Factories`).
+    requests name (see :data:`stitching.units.Factories`). Builds into one directory from several
+    processes take turns on a file lock (``.build.lock``).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / BLOCKS).mkdir(exist_ok=True)
-    for stale in root.rglob(".*.tmp"):  # left by an interrupted atomic write
-        stale.unlink()
-    manifest = _read_manifest(root) if (root / MANIFEST).is_file() else _Manifest()
     names = [r.name for r in requests]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique in one pool build: {names}")
-    with tqdm(total=_requests_total(requests), desc="pool build", unit="block", disable=not progress) as bar:
-        for request in requests:
-            _build_model(root, manifest, request, cache_dir, bar, on_block, factories)
+    # One writer at a time: a second build waits, then finds the first one's blocks and skips them.
+    lock = FileLock(root / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another build of {root} to finish", file=sys.stderr)
+        lock.acquire()
+    try:
+        (root / BLOCKS).mkdir(exist_ok=True)
+        for stale in root.rglob(".*.tmp"):  # left by an interrupted atomic write
+            stale.unlink()
+        manifest = _read_manifest(root) if (root / MANIFEST).is_file() else _Manifest()
+        if check:
+            _drop_bad_files(root, manifest)
+        with tqdm(total=_requests_total(requests), desc="pool build", unit="block", disable=not progress) as bar:
+            for request in requests:
+                _build_model(root, manifest, request, cache_dir, bar, on_block, factories)
+    finally:
+        lock.release()
     return Pool(root, factories)
+
+
+def _drop_bad_files(root: Path, manifest: _Manifest) -> None:
+    """Forget every block file whose bytes are not the recorded ones, with a warning, so it is rebuilt."""
+    for dig, info in list(manifest.files.items()):
+        path = root / BLOCKS / f"{dig}.safetensors"
+        problem = _what_differs(dig, info, path.read_bytes()) if path.is_file() else "missing"
+        if problem is not None:
+            warnings.warn(f"{path}: {problem}; rebuilding it", PoolWarning, stacklevel=3)
+            del manifest.files[dig]
+            path.unlink(missing_ok=True)
 
 
 def _file_ok(root: Path, manifest: _Manifest, dig: str) -> bool:
@@ -445,8 +529,9 @@ def _store_block(
     specs = block.unit_specs()
     dig = digest(specs, state)
     if not _file_ok(root, manifest, dig):
-        write_safetensors(root / BLOCKS / f"{dig}.safetensors", state, {"digest": dig, "units": json.dumps(specs)})
-        manifest.files[dig] = {"bytes": (root / BLOCKS / f"{dig}.safetensors").stat().st_size, "units": specs}
+        data = save(state, metadata={"digest": dig, "units": json.dumps(specs)})
+        write_bytes(root / BLOCKS / f"{dig}.safetensors", data)
+        manifest.files[dig] = {"bytes": len(data), "sha256": file_sha256(data), "units": specs}
     return Block(
         model=request.name,
         base_model=request.base_model,

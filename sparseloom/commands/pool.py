@@ -92,7 +92,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     requests = requests_from(args)
     try:
-        pool = build_pool(args.out, requests, args.cache, progress=not args.no_progress)
+        pool = build_pool(args.out, requests, args.cache, progress=not args.no_progress, check=True)
     except ValueError as err:
         raise stitching_error(err, str(args.source), "models that can be partitioned and pruned as asked") from None
     size = pool.size()

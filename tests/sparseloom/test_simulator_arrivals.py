@@ -134,3 +134,25 @@ def test_transition_matrix_follows_probabilities() -> None:
     time_a = sum(e - s for s, e in windows["a"]) / 4_000_000.0
     # Stationary distribution of this chain: a = 1/3, b = 2/3.
     assert time_a == pytest.approx(1 / 3, abs=0.03)
+
+
+def test_a_malformed_trace_is_refused_with_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparseloom import arrivals
+    from sparseloom.errors import InputError
+
+    cases = {
+        "negative.csv": ("time_s\n0.1\n# note\n\n0.2,x\n-1\n", r"negative\.csv:6: .*finite timestamp >= 0"),
+        "word.csv": ("0.1\n0.2\nsoon\n", r"word\.csv:3: .*timestamp in seconds, found 'soon'"),
+        "long.csv": ("0.1\n" + "1" * (arrivals.MAX_TRACE_LINE + 10) + "\n", r"long\.csv:2: .*lines of at most"),
+        "oneline.csv": ("1" * (5 * 1024 * 1024), r"oneline\.csv:1: .*lines of at most"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_trace(tmp_path / name)
+    monkeypatch.setattr(arrivals, "MAX_TRACE_EVENTS", 3)
+    (tmp_path / "many.csv").write_text("0\n1\n2\n3\n")
+    with pytest.raises(InputError, match="at most 3 timestamps"):
+        load_trace(tmp_path / "many.csv")
+    (tmp_path / "three.csv").write_text("2\n0\n1\n")
+    np.testing.assert_allclose(load_trace(tmp_path / "three.csv"), [0.0, 1.0, 2.0])

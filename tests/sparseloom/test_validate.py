@@ -324,3 +324,51 @@ def test_a_bad_reference_result_is_located(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         load_workload(odd)
     assert any(q.path.endswith("reference[0].dtype") for q in err.value.problems)
+
+
+def _bomb(levels: int = 9) -> str:
+    """A "billion laughs": each level a list of nine aliases of the one before (9^levels strings)."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for k in range(1, levels):
+        lines.append(f"a{k}: &a{k} [" + ",".join([f"*a{k - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_exits_2_naming_the_line_in_bounded_memory(tmp_path: Path) -> None:
+    import os
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_bomb())
+    assert bomb.stat().st_size < 1024
+    proc = subprocess.Popen([sys.executable, "-m", "sparseloom.cli", "validate", str(bomb)],
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 2, err
+    assert re.search(r"bomb\.yaml:\d+: .*aliases are expanded", err) and "Traceback" not in err
+    assert usage.ru_maxrss < 500 * 1024, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"  # ru_maxrss is in KB
+
+
+def test_nesting_and_size_have_bounds(tmp_path: Path) -> None:
+    from sparseloom import yamlsource
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a:\n  b: " + "[" * (yamlsource.MAX_DEPTH + 1) + "]" * (yamlsource.MAX_DEPTH + 1) + "\n")
+    with pytest.raises(InputError, match=r"deep\.yaml:2: .*nesting deeper than 64"):
+        load_workload(deep)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("a: " + "[" * 40 + "]" * 40 + "\n")
+    node, depth = yamlsource.load(ok).data["a"], 1
+    while node:
+        node, depth = node[0], depth + 1
+    assert depth == 40  # below the bound it parses whole
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (yamlsource.MAX_BYTES // 10 + 1))
+    with pytest.raises(InputError, match=r"big\.yaml: .*at most 4 MiB"):
+        load_workload(big)
+    # A bomb just under the node bound still loads: the bound counts expansions, it does not ban aliases.
+    small = tmp_path / "small.yaml"
+    small.write_text(_bomb(levels=4))
+    assert len(yamlsource.load(small).data["a3"]) == 9

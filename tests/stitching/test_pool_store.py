@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stitching.pool import Block, ModelRequest, Pool, build_pool, digest, verify
+from stitching.pool import Block, ModelRequest, Pool, PoolError, PoolWarning, build_pool, digest, verify
 from stitching.prune import Recipe
 
 SMALL_RECIPES = (Recipe("structured", 0.5), Recipe("unstructured", 0.9), Recipe("int8"))  # as in conftest
@@ -190,3 +190,77 @@ def test_a_killed_build_process_resumes(digits_pool: Pool, cache_dir: Path, tmp_
     pool = build_pool(root, [ModelRequest("digits_cnn", "digits_cnn", 4, None, SMALL_RECIPES)], cache_dir, progress=False)
     assert verify(root) == [] and len(pool.blocks()) == 16
     assert {b.digest for b in pool.blocks()} == {b.digest for b in digits_pool.blocks()}
+
+
+def _alter_metadata(path: Path) -> None:
+    """Change one digit inside the header metadata that rebuilds the module: same length, same tensors."""
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    start = data.index(b'"units"', data.index(b'"__metadata__"', 8, 8 + size), 8 + size)
+    at = next(i for i in range(start, 8 + size) if chr(data[i]).isdigit())
+    data[at] = ord("7") if data[at] != ord("7") else ord("3")
+    path.write_bytes(bytes(data))
+
+
+def test_a_same_length_metadata_change_fails_verify_and_is_never_served(digits_pool: Pool, tmp_path: Path) -> None:
+    root, files = _copy(digits_pool, tmp_path)
+    before = files[2].stat().st_size
+    _alter_metadata(files[2])
+    assert files[2].stat().st_size == before
+    problems = verify(root)
+    assert [Path(p.path).name for p in problems] == [files[2].name]
+    assert "header metadata" in problems[0].problem and "'units'" in problems[0].problem
+    with pytest.raises(PoolError, match=files[2].name):
+        Pool(root).load_module(files[2].stem)
+
+
+def test_any_other_changed_header_byte_fails_verify(digits_pool: Pool, tmp_path: Path) -> None:
+    # The header's padding is neither tensors nor metadata; the file's recorded sha256 still covers it.
+    root, files = _copy(digits_pool, tmp_path)
+    data = bytearray(files[4].read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + size]
+    assert header.rstrip(b" ") != header, "no header padding to alter in this file"
+    data[8 + size - 1] = ord("\t")  # whitespace: the JSON still parses the same
+    files[4].write_bytes(bytes(data))
+    problems = verify(root)
+    assert [Path(p.path).name for p in problems] == [files[4].name] and "sha256" in problems[0].problem
+
+
+def test_a_checked_build_rebuilds_a_bad_file_with_a_warning(digits_pool: Pool, cache_dir: Path, tmp_path: Path) -> None:
+    root, files = _copy(digits_pool, tmp_path)
+    _alter_metadata(files[6])
+    request = ModelRequest("digits_cnn", "digits_cnn", 4, None, SMALL_RECIPES)
+    with pytest.warns(PoolWarning, match=files[6].name):
+        build_pool(root, [request], cache_dir, progress=False, check=True)
+    assert verify(root) == []
+    assert files[6].read_bytes() == (digits_pool.root / "blocks" / files[6].name).read_bytes()
+
+
+_BUILD = """
+import sys
+from pathlib import Path
+from stitching.pool import ModelRequest, build_pool
+from stitching.prune import Recipe
+request = ModelRequest("digits_cnn", "digits_cnn", 4, None, (Recipe("structured", 0.5), Recipe("unstructured", 0.9), Recipe("int8")))
+build_pool(Path(sys.argv[1]), [request], Path(sys.argv[2]), progress=False)
+"""
+
+
+def test_two_processes_building_one_pool_leave_a_pool_that_verifies(digits_pool: Pool, cache_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import stitching
+
+    root = tmp_path / "p"
+    env = {**os.environ, "PYTHONPATH": str(Path(stitching.__file__).parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD, str(root), str(cache_dir)], env=env,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert verify(root) == []
+    pool = Pool(root)
+    assert {b.digest for b in pool.blocks()} == {b.digest for b in digits_pool.blocks()} and len(pool.blocks()) == 16
