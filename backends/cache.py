@@ -2,8 +2,11 @@
 
 Artifacts are whatever TVM's ``export_library`` writes (a shared object for
 runnable or cross-linked targets, a tar of objects or sources otherwise)
-plus a small JSON record. Both are written to a temporary name in the cache
-directory and moved into place with ``os.replace``.
+plus a small sealed JSON record (:mod:`stitching.sealed`) holding the
+artifact's sha256. Both are written to a temporary name in the cache
+directory and moved into place with ``os.replace``. A record or artifact
+whose bytes changed is a miss, with a warning, and is compiled again;
+processes compiling one key take turns on its lock (:meth:`CompileCache.lock`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tvm
+from filelock import FileLock
 
-from stitching.atomic import write_json
+from stitching import sealed
 
 
 def canonical_target(target: dict[str, str | int]) -> str:
@@ -44,6 +49,14 @@ def tuning_state(tuning_db: Path | None) -> str:
     return "tuned:" + digest.hexdigest()[:16]
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """A cached artifact and what the compile recorded about it."""
@@ -65,13 +78,29 @@ class CompileCache:
     def _record_path(self, key: str) -> Path:
         return self.root / f"{key}.json"
 
+    def lock(self, key: str) -> FileLock:
+        """Held while compiling ``key``, so a second process waits and then hits the cache."""
+        return sealed.lock(self._record_path(key))
+
     def get(self, key: str) -> CacheEntry | None:
         path = self._record_path(key)
         if not path.exists():
             return None
-        record = json.loads(path.read_text())
-        artifact = self.root / record["artifact"]
-        if not artifact.exists():
+        record = sealed.read(path, legacy=lambda doc: "artifact" in doc)
+        if not isinstance(record, dict):
+            return None
+        artifact = self.root / str(record.get("artifact"))
+        if not artifact.is_file():
+            return None
+        if "artifact_sha256" not in record:  # written before records held it: seal what is there
+            record = dict(record, artifact_sha256=_file_sha256(artifact))
+            try:
+                sealed.write(path, record)
+            except OSError:
+                pass  # a read-only cache still serves what it holds
+        if _file_sha256(artifact) != record.get("artifact_sha256"):
+            warnings.warn(f"{artifact}: altered: its bytes do not match the recorded sha256; compiling it again",
+                          sealed.SealWarning, stacklevel=2)
             return None
         self.hits += 1
         return CacheEntry(key=key, artifact=artifact, record=record)
@@ -88,6 +117,6 @@ class CompileCache:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        full = dict(record, artifact=artifact.name)
-        write_json(self._record_path(key), full, indent=1, sort_keys=True)
+        full = dict(record, artifact=artifact.name, artifact_sha256=_file_sha256(artifact))
+        sealed.write(self._record_path(key), full)
         return CacheEntry(key=key, artifact=artifact, record=full)

@@ -109,11 +109,15 @@ class CPUBackend:
         entry = options.cache.get(key)
         if entry is not None:
             return _compiled(entry, block, processor, hit=True)
-        start = time.perf_counter()
-        executable = build(import_block(block), target, options.tuning_db)
-        fmt, writer, note = self._exporter(executable, processor, options.cross_link)
-        record.update(format=fmt, compile_s=time.perf_counter() - start, note=note)
-        entry = options.cache.put(key, "." + ("tar" if fmt == "tar" else "so"), writer, record)
+        with options.cache.lock(key):  # one process compiles a key; the others then hit
+            entry = options.cache.get(key)
+            if entry is not None:
+                return _compiled(entry, block, processor, hit=True)
+            start = time.perf_counter()
+            executable = build(import_block(block), target, options.tuning_db)
+            fmt, writer, note = self._exporter(executable, processor, options.cross_link)
+            record.update(format=fmt, compile_s=time.perf_counter() - start, note=note)
+            entry = options.cache.put(key, "." + ("tar" if fmt == "tar" else "so"), writer, record)
         return _compiled(entry, block, processor, hit=False)
 
     def _exporter(self, executable: Any, processor: ProcessorSpec, cross_link: bool) -> tuple[str, Any, str]:
@@ -173,15 +177,19 @@ class GPUBackend:
         entry = options.cache.get(key)
         if entry is not None:
             return _compiled(entry, block, processor, hit=True)
-        start = time.perf_counter()
-        target = make_target(processor.target)
-        executable = build(import_block(block), target)
-        runnable = self.present(processor)
-        fmt = "so" if runnable else "tar"
-        writer = (lambda p: executable.export_library(str(p))) if runnable else (lambda p: _export_objects(executable, p))
-        record.update(format=fmt, compile_s=time.perf_counter() - start,
-                      note="" if runnable else "device code and host objects; no GPU here to run them")
-        entry = options.cache.put(key, "." + fmt, writer, record)
+        with options.cache.lock(key):  # one process compiles a key; the others then hit
+            entry = options.cache.get(key)
+            if entry is not None:
+                return _compiled(entry, block, processor, hit=True)
+            start = time.perf_counter()
+            target = make_target(processor.target)
+            executable = build(import_block(block), target)
+            runnable = self.present(processor)
+            fmt = "so" if runnable else "tar"
+            writer = (lambda p: executable.export_library(str(p))) if runnable else (lambda p: _export_objects(executable, p))
+            record.update(format=fmt, compile_s=time.perf_counter() - start,
+                          note="" if runnable else "device code and host objects; no GPU here to run them")
+            entry = options.cache.put(key, "." + fmt, writer, record)
         return _compiled(entry, block, processor, hit=False)
 
     def load(self, compiled: CompiledBlock, processor: ProcessorSpec) -> Runner:
@@ -231,13 +239,18 @@ class NPUBackend:
         entry = options.cache.get(key)
         hit = entry is not None
         if entry is None:
-            start = time.perf_counter()
-            fallback = ProcessorSpec(name=f"{processor.name}-fallback", kind="cpu", target=_fallback_target(),
-                                     peak_gops=processor.peak_gops, memory_bandwidth_gbps=processor.memory_bandwidth_gbps)
-            executable = build(import_block(block), make_target(fallback.target))
-            record.update(format="so", compile_s=time.perf_counter() - start,
-                          note="host CPU build of the whole block: the functional fallback; NPU part modelled")
-            entry = options.cache.put(key, ".so", lambda p: executable.export_library(str(p)), record)
+            with options.cache.lock(key):  # one process compiles a key; the others then hit
+                entry = options.cache.get(key)
+                hit = entry is not None
+                if entry is None:
+                    start = time.perf_counter()
+                    fallback = ProcessorSpec(name=f"{processor.name}-fallback", kind="cpu", target=_fallback_target(),
+                                             peak_gops=processor.peak_gops,
+                                             memory_bandwidth_gbps=processor.memory_bandwidth_gbps)
+                    executable = build(import_block(block), make_target(fallback.target))
+                    record.update(format="so", compile_s=time.perf_counter() - start,
+                                  note="host CPU build of the whole block: the functional fallback; NPU part modelled")
+                    entry = options.cache.put(key, ".so", lambda p: executable.export_library(str(p)), record)
         compiled = _compiled(entry, block, processor, hit=hit, offload=plan)
         return CompiledBlock(**{**compiled.__dict__, "runnable": False})
 

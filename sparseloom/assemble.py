@@ -30,8 +30,7 @@ from sparseloom.arrivals import mean_rate_hz, sustained_rate_hz
 from sparseloom.errors import InputError
 from sparseloom.errors import Problem as Complaint
 from sparseloom.workload import ModelSpec, SoC, Workload
-from stitching import zoo
-from stitching.atomic import write_json
+from stitching import sealed, zoo
 from stitching.pool import Block, ModelRequest, Pool, build_pool
 from stitching.prune import Recipe
 from stitching.stitch import stitch
@@ -192,22 +191,23 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
         idle_ms = IDLE_MS
     key = _key("modelled-v8", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host)
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
-    if path.is_file():
-        return Profile.load(path)
-    # Imported here: TVM takes seconds to import and a cached profile does not need it.
-    from backends.base import CompileOptions
-    from backends.cache import CompileCache
-    from backends.profiler import Profiler
 
-    specs = [block_spec(pool, b) for b in blocks.values()]
-    tuning_db = cache_dir / "tuning" if tune_trials else None
-    options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), tuning_db=tuning_db,
-                             tune_trials=tune_trials, cross_link=False)
-    profile = Profiler(spec, options, repeats=repeats, progress=progress, compile_absent=compile_absent,
-                       calibration_blocks=8 if calibrate_on_host else 0, idle_ms=idle_ms).profile(
-        specs, {d: pool.path(d) for d in blocks})
-    profile.save(path)
-    return profile
+    def measure() -> Profile:
+        # Imported here: TVM takes seconds to import and a cached profile does not need it.
+        from backends.base import CompileOptions
+        from backends.cache import CompileCache
+        from backends.profiler import Profiler
+
+        specs = [block_spec(pool, b) for b in blocks.values()]
+        tuning_db = cache_dir / "tuning" if tune_trials else None
+        options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), tuning_db=tuning_db,
+                                 tune_trials=tune_trials, cross_link=False)
+        return Profiler(spec, options, repeats=repeats, progress=progress, compile_absent=compile_absent,
+                        calibration_blocks=8 if calibrate_on_host else 0, idle_ms=idle_ms).profile(
+            specs, {d: pool.path(d) for d in blocks})
+
+    # Sealed and locked: a torn or altered profile is measured again, and two processes measure once.
+    return sealed.cached(path, measure, Profile.to_json, Profile.from_json)
 
 
 def accuracy_terms(pool: Pool, model: str, cache_dir: Path, progress: bool = True) -> AccuracyTerms | None:
@@ -218,26 +218,34 @@ def accuracy_terms(pool: Pool, model: str, cache_dir: Path, progress: bool = Tru
         return None  # a user model: no evaluation data, accuracy unknown
     digests = sorted(b.digest for b in pool.blocks(model))
     path = pool.root / "accuracy" / f"{model}-{_key('v2', digests)}.json"
-    if path.is_file():
-        data = json.loads(path.read_text())
+
+    def decode(data: dict) -> AccuracyTerms:
         deltas = {(int(p), v): d for p, v, d in data.pop("deltas")}
         measured = {tuple(k): float(a) for k, a in data.pop("measured")}
         return AccuracyTerms(deltas=deltas, measured=measured, **data)
-    base = zoo.load(name, cache_dir)
-    evaluator = zoo.evaluator(name, base, cache_dir)
-    report = stitch(pool, model, evaluator, progress=progress)
-    est = report.estimator
-    if est is None:
-        return None
-    measured = {c.digests: c.accuracy for c in report.candidates
-                if c.accuracy_source == "measured" and c.accuracy is not None}
-    terms = AccuracyTerms(model, est.form, est.base_accuracy, est.floor, dict(est.terms), est.measurements,
-                          report.evaluation, measured)
-    record = {k: v for k, v in asdict(terms).items() if k not in ("deltas", "measured")}
-    record["deltas"] = [[p, v, d] for (p, v), d in terms.deltas.items()]
-    record["measured"] = [[list(k), a] for k, a in measured.items()]
-    write_json(path, record)
-    return terms
+
+    data = sealed.read(path)
+    if data is not None:
+        return decode(data)
+    with sealed.lock(path):  # measured once across processes; a bad record is measured again
+        data = sealed.read(path)
+        if data is not None:
+            return decode(data)
+        base = zoo.load(name, cache_dir)
+        evaluator = zoo.evaluator(name, base, cache_dir)
+        report = stitch(pool, model, evaluator, progress=progress)
+        est = report.estimator
+        if est is None:
+            return None
+        measured = {c.digests: c.accuracy for c in report.candidates
+                    if c.accuracy_source == "measured" and c.accuracy is not None}
+        terms = AccuracyTerms(model, est.form, est.base_accuracy, est.floor, dict(est.terms), est.measurements,
+                              report.evaluation, measured)
+        record = {k: v for k, v in asdict(terms).items() if k not in ("deltas", "measured")}
+        record["deltas"] = [[p, v, d] for (p, v), d in terms.deltas.items()]
+        record["measured"] = [[list(k), a] for k, a in measured.items()]
+        sealed.write(path, record)
+        return terms
 
 
 def _transitions(workload: Workload) -> dict[str, dict[str, float]]:

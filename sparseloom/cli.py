@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 internal error, 2 bad input, 3 infeasible workload.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -55,13 +56,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`| head`): not an error of ours; silence the final flush.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRORS:
+            return _internal()
+        # Writes are atomic (a temporary file, then a rename), so nothing half-written is left behind.
+        where = f" {err.filename}" if err.filename else ""
+        print(f"sparseloom: cannot write{where}: {_STORAGE_ERRORS[err.errno]}. Nothing was half-written and "
+              "no existing file was changed; free some space, or point --cache / $SPARSELOOM_CACHE at a "
+              "writable directory.", file=sys.stderr)
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERNAL
     except Exception:  # noqa: BLE001 - the last line of defence: say it is ours, not the user's
-        print("sparseloom: internal error (please report it):", file=sys.stderr)
-        traceback.print_exc()
-        return EXIT_INTERNAL
+        return _internal()
+
+
+_STORAGE_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied (a read-only directory?)",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def _internal() -> int:
+    print("sparseloom: internal error (please report it):", file=sys.stderr)
+    traceback.print_exc()
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ them on exactly these variants. Measurements are cached per model in the pool
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,8 +18,7 @@ from tqdm import tqdm
 from scheduler.plan import Plan
 from scheduler.problem import Problem, TaskSpec
 from sparseloom.assemble import Assembled, _key, measured_choices
-from stitching import zoo
-from stitching.atomic import write_json
+from stitching import sealed, zoo
 from stitching.stitch import Measurer
 
 
@@ -86,7 +84,8 @@ def measure_served(assembled: Assembled, plans: Mapping[str, Plan], cache_dir: P
         info = pool.model_info(model)
         digests_of = {c: _digests(t, c) for t in tasks for c in wanted[t.name]}
         path = pool.root / "accuracy" / f"{model}-served-{_key(sorted(b.digest for b in pool.blocks(model)))}.json"
-        known = {tuple(k): float(a) for k, a in json.loads(path.read_text())} if path.is_file() else {}
+        record = sealed.read(path, legacy=lambda doc: isinstance(doc, list))
+        known = {tuple(k): float(a) for k, a in record} if isinstance(record, list) else {}
         for t in tasks:
             known.update({_digests(t, c): a for c, a in t.measured_accuracy.items()})
         todo = sorted({d for d in digests_of.values() if d not in known})
@@ -98,7 +97,10 @@ def measure_served(assembled: Assembled, plans: Mapping[str, Plan], cache_dir: P
                 for d in tqdm(todo, desc=f"measure served {model}", unit="variant", leave=False,
                               disable=not progress):
                     known[d] = measurer.measure(d)
-                write_json(path, [[list(k), a] for k, a in sorted(known.items())])
+                with sealed.lock(path):  # merge with what another process may have added meanwhile
+                    before = sealed.read(path, legacy=lambda doc: isinstance(doc, list))
+                    merged = {tuple(k): float(a) for k, a in before} if isinstance(before, list) else {}
+                    sealed.write(path, [[list(k), a] for k, a in sorted({**merged, **known}.items())])
         measured[model] = known
         errors = []
         for t in tasks:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from backends.base import CompileOptions
@@ -62,3 +65,26 @@ def test_structured_block_has_fewer_flops() -> None:
     dense = make_block("d", torch.nn.Linear(64, 64), (torch.randn(4, 64),))
     half = make_block("h", torch.nn.Linear(64, 32), (torch.randn(4, 64),), pattern="structured", level=0.5)
     assert half.flops == dense.flops / 2
+
+
+def test_an_altered_artifact_or_record_is_compiled_again_with_a_warning(cnn_block: BlockSpec, host: ProcessorSpec,
+                                                                         options: CompileOptions) -> None:
+    from stitching.sealed import SealWarning
+
+    first = backend_for(host).compile(cnn_block, host, options)
+    assert first.artifact is not None
+    artifact = Path(first.artifact)
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte of machine code changed
+    artifact.write_bytes(bytes(data))
+    again = CompileOptions(cache=CompileCache(options.cache.root))
+    with pytest.warns(SealWarning, match=artifact.name):
+        second = backend_for(host).compile(cnn_block, host, again)
+    assert not second.cache_hit and again.cache.compiles == 1
+    record = next(p for p in options.cache.root.glob("*.json") if artifact.stem in p.name)
+    record.write_text(record.read_text().replace('"compile_s"', '"compile_t"'))
+    third = CompileOptions(cache=CompileCache(options.cache.root))
+    with pytest.warns(SealWarning, match=record.name):
+        assert not backend_for(host).compile(cnn_block, host, third).cache_hit
+    fourth = CompileOptions(cache=CompileCache(options.cache.root))
+    assert backend_for(host).compile(cnn_block, host, fourth).cache_hit
