@@ -25,6 +25,7 @@ import tvm
 from filelock import FileLock
 
 from stitching import sealed
+from stitching.atomic import remove_stale
 
 
 def canonical_target(target: dict[str, str | int]) -> str:
@@ -109,7 +110,9 @@ class CompileCache:
         """Write an artifact with ``write(tmp_path)`` and its record, both atomically."""
         self.compiles += 1
         artifact = self.root / f"{key}{suffix}"
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=suffix, prefix=".tmp-")
+        remove_stale(self.root, ".*.tmp*")  # left by compiles that were killed
+        # The extension stays last: TVM's export picks the format from it.
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp" + suffix, prefix=f".{key}.{os.getpid()}.")
         os.close(fd)
         try:
             write(Path(tmp))

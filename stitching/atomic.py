@@ -2,10 +2,15 @@
 
 Readers see the old file or the new one, never a partial one. It lives in the
 lowest layer so stitching, backends and sparseloom all share it.
+
+A temporary file is named ``.<name>.<pid>.<random>.tmp`` (maybe with an extension after it). A writer that is killed leaves one
+behind; the next write of the same file (or :func:`remove_stale`) deletes those whose process is
+gone, and never one that a live process is still writing.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -22,10 +27,39 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _stale(tmp: Path) -> bool:
+    """A temporary file whose writer is gone (names from before pids were in them count as gone)."""
+    parts = tmp.name[: tmp.name.rindex(".tmp")].rsplit(".", 2)
+    pid = parts[1] if len(parts) == 3 else ""
+    return not (pid.isdigit() and _alive(int(pid)))
+
+
+def remove_stale(directory: Path, pattern: str = ".*.tmp", recursive: bool = False) -> int:
+    """Delete the temporaries in ``directory`` left by killed writers; how many were deleted."""
+    found = Path(directory).rglob(pattern) if recursive else Path(directory).glob(pattern)
+    count = 0
+    for tmp in found:
+        if ".tmp" in tmp.name and _stale(tmp):
+            tmp.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
 def write_bytes(path: Path, data: bytes | bytearray | memoryview) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale(path.parent, f".{glob.escape(path.name)}.*.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -34,7 +34,7 @@ from safetensors.torch import load, load_file, save
 from tqdm import tqdm
 
 from stitching import zoo
-from stitching.atomic import write_bytes
+from stitching.atomic import remove_stale, write_bytes
 from stitching.partition import (
     BaseModel,
     BlockModule,
@@ -382,8 +382,7 @@ def build_pool(
         lock.acquire()
     try:
         (root / BLOCKS).mkdir(exist_ok=True)
-        for stale in root.rglob(".*.tmp"):  # left by an interrupted atomic write
-            stale.unlink()
+        remove_stale(root, recursive=True)  # left by writers that were killed
         manifest = _read_manifest(root) if (root / MANIFEST).is_file() else _Manifest()
         if check:
             _drop_bad_files(root, manifest)
