@@ -373,6 +373,11 @@ def build_pool(
     names = [r.name for r in requests]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique in one pool build: {names}")
+    if not check and (root / MANIFEST).is_file():
+        # Complete already: nothing to write, so no lock either (a read-only pool still serves).
+        done = _read_manifest(root)
+        if all(_complete(root, done, r) for r in requests):
+            return Pool(root, factories)
     # One writer at a time: a second build waits, then finds the first one's blocks and skips them.
     lock = FileLock(root / LOCK)
     try:
