@@ -13,6 +13,7 @@ from sparseloom.runtime.host import processors_present, restrict
 from sparseloom.runtime.replay import Replayed, replay
 from sparseloom.runtime.residency import BlockTooLarge, MemoryWaitTimeout, Residency
 from sparseloom.runtime.stats import RuntimeStats, TaskStats
+from sparseloom.runtime.workers import WorkerDied
 
 __all__ = [
     "BlockTooLarge",
@@ -23,6 +24,7 @@ __all__ = [
     "Runtime",
     "RuntimeStats",
     "TaskStats",
+    "WorkerDied",
     "processors_present",
     "replay",
     "restrict",

@@ -25,6 +25,7 @@ the profile) every FEEDBACK_EVERY_MS, as in the simulator, and the plan its
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from scheduler.problem import Problem
 from sparseloom.runtime.host import processors_present
 from sparseloom.runtime.residency import Residency
 from sparseloom.runtime.stats import Recorder, RuntimeStats, TaskStats, result
-from sparseloom.runtime.workers import Worker
+from sparseloom.runtime.workers import Worker, WorkerDied
 from sparseloom.sim.metrics import RunResult, run_result
 
 
@@ -155,7 +156,10 @@ class Runtime:
             wait_s=memory_wait_s,
         )
         by_deadline = check_order(policy)
-        self.workers = [Worker(p.name, i, self._execute, by_deadline) for i, p in enumerate(problem.processors)]
+        self.workers = [Worker(p.name, i, self._execute, by_deadline, self._worker_died)
+                        for i, p in enumerate(problem.processors)]
+        # Processor -> the error its worker died of: reported by the run, never waited on.
+        self.dead_workers: dict[str, str] = {}
         self._view = _View(self)
         self._current: dict[str, Route] = {}
         self._feedback = Feedback()
@@ -328,8 +332,31 @@ class Runtime:
                 self._replanner.submit(self._recalibrate, self.problem, self._feedback.copy())
             self._in_flight += 1
             req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms)
-            self.workers[steps[0].processor].put(req, steps[0].expected_ms, req.deadline_ms)
+            self._hand(req, steps[0])
         return fut
+
+    def _hand(self, req: _Request, step: Step) -> None:
+        """Queue ``req`` on ``step``'s worker, or fail it at once when that worker has died."""
+        try:
+            self.workers[step.processor].put(req, step.expected_ms, req.deadline_ms)
+        except WorkerDied as err:
+            self._fail(req, err)
+
+    def _fail(self, req: _Request, err: BaseException) -> None:
+        if req.future.done():
+            return
+        self._finish(req)
+        self.recorder.reject(req.rid, error=True)
+        req.future.set_exception(err)
+
+    def _worker_died(self, worker: Worker[_Request], err: BaseException, pending: list[_Request]) -> None:
+        """A worker thread died: say so, and fail its running and queued requests instead of leaving them."""
+        message = f"the {worker.processor} worker died ({err!r}); its requests failed"
+        with self._lock:
+            self.dead_workers[worker.processor] = repr(err)
+        print(f"sparseloom runtime: {message}", file=sys.stderr)
+        for req in pending:
+            self._fail(req, WorkerDied(message))
 
     def _expected_finish(self, steps: tuple[Step, ...]) -> float:
         t = 0.0
@@ -364,16 +391,13 @@ class Runtime:
             finally:
                 self.residency.release(step.digest)
         except Exception as err:  # noqa: BLE001 - the request fails, the runtime keeps serving
-            self._finish(req)
-            self.recorder.reject(req.rid, error=True)
-            req.future.set_exception(err)
+            self._fail(req, err)
             return
         req.tensors = outs
         req.position += 1
         if req.position < len(req.steps):
-            nxt = req.steps[req.position]
             # A real hand-off: the next worker receives the output tensors themselves.
-            self.workers[nxt.processor].put(req, nxt.expected_ms, req.deadline_ms)
+            self._hand(req, req.steps[req.position])
             return
         self.recorder.done(req.rid, self.now_ms(), req.run_ms, sum(s.expected_ms for s in req.steps))
         self._finish(req)

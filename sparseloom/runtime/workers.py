@@ -19,6 +19,10 @@ from typing import Generic, TypeVar
 Job = TypeVar("Job")
 
 
+class WorkerDied(RuntimeError):
+    """A processor's worker thread died; its requests fail with this instead of waiting forever."""
+
+
 class Worker(threading.Thread, Generic[Job]):
     """A processor's queue and the thread that drains it."""
 
@@ -28,6 +32,7 @@ class Worker(threading.Thread, Generic[Job]):
         index: int,
         execute: Callable[[Worker[Job], Job], None],
         by_deadline: bool = True,
+        on_death: Callable[[Worker[Job], BaseException, list[Job]], None] | None = None,
     ) -> None:
         super().__init__(name=f"sparseloom-worker-{name}", daemon=True)
         self.processor = name
@@ -40,12 +45,18 @@ class Worker(threading.Thread, Generic[Job]):
         self._busy = False
         self._cond = threading.Condition()
         self._stopping = False
+        self._on_death = on_death
+        self._running: Job | None = None
+        # Set when the thread died of an error ``execute`` let through: later puts fail at once.
+        self.error: BaseException | None = None
         self.queued_ms = 0.0
         self.busy_until_ms = 0.0
 
     def put(self, job: Job, expected_ms: float, deadline_ms: float) -> None:
         """Queue ``job``; ``deadline_ms`` orders it when the queue is served earliest deadline first."""
         with self._cond:
+            if self.error is not None:
+                raise WorkerDied(f"the {self.processor} worker died ({self.error!r}); it takes no more requests")
             n = next(self._joined)
             heapq.heappush(self._queue, (deadline_ms if self._by_deadline else float(n), n, job, expected_ms))
             self.queued_ms += expected_ms
@@ -63,6 +74,20 @@ class Worker(threading.Thread, Generic[Job]):
             self._cond.notify()
 
     def run(self) -> None:
+        try:
+            self._drain()
+        except BaseException as err:  # noqa: BLE001 - reported to the owner, who fails what was queued
+            with self._cond:
+                self.error = err
+                pending = [self._running] if self._running is not None else []
+                pending += [entry[2] for entry in self._queue]
+                self._queue.clear()
+                self.queued_ms = 0.0
+                self._busy = False
+            if self._on_death is not None:
+                self._on_death(self, err, pending)
+
+    def _drain(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
@@ -72,8 +97,8 @@ class Worker(threading.Thread, Generic[Job]):
                 _, _, job, expected = heapq.heappop(self._queue)
                 self.queued_ms = max(0.0, self.queued_ms - expected) if self._queue else 0.0
                 self._busy = True
-            try:
-                self._execute(self, job)
-            finally:
-                with self._cond:
-                    self._busy = False
+                self._running = job
+            self._execute(self, job)
+            with self._cond:
+                self._busy = False
+                self._running = None

@@ -44,7 +44,7 @@ def run(argv: Sequence[str], env: dict[str, str], kill_after_s: float | None = N
     proc = _CTX.Process(target=_command, args=(list(argv), env))
     proc.start()
     proc.join(kill_after_s)
-    if proc.is_alive():
+    if proc.is_alive() and proc.pid is not None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
         return None

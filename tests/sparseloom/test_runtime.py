@@ -375,3 +375,59 @@ def test_the_runtime_closes_the_loop_on_measured_block_latencies(pool: Pool, dir
             assert factors and min(factors.values()) > 10.0
         else:
             assert (replans, dict(factors)) == (0, {})
+
+
+class _Fatal(BaseException):
+    """An error that gets past ``except Exception``: it kills the worker thread that meets it."""
+
+
+def _failing_on(rt: Runtime, processor: str, error: BaseException) -> None:
+    acquire = rt.residency.acquire
+
+    def patched(digest: str, proc: str) -> object:
+        runner = acquire(digest, proc)
+        if proc != processor:
+            return runner
+
+        def broken(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            raise error
+        return broken
+    rt.residency.acquire = patched  # type: ignore[method-assign,assignment]
+
+
+def test_a_block_that_raises_fails_its_request_and_the_others_are_served(pool: Pool, dirs: Path,
+                                                                           images: torch.Tensor) -> None:
+    problem = digits_problem(pool)
+    policy = FixedRoutes(problem, [((0, 0), ("cpu0", "cpu0")), ((0, 0), ("cpu1", "cpu1"))])
+    with Runtime(problem, policy, host_soc(), pool, cache_dir=dirs / "cc") as rt:
+        _failing_on(rt, "cpu1", ValueError("bad block"))
+        outs = [rt.submit("digits", images[i : i + 1]) for i in range(8)]
+        for i, fut in enumerate(outs):
+            if i % 2:
+                with pytest.raises(ValueError, match="bad block"):
+                    fut.result(timeout=30)
+            else:
+                assert fut.result(timeout=30).shape == (1, 10)
+        assert rt.stats().errors == 4 and rt.dead_workers == {}
+
+
+def test_a_worker_that_dies_is_reported_and_its_requests_fail_instead_of_waiting(
+        pool: Pool, dirs: Path, images: torch.Tensor, capsys: pytest.CaptureFixture[str]) -> None:
+    problem = digits_problem(pool)
+    policy = FixedRoutes(problem, [((0, 0), ("cpu0", "cpu0")), ((0, 0), ("cpu1", "cpu1"))])
+    rt = Runtime(problem, policy, host_soc(), pool, cache_dir=dirs / "cc")
+    _failing_on(rt, "cpu1", _Fatal())
+    outs = [rt.submit("digits", images[i : i + 1]) for i in range(12)]
+    served = failed = 0
+    for i, fut in enumerate(outs):
+        if i % 2:
+            with pytest.raises(sl.runtime.WorkerDied, match="cpu1 worker died"):
+                fut.result(timeout=30)
+            failed += 1
+        else:
+            assert fut.result(timeout=30).shape == (1, 10)
+            served += 1
+    assert (served, failed) == (6, 6) and "cpu1" in rt.dead_workers
+    assert rt.drain(timeout_s=10) and rt.in_flight == 0
+    rt.close(timeout_s=10)
+    assert "cpu1 worker died" in capsys.readouterr().err
