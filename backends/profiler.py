@@ -17,7 +17,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from backends.costmodel import (
 from backends.processor import ProcessorSpec, SoCSpec, host_cpu
 from backends.profile import LoadCost, Profile, ProfileEntry, TransferCost
 from backends.tvm_backends import backend_for, plan_only, runner_for, threads_for
+from stitching.processes import worker_pool
 
 # Idle gap before each timed run of a block on a present processor: a runtime worker runs a
 # request's first block after waiting for it, never back to back as a timing loop does. Measured
@@ -275,7 +276,7 @@ class Profiler:
                 bar.update()
         else:
             # Forked: the workers only partition Relax modules, and a fork needs no re-import.
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            with worker_pool(workers, multiprocessing.get_context("fork")) as pool:
                 futures = {pool.submit(plan_only, *pairs[i]): i for i in firsts.values()}
                 for fut in as_completed(futures):
                     done[futures[fut]] = fut.result()

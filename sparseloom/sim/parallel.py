@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import Any, TypeVar
+
+from stitching.processes import worker_pool
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -19,7 +21,7 @@ def map_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int, bar: Any) ->
             bar.update()
         return out
     results: dict[int, R] = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with worker_pool(workers) as pool:  # workers die with this process, even by SIGKILL
         futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
         for fut in as_completed(futures):
             results[futures[fut]] = fut.result()

@@ -22,9 +22,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 _CTX = mp.get_context("forkserver")
-_CTX.set_forkserver_preload(["sparseloom.cli", "sparseloom.sim", "stitching.pool", "stitching.multitask.study",
-                             "matplotlib.pyplot", "torch"])
+# Everything the four commands import, so a run starts in milliseconds.
+_CTX.set_forkserver_preload(["sparseloom.cli", "sparseloom.sim", "sparseloom.assemble", "sparseloom.verdict",
+                             "backends.profiler", "stitching.pool", "stitching.multitask.study", "matplotlib.pyplot",
+                             "PIL.Image", "sympy", "torch", "torch._dynamo", "torch.export"])
 
 
 def _command(argv: Sequence[str], env: dict[str, str]) -> None:
@@ -41,14 +45,27 @@ def _command(argv: Sequence[str], env: dict[str, str]) -> None:
 
 def run(argv: Sequence[str], env: dict[str, str], kill_after_s: float | None = None) -> int | None:
     """The command's exit code; None when it was killed (SIGKILL after ``kill_after_s``)."""
+    return run_counting_orphans(argv, env, kill_after_s)[0]
+
+
+def run_counting_orphans(argv: Sequence[str], env: dict[str, str],
+                         kill_after_s: float | None = None) -> tuple[int | None, int]:
+    """(the exit code or None when killed, how many of its child processes outlived it by 5 s)."""
     proc = _CTX.Process(target=_command, args=(list(argv), env))
     proc.start()
     proc.join(kill_after_s)
-    if proc.is_alive() and proc.pid is not None:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join()
-        return None
-    return proc.exitcode
+    if not (proc.is_alive() and proc.pid is not None):
+        return proc.exitcode, 0
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    _, alive = psutil.wait_procs(children, timeout=5.0)
+    for orphan in alive:  # do not leave them behind the test either
+        orphan.kill()
+    return None, len(alive)
 
 
 def timed(argv: Sequence[str], env: dict[str, str]) -> float:
@@ -113,13 +130,14 @@ class Campaign:
     reruns_ok: int = 0
     torn_after_rerun: list[str] = field(default_factory=list)
     temporaries_after_rerun: int = 0
+    orphans: int = 0  # child processes that outlived a killed command
     seconds: float = 0.0
 
     def line(self) -> str:
         return (f"{self.command}: {self.points} SIGKILL points ({self.killed} mid-run), torn after a kill "
                 f"{len(self.torn_after_kill)}, next run completed {self.reruns_ok}/{self.points}, torn after it "
                 f"{len(self.torn_after_rerun)}, leftover temporaries {self.temporaries_after_rerun}, "
-                f"{self.seconds:.0f} s")
+                f"orphaned processes {self.orphans}, {self.seconds:.0f} s")
 
 
 def campaign(command: str, argv: Sequence[str], env: dict[str, str], prepare: Callable[[], None],
@@ -132,8 +150,9 @@ def campaign(command: str, argv: Sequence[str], env: dict[str, str], prepare: Ca
     for _ in range(points):
         prepare()
         out.points += 1
-        if run(argv, env, kill_after_s=rng.uniform(0.0, span_s)) is None:
-            out.killed += 1
+        code, orphans = run_counting_orphans(argv, env, kill_after_s=rng.uniform(0.0, span_s))
+        out.killed += code is None
+        out.orphans += orphans
         found, _ = torn(roots)
         out.torn_after_kill += found
         if run(argv, env) == 0:
