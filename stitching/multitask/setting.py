@@ -9,9 +9,13 @@ monolithic file per task (the baseline).
 
 from __future__ import annotations
 
+import shutil
 import sys
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -42,6 +46,8 @@ from stitching.multitask.tasks import (
 )
 from stitching.multitask.tiles import TileGrid
 
+S = TypeVar("S", FileTileStore, PackedTileStore)
+
 DEFAULT_SPARSITY: dict[str, float] = {"digit": 0.7, "parity": 0.8, "ge5": 0.75, "loops": 0.8}
 
 
@@ -70,6 +76,21 @@ class Setting:
     pools: dict[str, PackedTileStore]  # family -> packed pool laid out for that family's masks
     per_file: FileTileStore  # every tile, one file each (layout comparison only)
     monolithic: dict[str, Path]
+
+
+def _checked(root: Path, make: Callable[[Path], S]) -> S:
+    """The tile store at ``root``, or an empty one in its place (with a warning) when a stored tile
+    is bad: tiles are never served from a store that fails its check; it is rebuilt from the masks."""
+    try:
+        store = make(root)
+        problems = store.verify()
+    except (ValueError, KeyError, TypeError, IndexError) as err:  # an index that does not parse
+        problems = [f"{root}: unreadable index ({err})"]
+    if not problems:
+        return store
+    warnings.warn(f"{problems[0]} (and {len(problems) - 1} more); rebuilding {root}", stacklevel=3)
+    shutil.rmtree(root)
+    return make(root)
 
 
 def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir: Path | None = None) -> Setting:
@@ -104,10 +125,10 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
             tensors.update(named)
     every = [m for fam in manifests.values() for m in fam.values()]
     # One pool per mask family, so each method reads from a layout ordered for its own masks.
-    pools = {family: PackedTileStore(work_dir / f"pool_{family}") for family in manifests}
+    pools = {family: _checked(work_dir / f"pool_{family}", PackedTileStore) for family in manifests}
     for family, pool in pools.items():
         store_in_order(pool, manifests[family].values(), tensors)
-    per_file = FileTileStore(work_dir / "pool_files")
+    per_file = _checked(work_dir / "pool_files", FileTileStore)
     store_in_order(per_file, every, tensors, order_groups=False)  # one file per tile: order is moot
     monolithic = {}
     for t in tasks:

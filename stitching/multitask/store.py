@@ -30,6 +30,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from stitching.atomic import write_bytes, write_json
+from stitching.multitask.tiles import tile_digest
 
 # safetensors dtype names -> numpy, for the dtypes tiles and heads use.
 ST_DTYPES: dict[str, np.dtype] = {
@@ -138,6 +139,19 @@ class FileTileStore:
     def flush(self) -> None:
         """Nothing is buffered: each ``put`` is already on disk."""
 
+    def verify(self) -> list[str]:
+        """Every tile file whose bytes do not hash to its name, with what is wrong."""
+        problems = []
+        for path in self.files():
+            try:
+                tile = st_load(path.read_bytes())["tile"]
+            except (OSError, ValueError, KeyError) as err:
+                problems.append(f"{path}: unreadable ({err})")
+                continue
+            if tile_digest(tile) != path.stem:
+                problems.append(f"{path}: altered: its tile does not match its sha256 name")
+        return problems
+
 
 @dataclass(frozen=True)
 class Run:
@@ -188,6 +202,27 @@ class PackedTileStore:
                 d: PackEntry(e[0], int(e[1]), int(e[2]), str(e[3]), tuple(int(x) for x in e[4]))
                 for d, e in raw["tiles"].items()
             }
+
+    def verify(self) -> list[str]:
+        """Every indexed tile whose bytes do not hash to its digest, or whose pack is missing or short."""
+        problems = []
+        packs: dict[str, bytes] = {}
+        for digest, e in sorted(self._index.items(), key=lambda kv: (kv[1].pack, kv[1].offset)):
+            path = self.root / "packs" / e.pack
+            if e.pack not in packs:
+                try:
+                    packs[e.pack] = path.read_bytes()
+                except OSError as err:
+                    problems.append(f"{path}: unreadable ({err.strerror or err})")
+                    packs[e.pack] = b""
+            data = packs[e.pack][e.offset : e.offset + e.nbytes]
+            if len(data) != e.nbytes:
+                problems.append(f"{path}: truncated: tile {digest[:12]} needs bytes {e.offset}-{e.offset + e.nbytes}")
+                continue
+            tile = np.frombuffer(data, dtype=ST_DTYPES[e.dtype]).reshape(e.shape)
+            if tile_digest(tile) != digest:
+                problems.append(f"{path}: altered: tile {digest[:12]} at byte {e.offset} does not match its sha256")
+        return problems
 
     def put(self, digest: str, tile: np.ndarray) -> None:
         if digest not in self._index and digest not in self._pending:

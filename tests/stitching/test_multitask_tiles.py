@@ -103,3 +103,30 @@ def test_pack_reads_merge_adjacent_ranges(tmp_path: Path) -> None:
 def test_tile_key_label_round_trip() -> None:
     key = TileKey("fc3", 7, 11)
     assert TileKey.parse(key.label()) == key
+
+
+@pytest.mark.parametrize("layout", ["packed", "file"])
+def test_verify_names_an_altered_or_truncated_tile(tmp_path: Path, layout: str) -> None:
+    from stitching.multitask.setting import _checked
+
+    make = PackedTileStore if layout == "packed" else FileTileStore
+    store = make(tmp_path / "s")
+    tiles = split_tiles(_weights(3), 16)
+    for tile in tiles.values():
+        store.put(tile_digest(tile), tile)
+    store.flush()
+    assert make(tmp_path / "s").verify() == []
+    victim = store.files()[0]
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0x10  # one bit of the last tile's bytes
+    victim.write_bytes(bytes(data))
+    problems = make(tmp_path / "s").verify()
+    assert len(problems) == 1 and victim.name in problems[0] and "altered" in problems[0]
+    with pytest.warns(UserWarning, match="rebuilding"):
+        fresh = _checked(tmp_path / "s", make)
+    assert fresh.verify() == [] and not fresh.files()
+    if layout == "packed":
+        victim.parent.parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "s" / "index.json").write_text('{"tiles": {')  # a torn index
+        with pytest.warns(UserWarning, match="unreadable index"):
+            _checked(tmp_path / "s", make)
