@@ -60,7 +60,11 @@ def run_counting_orphans(argv: Sequence[str], env: dict[str, str],
         children = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         children = []
-    os.kill(proc.pid, signal.SIGKILL)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it finished between the check and the kill
+        proc.join()
+        return proc.exitcode, 0
     proc.join()
     _, alive = psutil.wait_procs(children, timeout=5.0)
     for orphan in alive:  # do not leave them behind the test either
