@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from sparseloom.sim import (
 from sparseloom.verdict import measure_served
 from sparseloom.workload import load_workload
 from stitching.atomic import write_json
+from stitching.processes import worker_pool
 from stitching.zoo import default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
     }
     specs = arrival_specs(workload.tasks)
     # The searches are independent simulations: run them side by side on the machine's cores.
-    with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+    with worker_pool(len(os.sched_getaffinity(0))) as pool:
         budgets = {n: pool.submit(min_memory_budget, assembled.problem, registry.create(n), specs, **search)
                    for n in (names if memory else ())}
         rate = {n: pool.submit(max_sustainable_rate, assembled.problem, registry.create(n), specs, **search)
