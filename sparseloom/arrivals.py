@@ -28,18 +28,30 @@ MAX_TRACE_EVENTS = 20_000_000
 
 
 def _trace_lines(fh: BinaryIO, path: str | Path) -> Iterator[tuple[int, list[str]]]:
-    """The file's lines in chunks of about 4 MB, each with the number of its first line."""
+    """The file's lines in chunks of about 4 MB, each with the number of its first line; a line
+    longer than :data:`MAX_TRACE_LINE` bytes is refused before it is decoded."""
     lineno, rest = 1, b""
     while chunk := fh.read(4 * 1024 * 1024):
         parts = (rest + chunk).split(b"\n")
         rest = parts.pop()
-        if len(rest) > MAX_TRACE_LINE:
-            raise InputError([Problem("", f"lines of at most {MAX_TRACE_LINE} bytes", "a longer line",
-                                      str(path), lineno + len(parts))])
+        for k, part in enumerate((*parts, rest)):
+            if len(part) > MAX_TRACE_LINE:
+                raise InputError([Problem("", f"lines of at most {MAX_TRACE_LINE} bytes", "a longer line",
+                                          str(path), lineno + k)])
         yield lineno, [p.decode("utf-8", "replace") for p in parts]
         lineno += len(parts)
     if rest:
         yield lineno, [rest.decode("utf-8", "replace")]
+
+
+def _field(line: str) -> str:
+    """A trace line's timestamp field as numpy's reader sees it: the first column, comments cut."""
+    return line.split("#", 1)[0].split(",", 1)[0].strip()
+
+
+def _rows(first: int, lines: list[str]) -> list[tuple[int, str]]:
+    """(line number, field) of each data row, to name a bad one: numpy's message counts rows, not lines."""
+    return [(first + k, f) for k, line in enumerate(lines) if (f := _field(line))]
 
 
 def load_trace(path: str | Path) -> np.ndarray:
@@ -53,38 +65,27 @@ def load_trace(path: str | Path) -> np.ndarray:
     def bad(lineno: int, expected: str, found: str) -> InputError:
         return InputError([Problem("", expected, found, str(path), lineno)])
 
-    def first_field(line: str) -> str:
-        return line.split(",", 1)[0].strip()
-
     times = array("d")
     with open(path, "rb") as fh:
         for first, lines in _trace_lines(fh, path):
-            if any(len(line) > MAX_TRACE_LINE for line in lines):
-                k = next(k for k, line in enumerate(lines) if len(line) > MAX_TRACE_LINE)
-                raise bad(first + k, f"lines of at most {MAX_TRACE_LINE} bytes", "a longer line")
             if first == 1 and lines:
                 try:
-                    float(first_field(lines[0]) or "0")
+                    float(_field(lines[0]) or "0")
                 except ValueError:
                     lines[0] = ""  # a header line
             try:
                 values = np.loadtxt(lines, delimiter=",", usecols=0, comments="#", dtype=np.float64, ndmin=1)
             except ValueError:
-                for k, line in enumerate(lines):  # name the first bad line
-                    field = first_field(line)
-                    if field and not field.startswith("#"):
-                        try:
-                            float(field)
-                        except ValueError:
-                            raise bad(first + k, "a timestamp in seconds", repr(field[:40])) from None
+                for lineno, f in _rows(first, lines):
+                    try:
+                        float(f)
+                    except ValueError:
+                        raise bad(lineno, "a timestamp in seconds", repr(f[:40])) from None
                 raise bad(first, "comma-separated lines with a timestamp first", "a malformed chunk") from None
             wrong = ~np.isfinite(values) | (values < 0)
             if wrong.any():
-                value = values[int(np.argmax(wrong))]
-                k = next(k for k, line in enumerate(lines) if first_field(line) and
-                         not first_field(line).startswith("#") and
-                         (not np.isfinite(float(first_field(line))) or float(first_field(line)) < 0))
-                raise bad(first + k, "a finite timestamp >= 0", str(value))
+                k = int(np.argmax(wrong))
+                raise bad(_rows(first, lines)[k][0], "a finite timestamp >= 0", str(values[k]))
             if len(times) + values.size > MAX_TRACE_EVENTS:
                 raise bad(first, f"at most {MAX_TRACE_EVENTS:,} timestamps", "more")
             times.frombytes(values.tobytes())
