@@ -93,13 +93,14 @@ class CompileCache:
         artifact = self.root / str(record.get("artifact"))
         if not artifact.is_file():
             return None
+        actual = _file_sha256(artifact)
         if "artifact_sha256" not in record:  # written before records held it: seal what is there
-            record = dict(record, artifact_sha256=_file_sha256(artifact))
+            record = dict(record, artifact_sha256=actual)
             try:
                 sealed.write(path, record)
             except OSError:
                 pass  # a read-only cache still serves what it holds
-        if _file_sha256(artifact) != record.get("artifact_sha256"):
+        if actual != record["artifact_sha256"]:
             warnings.warn(f"{artifact}: altered: its bytes do not match the recorded sha256; compiling it again",
                           sealed.SealWarning, stacklevel=2)
             return None

@@ -68,6 +68,12 @@ def _digests(task: TaskSpec, choice: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(task.positions[p][o].digest for p, o in enumerate(choice))
 
 
+def _served_record(path: Path) -> dict[tuple[str, ...], float]:
+    """The measured accuracy of each variant (its block digests) cached at ``path``; {} when none or bad."""
+    record = sealed.read(path, legacy=lambda doc: isinstance(doc, list))  # older records: a bare list
+    return {tuple(k): float(a) for k, a in record} if isinstance(record, list) else {}
+
+
 def measure_served(assembled: Assembled, plans: Mapping[str, Plan], cache_dir: Path,
                    progress: bool = True) -> tuple[Problem, VerdictReport]:
     """The problem with every served variant's measured accuracy, and the estimator's error on them."""
@@ -84,8 +90,7 @@ def measure_served(assembled: Assembled, plans: Mapping[str, Plan], cache_dir: P
         info = pool.model_info(model)
         digests_of = {c: _digests(t, c) for t in tasks for c in wanted[t.name]}
         path = pool.root / "accuracy" / f"{model}-served-{_key(sorted(b.digest for b in pool.blocks(model)))}.json"
-        record = sealed.read(path, legacy=lambda doc: isinstance(doc, list))
-        known = {tuple(k): float(a) for k, a in record} if isinstance(record, list) else {}
+        known = _served_record(path)
         for t in tasks:
             known.update({_digests(t, c): a for c, a in t.measured_accuracy.items()})
         todo = sorted({d for d in digests_of.values() if d not in known})
@@ -98,9 +103,8 @@ def measure_served(assembled: Assembled, plans: Mapping[str, Plan], cache_dir: P
                               disable=not progress):
                     known[d] = measurer.measure(d)
                 with sealed.lock(path):  # merge with what another process may have added meanwhile
-                    before = sealed.read(path, legacy=lambda doc: isinstance(doc, list))
-                    merged = {tuple(k): float(a) for k, a in before} if isinstance(before, list) else {}
-                    sealed.write(path, [[list(k), a] for k, a in sorted({**merged, **known}.items())])
+                    merged = {**_served_record(path), **known}
+                    sealed.write(path, [[list(k), a] for k, a in sorted(merged.items())])
         measured[model] = known
         errors = []
         for t in tasks:

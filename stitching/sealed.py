@@ -62,7 +62,8 @@ def read(path: Path, legacy: Callable[[Any], bool] | None = None) -> Any | None:
             _bad(path, "altered: its content does not match its sha256")
             return None
         return doc["data"]
-    if not (isinstance(doc, dict) and "sealed" in doc) and (isinstance(doc, dict) if legacy is None else legacy(doc)):
+    unsealed = not (isinstance(doc, dict) and "sealed" in doc)
+    if unsealed and (legacy(doc) if legacy is not None else isinstance(doc, dict)):
         try:
             write(path, doc)
         except OSError:
