@@ -3,7 +3,8 @@
 The simulator and the runtime hold a :class:`Policy` and never branch on its name. What a
 policy needs from them is declared, not probed (Band's ``GetWorkerType``): ``queue`` says
 where requests wait, ``drop_late`` whether requests that can no longer meet their deadline
-are dropped. :class:`PolicyBase` gives every declaration its default.
+are dropped, ``admission`` whether an expensive request is shed at arrival when it would cost more
+cheap requests than it serves (:mod:`scheduler.admission`). :class:`PolicyBase` gives every declaration its default.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class Policy(Protocol):
     queue: Queue
     order: Order
     drop_late: bool
+    # Per-processor queues only: shed by :class:`scheduler.admission.Admission` at arrival.
+    admission: bool
     # Global queue only: how many jobs from the queue's head ``schedule`` looks at (Band's
     # ``schedule_window_size``); the engines pass no more than this.
     window: int
@@ -89,7 +92,8 @@ class Policy(Protocol):
         ...
 
     def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
-        """Pick the route for one arriving request; must be fast (target p99 <= 100 us)."""
+        """Pick the route for one arriving request; must be fast (target p99 <= 100 us). With
+        ``admission`` the engine may still shed it (the time counts as the decision's)."""
         ...
 
     def replan(self, problem: Problem, plan: Plan) -> Plan:
@@ -124,6 +128,10 @@ class PolicyBase:
     # per-processor queues when, as its next block would start, even running the rest at once
     # (expected latencies) ends past the deadline. Off here; every shipped policy turns it on.
     drop_late: bool = False
+    # Shed an expensive request at arrival when its blocks would make more cheap requests miss than
+    # the one it serves (scheduler/admission.py). It refines drop_late under overload, so it is
+    # machinery every per-processor policy gets, ours and SV/AV alike; off here, on in each of them.
+    admission: bool = False
     window: int = 2**31 - 1  # Band's default, INT_MAX: the whole queue
 
     def plan(self, problem: Problem) -> Plan:

@@ -27,11 +27,13 @@ DISPATCH_DEFAULT = "place"
 
 class AdaptiveVariantPolicy(PolicyBase):
     def __init__(self, name: str, partition: bool, dispatch: str = DISPATCH_DEFAULT, drop_late: bool = True,
+                 admission: bool = True,
                  **options: Any) -> None:
         self.name = name
         self.partition = partition
         self.dispatch = check_rule(dispatch)
         self.drop_late = drop_late
+        self.admission = admission
         self.settings, self.replan_settings = dispatch_settings(self.dispatch, **options)
 
     def plan(self, problem: Problem) -> Plan:

@@ -29,6 +29,7 @@ from scheduler.routes import pareto_routes
 
 class SingleVariantPolicy(PolicyBase):
     def __init__(self, name: str, rule: str, partition: bool, dispatch: str = "place", drop_late: bool = True,
+                 admission: bool = True,
                  **options: Any) -> None:
         if rule not in ("accuracy", "latency"):
             raise ValueError(f"rule must be 'accuracy' or 'latency', not {rule!r}")
@@ -37,6 +38,7 @@ class SingleVariantPolicy(PolicyBase):
         self.partition = partition
         self.dispatch = check_rule(dispatch)
         self.drop_late = drop_late
+        self.admission = admission
         self.settings = replace(settings_from(**options), switching=False)
 
     def plan(self, problem: Problem) -> Plan:

@@ -31,7 +31,8 @@ class SparseLoomPolicy(PolicyBase):
     """Joint stitched-variant selection and placement by ILP; per request the planned stitched
     variant placed on the processors that finish it first."""
 
-    def __init__(self, dispatch: str = "place", drop_late: bool = True, **options: Any) -> None:
+    def __init__(self, dispatch: str = "place", drop_late: bool = True, admission: bool = True,
+                 **options: Any) -> None:
         """``dispatch``: "place" (the planned stitched variant, its blocks placed per request for the
         least expected finish; the most accurate alternative in time when that is late), "hold" (as
         "place", with hysteresis: a fallback is kept through the burst, see
@@ -49,6 +50,7 @@ class SparseLoomPolicy(PolicyBase):
         self.name = "sparseloom"
         self.dispatch = check_rule(dispatch)
         self.drop_late = drop_late
+        self.admission = admission
         self.settings, self.replan_settings = dispatch_settings(self.dispatch, **options)
 
     closed_loop = True

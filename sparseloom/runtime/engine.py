@@ -11,8 +11,10 @@ Overload protection: at most ``max_in_flight`` requests are admitted at once
 (each holds one queue slot at a time, so queues and activations stay bounded);
 a request beyond that is rejected at once and recorded as a violation, as is
 one whose route is expected to finish later than ``shed_factor`` times its
-latency SLO when that is set. With the policy's ``drop_late``, a request whose
-next block would start too late to finish by its deadline is dropped, as in the
+latency SLO when that is set. With the policy's ``admission``, a request whose
+blocks would make more cheaper requests miss than it serves is shed at arrival
+(:mod:`scheduler.admission`), and with its ``drop_late`` a request whose next
+block would start too late to finish by its deadline is dropped, both as in the
 simulator. Nothing blocks the caller of :meth:`submit`.
 
 SLO changes switch routes at once with the policy's ``switch`` (when it has
@@ -40,6 +42,7 @@ import torch
 from backends.base import CompileOptions
 from backends.cache import CompileCache
 from backends.processor import SoCSpec
+from scheduler.admission import Admission
 from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Policy, check_order
@@ -161,6 +164,7 @@ class Runtime:
         # Processor -> the error its worker died of: reported by the run, never waited on.
         self.dead_workers: dict[str, str] = {}
         self._view = _View(self)
+        self._admission = Admission(problem) if policy.admission and policy.queue == "processor" else None
         self._current: dict[str, Route] = {}
         self._feedback = Feedback()
         self._next_feedback_ms = FEEDBACK_EVERY_MS
@@ -297,7 +301,10 @@ class Runtime:
             now = self.now_ms()
             spec = self.problem.tasks[k]
             t0 = time.perf_counter_ns()
+            if self._admission is not None:
+                self._admission.arrive(task, now)
             route = self.policy.decide(task, self.plan, self._view)
+            admitted = self._admission is None or self._admission.admit(route, self.plan, now)
             dec = time.perf_counter_ns() - t0
             digests = self._digests(route)
             steps = tuple(
@@ -318,6 +325,8 @@ class Runtime:
             reason = None
             if self._in_flight >= self._max_in_flight:
                 reason = f"{self._in_flight} requests in flight (limit {self._max_in_flight})"
+            elif not admitted:
+                reason = "shed: its blocks would make more cheaper requests miss than it serves"
             elif self._shed is not None:
                 expected = self._expected_finish(steps)
                 if expected > self._shed * spec.latency_slo_ms:

@@ -13,8 +13,8 @@ hot loop makes no objects per event):
 ========== ======================================= ===============================================
 kind        changes                                 schedules
 ========== ======================================= ===============================================
-arrival     asks the policy for a route; pins SLO   block ready (first block, no transfer)
-            in force at arrival
+arrival     asks the policy for a route; pins SLO   block ready (first block, no transfer);
+            in force at arrival                     nothing when admission sheds it
 ready       block enters its processor's queue      block start (now, if the processor is free)
             (after a transfer, if any)
 start       processor busy; the block is pinned     load (block not resident) or finish
@@ -67,6 +67,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from scheduler.admission import Admission
 from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
@@ -186,6 +187,8 @@ class RawRun:
     # Per task: how often a request's stitched variant differed from the task's previous request's,
     # among requests arriving in the window.
     variant_switches: tuple[int, ...] = ()
+    # Per request: shed at arrival by the policy's admission (scheduler.admission); never ran.
+    shed: list[bool] = field(default_factory=list)
 
 
 class _View:
@@ -400,12 +403,14 @@ def run(
     req_slo = [0.0] * n_req
     req_acc: list[float | None] = [None] * n_req
     req_acc_bad = [False] * n_req
+    req_shed = [False] * n_req
     decision_ns: list[int] = []
     replan_ns: list[int] = []
     drop_late = bool(policy.drop_late)
+    global_queue = policy.queue == "global"
+    shedding = Admission(problem) if policy.admission and not global_queue else None
     by_deadline = check_order(policy)
     joined = itertools.count()  # FIFO keys: the order blocks join their queue
-    global_queue = policy.queue == "global"
     window = max(1, int(policy.window))
     gq: list[int] = []  # requests waiting in the global queue, in order
     req_route: list[Route | None] = [None] * n_req
@@ -791,7 +796,14 @@ def run(
             r = a
             k = arr_k[r]
             t0 = perf()
+            if shedding is not None:
+                shedding.arrive(task_names[k], now)
             route = decide(task_names[k], plan, view)
+            if shedding is not None and not shedding.admit(route, plan, now):
+                decision_ns.append(perf() - t0)
+                req_slo[r] = slo_lat[k]
+                req_shed[r] = True
+                continue  # shed at arrival: never runs, counted as dropped
             decision_ns.append(perf() - t0)
             cr = compiled(route)
             if cr.task_index != k:
@@ -877,4 +889,5 @@ def run(
         block_executions=executions,
         schedule=log,
         variant_switches=tuple(variant_switches),
+        shed=req_shed,
     )

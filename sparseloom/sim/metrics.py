@@ -13,6 +13,8 @@ arrive during warm-up are not counted, and neither is busy time before it):
 - **dropped_rate**: the fraction of the window's requests that never completed:
   dropped by the policy (a deadline already passed or certain to be missed) or
   still unfinished when the simulation stopped. Every one of them violates.
+  **shed_rate**: the part of it shed at arrival by the policy's admission
+  (:mod:`scheduler.admission`).
 - **throughput_rps**: requests completed inside the window per second of window.
 - **latency_ms** p50/p95/p99 (and mean), overall and per task, over the
   window's *completed* requests (the others are in ``dropped_rate``, so no
@@ -58,6 +60,7 @@ from sparseloom.sim.engine import RawRun, ScheduleLog
 SOURCES: Mapping[str, str] = {
     "slo_violation_rate": "modelled",
     "dropped_rate": "modelled",
+    "shed_rate": "modelled",
     "throughput_rps": "modelled",
     "latency_ms": "modelled",
     "mean_accuracy": "modelled",
@@ -109,6 +112,7 @@ class RunResult:
     completed: int
     slo_violation_rate: float
     dropped_rate: float
+    shed_rate: float
     # (violations, requests) of each batch of the window, by arrival time (see ``BATCHES``).
     batches: tuple[tuple[int, int], ...]
     throughput_rps: float
@@ -226,6 +230,7 @@ def run_result(
         completed=int(np.isfinite(latency[idx]).sum()),
         slo_violation_rate=float(violated[idx].mean()) if idx.size else 0.0,
         dropped_rate=float(never.mean()) if idx.size else 0.0,
+        shed_rate=float(np.asarray(raw.shed, dtype=bool)[idx].mean()) if idx.size and raw.shed else 0.0,
         batches=_batches(arr[idx], violated[idx], warm_ms, dur_ms),
         throughput_rps=float(finished_in_window.sum() / window_s),
         offered_rps=float(idx.size / window_s),
@@ -323,6 +328,7 @@ class PolicySummary:
     runs: tuple[RunResult, ...]
     slo_violation_rate: Estimate
     dropped_rate: Estimate
+    shed_rate: Estimate
     throughput_rps: Estimate
     latency_p50_ms: Estimate
     latency_p95_ms: Estimate
@@ -353,6 +359,7 @@ def summarise(policy: str, runs: Sequence[RunResult]) -> PolicySummary:
         runs=tuple(runs),
         slo_violation_rate=estimate_rate(runs, [r.slo_violation_rate for r in runs]),
         dropped_rate=estimate([r.dropped_rate for r in runs]),
+        shed_rate=estimate([r.shed_rate for r in runs]),
         throughput_rps=estimate([r.throughput_rps for r in runs]),
         latency_p50_ms=estimate([r.latency_ms.p50 for r in runs]),
         latency_p95_ms=estimate([r.latency_ms.p95 for r in runs]),

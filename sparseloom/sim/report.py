@@ -5,7 +5,7 @@
 whose SLO is below their task's fastest accurate variant, a floor under every policy), a ``numbers`` note saying which
 figures are modelled and which measured, and ``policies`` -> name ->
 ``slo_violation_rate`` (0..1), ``dropped_rate`` (0..1: requests that never
-completed), ``throughput_rps``, ``latency_ms`` {p50, p95, p99} of completed
+completed), ``shed_rate`` (0..1: the part of those shed at arrival by admission), ``throughput_rps``, ``latency_ms`` {p50, p95, p99} of completed
 requests, ``mean_accuracy``, ``peak_memory_mb``, ``decision_us``
 {p50, p99}, then the rest: memory, utilisation, task switches, loads,
 re-plans, the plan's solver status, 95% bootstrap intervals (``ci95``:
@@ -90,6 +90,7 @@ def _per_seed(r: RunResult) -> dict[str, Any]:
         "offered_rps": _num(r.offered_rps),
         "slo_violation_rate": _num(r.slo_violation_rate),
         "dropped_rate": _num(r.dropped_rate),
+        "shed_rate": _num(r.shed_rate),
         "throughput_rps": _num(r.throughput_rps),
         "latency_ms": {
             "p50": _num(r.latency_ms.p50),
@@ -112,6 +113,7 @@ def policy_entry(summary: PolicySummary, comparison: Comparison) -> dict[str, An
     return {
         "slo_violation_rate": _num(summary.slo_violation_rate.mean),
         "dropped_rate": _num(summary.dropped_rate.mean),
+        "shed_rate": _num(summary.shed_rate.mean),
         "throughput_rps": _num(summary.throughput_rps.mean),
         "latency_ms": {
             "p50": _num(summary.latency_p50_ms.mean),

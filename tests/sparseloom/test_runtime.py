@@ -21,6 +21,7 @@ from scheduler.feedback import FEEDBACK_EVERY_MS, MIN_SAMPLES
 from scheduler.plan import Plan, Route, SolveInfo
 from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
+from scheduler.routes import evaluate
 from sparseloom.runtime import Rejected, Runtime
 from sparseloom.runtime.replay import replay
 from sparseloom.sim import RunResult
@@ -213,6 +214,43 @@ def test_a_request_that_cannot_finish_in_time_is_dropped_as_in_the_simulator(
             stats = rt.stats()
         assert (stats.rejected, stats.completed) == ((1, 0) if drop else (0, 1))
         assert stats.slo_violation_rate == 1.0
+
+
+class _CheapAndHeavy(PolicyBase):
+    """"cheap" on the fast variant with a tight SLO, "heavy" on the dense one: the admission test's pair."""
+
+    name = "cheap-heavy"
+    drop_late = True
+
+    def plan(self, problem: Problem) -> Plan:
+        by = {t.name: t for t in problem.tasks}
+        routes = {"cheap": evaluate(problem, by["cheap"], (1, 1), ("cpu0", "cpu0")),
+                  "heavy": evaluate(problem, by["heavy"], (0, 0), ("cpu0", "cpu0"))}
+        return Plan(routes, SolveInfo("fixed", "given", 0.0), policy=self.name, slo_ms={"cheap": 0.8, "heavy": 50.0})
+
+    def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
+        return plan.routes[task]
+
+
+@pytest.mark.parametrize("admission", [True, False])
+def test_the_runtime_sheds_a_heavy_request_that_would_cost_more_cheap_ones_as_in_the_simulator(
+        admission: bool, pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    # Modelled blocks: heavy 2 x 0.6 ms, cheap 2 x 0.3 ms with 0.2 ms of slack. Cheap requests submitted
+    # back to back arrive at thousands per second, so a heavy block would make several of them miss.
+    problem = digits_problem(pool, ("cpu0",), tasks=("cheap", "heavy"))
+    policy = _CheapAndHeavy()
+    policy.admission = admission
+    with Runtime(problem, policy, host_soc("torch", 1), pool, cache_dir=dirs / "cc") as rt:
+        cheap = [rt.submit("cheap", images[:1]) for _ in range(20)]
+        heavy = rt.submit("heavy", images[:1])
+        if admission:
+            with pytest.raises(Rejected, match="shed"):
+                heavy.result(timeout=10)
+        else:
+            heavy.result(timeout=10)
+        futures.wait(cheap, timeout=30)
+        rt.drain()
+    assert not any(isinstance(f.exception(), Rejected) and "shed" in str(f.exception()) for f in cheap)
 
 
 def test_result_has_the_simulators_shape(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
