@@ -28,12 +28,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from scheduler import registry
+from scheduler.problem import Problem
 from sparseloom.assemble import assemble
 from sparseloom.sim import (
+    Engine,
     ProfileError,
     arrival_specs,
     compare_workload,
@@ -41,17 +46,34 @@ from sparseloom.sim import (
     min_memory_budget,
     slo_changes,
 )
+from sparseloom.sim.parallel import PROCESS, map_jobs
 from sparseloom.verdict import measure_served
-from sparseloom.workload import load_workload
+from sparseloom.workload import Arrival, load_workload
 from stitching.atomic import write_json
-from stitching.processes import worker_pool
 from stitching.zoo import default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class _Search:
+    """One policy's memory or throughput search, as sent to a worker (process or Ray) by value."""
+
+    kind: str  # "memory" or "rate"
+    policy: str
+    problem: Problem
+    specs: dict[str, Arrival]
+    settings: dict[str, Any]
+
+
+def _search(job: _Search) -> float | None:
+    fn = min_memory_budget if job.kind == "memory" else max_sustainable_rate
+    res = fn(job.problem, registry.create(job.policy), job.specs, **job.settings)
+    return res.memory_budget_mb if job.kind == "memory" else res.rate_scale  # type: ignore[union-attr]
+
+
 def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float | None, throughput: bool,
-        search_s: float | None, memory: bool = True, error: float = 1.0) -> dict:
+        search_s: float | None, memory: bool = True, error: float = 1.0, engine: Engine = PROCESS) -> dict:
     path = ROOT / "workloads" / "scenarios" / f"{scenario}.yaml"
     workload = load_workload(path)
     soc = load_workload(ROOT / "workloads" / "socs" / f"{soc_name}.yaml").soc
@@ -65,7 +87,7 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
     names = registry.names()
     cmp = compare_workload(workload, assembled.problem, [registry.create(n) for n in names], base_dir=path.parent,
                            progress=False, verdict=lambda plans: measure_served(assembled, plans, cache, False)[0],
-                           profile_error=ProfileError(scale=error))
+                           profile_error=ProfileError(scale=error), engine=engine)
     viol = {n: cmp.policies[n].slo_violation_rate.mean for n in names}
     interval = {n: [cmp.policies[n].slo_violation_rate.low, cmp.policies[n].slo_violation_rate.high] for n in names}
     mem = {n: cmp.policies[n].peak_memory_mb.mean for n in names}
@@ -99,15 +121,14 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
         "target": 0.05, "slo_changes": slo_changes(workload.tasks), "base_dir": path.parent,
         "transitions": sc.transitions, "progress": False,
     }
-    specs = arrival_specs(workload.tasks)
-    # The searches are independent simulations: run them side by side on the machine's cores.
-    with worker_pool(len(os.sched_getaffinity(0))) as pool:
-        budgets = {n: pool.submit(min_memory_budget, assembled.problem, registry.create(n), specs, **search)
-                   for n in (names if memory else ())}
-        rate = {n: pool.submit(max_sustainable_rate, assembled.problem, registry.create(n), specs, **search)
-                for n in (("sparseloom", "sv-ao-np") if throughput else ())}
-        need = {n: f.result().memory_budget_mb for n, f in budgets.items()}
-        scales = {n: f.result().rate_scale for n, f in rate.items()}
+    specs = dict(arrival_specs(workload.tasks))
+    # The searches are independent simulations: run them side by side (the machine's cores, or Ray).
+    jobs = [_Search("memory", n, assembled.problem, specs, search) for n in (names if memory else ())]
+    jobs += [_Search("rate", n, assembled.problem, specs, search)
+             for n in (("sparseloom", "sv-ao-np") if throughput else ())]
+    found = map_jobs(_search, jobs, len(os.sched_getaffinity(0)), tqdm(disable=True), engine)
+    need = {j.policy: v for j, v in zip(jobs, found, strict=True) if j.kind == "memory"}
+    scales = {j.policy: float(v or 0.0) for j, v in zip(jobs, found, strict=True) if j.kind == "rate"}
     # Throughput compares the sustained load scales: with bursty arrivals the offered rate measured in
     # one short window varies a lot between nearby scales, the scale does not.
     nominal = sum(t.rate_hz for t in assembled.problem.tasks)
@@ -178,12 +199,27 @@ def main() -> int:
                         "profile (the comparison; the searches use the profile)")
     p.add_argument("--cache", type=Path, default=default_cache_dir())
     p.add_argument("--json", type=Path, help="also write all results here")
+    p.add_argument("--engine", choices=("process", "ray"), default="process",
+                   help="run the simulations in local processes (default) or on Ray")
+    p.add_argument("--address", metavar="ADDR", help="with --engine ray: an existing Ray cluster (default: start one here)")
     args = p.parse_args()
+    engine = Engine(args.engine, args.address)
+    if args.engine == "ray":
+        from sparseloom.errors import InputError
+        from sparseloom.sim.cluster import check_address, require_ray
+
+        try:
+            require_ray()
+            if args.address:
+                check_address(args.address)
+        except InputError as err:
+            print(f"paper_comparison: {err}", file=sys.stderr)
+            return 2
     rows = []
     cells = [(sc, soc, x) for sc in args.scenarios for soc in args.socs for x in args.error]
     for scenario, soc, error in cells:
         r = one(scenario, soc, args.cache, args.seeds, args.duration, not args.no_throughput, args.search_duration,
-                not args.no_memory, error)
+                not args.no_memory, error, engine)
         rows.append(r)
         print(f"{scenario} on {r['soc']} (simulated from {'/'.join(r['latency_sources'])} block latencies, "
               f"{args.seeds} seeds, truth = profile x {error:g}):")

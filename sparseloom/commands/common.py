@@ -11,6 +11,7 @@ from sparseloom.workload import SoC, Workload, load_workload
 
 if TYPE_CHECKING:
     from sparseloom.assemble import Assembled
+    from sparseloom.sim import Engine
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:
@@ -19,6 +20,31 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="pools, profiles, compiled blocks ($SPARSELOOM_CACHE or ~/.cache/sparseloom)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """--engine and --address: where the independent simulations run."""
+    p.add_argument("--engine", choices=("process", "ray"), default="process",
+                   help="run the simulations in local processes (default) or on Ray (pip install 'sparseloom[cluster]')")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --engine ray: an existing Ray cluster (host:port, ray://host:port or auto); "
+                        "default: Ray starts on this machine")
+
+
+def engine(args: argparse.Namespace) -> Engine:
+    """The engine the flags ask for; InputError (exit 2) for an address without Ray, a missing Ray,
+    or an address nothing answers at."""
+    from sparseloom.sim import Engine
+    from sparseloom.sim.cluster import check_address, require_ray
+
+    if args.engine != "ray":
+        if args.address is not None:
+            raise InputError([Problem("--address", "--engine ray with it", args.address)])
+        return Engine()
+    require_ray()
+    if args.address is not None:
+        check_address(args.address)
+    return Engine("ray", args.address)
 
 
 def cache_dir(args: argparse.Namespace) -> Path:

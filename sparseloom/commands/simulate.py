@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="override the scenario's duration in seconds")
     p.add_argument("--trace-s", type=float, default=TRACE_S, metavar="S", help="seconds of schedule in the trace")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of the table")
+    common.add_engine_args(p)
     p.set_defaults(run=run)
 
 
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.workload is None:
         raise InputError([Problem("WORKLOAD", "a workload YAML file", "nothing")])
+    where = common.engine(args)
     workload, soc = common.load(args)
     assert workload.scenario is not None
     names = tuple(args.policies or workload.scenario.policies)
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return problem
 
     comparison = compare_workload(workload, assembled.problem, policies, base_dir=Path(args.workload).parent,
-                                  trace_until_s=args.trace_s, progress=not args.no_progress, verdict=verdict)
+                                  trace_until_s=args.trace_s, progress=not args.no_progress, verdict=verdict,
+                                  engine=where)
     out = args.out or Path("out") / scenario.name
     soc_name = assembled.soc.name
     sources = sorted({e.source for e in assembled.profile.entries})

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="processes (default: CPUs)")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default out/<scenario>-sweep-<axis>)")
     p.add_argument("--json", action="store_true", help="print sweep.json to stdout")
+    common.add_engine_args(p)
     p.set_defaults(run=run)
 
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from scheduler import registry
 
     values = _values(args.values)
+    where = common.engine(args)
     if not 0.0 <= args.block_error_cv <= 10.0:
         raise InputError([Problem("--block-error-cv", "a coefficient of variation in [0, 10]", str(args.block_error_cv))])
     workload, soc = common.load(args)
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                         duration_s=args.duration or scenario.duration_s, warmup_s=scenario.warmup_s,
                         seed=scenario.seed, seeds=args.seeds or scenario.seeds, slo_changes=slo_changes(workload.tasks),
                         base_dir=Path(args.workload).parent, transitions=scenario.transitions,
-                        block_error_cv=args.block_error_cv, workers=args.workers, progress=not args.no_progress)
+                        block_error_cv=args.block_error_cv, workers=args.workers, progress=not args.no_progress,
+                        engine=where)
     out = args.out or Path("out") / f"{scenario.name}-sweep-{args.axis}"
     record = {
         "workload": args.workload, "soc": assembled.soc.name, "axis": args.axis, "axis_meaning": AXES[args.axis],

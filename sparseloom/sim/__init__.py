@@ -5,13 +5,15 @@ policy on the same arrivals over several seeds; ``max_sustainable_rate``
 finds the highest load a policy sustains at <= 5% SLO violations;
 ``min_memory_budget`` the least memory it needs for the same;
 ``run_sweep`` compares policies over load, SLO-scale and memory points in
-parallel processes. Metric definitions are in :mod:`sparseloom.sim.metrics`;
+parallel processes. Each takes an ``Engine``: a local process pool (the default) or Ray
+(:mod:`sparseloom.sim.cluster`). Metric definitions are in :mod:`sparseloom.sim.metrics`;
 the writers of the table, results.json, plots and trace are in
 :mod:`sparseloom.sim.report`.
 """
 
 from sparseloom.sim.engine import SLOChangeEvent
 from sparseloom.sim.metrics import Estimate, PolicySummary, RunResult, TaskMetrics
+from sparseloom.sim.parallel import ENGINES, Engine
 from sparseloom.sim.runner import (
     Arrivals,
     Comparison,
@@ -32,8 +34,10 @@ from sparseloom.sim.runner import (
 from sparseloom.sim.sweep import SweepPoint, apply_point, run_sweep
 
 __all__ = [
+    "ENGINES",
     "Arrivals",
     "Comparison",
+    "Engine",
     "Estimate",
     "MinimalBudget",
     "PolicySummary",

@@ -26,7 +26,7 @@ from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
 from sparseloom.sim.engine import BlockOverBudget, SLOChangeEvent
 from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
-from sparseloom.sim.parallel import map_jobs
+from sparseloom.sim.parallel import PROCESS, Engine, map_jobs
 from sparseloom.workload import Arrival, Task, Transitions, Workload
 
 # Simulated time a re-plan takes per unit of solver work (``SolveInfo.work``: ILP variables +
@@ -297,6 +297,7 @@ def compare(
     latency_cv: float = 0.0,
     progress: bool = True,
     workers: int | None = None,
+    engine: Engine = PROCESS,
     verdict: Callable[[Mapping[str, Plan]], Problem] | None = None,
     profile_error: ProfileError | None = None,
 ) -> Comparison:
@@ -348,7 +349,7 @@ def compare(
         disable=not progress,
         leave=False,
     )
-    results = map_jobs(_simulate_job, jobs, _workers(workers, jobs), bar)
+    results = map_jobs(_simulate_job, jobs, _workers(workers, jobs), bar, engine)
     runs: dict[str, list[RunResult]] = {n: [] for n in names}
     for res in results:
         runs[res.policy].append(replace(res, plan_wall_s=plan_wall[res.policy]))
@@ -377,6 +378,7 @@ def compare_workload(
     latency_cv: float = 0.0,
     progress: bool = True,
     workers: int | None = None,
+    engine: Engine = PROCESS,
     verdict: Callable[[Mapping[str, Plan]], Problem] | None = None,
     profile_error: ProfileError | None = None,
 ) -> Comparison:
@@ -411,6 +413,7 @@ def compare_workload(
         latency_cv=latency_cv,
         progress=progress,
         workers=workers,
+        engine=engine,
         verdict=verdict,
         profile_error=profile_error,
     )

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from scheduler.policy import Policy
 from scheduler.problem import Problem
 from sparseloom.sim.engine import SLOChangeEvent
-from sparseloom.sim.parallel import map_jobs
+from sparseloom.sim.parallel import PROCESS, Engine, map_jobs
 from sparseloom.sim.runner import Comparison, ProfileError, compare, scale_rates
 from sparseloom.workload import Arrival, Transitions
 
@@ -117,11 +117,14 @@ def run_sweep(
     block_error_cv: float = 0.0,
     workers: int | None = None,
     progress: bool = True,
+    engine: Engine = PROCESS,
 ) -> list[tuple[SweepPoint, Comparison]]:
     """Compare every policy at every point; results come back in the order of ``points``.
 
     ``workers``: processes to use (default: the CPUs available, at most one per
-    point); 1 runs in this process.
+    point); 1 runs in this process. ``engine``: a "ray" one runs the points on Ray instead (each
+    point's job carries the problem, policies and settings by value; trace arrivals are read by the
+    worker from ``base_dir``, which must then be on every node).
     """
     jobs = [
         _Job(
@@ -145,6 +148,6 @@ def run_sweep(
     bar = tqdm(
         total=len(jobs), desc="sweep", unit="point", disable=not progress, leave=False
     )
-    results = map_jobs(_run, jobs, n, bar)
+    results = map_jobs(_run, jobs, n, bar, engine)
     bar.close()
     return list(zip(points, results, strict=True))
