@@ -145,7 +145,8 @@ class Pipeline:
         whose top-level children run one after the other (with ``input_shape`` or
         ``example_input``, batch 1). Tasks naming the same model share its blocks. ``partition``:
         a block count or the child names to cut after. ``variants``: default structured-50% for
-        zoo models, unstructured-50% for user models (their inner dimensions are unknown).
+        every model (a user's module is pruned through torch-pruning's dependency graph; children
+        without inner channels stay dense).
         A module is partitioned and checked here: one that cannot be raises ``InputError``.
         """
         if self._runtime is not None:
@@ -157,9 +158,7 @@ class Pipeline:
         if isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, float)) or not rate_hz > 0:
             raise bad_argument("rate_hz", "an arrival rate above zero (requests per second)", rate_hz)
         if variants is None:
-            pattern = "unstructured" if isinstance(model, torch.nn.Module) or (
-                isinstance(model, str) and ":" in model) else "structured"
-            variants = ({"pattern": pattern, "levels": [0.5]},)
+            variants = ({"pattern": "structured", "levels": [0.5]},)
         if isinstance(model, torch.nn.Module):
             spec = self._module_spec(name, model, partition, variants, input_shape, example_input)
         else:

@@ -210,7 +210,8 @@ def digest(unit_specs: Sequence[dict[str, Any]], state: dict[str, torch.Tensor])
     for name in sorted(state):
         t = state[name].detach().contiguous()
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape(-1): a 0-d tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -522,7 +523,7 @@ def _store_block(
     inputs: tuple[torch.Tensor, ...],
     interface: tuple[TensorSpec, ...],
 ) -> Block:
-    block = prune_block(dense_block, recipe)
+    block = prune_block(dense_block, recipe, inputs)
     stats, _ = measure(block, inputs)
     if stats.outputs != interface:
         raise ValueError(

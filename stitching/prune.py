@@ -3,7 +3,8 @@
 Kinds (one small function each, composed in :func:`prune_block`):
 
 - ``structured``: whole channels, attention heads and FFN rows removed; the
-  tensors really shrink (see :meth:`stitching.units.Unit.structured`);
+  tensors really shrink (see :meth:`stitching.units.Unit.structured`; a user's module is
+  pruned through torch-pruning's dependency graph, :mod:`stitching.structural`);
 - ``unstructured``: per-layer magnitude pruning;
 - ``2:4``: in each group of 4 consecutive input weights, the 2 largest stay;
 - ``block``: square tiles of the weight matrix with the smallest norm are zeroed;
@@ -138,11 +139,15 @@ def _units(block: BlockModule) -> list[Unit]:
     return [u for u in block.units if isinstance(u, Unit)]
 
 
-def _structured(block: BlockModule, recipe: Recipe) -> BlockModule:
+def _structured(block: BlockModule, recipe: Recipe, inputs: tuple[torch.Tensor, ...] | None) -> BlockModule:
     units: list[Unit] = []
+    xs = inputs
     for unit in _units(block):
-        shrunk = unit.structured(recipe.level)
+        shrunk = unit.structured(recipe.level) if xs is None else unit.structured_on(recipe.level, xs)
         units.append(shrunk if shrunk is not None else copy.deepcopy(unit))
+        if xs is not None:
+            with torch.no_grad():
+                xs = unit(*xs)
     return BlockModule(units).eval()
 
 
@@ -169,12 +174,14 @@ def _int8(block: BlockModule) -> BlockModule:
     return BlockModule(units).eval()
 
 
-def prune_block(block: BlockModule, recipe: Recipe) -> BlockModule:
-    """A new block: ``block`` turned into the variant ``recipe``. ``block`` is not modified."""
+def prune_block(block: BlockModule, recipe: Recipe, inputs: tuple[torch.Tensor, ...] | None = None) -> BlockModule:
+    """A new block: ``block`` turned into the variant ``recipe``. ``block`` is not modified.
+    ``inputs``: the block's example inputs, which structured pruning of a user's module needs (it is
+    traced by torch-pruning)."""
     if recipe.pattern == "dense":
         return copy.deepcopy(block)
     if recipe.pattern == "structured":
-        return _structured(block, recipe)
+        return _structured(block, recipe, inputs)
     if recipe.pattern == "int8":
         return _int8(block)
     return _masked(block, recipe)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stitching.layers import QuantConv, QuantLinear, conv, linear
+from stitching.structural import prune_module, resize, sizes
 
 Tensors = tuple[torch.Tensor, ...]
 State = dict[str, torch.Tensor]
@@ -60,6 +61,11 @@ class Unit(nn.Module):
     def structured(self, level: float) -> Unit | None:
         """A copy whose inner dimensions shrink by ``level``; None when the unit has none."""
         return None
+
+    def structured_on(self, level: float, inputs: Tensors) -> Unit | None:
+        """:meth:`structured`, for kinds that must see the unit's example ``inputs`` to find its
+        inner dimensions (a user's module, traced by torch-pruning)."""
+        return self.structured(level)
 
     def with_config(self, **changes: Any) -> Unit:
         """A new (untrained) unit of the same kind with ``changes`` to its config."""
@@ -445,11 +451,15 @@ class TorchChild(Unit):
 
     kind = "torch_child"
 
-    def __init__(self, factory: str, child: str, int8: bool = False, factories: Factories | None = None) -> None:
-        super().__init__(factory=factory, child=child, int8=int8)
+    def __init__(self, factory: str, child: str, int8: bool = False, factories: Factories | None = None,
+                 sizes: dict[str, dict[str, Any]] | None = None) -> None:
+        # ``sizes``: what structured pruning shrank (stitching.structural.sizes); absent when dense.
+        super().__init__(factory=factory, child=child, int8=int8, **({"sizes": sizes} if sizes else {}))
         self.factories = factories  # not in the config: live factories are not JSON
         # A copy: an in-memory factory hands out the user's own module, whose child must stay untouched.
         self.inner = copy.deepcopy(import_factory(factory, factories)().get_submodule(child))
+        if sizes:
+            resize(self.inner, sizes)
         if int8:
             self.inner = _int8_layers(self.inner)
 
@@ -461,10 +471,22 @@ class TorchChild(Unit):
         return out if isinstance(out, tuple) else (out,)
 
     def structured(self, level: float) -> Unit | None:
-        raise ValueError(
-            f"structured pruning needs to know a block's inner dimensions; {self.config['factory']} is a user model. "
-            "Use unstructured, 2:4, block or int8, or a zoo model"
-        )
+        raise ValueError(f"structured pruning of {self.config['factory']} ({self.config['child']}) needs its example "
+                         "inputs: use structured_on")
+
+    def structured_on(self, level: float, inputs: Tensors) -> Unit | None:
+        """A copy with ``level`` of its inner channels removed by torch-pruning (its interface kept);
+        None when it has none."""
+        if self.config["int8"] or self.config.get("sizes"):
+            raise ValueError(f"{self.config['child']} of {self.config['factory']} is already a variant")
+        where = f"{self.config['child']} of {self.config['factory']}"
+        pruned = prune_module(self.inner, inputs, level, where=where)
+        if pruned is None:
+            return None  # no inner channels: the child stays as it is, like a zoo unit without any
+        new = TorchChild(self.config["factory"], self.config["child"], factories=self.factories,
+                         sizes=sizes(self.inner, pruned))
+        new.inner.load_state_dict(pruned.state_dict(), strict=True)
+        return new
 
 
 UNIT_KINDS: dict[str, type[Unit]] = {

@@ -2,8 +2,10 @@
 
 Each top-level child is one unit of kind ``torch_child``; the pool rebuilds it
 by importing and calling the factory again (never by unpickling) and loading
-the stored tensors. Such children have no known inner dimensions, so
-structured pruning is refused; unstructured, 2:4, block and int8 work.
+the stored tensors. Structured pruning goes through torch-pruning's dependency graph
+(:mod:`stitching.structural`): a child's inner channels shrink, its interface stays, and the
+sizes it shrank to are stored beside the factory so the pool can rebuild it. Unstructured, 2:4,
+block and int8 work on every child.
 Whether the children really form a chain is checked against the factory's
 own ``forward`` (:func:`stitching.partition.check_chain`).
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,124 @@ def test_a_user_model_is_pooled_and_rebuilt(tmp_path: Path) -> None:
     assert all(c.accuracy_source == "unknown" for c in stitch(pool, "mlp", None, progress=False).candidates)
 
 
-def test_structured_pruning_of_a_user_model_is_refused(tmp_path: Path) -> None:
+class BasicBlock(nn.Module):
+    """A residual stage as users write them: two convs and a skip, so not a single layer."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + x)
+
+
+class ResNetLike(nn.Module):
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.stage1 = nn.Sequential(BasicBlock(c), BasicBlock(c))
+        self.stage2 = nn.Sequential(BasicBlock(c), BasicBlock(c))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage2(self.stage1(self.stem(x))))
+
+
+def make_resnet() -> nn.Module:
+    torch.manual_seed(3)
+    model = ResNetLike().eval()
+    with torch.no_grad():  # trained-looking norms: the importance ranking has something to rank
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.2, 1.5)
+    return model
+
+
+RESNET = f"{__name__}:make_resnet"
+
+
+def _chain(pool, variant: str, x: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    for p in range(pool.positions("resnet")):
+        x = pool.load_module(pool.block("resnet", p, variant).digest)(x)
+    return x
+
+
+def test_structured_pruning_of_a_residual_user_model_shrinks_its_stages_and_keeps_every_interface(
+        tmp_path: Path) -> None:
+    request = ModelRequest("resnet", None, None, ("stem", "stage1", "stage2"),
+                           (Recipe("structured", 0.5),), RESNET, (1, 1, 16, 16))
+    pool = build_pool(tmp_path / "p", [request], progress=False)
+    assert verify(tmp_path / "p") == []
+    dense = [pool.block("resnet", p, "dense") for p in range(4)]
+    half = [pool.block("resnet", p, "structured-0.5") for p in range(4)]
+    # The residual stages lose about half their inner convs' weights; the stem and head, whose
+    # every channel is interface, keep theirs.
+    for p in (1, 2):
+        assert half[p].param_bytes < 0.6 * dense[p].param_bytes
+        assert half[p].flops < 0.6 * dense[p].flops
+    for p in (0, 3):
+        assert half[p].param_bytes == dense[p].param_bytes
+    stage = pool.load_module(half[1].digest)
+    convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 16, 32]
+    # Rebuilt from the factory and the stored sizes, every variant runs and keeps the model's output shape.
+    x = torch.randn(3, 1, 16, 16)
+    assert _chain(pool, "structured-0.5", x).shape == (3, 10)
+    assert torch.allclose(_chain(pool, "dense", x), make_resnet()(x), atol=1e-5)
+    # Measured on this host: the pruned stage really runs faster (best of 30, one thread; the
+    # FLOPs halve, so a margin of 10% leaves room for noise).
+    dense_stage = pool.load_module(dense[1].digest)
+    y = torch.randn(1, 32, 32, 32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best = {}
+        for name, module in (("dense", dense_stage), ("half", stage)):
+            times = []
+            with torch.no_grad():
+                for _ in range(30):
+                    t0 = time.perf_counter()
+                    module(y)
+                    times.append(time.perf_counter() - t0)
+            best[name] = min(times)
+    finally:
+        torch.set_num_threads(threads)
+    assert best["half"] < 0.9 * best["dense"], best
+
+
+def test_children_without_inner_channels_stay_dense(tmp_path: Path) -> None:
+    # Each child of the MLP is a single layer: all its channels are its interface.
     request = ModelRequest("mlp", None, 2, None, (Recipe("structured", 0.5),), FACTORY, (1, 8))
-    with pytest.raises(ValueError, match="structured pruning needs"):
+    pool = build_pool(tmp_path / "p", [request], progress=False)
+    for p in range(2):
+        assert pool.block("mlp", p, "structured-0.5").digest == pool.block("mlp", p, "dense").digest
+
+
+class Untraceable(nn.Module):
+    """Runs its convs without autograd, so torch-pruning's graph has nothing to follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.b(self.a(x))
+
+
+def make_untraceable() -> nn.Module:
+    return nn.Sequential(Untraceable(), nn.Flatten())
+
+
+def test_a_child_torch_pruning_cannot_trace_is_refused_by_name(tmp_path: Path) -> None:
+    request = ModelRequest("odd", None, 2, None, (Recipe("structured", 0.5),), f"{__name__}:make_untraceable",
+                           (1, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"torch-pruning cannot (trace|prune) 0 of .*make_untraceable: "):
         build_pool(tmp_path / "p", [request], progress=False)
 
 
