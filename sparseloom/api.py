@@ -17,6 +17,7 @@ partitioned, a bad memory size) raises :class:`sparseloom.errors.InputError`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from sparseloom.errors import Problem as Complaint
 from sparseloom.runtime import Runtime, RuntimeStats, processors_present, restrict
 from stitching import zoo
 from stitching.user_model import check_partition
+from stitching.zoo.evaluate import EVALUATE_LIMIT_S, UserEvaluator
 
 _UNITS = {"": 1.0, "b": 2**-20, "k": 2**-10, "kb": 1e3 / 2**20, "kib": 2**-10, "m": 1.0, "mb": 1e6 / 2**20,
           "mib": 1.0, "g": 2**10, "gb": 1e9 / 2**20, "gib": 2**10, "t": 2**20, "tb": 1e12 / 2**20, "tib": 2**20}
@@ -121,6 +123,8 @@ class Pipeline:
         self._tasks: dict[str, wl.Task] = {}
         # The live torch modules given to add_task, by the factory name their model spec carries.
         self._factories: dict[str, Callable[[], torch.nn.Module]] = {}
+        # The users' own evaluations, by model name (add_task's ``evaluate``).
+        self._evaluators: dict[str, UserEvaluator] = {}
         self._runtime: Runtime | None = None
         self.assembled: Any = None
 
@@ -137,6 +141,8 @@ class Pipeline:
         variants: Sequence[wl.VariantSpec | dict[str, Any]] | None = None,
         input_shape: Sequence[int] | None = None,
         example_input: torch.Tensor | None = None,
+        evaluate: Callable[[torch.nn.Module], float] | None = None,
+        evaluate_limit_s: float = EVALUATE_LIMIT_S,
     ) -> None:
         """Add a task: a stream of requests for ``model`` under ``slo``, expected at ``rate_hz``.
 
@@ -148,6 +154,10 @@ class Pipeline:
         every model (a user's module is pruned through torch-pruning's dependency graph; children
         without inner channels stay dense).
         A module is partitioned and checked here: one that cannot be raises ``InputError``.
+        ``evaluate``: for a user's model (a module or a factory), the user's metric on the user's
+        data, ``evaluate(module) -> float`` in [0, 1], higher is better; the pool measures each
+        variant with it (at most ``evaluate_limit_s`` a call) and the estimator fits the stitched
+        variants from those measurements, as for the zoo. Without it the model's accuracy is unknown.
         """
         if self._runtime is not None:
             raise bad_argument("add_task", "tasks added before build()", name)
@@ -159,10 +169,25 @@ class Pipeline:
             raise bad_argument("rate_hz", "an arrival rate above zero (requests per second)", rate_hz)
         if variants is None:
             variants = ({"pattern": "structured", "levels": [0.5]},)
+        if evaluate is not None and not callable(evaluate):
+            raise bad_argument(f"add_task({name!r}).evaluate", "a function evaluate(module) -> float in [0, 1]", evaluate)
+        if isinstance(evaluate_limit_s, bool) or not isinstance(evaluate_limit_s, (int, float)) or not (
+                0 < evaluate_limit_s <= 3600):
+            raise bad_argument(f"add_task({name!r}).evaluate_limit_s", "seconds in (0, 3600]", evaluate_limit_s)
         if isinstance(model, torch.nn.Module):
             spec = self._module_spec(name, model, partition, variants, input_shape, example_input)
         else:
             spec = self._model_spec(name, model, partition, variants, input_shape)
+        if evaluate is not None:
+            if spec.module is None:
+                raise bad_argument(f"add_task({name!r}).evaluate", "a user's model (a module or 'pkg.mod:factory'); "
+                                   "a zoo model has its own evaluation", spec.zoo)
+            data = f"{getattr(evaluate, '__module__', '?')}.{getattr(evaluate, '__qualname__', repr(evaluate))}"
+            known = self._evaluators.get(spec.name)
+            if known is not None and known.fn is not evaluate:
+                raise bad_argument(f"add_task({name!r}).evaluate", f"the evaluate already given for model {spec.name!r}",
+                                   data)
+            self._evaluators[spec.name] = UserEvaluator(evaluate, spec.name, data, float(evaluate_limit_s))
         try:
             task = wl.Task.model_validate(
                 {"name": name, "model": spec.name, "slo": slo, "arrival": {"process": "poisson", "rate_hz": rate_hz}}
@@ -285,7 +310,7 @@ class Pipeline:
         try:
             assembled = assemble(
                 work, base_dir=Path.cwd(), cache_dir=self.cache_dir, soc=self.soc, progress=self.progress,
-                factories=self._factories,
+                factories=self._factories, evaluators=self._evaluators,
             )
         except InputError:
             raise
@@ -293,9 +318,24 @@ class Pipeline:
             # Lower packages say what is wrong (a partition that does not fit the model, ...) in ValueError.
             raise InputError([Complaint("Pipeline.build", "models that can be partitioned and pooled", str(err))]) from None
         self.assembled = assembled
-        self._start(assembled.problem, assembled.soc, assembled.pool)
+        self._start(self._judged(assembled), assembled.soc, assembled.pool)
         assert self._runtime is not None
         return self._runtime.plan
+
+    def _judged(self, assembled: Any) -> Problem:
+        """The problem with the measured accuracy (the zoo's evaluator or the user's ``evaluate``) of
+        every variant the policy's plan serves, so the plan the runtime makes on it carries measurements
+        where it would otherwise carry estimates."""
+        from sparseloom.verdict import measure_served
+
+        try:
+            here = restrict(assembled.problem, processors_present(assembled.soc))
+        except ValueError as err:
+            raise bad_argument("soc", "an SoC with a processor present on this host", str(err)) from None
+        plan = registry.create(self.policy_name).plan(here)
+        judged, _ = measure_served(dataclasses.replace(assembled, problem=here), {self.policy_name: plan},
+                                   self.cache_dir, self.progress)
+        return judged
 
     @classmethod
     def from_problem(

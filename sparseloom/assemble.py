@@ -13,6 +13,7 @@ reads files. Each latency keeps its ``measured``/``modelled`` mark.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -34,7 +35,8 @@ from stitching import sealed, zoo
 from stitching.pool import Block, ModelRequest, Pool, build_pool
 from stitching.prune import Recipe
 from stitching.stitch import stitch
-from stitching.units import Factories
+from stitching.units import Factories, import_factory
+from stitching.zoo.evaluate import EvaluationError, Evaluator, UserEvaluator
 
 MB = 2**20
 
@@ -74,6 +76,8 @@ class Assembled:
     profile: Profile
     problem: Problem
     accuracy: Mapping[str, AccuracyTerms]
+    # Per user model: the user's own evaluation (API ``evaluate=`` or YAML ``evaluation:``).
+    evaluators: Mapping[str, UserEvaluator] = field(default_factory=dict)
 
 
 def soc_spec(soc: SoC) -> SoCSpec:
@@ -210,14 +214,59 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
     return sealed.cached(path, measure, Profile.to_json, Profile.from_json)
 
 
-def accuracy_terms(pool: Pool, model: str, cache_dir: Path, progress: bool = True) -> AccuracyTerms | None:
-    """Measured per-block accuracy terms for ``model`` (None when its accuracy is unknown); cached."""
+def user_evaluators(workload: Workload, source: str = "workload",
+                    given: Mapping[str, UserEvaluator] | None = None) -> dict[str, UserEvaluator]:
+    """Per ``module`` model with an evaluation: its :class:`UserEvaluator` (``given`` ones, from the
+    Python API, first; then the workload's ``evaluation.module`` imports). InputError naming the
+    model when an import fails."""
+    out = dict(given or {})
+    for i, m in enumerate(workload.models):
+        if m.evaluation is None or m.name in out:
+            continue
+        try:
+            fn = import_factory(m.evaluation.module)
+        except ValueError as err:
+            raise InputError([Complaint(f"models[{i}].evaluation.module", "an importable 'pkg.mod:fn'", str(err),
+                                        source)]) from None
+        out[m.name] = UserEvaluator(fn, m.name, m.evaluation.module, m.evaluation.limit_s)  # type: ignore[arg-type]
+    return out
+
+
+def evaluator_for(pool: Pool, model: str, cache_dir: Path,
+                  users: Mapping[str, UserEvaluator]) -> Evaluator | UserEvaluator | None:
+    """What measures ``model``'s accuracy: the zoo's evaluator, the user's own, or None (unknown)."""
+    name = pool.model_info(model)["zoo"]
+    if name is None:
+        return users.get(model)
+    if not zoo.entry(name).accuracy_known:
+        return None
+    return zoo.evaluator(name, zoo.load(name, cache_dir), cache_dir)
+
+
+def evaluation_key(evaluator: UserEvaluator | None) -> list[str]:
+    """What identifies a user's evaluation in cache keys: its name and its code (a changed metric is
+    measured again; data it reads from elsewhere is not seen, see docs)."""
+    if evaluator is None:
+        return []
+    try:
+        code = inspect.getsource(evaluator.fn)
+    except (OSError, TypeError):
+        code = getattr(evaluator.fn, "__qualname__", repr(evaluator.fn))
+    return [evaluator.data, hashlib.sha256(code.encode()).hexdigest()]
+
+
+def accuracy_terms(pool: Pool, model: str, cache_dir: Path, progress: bool = True,
+                   users: Mapping[str, UserEvaluator] | None = None, source: str = "workload") -> AccuracyTerms | None:
+    """Measured per-block accuracy terms for ``model`` (None when its accuracy is unknown); cached.
+    ``users``: the users' own evaluations of their models; one that fails is an InputError naming the
+    model, and nothing is recorded."""
     info = pool.model_info(model)
     name = info["zoo"]
-    if name is None or not zoo.entry(name).accuracy_known:
-        return None  # a user model: no evaluation data, accuracy unknown
+    user = (users or {}).get(model) if name is None else None
+    if (name is None and user is None) or (name is not None and not zoo.entry(name).accuracy_known):
+        return None  # a user model without an evaluation, or a profiling-only zoo model: accuracy unknown
     digests = sorted(b.digest for b in pool.blocks(model))
-    path = pool.root / "accuracy" / f"{model}-{_key('v2', digests)}.json"
+    path = pool.root / "accuracy" / f"{model}-{_key('v2', digests, *evaluation_key(user))}.json"
 
     def decode(data: dict) -> AccuracyTerms:
         deltas = {(int(p), v): d for p, v, d in data.pop("deltas")}
@@ -231,9 +280,12 @@ def accuracy_terms(pool: Pool, model: str, cache_dir: Path, progress: bool = Tru
         data = sealed.read(path)
         if data is not None:
             return decode(data)
-        base = zoo.load(name, cache_dir)
-        evaluator = zoo.evaluator(name, base, cache_dir)
-        report = stitch(pool, model, evaluator, progress=progress)
+        evaluator = evaluator_for(pool, model, cache_dir, users or {})
+        try:
+            report = stitch(pool, model, evaluator, progress=progress)
+        except EvaluationError as err:
+            raise InputError([Complaint(f"models.{model}.evaluation", "an evaluate that returns a number in [0, 1] "
+                                        "within its time limit", str(err), source)]) from None
         est = report.estimator
         if est is None:
             return None
@@ -320,10 +372,12 @@ def build_problem(workload: Workload, spec: SoCSpec, pool: Pool, profile: Profil
 
 
 def assemble(workload: Workload, *, base_dir: Path, cache_dir: Path, soc: SoC | None = None,
-             progress: bool = True, source: str = "workload", factories: Factories | None = None) -> Assembled:
+             progress: bool = True, source: str = "workload", factories: Factories | None = None,
+             evaluators: Mapping[str, UserEvaluator] | None = None) -> Assembled:
     """Pool, profile and accuracy for ``workload`` (cached), and the scheduler problem built from them.
 
-    ``factories``: in-memory model factories that the workload's ``module`` entries name.
+    ``factories``: in-memory model factories that the workload's ``module`` entries name;
+    ``evaluators``: users' own evaluations of those models (besides the workload's ``evaluation:``).
     """
     soc = soc or workload.soc
     if soc is None or workload.scenario is None:
@@ -332,6 +386,8 @@ def assemble(workload: Workload, *, base_dir: Path, cache_dir: Path, soc: SoC | 
     pool = workload_pool(workload, cache_dir, progress, source, factories)
     spec = soc_spec(soc)
     profile = profile_pool(spec, pool, cache_dir, progress, idle_ms=idle_gap_ms(workload, base_dir))
-    accuracy = {m: accuracy_terms(pool, m, cache_dir, progress) for m in pool.models()}
+    users = user_evaluators(workload, source, evaluators)
+    accuracy = {m: accuracy_terms(pool, m, cache_dir, progress, users, source) for m in pool.models()}
     problem = build_problem(workload, spec, pool, profile, accuracy, base_dir)
-    return Assembled(workload, spec, pool, profile, problem, {k: v for k, v in accuracy.items() if v is not None})
+    return Assembled(workload, spec, pool, profile, problem, {k: v for k, v in accuracy.items() if v is not None},
+                     users)

@@ -17,9 +17,12 @@ from tqdm import tqdm
 
 from scheduler.plan import Plan
 from scheduler.problem import Problem, TaskSpec
-from sparseloom.assemble import Assembled, _key, measured_choices
-from stitching import sealed, zoo
+from sparseloom.assemble import Assembled, _key, evaluation_key, evaluator_for, measured_choices
+from sparseloom.errors import InputError
+from sparseloom.errors import Problem as Complaint
+from stitching import sealed
 from stitching.stitch import Measurer
+from stitching.zoo.evaluate import EvaluationError
 
 
 @dataclass(frozen=True)
@@ -89,19 +92,24 @@ def measure_served(assembled: Assembled, plans: Mapping[str, Plan], cache_dir: P
     for model, tasks in by_model.items():
         info = pool.model_info(model)
         digests_of = {c: _digests(t, c) for t in tasks for c in wanted[t.name]}
-        path = pool.root / "accuracy" / f"{model}-served-{_key(sorted(b.digest for b in pool.blocks(model)))}.json"
+        user = assembled.evaluators.get(model) if info["zoo"] is None else None
+        path = pool.root / "accuracy" / (f"{model}-served-"
+                                         f"{_key(sorted(b.digest for b in pool.blocks(model)), *evaluation_key(user))}.json")
         known = _served_record(path)
         for t in tasks:
             known.update({_digests(t, c): a for c, a in t.measured_accuracy.items()})
         todo = sorted({d for d in digests_of.values() if d not in known})
         if todo:
-            base = zoo.load(info["zoo"], cache_dir)
-            evaluator = zoo.evaluator(info["zoo"], base, cache_dir)
+            evaluator = evaluator_for(pool, model, cache_dir, assembled.evaluators)
             if evaluator is not None:
                 measurer = Measurer(pool, evaluator)
-                for d in tqdm(todo, desc=f"measure served {model}", unit="variant", leave=False,
-                              disable=not progress):
-                    known[d] = measurer.measure(d)
+                try:
+                    for d in tqdm(todo, desc=f"measure served {model}", unit="variant", leave=False,
+                                  disable=not progress):
+                        known[d] = measurer.measure(d)
+                except EvaluationError as err:
+                    raise InputError([Complaint(f"models.{model}.evaluation", "an evaluate that returns a number "
+                                                "in [0, 1] within its time limit", str(err))]) from None
                 with sealed.lock(path):  # merge with what another process may have added meanwhile
                     merged = {**_served_record(path), **known}
                     sealed.write(path, [[list(k), a] for k, a in sorted(merged.items())])

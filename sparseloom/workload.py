@@ -206,8 +206,17 @@ class VariantSpec(Schema):
         return self
 
 
+class Evaluation(Schema):
+    """A user's metric for a ``module`` model: ``fn(module) -> float`` in [0, 1], higher is better."""
+
+    module: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+    # Seconds one call may take (default: stitching.zoo.evaluate.EVALUATE_LIMIT_S).
+    limit_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+
 class ModelSpec(Schema):
-    """A base model: a zoo name, or a user's factory given by import path."""
+    """A base model: a zoo name, or a user's factory given by import path (with, optionally, the
+    user's own evaluation of it)."""
 
     name: Name
     zoo: ZooName | None = None
@@ -218,6 +227,7 @@ class ModelSpec(Schema):
     partition: Partition = Partition(blocks=4)
     variants: tuple[VariantSpec, ...] = ()
     accuracy: Fraction | None = None
+    evaluation: Evaluation | None = None
 
     @model_validator(mode="after")
     def _source(self) -> ModelSpec:
@@ -229,6 +239,8 @@ class ModelSpec(Schema):
             raise ValueError(
                 "a 'module' model needs 'input_shape', for example [1, 3, 224, 224]"
             )
+        if self.evaluation is not None and self.zoo is not None:
+            raise ValueError("'evaluation' is for 'module' models: a zoo model has its own")
         return self
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from stitching.partition import BlockModule
 from stitching.pool import Block, Pool
-from stitching.zoo.evaluate import Evaluator
+from stitching.zoo.evaluate import Evaluator, UserEvaluator
 
 Source = Literal["measured", "estimated", "unknown"]
 MAX_COMBINATIONS = 250_000
@@ -120,12 +120,13 @@ def _variant(model: str, combo: Sequence[Block], accuracy: float | None, source:
 
 
 class Measurer:
-    """Measures stitched variants on an evaluator, reusing the outputs of shared prefixes.
+    """Measures stitched variants on an evaluator, reusing the outputs of shared prefixes (a user's
+    evaluator is handed each stitched variant whole, as one module, so nothing is shared).
 
     ``count`` is the number of distinct stitched variants measured so far.
     """
 
-    def __init__(self, pool: Pool, evaluator: Evaluator, prefix_cache_mb: float = 512.0,
+    def __init__(self, pool: Pool, evaluator: Evaluator | UserEvaluator, prefix_cache_mb: float = 512.0,
                  on_measure: Callable[[], object] | None = None) -> None:
         """``prefix_cache_mb`` bounds the activations kept for shared prefixes (least recently used go);
         ``on_measure`` is called after each new stitched variant is measured (progress)."""
@@ -152,7 +153,13 @@ class Measurer:
 
     def measure(self, digests: Sequence[str]) -> float:
         key = tuple(digests)
+        if key not in self._results and isinstance(self.evaluator, UserEvaluator):
+            chain = BlockModule([u for d in key for u in self._module(d).units]).eval()  # type: ignore[misc]
+            self._results[key] = self.evaluator.evaluate(chain)
+            if self._on_measure is not None:
+                self._on_measure()
         if key not in self._results:
+            assert isinstance(self.evaluator, Evaluator)
             # Start from the longest prefix already run: single-block swaps at position p all share
             # the dense blocks before p, so most of their chain is not run again.
             start, xs = 0, self.evaluator.inputs
@@ -186,18 +193,25 @@ class Measurer:
         """Measure every combination, depth first so each prefix runs once."""
         total = math.prod(len(c) for c in per_position)
         bar = tqdm(total=total, desc="measure", unit="variant", disable=not progress)
+        evaluator = self.evaluator
+        if isinstance(evaluator, UserEvaluator):
+            for combo in itertools.product(*per_position):
+                self.measure(combo)
+                bar.update(1)
+            bar.close()
+            return {k: v for k, v in self._results.items() if len(k) == len(per_position)}
 
         def walk(prefix: tuple[str, ...], xs: tuple[torch.Tensor, ...]) -> None:
             p = len(prefix)
             if p == len(per_position):
-                self._results.setdefault(prefix, self.evaluator.score(xs))
+                self._results.setdefault(prefix, evaluator.score(xs))
                 bar.update(1)
                 return
             for d in per_position[p]:
                 with torch.no_grad():
                     walk(prefix + (d,), self._module(d).run(*xs))
 
-        walk((), self.evaluator.inputs)
+        walk((), evaluator.inputs)
         bar.close()
         return {k: v for k, v in self._results.items() if len(k) == len(per_position)}
 
@@ -398,7 +412,7 @@ class StitchReport:
 def stitch(
     pool: Pool,
     model: str,
-    evaluator: Evaluator | None,
+    evaluator: Evaluator | UserEvaluator | None,
     measure_all: bool = False,
     budget: float = 0.05,
     seed: int = 0,
