@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from sklearn.datasets import load_digits
 from torch import nn
 
 import sparseloom as sl
 from stitching.zoo.evaluate import EvaluationError, UserEvaluator
+from tests.own_model import example
 
 SOC = """
 soc:
@@ -36,53 +36,14 @@ soc:
 """
 
 
-class Basic(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + x)
-
-
-class DigitsResNet(nn.Module):
-    """A user's residual CNN: its stages are children that are not single layers."""
-
-    def __init__(self, c: int = 24) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
-        self.stage1 = Basic(c)
-        self.stage2 = Basic(c)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stage2(self.stage1(self.stem(x))))
-
-
-def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    d = load_digits()
-    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y = torch.tensor(d.target)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    cut = int(0.7 * len(y))
-    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+EX = example()
+DigitsResNet = EX.OwnResNet
+_digits = EX.data
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, Callable[[nn.Module], float]]:
-    torch.manual_seed(0)
-    xtr, ytr, xte, yte = _digits()
-    net = DigitsResNet()
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(6):
-        for i in range(0, len(ytr), 64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(xtr[i:i + 64]), ytr[i:i + 64]).backward()
-            opt.step()
-    net.eval()
+    net, xte, yte = EX.train(epochs=6)
 
     def top1(module: nn.Module) -> float:
         """The user's metric: top-1 on the held-out 30%."""

@@ -12,6 +12,7 @@ from torch import nn
 from stitching.pool import ModelRequest, build_pool, verify
 from stitching.prune import Recipe
 from stitching.stitch import stitch
+from tests.own_model import example
 
 FACTORY = f"{__name__}:make_mlp"
 
@@ -52,35 +53,10 @@ def test_a_user_model_is_pooled_and_rebuilt(tmp_path: Path) -> None:
     assert all(c.accuracy_source == "unknown" for c in stitch(pool, "mlp", None, progress=False).candidates)
 
 
-class BasicBlock(nn.Module):
-    """A residual stage as users write them: two convs and a skip, so not a single layer."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + x)
-
-
-class ResNetLike(nn.Module):
-    def __init__(self, c: int = 32) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
-        self.stage1 = nn.Sequential(BasicBlock(c), BasicBlock(c))
-        self.stage2 = nn.Sequential(BasicBlock(c), BasicBlock(c))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stage2(self.stage1(self.stem(x))))
-
-
 def make_resnet() -> nn.Module:
     torch.manual_seed(3)
-    model = ResNetLike().eval()
+    # The example's residual CNN: a stem, two stages of two residual blocks, a head.
+    model = example().OwnResNet(c=32).eval()
     with torch.no_grad():  # trained-looking norms: the importance ranking has something to rank
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
