@@ -326,15 +326,24 @@ class Pipeline:
         """The problem with the measured accuracy (the zoo's evaluator or the user's ``evaluate``) of
         every variant the policy's plan serves, so the plan the runtime makes on it carries measurements
         where it would otherwise carry estimates."""
+        from sparseloom.sim.runner import VERDICT_ROUNDS
         from sparseloom.verdict import measure_served
 
         try:
             here = restrict(assembled.problem, processors_present(assembled.soc))
         except ValueError as err:
             raise bad_argument("soc", "an SoC with a processor present on this host", str(err)) from None
-        plan = registry.create(self.policy_name).plan(here)
-        judged, _ = measure_served(dataclasses.replace(assembled, problem=here), {self.policy_name: plan},
-                                   self.cache_dir, self.progress)
+        policy = registry.create(self.policy_name)
+        plan, judged = policy.plan(here), here
+        # As the simulator's verdict does (sparseloom.sim.runner._judge): a measurement that refutes a
+        # planned variant's estimate changes the plan, whose new variant is measured in turn.
+        for _ in range(VERDICT_ROUNDS):
+            judged, _ = measure_served(dataclasses.replace(assembled, problem=judged), {self.policy_name: plan},
+                                       self.cache_dir, self.progress)
+            again = policy.plan(judged)
+            if {t: r.options for t, r in again.routes.items()} == {t: r.options for t, r in plan.routes.items()}:
+                break
+            plan = again
         return judged
 
     @classmethod
