@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return simulate.run(argparse.Namespace(
-        workload=str(DEFAULT), soc=None, cache=args.cache, no_progress=False, policies=None, out=args.out,
-        seeds=None, duration=None, trace_s=simulate.TRACE_S, json=False))
+    # Parsed by simulate's own parser, so every simulate flag (present or future) has its default.
+    parser = argparse.ArgumentParser(prog="sparseloom")
+    simulate.register(parser.add_subparsers())
+    ns = parser.parse_args(["simulate", str(DEFAULT)])
+    ns.out, ns.cache = args.out, args.cache
+    return simulate.run(ns)

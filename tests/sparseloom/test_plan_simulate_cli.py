@@ -110,3 +110,18 @@ def test_profile_show_marks_measured(setup: tuple[Path, Path], capsys: pytest.Ca
     out = capsys.readouterr().out
     assert "4 measured, 0 modelled" in out
     assert main(["profile", "show", str(root / "missing.json")]) == 2
+
+
+def test_demo_runs_simulate_on_the_default_workload_with_every_flags_default(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import argparse
+
+    from sparseloom.commands import demo, simulate
+
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setattr(simulate, "run", lambda ns: seen.append(ns) or 0)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--cache", str(tmp_path / "c")]) == 0
+    (ns,) = seen
+    assert ns.workload == str(demo.DEFAULT) and ns.out == tmp_path / "d" and ns.cache == tmp_path / "c"
+    # Every option simulate's parser defines reaches it (a flag added there cannot break the demo).
+    assert ns.engine == "process" and ns.address is None and ns.trace_s == simulate.TRACE_S and ns.json is False
