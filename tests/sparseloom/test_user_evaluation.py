@@ -17,23 +17,10 @@ from torch import nn
 import sparseloom as sl
 from stitching.zoo.evaluate import EvaluationError, UserEvaluator
 from tests.own_model import example
+from tests.sparseloom.test_plan_simulate_cli import WORKLOAD as WORKLOAD_CLI
 
-SOC = """
-soc:
-  name: host-torch
-  memory_mb: 4096
-  storage_read_gbps: 2.0
-  transfer: {latency_us: 0, bandwidth_gbps: 20}
-  source: "test: the host CPU through torch"
-  processors:
-    - name: cpu
-      kind: cpu
-      target: {kind: llvm}
-      executor: torch
-      peak_gops: {fp32: 50}
-      memory_bandwidth_gbps: 20
-      source: "test"
-"""
+# The small torch-executor host SoC of the CLI tests (nothing to compile).
+SOC = WORKLOAD_CLI.split("models:")[0]
 
 
 EX = example()
