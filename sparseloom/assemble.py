@@ -316,12 +316,20 @@ def _transitions(workload: Workload) -> dict[str, dict[str, float]]:
 
 def measured_choices(positions: Sequence[Sequence[Option]],
                      measured: Mapping[tuple[str, ...], float]) -> dict[tuple[int, ...], float]:
-    """Measured accuracies keyed by option index per position (what ``TaskSpec`` looks up)."""
-    index = [{o.digest: i for i, o in enumerate(pos)} for pos in positions]
+    """Measured accuracies keyed by option index per position (what ``TaskSpec`` looks up). Options
+    with the same block (a variant that leaves a position as it is, like structured pruning of a
+    block with no inner channels) share its measurement: every choice of the same blocks gets it."""
+    index: list[dict[str, list[int]]] = []
+    for pos in positions:
+        ix: dict[str, list[int]] = {}
+        for i, o in enumerate(pos):
+            ix.setdefault(o.digest, []).append(i)
+        index.append(ix)
     out: dict[tuple[int, ...], float] = {}
     for digests, acc in measured.items():
         if len(digests) == len(index) and all(d in ix for d, ix in zip(digests, index)):
-            out[tuple(ix[d] for d, ix in zip(digests, index))] = acc
+            for choice in itertools.product(*(ix[d] for d, ix in zip(digests, index))):
+                out[choice] = acc
     return out
 
 

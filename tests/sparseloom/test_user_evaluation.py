@@ -153,3 +153,14 @@ def test_a_workload_names_its_evaluation_and_a_bad_one_exits_2(tmp_path: Path,
     assert main(["plan", str(bad), "--cache", str(tmp_path / "c"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "models[0].evaluation.module" in err and "no_such_fn" in err
+
+
+def test_a_measurement_reaches_every_choice_of_the_same_blocks() -> None:
+    from scheduler.problem import Option
+    from sparseloom.assemble import measured_choices
+
+    # Position 0: structured pruning left the block as it was (same digest as dense).
+    positions = [(Option("dense", "a", 1.0, {"cpu": 1.0}), Option("structured-0.5", "a", 1.0, {"cpu": 1.0})),
+                 (Option("dense", "b", 1.0, {"cpu": 1.0}), Option("structured-0.5", "c", 1.0, {"cpu": 0.5}))]
+    got = measured_choices(positions, {("a", "c"): 0.9, ("a", "b"): 0.99})
+    assert got == {(0, 1): 0.9, (1, 1): 0.9, (0, 0): 0.99, (1, 0): 0.99}
