@@ -37,6 +37,8 @@ from tqdm import tqdm
 from scheduler import registry
 from scheduler.problem import Problem
 from sparseloom.assemble import assemble
+from sparseloom.commands import common
+from sparseloom.errors import InputError
 from sparseloom.sim import (
     Engine,
     ProfileError,
@@ -199,22 +201,13 @@ def main() -> int:
                         "profile (the comparison; the searches use the profile)")
     p.add_argument("--cache", type=Path, default=default_cache_dir())
     p.add_argument("--json", type=Path, help="also write all results here")
-    p.add_argument("--engine", choices=("process", "ray"), default="process",
-                   help="run the simulations in local processes (default) or on Ray")
-    p.add_argument("--address", metavar="ADDR", help="with --engine ray: an existing Ray cluster (default: start one here)")
+    common.add_engine_args(p)
     args = p.parse_args()
-    engine = Engine(args.engine, args.address)
-    if args.engine == "ray":
-        from sparseloom.errors import InputError
-        from sparseloom.sim.cluster import check_address, require_ray
-
-        try:
-            require_ray()
-            if args.address:
-                check_address(args.address)
-        except InputError as err:
-            print(f"paper_comparison: {err}", file=sys.stderr)
-            return 2
+    try:
+        engine = common.engine(args)
+    except InputError as err:
+        print(f"paper_comparison: {err}", file=sys.stderr)
+        return 2
     rows = []
     cells = [(sc, soc, x) for sc in args.scenarios for soc in args.socs for x in args.error]
     for scenario, soc, error in cells:

@@ -71,11 +71,15 @@ class Admission:
         their processors (see the module docstring)."""
         self._use(plan)
         h = 0.0
+        rates: dict[str, float] = {}  # each task's rate read once, however many blocks it sits behind
         blocks = route.stage_latency_ms or self._block_ms(route)
         for k, b in zip(route.processors, blocks):
             for task, slack, service in self._users.get(k, ()):
                 if b > slack and service < route.latency_ms:
-                    h += self.rate_per_ms(task, now_ms) * (b - slack)
+                    rate = rates.get(task)
+                    if rate is None:
+                        rate = rates[task] = self.rate_per_ms(task, now_ms)
+                    h += rate * (b - slack)
         return h
 
     def _block_ms(self, route: Route) -> tuple[float, ...]:

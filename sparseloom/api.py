@@ -326,7 +326,7 @@ class Pipeline:
         """The problem with the measured accuracy (the zoo's evaluator or the user's ``evaluate``) of
         every variant the policy's plan serves, so the plan the runtime makes on it carries measurements
         where it would otherwise carry estimates."""
-        from sparseloom.sim.runner import VERDICT_ROUNDS
+        from sparseloom.sim.runner import judge
         from sparseloom.verdict import measure_served
 
         try:
@@ -334,17 +334,16 @@ class Pipeline:
         except ValueError as err:
             raise bad_argument("soc", "an SoC with a processor present on this host", str(err)) from None
         policy = registry.create(self.policy_name)
-        plan, judged = policy.plan(here), here
-        # As the simulator's verdict does (sparseloom.sim.runner._judge): a measurement that refutes a
-        # planned variant's estimate changes the plan, whose new variant is measured in turn.
-        for _ in range(VERDICT_ROUNDS):
-            judged, _ = measure_served(dataclasses.replace(assembled, problem=judged), {self.policy_name: plan},
-                                       self.cache_dir, self.progress)
-            again = policy.plan(judged)
-            if {t: r.options for t, r in again.routes.items()} == {t: r.options for t, r in plan.routes.items()}:
-                break
-            plan = again
-        return judged
+        plans = {policy.name: policy.plan(here)}
+        served = dataclasses.replace(assembled, problem=here)
+
+        def plan_all(problem: Problem) -> None:
+            plans[policy.name] = policy.plan(problem)
+
+        # The simulator's verdict rounds: a measurement that refutes a planned variant's estimate
+        # changes the plan, whose new variant is measured in turn.
+        return judge(here, [policy], plans, (), lambda p: measure_served(served, p, self.cache_dir, self.progress)[0],
+                     plan_all)
 
     @classmethod
     def from_problem(

@@ -24,7 +24,9 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """--engine and --address: where the independent simulations run."""
-    p.add_argument("--engine", choices=("process", "ray"), default="process",
+    from sparseloom.sim.parallel import ENGINES
+
+    p.add_argument("--engine", choices=ENGINES, default="process",
                    help="run the simulations in local processes (default) or on Ray (pip install 'sparseloom[cluster]')")
     p.add_argument("--address", metavar="ADDR",
                    help="with --engine ray: an existing Ray cluster (host:port, ray://host:port or auto); "

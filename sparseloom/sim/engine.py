@@ -799,12 +799,12 @@ def run(
             if shedding is not None:
                 shedding.arrive(task_names[k], now)
             route = decide(task_names[k], plan, view)
-            if shedding is not None and not shedding.admit(route, plan, now):
-                decision_ns.append(perf() - t0)
+            shed = shedding is not None and not shedding.admit(route, plan, now)
+            decision_ns.append(perf() - t0)
+            if shed:
                 req_slo[r] = slo_lat[k]
                 req_shed[r] = True
                 continue  # shed at arrival: never runs, counted as dropped
-            decision_ns.append(perf() - t0)
             cr = compiled(route)
             if cr.task_index != k:
                 raise ValueError(

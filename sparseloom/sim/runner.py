@@ -325,7 +325,7 @@ def compare(
 
     plan_all(problem)
     if verdict is not None:
-        problem = _judge(problem, policies, plans, slo_changes, verdict, plan_all)
+        problem = judge(problem, policies, plans, slo_changes, verdict, plan_all)
     seed_list = tuple(range(seed, seed + seeds))
     jobs: list[_RunJob] = []
     floors: list[float] = []
@@ -419,14 +419,14 @@ def compare_workload(
     )
 
 
-# Rounds of measure-then-re-plan before a run (see ``_judge``): the first measures what the plans
+# Rounds of measure-then-re-plan before a run (see ``judge``): the first measures what the plans
 # serve, the second re-plans where a measurement refuted a planned variant, the third catches a
 # variant the second picked that is refuted in turn. Each round costs a re-plan of every policy;
 # variants a last round still changes to are judged on the estimate (the report says how many).
 VERDICT_ROUNDS = 3
 
 
-def _judge(problem: Problem, policies: Sequence[Policy], plans: dict[str, Plan],
+def judge(problem: Problem, policies: Sequence[Policy], plans: dict[str, Plan],
            slo_changes: Sequence[SLOChangeEvent], verdict: Callable[[Mapping[str, Plan]], Problem],
            plan_all: Callable[[Problem], None]) -> Problem:
     """Measure every variant any plan may serve, including the plans each SLO change's re-plan will
