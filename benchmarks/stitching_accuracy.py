@@ -1,6 +1,6 @@
 """Stitching accuracy benchmark: estimator error vs exhaustive measurement, Pareto gains, pool dedup.
 
-For digits_cnn and MiniLM (4 blocks, >= 6 variants each) this builds a pool,
+For digits_cnn, digits_resnet and MiniLM (4 blocks, >= 5 variants each) this builds a pool,
 measures EVERY stitched variant on the held-out evaluation set (ground truth),
 fits the estimator with a 5% measurement budget, and prints:
 
@@ -11,7 +11,7 @@ fits the estimator with a 5% measurement budget, and prints:
 - dedup figures: pool bytes vs the sum of whole-model checkpoints, for each
   model and for a two-task pool that shares MiniLM between tasks.
 
-Usage: python benchmarks/stitching_accuracy.py [--out DIR] [--sentences N] [--cache DIR]
+Usage: python benchmarks/stitching_accuracy.py [--out DIR] [--sentences N] [--images N] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -47,6 +47,21 @@ DIGITS = ModelRequest(
         Recipe("structured", 0.7),
         Recipe("unstructured", 0.5),
         Recipe("unstructured", 0.9),
+        Recipe("2:4"),
+        Recipe("int8"),
+    ),
+)
+# The ResNet's blocks: stem to stage 2, stage 3 to the first block of stage 4, its last basic block,
+# and the classifier; the last two are small so that exhaustive measurement stays within minutes.
+RESNET = ModelRequest(
+    "digits_resnet",
+    "digits_resnet",
+    blocks=None,
+    boundaries=("layer2.1", "layer4.0", "layer4.1"),
+    recipes=(
+        Recipe("structured", 0.2),
+        Recipe("structured", 0.4),
+        Recipe("unstructured", 0.5),
         Recipe("2:4"),
         Recipe("int8"),
     ),
@@ -135,14 +150,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="pool directory (default: a temporary one)")
     parser.add_argument("--cache", type=Path, default=None, help="zoo cache directory")
     parser.add_argument("--sentences", type=int, default=48, help="MiniLM evaluation sentences")
+    parser.add_argument("--images", type=int, default=None, help="digits_resnet evaluation images (default: all 540)")
     args = parser.parse_args()
     cache = args.cache or zoo.default_cache_dir()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp) / "pool"
         t0 = time.perf_counter()
-        pool = build_pool(root, [DIGITS, MINILM, MINILM_TASK2], cache)
+        pool = build_pool(root, [DIGITS, RESNET, MINILM, MINILM_TASK2], cache)
         print(f"pool build: {time.perf_counter() - t0:.1f} s")
-        results = [evaluate(pool, "digits_cnn", None, cache), evaluate(pool, "minilm", args.sentences, cache)]
+        results = [evaluate(pool, "digits_cnn", None, cache), evaluate(pool, "digits_resnet", args.images, cache),
+                   evaluate(pool, "minilm", args.sentences, cache)]
         whole = pool.size()
         two_task_refs = pool.blocks("minilm") + pool.blocks("minilm_search")
         two_task_unique = {b.digest for b in two_task_refs}

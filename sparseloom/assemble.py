@@ -111,7 +111,7 @@ def model_request(spec: ModelSpec) -> ModelRequest:
         if v.pattern in ("2:4", "int8"):
             recipes.append(Recipe(v.pattern))
         else:
-            recipes += [Recipe(v.pattern, level, v.block_size) for level in v.levels]
+            recipes += [Recipe(v.pattern, level, v.block_size, v.importance) for level in v.levels]
     return ModelRequest(spec.name, spec.zoo, spec.partition.blocks, spec.partition.boundaries, tuple(recipes),
                         factory=spec.module, input_shape=spec.input_shape)
 

@@ -49,7 +49,7 @@ OpName = Literal[
 ]
 # Built-in zoo models (stitching.zoo). Profiling-only models carry no accuracy.
 ZooName = Literal[
-    "digits_cnn", "minilm", "resnet50", "bert_base", "vit_s", "wav2vec2_base"
+    "digits_cnn", "digits_resnet", "minilm", "resnet50", "bert_base", "vit_s", "wav2vec2_base"
 ]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", max_length=64)]
@@ -192,6 +192,8 @@ class VariantSpec(Schema):
     pattern: VariantPattern
     levels: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = ()
     block_size: Annotated[int, Field(ge=2, le=256)] = 16
+    # The weight norm that ranks channels for structured pruning (torch-pruning's MagnitudeImportance).
+    importance: Literal["l1", "l2"] = "l1"
 
     @model_validator(mode="after")
     def _levels(self) -> VariantSpec:
@@ -202,6 +204,10 @@ class VariantSpec(Schema):
         if self.pattern in ("2:4", "int8") and self.levels:
             raise ValueError(
                 f"pattern '{self.pattern}' has a fixed level; remove 'levels'"
+            )
+        if self.importance != "l1" and self.pattern != "structured":
+            raise ValueError(
+                f"'importance' ranks channels for pattern 'structured' only, not '{self.pattern}'"
             )
         return self
 

@@ -3,8 +3,9 @@
 Kinds (one small function each, composed in :func:`prune_block`):
 
 - ``structured``: whole channels, attention heads and FFN rows removed; the
-  tensors really shrink (see :meth:`stitching.units.Unit.structured`; a user's module is
-  pruned through torch-pruning's dependency graph, :mod:`stitching.structural`);
+  tensors really shrink. Every unit, the zoo's and a user's module alike, is pruned through
+  torch-pruning's dependency graph (:mod:`stitching.structural`), traced on the block's example
+  inputs;
 - ``unstructured``: per-layer magnitude pruning;
 - ``2:4``: in each group of 4 consecutive input weights, the 2 largest stay;
 - ``block``: square tiles of the weight matrix with the smallest norm are zeroed;
@@ -25,6 +26,7 @@ from torch import nn
 
 from stitching.layers import float_weight_layers, quantize_weight
 from stitching.partition import BlockModule
+from stitching.structural import IMPORTANCE
 from stitching.units import Unit
 
 Pattern = Literal["dense", "structured", "unstructured", "2:4", "block", "int8"]
@@ -33,11 +35,13 @@ PATTERNS: tuple[str, ...] = ("dense", "structured", "unstructured", "2:4", "bloc
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to make one variant: a pattern, its level (fraction removed) and tile size for ``block``."""
+    """How to make one variant: a pattern, its level (fraction removed), the tile size for ``block``
+    and, for ``structured``, the norm that ranks channels (``l1`` or ``l2``)."""
 
     pattern: Pattern
     level: float = 0.0
     block_size: int = 16
+    importance: str = "l1"
 
     def __post_init__(self) -> None:
         if self.pattern not in PATTERNS:
@@ -49,6 +53,10 @@ class Recipe:
             raise ValueError(f"pattern {self.pattern!r} needs a level in (0, 1); got {self.level}")
         if self.block_size < 2:
             raise ValueError(f"block_size must be at least 2; got {self.block_size}")
+        if self.importance not in IMPORTANCE:
+            raise ValueError(f"importance must be one of {', '.join(IMPORTANCE)}; got {self.importance!r}")
+        if self.importance != "l1" and self.pattern != "structured":
+            raise ValueError(f"importance ranks channels for structured pruning only, not {self.pattern!r}")
 
     @property
     def name(self) -> str:
@@ -56,6 +64,8 @@ class Recipe:
             return self.pattern
         if self.pattern == "block":
             return f"block{self.block_size}-{self.level:g}"
+        if self.importance != "l1":
+            return f"{self.pattern}-{self.importance}-{self.level:g}"
         return f"{self.pattern}-{self.level:g}"
 
     @property
@@ -64,20 +74,26 @@ class Recipe:
         return 0.5 if self.pattern == "2:4" else self.level
 
 
+_EXAMPLES = "structured-0.5, structured-l2-0.5, block16-0.7, 2:4, int8"
+
+
 def parse_recipe(name: str) -> Recipe:
-    """Inverse of :attr:`Recipe.name`, e.g. ``structured-0.5``, ``block16-0.7``, ``2:4``, ``int8``."""
+    """Inverse of :attr:`Recipe.name`, e.g. ``structured-0.5``, ``structured-l2-0.5``, ``block16-0.7``,
+    ``2:4``, ``int8``."""
     if name in ("dense", "2:4", "int8"):
         return Recipe(name)  # type: ignore[arg-type]
     head, _, level = name.rpartition("-")
     try:
         value = float(level)
     except ValueError:
-        raise ValueError(f"cannot read variant name {name!r}; expected e.g. structured-0.5, block16-0.7, 2:4, int8") from None
+        raise ValueError(f"cannot read variant name {name!r}; expected e.g. {_EXAMPLES}") from None
     if head.startswith("block") and head[5:].isdigit():
         return Recipe("block", value, int(head[5:]))
     if head in ("structured", "unstructured"):
         return Recipe(head, value)  # type: ignore[arg-type]
-    raise ValueError(f"cannot read variant name {name!r}; expected e.g. structured-0.5, block16-0.7, 2:4, int8")
+    if head.startswith("structured-") and head[11:] in IMPORTANCE:
+        return Recipe("structured", value, importance=head[11:])
+    raise ValueError(f"cannot read variant name {name!r}; expected e.g. {_EXAMPLES}")
 
 
 def _matrix(w: torch.Tensor) -> torch.Tensor:
@@ -140,14 +156,15 @@ def _units(block: BlockModule) -> list[Unit]:
 
 
 def _structured(block: BlockModule, recipe: Recipe, inputs: tuple[torch.Tensor, ...] | None) -> BlockModule:
+    if inputs is None:
+        raise ValueError("structured pruning traces the block: it needs the block's example inputs")
     units: list[Unit] = []
     xs = inputs
     for unit in _units(block):
-        shrunk = unit.structured(recipe.level) if xs is None else unit.structured_on(recipe.level, xs)
+        shrunk = unit.structured(recipe.level, xs, recipe.importance)
         units.append(shrunk if shrunk is not None else copy.deepcopy(unit))
-        if xs is not None:
-            with torch.no_grad():
-                xs = unit(*xs)
+        with torch.no_grad():
+            xs = unit(*xs)
     return BlockModule(units).eval()
 
 

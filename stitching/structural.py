@@ -5,7 +5,10 @@ on an example input and groups every channel dimension that must shrink together
 outputs with the norm after it and the next conv's inputs, across residual adds). Groups that reach
 the module's output or its input are its interface and keep their size, found by trying each
 one on a copy; every other group loses ``level`` of its channels, least important first by
-weight magnitude (L1 or L2 norm, torch-pruning's ``MagnitudeImportance``).
+weight magnitude (L1 or L2 norm, torch-pruning's ``MagnitudeImportance``). Attention projections
+whose outputs are reshaped into heads are named with their head count (``heads``): torch-pruning
+then removes whole heads, the same ones from query, key, value and the output projection (the
+module must read its head count from its weights' shapes, not from an attribute).
 
 A pruned module is stored as the user's factory plus the new sizes (:func:`sizes`); the pool
 rebuilds it by calling the factory, shrinking the modules to those sizes (:func:`resize`) and
@@ -15,6 +18,8 @@ loading the stored tensors, never by unpickling.
 from __future__ import annotations
 
 import copy
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -45,13 +50,14 @@ def _out_channels(layer: nn.Module) -> Any:
     return tp.prune_linear_out_channels if isinstance(layer, nn.Linear) else tp.prune_conv_out_channels
 
 
-def interface_layers(module: nn.Module, inputs: Tensors) -> list[str]:
+def interface_layers(module: nn.Module, inputs: Tensors, heads: Mapping[str, int] | None = None) -> list[str]:
     """Names of the layers whose output channels are tied to the module's input or output shapes:
-    pruning one channel of each, on a copy, changes the output or breaks the forward."""
+    pruning one channel of each, on a copy, changes the output or breaks the forward. Layers in
+    ``heads`` are inner by declaration (one channel less would break their reshape into heads)."""
     want = _outputs(module, inputs)
     bound = []
     for name, layer in module.named_modules():
-        if not isinstance(layer, _ROOTS):
+        if not isinstance(layer, _ROOTS) or name in (heads or {}):
             continue
         trial = copy.deepcopy(module)
         graph = tp.DependencyGraph().build_dependency(trial, example_inputs=inputs)
@@ -71,25 +77,39 @@ def interface_layers(module: nn.Module, inputs: Tensors) -> list[str]:
 
 
 def prune_module(module: nn.Module, inputs: Tensors, level: float, importance: str = "l1",
-                 where: str = "the module") -> nn.Module | None:
-    """A copy of ``module`` with ``level`` of each inner channel group removed; None when it has no
-    inner channels (every layer sets its input or output shape); ValueError naming ``where`` and
-    why when torch-pruning cannot trace or prune it."""
+                 where: str = "the module", heads: Mapping[str, int] | None = None) -> nn.Module | None:
+    """A copy of ``module`` with ``level`` of each inner channel group (and of the heads of the
+    layers in ``heads``, by name) removed; None when it has no inner channels (every layer sets its
+    input or output shape); ValueError naming ``where`` and why when torch-pruning cannot trace or
+    prune it."""
     if importance not in IMPORTANCE:
         raise ValueError(f"importance must be one of {', '.join(IMPORTANCE)}, not {importance!r}")
+    with warnings.catch_warnings():
+        # Parameters used outside a layer (a ViT's class token and positions): torch-pruning warns
+        # that it would prune their last dimension with their group; the output check below
+        # catches any such pruning that breaks the interface.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        return _prune(module, inputs, level, importance, where, dict(heads or {}))
+
+
+def _prune(module: nn.Module, inputs: Tensors, level: float, importance: str, where: str,
+           heads: dict[str, int]) -> nn.Module | None:
     new = copy.deepcopy(module).eval()
     want = _outputs(new, inputs)
     roots = [n for n, m in new.named_modules() if isinstance(m, _ROOTS)]
     try:
-        bound = set(interface_layers(new, inputs))
+        bound = set(interface_layers(new, inputs, heads))
     except Exception as err:  # noqa: BLE001 - the trace fails in many ways; say where and why
         raise ValueError(f"torch-pruning cannot trace {where}: {_why(err)}") from None
     if all(n in bound for n in roots):
         return None
+    named = {n: new.get_submodule(n) for n in heads}
     try:
         pruner = tp.pruner.MagnitudePruner(
             new, inputs, importance=tp.importance.MagnitudeImportance(p=IMPORTANCE[importance]),
-            pruning_ratio=level, ignored_layers=[new.get_submodule(n) for n in bound])
+            pruning_ratio=level, ignored_layers=[new.get_submodule(n) for n in bound],
+            num_heads={named[n]: k for n, k in heads.items()}, prune_num_heads=bool(heads),
+            prune_head_dims=not heads, head_pruning_ratio=level)
         pruner.step()
     except Exception as err:  # noqa: BLE001 - torch-pruning fails in many ways; say where and why
         raise ValueError(f"torch-pruning cannot prune {where}: {_why(err)}") from None

@@ -5,9 +5,10 @@ kind and a JSON-able config, so that the pool can rebuild it from the manifest
 plus its safetensors tensors alone. Every unit maps a tuple of tensors to a
 tuple of tensors. A block is a run of consecutive units.
 
-Each unit kind knows the one thing that differs between kinds: which inner
-dimensions structured pruning may shrink without changing the unit's input and
-output shapes (:meth:`Unit.structured`).
+Structured pruning is the same for every kind (:meth:`Unit.structured`): torch-pruning traces the
+unit and removes inner channels (and attention heads) while its input and output shapes stay. Each
+kind knows only what differs between kinds: how its config reads the pruned sizes back
+(:meth:`Unit.sized`), and which of its layers are split into attention heads (:meth:`Unit.heads`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stitching.layers import QuantConv, QuantLinear, conv, linear
 from stitching.structural import prune_module, resize, sizes
@@ -32,23 +34,6 @@ State = dict[str, torch.Tensor]
 Factories = Mapping[str, Callable[[], nn.Module]]
 
 
-def keep_indices(scores: torch.Tensor, level: float) -> torch.Tensor:
-    """Indices (ascending) of the ``1 - level`` fraction with the largest scores; at least one."""
-    n = scores.numel()
-    keep = max(1, round(n * (1.0 - level)))
-    return torch.sort(torch.topk(scores, keep).indices).values
-
-
-def _rows(w: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each output row/filter of a weight."""
-    return w.detach().reshape(w.shape[0], -1).norm(dim=1)
-
-
-def _cols(w: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each input column/channel of a weight."""
-    return w.detach().transpose(0, 1).reshape(w.shape[1], -1).norm(dim=1)
-
-
 class Unit(nn.Module):
     """Base of every unit kind: ``kind`` + ``config`` rebuild the architecture."""
 
@@ -58,23 +43,30 @@ class Unit(nn.Module):
         super().__init__()
         self.config: dict[str, Any] = dict(config)
 
-    def structured(self, level: float) -> Unit | None:
-        """A copy whose inner dimensions shrink by ``level``; None when the unit has none."""
-        return None
+    def head_layers(self) -> dict[str, int]:
+        """Layers (by name) whose outputs are split into attention heads, and how many heads."""
+        return {}
 
-    def structured_on(self, level: float, inputs: Tensors) -> Unit | None:
-        """:meth:`structured`, for kinds that must see the unit's example ``inputs`` to find its
-        inner dimensions (a user's module, traced by torch-pruning)."""
-        return self.structured(level)
+    def sized(self, pruned: nn.Module) -> dict[str, Any]:
+        """The config changes that rebuild ``pruned`` (this unit, structurally pruned). A kind whose
+        every layer sets its input or output shape has nothing to prune and never gets here."""
+        raise ValueError(f"unit kind {self.kind!r} has inner channels but does not say how its config follows them")
+
+    def structured(self, level: float, inputs: Tensors, importance: str = "l1") -> Unit | None:
+        """A copy with ``level`` of its inner channels (and heads) removed by torch-pruning, least
+        important first by the ``importance`` norm of their weights, its interface kept; traced on its
+        example ``inputs``. None when the unit has no inner channels."""
+        where = f"unit {self.kind!r}"
+        pruned = prune_module(self, inputs, level, importance, where=where, heads=self.head_layers())
+        if pruned is None:
+            return None
+        new = build_unit(self.kind, {**self.config, **self.sized(pruned)})
+        new.load_state_dict(pruned.state_dict(), strict=True)
+        return new.eval()
 
     def with_config(self, **changes: Any) -> Unit:
         """A new (untrained) unit of the same kind with ``changes`` to its config."""
         return build_unit(self.kind, {**self.config, **changes})
-
-    def _shrunk(self, config: dict[str, Any], state: State) -> Unit:
-        new = type(self)(**config)
-        new.load_state_dict(state, strict=True)
-        return new
 
     def forward(self, *xs: torch.Tensor) -> Tensors:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -102,12 +94,8 @@ class ConvBlock(Unit):
             y = F.max_pool2d(y, 2)
         return (y,)
 
-    def structured(self, level: float) -> Unit | None:
-        sd = self.state_dict()
-        keep = keep_indices(_rows(sd["conv1.weight"]) * _cols(sd["conv2.weight"]), level)
-        sd["conv1.weight"], sd["conv1.bias"] = sd["conv1.weight"][keep], sd["conv1.bias"][keep]
-        sd["conv2.weight"] = sd["conv2.weight"][:, keep]
-        return self._shrunk({**self.config, "hidden": len(keep)}, sd)
+    def sized(self, pruned: nn.Module) -> dict[str, Any]:
+        return {"hidden": pruned.get_submodule("conv1").out_channels}
 
 
 class ConvStem(Unit):
@@ -151,15 +139,88 @@ class Bottleneck(Unit):
         y = self.conv3(F.relu(self.conv2(F.relu(self.conv1(x)))))
         return (F.relu(y + (self.shortcut(x) if self.shortcut is not None else x)),)
 
-    def structured(self, level: float) -> Unit | None:
-        sd = self.state_dict()
-        k1 = keep_indices(_rows(sd["conv1.weight"]), level)
-        sd["conv1.weight"], sd["conv1.bias"] = sd["conv1.weight"][k1], sd["conv1.bias"][k1]
-        sd["conv2.weight"] = sd["conv2.weight"][:, k1]
-        k2 = keep_indices(_rows(sd["conv2.weight"]), level)
-        sd["conv2.weight"], sd["conv2.bias"] = sd["conv2.weight"][k2], sd["conv2.bias"][k2]
-        sd["conv3.weight"] = sd["conv3.weight"][:, k2]
-        return self._shrunk({**self.config, "mid1": len(k1), "mid2": len(k2)}, sd)
+    def sized(self, pruned: nn.Module) -> dict[str, Any]:
+        return {"mid1": pruned.get_submodule("conv1").out_channels, "mid2": pruned.get_submodule("conv2").out_channels}
+
+
+def _fused(conv_layer: nn.Module, bn: nn.Module | None) -> State:
+    """The weight and bias of ``conv_layer`` with the (eval-mode) batch norm after it folded in."""
+    assert isinstance(conv_layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    fused = fuse_conv_bn_eval(conv_layer.eval(), bn.eval())
+    return {"weight": fused.weight.detach().clone(), "bias": fused.bias.detach().clone()}  # type: ignore[union-attr]
+
+
+class ConvReLU(Unit):
+    """CIFAR-style ResNet stem: k x k conv [-> batch norm] -> ReLU, at full resolution.
+
+    ``bn`` is for training; the zoo stores the unit with the norm folded into the conv (:meth:`folded`).
+    """
+
+    kind = "conv_relu"
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, bn: bool = False, int8: bool = False) -> None:
+        super().__init__(in_ch=in_ch, out_ch=out_ch, kernel=kernel, bn=bn, int8=int8)
+        self.conv = conv(2, in_ch, out_ch, kernel, int8, padding=kernel // 2, bias=not bn)
+        self.bn = nn.BatchNorm2d(out_ch) if bn else None
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        y = self.conv(xs[0])
+        return (F.relu(self.bn(y) if self.bn is not None else y),)
+
+    def folded(self) -> Unit:
+        """The same function with the batch norm folded into the conv (eval-mode statistics)."""
+        new = self.with_config(bn=False)
+        new.load_state_dict({f"conv.{k}": v for k, v in _fused(self.conv, self.bn).items()}, strict=True)
+        return new.eval()
+
+
+class BasicBlock(Unit):
+    """ResNet-18/34 basic block: 3x3 conv -> ReLU -> 3x3 conv, plus the shortcut (a strided 1x1 conv
+    when the shape changes), -> ReLU; each conv followed by batch norm when ``bn``.
+
+    ``bn`` and ``drop`` (spatial dropout of the inner channels, which trains the block to do without
+    some of them) are for training; the zoo stores the block with its norms folded into the convs
+    (:meth:`folded`), so that magnitude importance ranks channels by their folded weights.
+    """
+
+    kind = "basic_block"
+
+    def __init__(self, in_ch: int, mid: int, out_ch: int, stride: int = 1, bn: bool = False, drop: float = 0.0,
+                 int8: bool = False) -> None:
+        super().__init__(in_ch=in_ch, mid=mid, out_ch=out_ch, stride=stride, bn=bn, drop=drop, int8=int8)
+        self.drop = drop
+        self.conv1 = conv(2, in_ch, mid, 3, int8, stride=stride, padding=1, bias=not bn)
+        self.conv2 = conv(2, mid, out_ch, 3, int8, padding=1, bias=not bn)
+        reshaped = stride != 1 or in_ch != out_ch
+        self.shortcut = conv(2, in_ch, out_ch, 1, int8, stride=stride, bias=not bn) if reshaped else None
+        self.bn1 = nn.BatchNorm2d(mid) if bn else None
+        self.bn2 = nn.BatchNorm2d(out_ch) if bn else None
+        self.shortcut_bn = nn.BatchNorm2d(out_ch) if bn and reshaped else None
+
+    @staticmethod
+    def _norm(bn: nn.Module | None, y: torch.Tensor) -> torch.Tensor:
+        return bn(y) if bn is not None else y
+
+    def forward(self, *xs: torch.Tensor) -> Tensors:
+        x = xs[0]
+        y = F.relu(self._norm(self.bn1, self.conv1(x)))
+        if self.drop and self.training:
+            y = F.dropout2d(y, self.drop)
+        y = self._norm(self.bn2, self.conv2(y))
+        if self.shortcut is not None:
+            x = self._norm(self.shortcut_bn, self.shortcut(x))
+        return (F.relu(y + x),)
+
+    def sized(self, pruned: nn.Module) -> dict[str, Any]:
+        return {"mid": pruned.get_submodule("conv1").out_channels}
+
+    def folded(self) -> Unit:
+        """The same function with each batch norm folded into the conv before it (eval-mode statistics)."""
+        new = self.with_config(bn=False, drop=0.0)
+        pairs = [("conv1", self.bn1), ("conv2", self.bn2)] + ([("shortcut", self.shortcut_bn)] if self.shortcut else [])
+        state = {f"{name}.{k}": v for name, bn in pairs for k, v in _fused(self.get_submodule(name), bn).items()}
+        new.load_state_dict(state, strict=True)
+        return new.eval()
 
 
 class Head(Unit):
@@ -202,14 +263,8 @@ class Head(Unit):
             x = torch.tanh(x) if self.act == "tanh" else F.relu(x)
         return (self.fc2(x),)
 
-    def structured(self, level: float) -> Unit | None:
-        if not self.config["hidden"]:
-            return None
-        sd = self.state_dict()
-        keep = keep_indices(_rows(sd["fc1.weight"]) * _cols(sd["fc2.weight"]), level)
-        sd["fc1.weight"], sd["fc1.bias"] = sd["fc1.weight"][keep], sd["fc1.bias"][keep]
-        sd["fc2.weight"] = sd["fc2.weight"][:, keep]
-        return self._shrunk({**self.config, "hidden": len(keep)}, sd)
+    def sized(self, pruned: nn.Module) -> dict[str, Any]:
+        return {"hidden": pruned.get_submodule("fc1").out_features}
 
 
 class BertEmbeddings(Unit):
@@ -256,7 +311,7 @@ class TransformerLayer(Unit):
             hidden=hidden, heads=heads, head_dim=head_dim, ffn=ffn, pre_ln=pre_ln, masked=masked, eps=eps, int8=int8
         )
         inner = heads * head_dim
-        self.heads, self.head_dim, self.pre_ln, self.masked = heads, head_dim, pre_ln, masked
+        self.head_dim, self.pre_ln, self.masked = head_dim, pre_ln, masked
         self.query = linear(hidden, inner, int8)
         self.key = linear(hidden, inner, int8)
         self.value = linear(hidden, inner, int8)
@@ -268,16 +323,18 @@ class TransformerLayer(Unit):
 
     def _attention(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, _ = h.shape
+        # From the weights, not the config: torch-pruning removes heads by shrinking them.
+        heads = int(self.query.out_features) // self.head_dim
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
+            return t.reshape(b, n, heads, self.head_dim).transpose(1, 2)
 
         q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
         if mask is not None:
             scores = scores + (1.0 - mask[:, None, None, :]) * -10000.0
         ctx = torch.softmax(scores, dim=-1) @ v
-        return self.attn_out(ctx.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+        return self.attn_out(ctx.transpose(1, 2).reshape(b, n, heads * self.head_dim))
 
     def forward(self, *xs: torch.Tensor) -> Tensors:
         h = xs[0]
@@ -290,23 +347,12 @@ class TransformerLayer(Unit):
             h = self.ffn_norm(h + self.ffn_out(F.gelu(self.ffn_in(h))))
         return (h, xs[1]) if self.masked else (h,)
 
-    def structured(self, level: float) -> Unit | None:
-        sd = self.state_dict()
-        hd = self.head_dim
-        # A head's importance: the norm of everything it reads and writes.
-        per_head = (
-            _rows(sd["query.weight"]) ** 2 + _rows(sd["key.weight"]) ** 2 + _rows(sd["value.weight"]) ** 2
-            + _cols(sd["attn_out.weight"]) ** 2
-        ).reshape(self.heads, hd).sum(dim=1)
-        heads = keep_indices(per_head, level)
-        idx = (heads[:, None] * hd + torch.arange(hd)[None]).reshape(-1)
-        for name in ("query", "key", "value"):
-            sd[f"{name}.weight"], sd[f"{name}.bias"] = sd[f"{name}.weight"][idx], sd[f"{name}.bias"][idx]
-        sd["attn_out.weight"] = sd["attn_out.weight"][:, idx]
-        rows = keep_indices(_rows(sd["ffn_in.weight"]) * _cols(sd["ffn_out.weight"]), level)
-        sd["ffn_in.weight"], sd["ffn_in.bias"] = sd["ffn_in.weight"][rows], sd["ffn_in.bias"][rows]
-        sd["ffn_out.weight"] = sd["ffn_out.weight"][:, rows]
-        return self._shrunk({**self.config, "heads": len(heads), "ffn": len(rows)}, sd)
+    def head_layers(self) -> dict[str, int]:
+        return {"query": self.config["heads"], "key": self.config["heads"], "value": self.config["heads"]}
+
+    def sized(self, pruned: nn.Module) -> dict[str, Any]:
+        return {"heads": pruned.get_submodule("query").out_features // self.head_dim,
+                "ffn": pruned.get_submodule("ffn_in").out_features}
 
 
 class MeanPool(Unit):
@@ -373,18 +419,8 @@ class AudioFeatures(Unit):
             x = F.gelu(x)
         return (x.transpose(1, 2),)
 
-    def structured(self, level: float) -> Unit | None:
-        sd = self.state_dict()
-        channels = list(self.config["channels"])
-        # The last conv's channels are the unit's output; only inner ones shrink.
-        for i in range(len(channels) - 1):
-            keep = keep_indices(_rows(sd[f"convs.{i}.weight"]), level)
-            sd[f"convs.{i}.weight"] = sd[f"convs.{i}.weight"][keep]
-            sd[f"convs.{i + 1}.weight"] = sd[f"convs.{i + 1}.weight"][:, keep]
-            if i == 0:
-                sd["norm.weight"], sd["norm.bias"] = sd["norm.weight"][keep], sd["norm.bias"][keep]
-            channels[i] = len(keep)
-        return self._shrunk({**self.config, "channels": channels}, sd)
+    def sized(self, pruned: nn.Module) -> dict[str, Any]:
+        return {"channels": [layer.out_channels for layer in pruned.get_submodule("convs")]}
 
 
 class FeatureProjection(Unit):
@@ -470,17 +506,11 @@ class TorchChild(Unit):
         out = self.inner(*xs)
         return out if isinstance(out, tuple) else (out,)
 
-    def structured(self, level: float) -> Unit | None:
-        raise ValueError(f"structured pruning of {self.config['factory']} ({self.config['child']}) needs its example "
-                         "inputs: use structured_on")
-
-    def structured_on(self, level: float, inputs: Tensors) -> Unit | None:
-        """A copy with ``level`` of its inner channels removed by torch-pruning (its interface kept);
-        None when it has none."""
+    def structured(self, level: float, inputs: Tensors, importance: str = "l1") -> Unit | None:
         if self.config["int8"] or self.config.get("sizes"):
             raise ValueError(f"{self.config['child']} of {self.config['factory']} is already a variant")
         where = f"{self.config['child']} of {self.config['factory']}"
-        pruned = prune_module(self.inner, inputs, level, where=where)
+        pruned = prune_module(self.inner, inputs, level, importance, where=where)
         if pruned is None:
             return None  # no inner channels: the child stays as it is, like a zoo unit without any
         new = TorchChild(self.config["factory"], self.config["child"], factories=self.factories,
@@ -495,6 +525,8 @@ UNIT_KINDS: dict[str, type[Unit]] = {
         ConvBlock,
         ConvStem,
         Bottleneck,
+        ConvReLU,
+        BasicBlock,
         Head,
         BertEmbeddings,
         TransformerLayer,

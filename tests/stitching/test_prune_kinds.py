@@ -10,9 +10,11 @@ from stitching.partition import BlockModule, measure
 from stitching.prune import Recipe, nm_mask, parse_recipe, prune_block
 from stitching.units import (
     AudioFeatures,
+    BasicBlock,
     BertEmbeddings,
     Bottleneck,
     ConvBlock,
+    ConvReLU,
     ConvStem,
     FeatureProjection,
     Head,
@@ -38,6 +40,7 @@ def _cases() -> list[tuple[str, list[Unit], tuple[torch.Tensor, ...]]]:
     return [
         ("conv_block", [ConvBlock(8, 16, 8, pool=True)], (torch.randn(2, 8, 8, 8),)),
         ("conv_stem+bottleneck", [ConvStem(3, 8), Bottleneck(8, 4, 4, 16, 2, True)], (torch.randn(2, 3, 32, 32),)),
+        ("cifar_resnet", [ConvReLU(1, 8), BasicBlock(8, 8, 8), BasicBlock(8, 16, 16, 2)], (torch.randn(2, 1, 16, 16),)),
         ("head", [Head("flatten", 32, 12, 5)], (torch.randn(2, 2, 4, 4),)),
         ("bert", [BertEmbeddings(50, 16, 16), TransformerLayer(16, 4, 4, 32, masked=True), MeanPool()], (ids, mask)),
         ("vit", [PatchEmbed(3, 16, 4, 4), TransformerLayer(16, 2, 8, 32, pre_ln=True), Head("cls", 16, 0, 3, ln=True)], (torch.randn(2, 3, 8, 8),)),
@@ -46,12 +49,12 @@ def _cases() -> list[tuple[str, list[Unit], tuple[torch.Tensor, ...]]]:
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
-@pytest.mark.parametrize("case", range(6), ids=[c[0] for c in _cases()])
+@pytest.mark.parametrize("case", range(7), ids=[c[0] for c in _cases()])
 def test_every_pruning_kind_keeps_the_interface(recipe: Recipe, case: int) -> None:
     _, units, inputs = _cases()[case]
     dense = BlockModule(units).eval()
     before = {k: v.clone() for k, v in dense.state_dict().items()}
-    pruned = prune_block(dense, recipe)
+    pruned = prune_block(dense, recipe, inputs)
     dense_stats, dense_out = measure(dense, inputs)
     stats, out = measure(pruned, inputs)
     assert stats.inputs == dense_stats.inputs
@@ -73,11 +76,34 @@ def test_every_pruning_kind_keeps_the_interface(recipe: Recipe, case: int) -> No
 
 
 def test_structured_really_shrinks_heads_and_ffn() -> None:
-    layer = TransformerLayer(16, 4, 4, 32)
-    shrunk = layer.structured(0.5)
+    torch.manual_seed(0)
+    layer = TransformerLayer(16, 4, 4, 32).eval()
+    x = torch.randn(2, 5, 16)
+    shrunk = layer.structured(0.5, (x,))
     assert shrunk is not None
     assert shrunk.config["heads"] == 2 and shrunk.config["ffn"] == 16
     assert shrunk.query.weight.shape == (8, 16) and shrunk.ffn_in.weight.shape == (16, 16)  # type: ignore[union-attr]
+    # Whole heads go, the same ones from query, key and value: the kept rows are whole head slices.
+    kept = {name: [int((layer.get_submodule(name).weight - row).abs().sum(1).argmin()) for row in
+                   shrunk.get_submodule(name).weight] for name in ("query", "key", "value")}
+    assert kept["query"] == kept["key"] == kept["value"]
+    assert all(kept["query"][i] % 4 == 0 and kept["query"][i : i + 4] == list(range(kept["query"][i], kept["query"][i] + 4))
+               for i in range(0, 8, 4))
+
+
+def test_the_importance_norm_decides_which_channels_stay() -> None:
+    # Channel 0 has the larger L1 norm, channel 1 the larger L2 norm: each norm keeps its own.
+    block = ConvBlock(1, 2, 1).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.zero_()
+        block.conv1.weight[0] = 0.3  # 9 weights of 0.3: L1 2.7, L2 0.9
+        block.conv1.weight[1, 0, 1, 1] = 2.0  # one weight of 2: L1 2.0, L2 2.0
+    x = (torch.randn(1, 1, 6, 6),)
+    for norm, survivor in (("l1", 0), ("l2", 1)):
+        shrunk = block.structured(0.5, x, norm)
+        assert shrunk is not None and shrunk.config["hidden"] == 1
+        assert torch.equal(shrunk.conv1.weight[0], block.conv1.weight[survivor]), norm  # type: ignore[union-attr]
 
 
 def test_two_four_keeps_two_of_every_four() -> None:
@@ -89,12 +115,14 @@ def test_two_four_keeps_two_of_every_four() -> None:
     assert torch.all(kept.max(-1).values >= dropped.max(-1).values)
 
 
-@pytest.mark.parametrize("name", ["dense", "structured-0.3", "unstructured-0.9", "2:4", "block8-0.5", "int8"])
+@pytest.mark.parametrize("name", ["dense", "structured-0.3", "structured-l2-0.3", "unstructured-0.9", "2:4", "block8-0.5",
+                                  "int8"])
 def test_recipe_names_round_trip(name: str) -> None:
     assert parse_recipe(name).name == name
 
 
-@pytest.mark.parametrize("bad", ["sparse-0.5", "structured-x", "structured-1.5", "2:4-0.5"])
+@pytest.mark.parametrize("bad", ["sparse-0.5", "structured-x", "structured-1.5", "2:4-0.5", "structured-l3-0.5",
+                                 "unstructured-l2-0.5"])
 def test_bad_recipe_names_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_recipe(bad)
