@@ -34,6 +34,7 @@ from stitching.stitch import (
     choices,
     fit_estimator,
     measured_mae,
+    originals,
     pareto_front,
 )
 
@@ -59,9 +60,11 @@ RESNET = ModelRequest(
     blocks=None,
     boundaries=("layer2.1", "layer4.0", "layer4.1"),
     recipes=(
-        Recipe("structured", 0.2),
-        Recipe("structured", 0.4),
-        Recipe("unstructured", 0.5),
+        Recipe("structured", 0.5),
+        Recipe("structured", 0.7),
+        Recipe("structured", 0.85),
+        Recipe("unstructured", 0.8),
+        Recipe("unstructured", 0.95),
         Recipe("2:4"),
         Recipe("int8"),
     ),
@@ -100,6 +103,9 @@ def evaluate(pool: Pool, model: str, limit: int | None, cache: Path) -> dict[str
     mae_all = measured_mae(estimator, truth, names)
     additive_mae = sum(abs(estimator.estimate(names[k], pairs=False) - v) for k, v in truth.items()) / len(truth)
     by_key = {tuple(b.digest for b in combo): combo for combo in itertools.product(*per_position)}
+    unmixed = originals(pool, model)
+    recipe_of = {tuple(pool.block(model, p, v).digest for p in range(len(per_position))): v
+                 for v in reversed(pool.variants(model))}
     items = [
         StitchedVariant(
             model,
@@ -110,6 +116,7 @@ def evaluate(pool: Pool, model: str, limit: int | None, cache: Path) -> dict[str
             sum(b.flops for b in by_key[k]),
             sum(b.effective_flops for b in by_key[k]),
             sum(b.param_bytes for b in by_key[k]),
+            k in unmixed,
         )
         for k, acc in truth.items()
     ]
@@ -121,7 +128,8 @@ def evaluate(pool: Pool, model: str, limit: int | None, cache: Path) -> dict[str
             "originals_on_front": sum(items[i].is_original for i in front),
             "mixed_beating_every_original": len(beats_originals(items, cost)),
         }
-    originals = {v.variants[0]: round(v.accuracy * 100, 2) for v in items if v.is_original and v.accuracy is not None}
+    original_points = {recipe_of[v.digests]: round(v.accuracy * 100, 2) for v in items
+                       if v.is_original and v.accuracy is not None}
     size = pool.size(model)
     return {
         "model": model,
@@ -136,7 +144,7 @@ def evaluate(pool: Pool, model: str, limit: int | None, cache: Path) -> dict[str
         "mae_points_unmeasured": round(mae_unmeasured * 100, 3),
         "mae_points_all": round(mae_all * 100, 3),
         "mae_points_terms_only": round(additive_mae * 100, 3),
-        "original_accuracy_points": originals,
+        "original_accuracy_points": original_points,
         "pareto": gains,
         "pool_bytes": size.pool_bytes,
         "checkpoint_bytes": size.checkpoint_bytes,

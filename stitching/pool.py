@@ -45,6 +45,7 @@ from stitching.partition import (
     split,
 )
 from stitching.prune import Recipe, prune_block
+from stitching.reconstruct import CALIBRATION_SIZE, RIDGE, reconstruct
 from stitching.units import Factories
 from stitching.user_model import load_factory_model
 
@@ -432,7 +433,13 @@ def _build_model(
     base = request.load(cache_dir, factories)
     cut = cut_model(base, request.blocks, request.boundaries)
     dense = split(base, cut)
+    refit = _reconstruction(request)
+    calibration = zoo.calibration(request.zoo, base, CALIBRATION_SIZE, cache_dir) if refit and request.zoo else None
     info = manifest.models.get(request.name)
+    if info is not None and info.get("reconstruction") != refit:
+        # Built another way (before reconstruction, or with other settings): every block is rebuilt.
+        manifest.blocks = [b for b in manifest.blocks if b["model"] != request.name]
+        info["checkpoint_bytes"], info["reconstruction"] = {}, refit
     ranges = [list(r) for r in cut.ranges]
     if info is not None and (info["base_model"] != request.base_model or info["cut"] != ranges):
         raise ValueError(
@@ -451,6 +458,7 @@ def _build_model(
             "variants": [],
             "checkpoint_bytes": {},
             "chain_max_abs_diff": chain_diff,
+            "reconstruction": refit,
         }
         manifest.models[request.name] = info
     # Inputs of each position: the dense chain's activations on the example input; its outputs are
@@ -461,6 +469,12 @@ def _build_model(
             outputs.append(block.run(*(outputs[-1] if outputs else base.example_inputs)))
     inputs = [base.example_inputs, *outputs[:-1]]
     interfaces = [tuple(TensorSpec.of(t) for t in out) for out in outputs]
+    # The calibration batch at each position, through the dense chain like the example input.
+    calibrated: list[tuple[torch.Tensor, ...] | None] = [calibration] * len(dense)
+    if calibration is not None:
+        with torch.no_grad():
+            for position in range(1, len(dense)):
+                calibrated[position] = dense[position - 1].run(*calibrated[position - 1])  # type: ignore[misc]
     done = {(b["variant"], b["position"]): b for b in manifest.blocks if b["model"] == request.name}
     for recipe in request.variants():
         if recipe.name not in info["variants"]:
@@ -474,7 +488,7 @@ def _build_model(
                 bar.update(1)
                 continue
             record = _store_block(root, manifest, request, base.unit_names, cut.ranges[position], position, recipe, block,
-                                  inputs[position], interfaces[position])
+                                  inputs[position], interfaces[position], calibrated[position])
             if old is not None:
                 manifest.blocks.remove(old)
             manifest.blocks.append(record.to_json())
@@ -491,10 +505,19 @@ def _build_model(
         write_bytes(root / MANIFEST, manifest.to_bytes())
 
 
+def _reconstruction(request: ModelRequest) -> str | None:
+    """How the model's pruned blocks are refitted, as recorded in the manifest: by least squares
+    when its zoo entry has calibration data, else None (left as pruned)."""
+    if request.zoo is None or zoo.entry(request.zoo).make_calibration is None:
+        return None
+    return f"least-squares, {CALIBRATION_SIZE} calibration inputs, ridge {RIDGE:g}"
+
+
 def _request_key(request: ModelRequest) -> dict[str, Any]:
     """What decides a model's blocks besides its variants: recorded so a rebuild can be skipped."""
     return {"base_model": request.base_model, "blocks": request.blocks,
-            "boundaries": None if request.boundaries is None else list(request.boundaries)}
+            "boundaries": None if request.boundaries is None else list(request.boundaries),
+            "reconstruction": _reconstruction(request)}
 
 
 def _complete(root: Path, manifest: _Manifest, request: ModelRequest) -> bool:
@@ -522,8 +545,11 @@ def _store_block(
     dense_block: BlockModule,
     inputs: tuple[torch.Tensor, ...],
     interface: tuple[TensorSpec, ...],
+    calibration: tuple[torch.Tensor, ...] | None,
 ) -> Block:
     block = prune_block(dense_block, recipe, inputs)
+    if calibration is not None and recipe.pattern not in ("dense", "int8"):
+        block = reconstruct(dense_block, block, calibration)
     stats, _ = measure(block, inputs)
     if stats.outputs != interface:
         raise ValueError(

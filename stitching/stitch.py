@@ -41,11 +41,9 @@ class StitchedVariant:
     flops: int
     effective_flops: int
     bytes: int
-
-    @property
-    def is_original(self) -> bool:
-        """True for an unmixed variant (the same variant at every position)."""
-        return len(set(self.variants)) == 1
+    # An unmixed variant: the blocks of one recipe at every position. Decided by digests (see
+    # originals), not by names: a position the recipe leaves as it is shares its block with dense.
+    is_original: bool
 
 
 @dataclass(frozen=True)
@@ -106,16 +104,25 @@ def enumerate_stitched(pool: Pool, model: str) -> tuple[list[tuple[Block, ...]],
     return chains, mismatches
 
 
-def _variant(model: str, combo: Sequence[Block], accuracy: float | None, source: Source) -> StitchedVariant:
+def originals(pool: Pool, model: str) -> frozenset[tuple[str, ...]]:
+    """The block digests of each of ``model``'s recipes applied at every position."""
+    positions = range(pool.positions(model))
+    return frozenset(tuple(pool.block(model, p, v).digest for p in positions) for v in pool.variants(model))
+
+
+def _variant(model: str, combo: Sequence[Block], accuracy: float | None, source: Source,
+             unmixed: frozenset[tuple[str, ...]]) -> StitchedVariant:
+    digests = tuple(b.digest for b in combo)
     return StitchedVariant(
         model=model,
-        digests=tuple(b.digest for b in combo),
+        digests=digests,
         variants=tuple(b.variant for b in combo),
         accuracy=accuracy,
         accuracy_source=source,
         flops=sum(b.flops for b in combo),
         effective_flops=sum(b.effective_flops for b in combo),
         bytes=sum(b.param_bytes for b in combo),
+        is_original=digests in unmixed,
     )
 
 
@@ -440,14 +447,16 @@ def stitch(
                 measurer.measure([pool.block(model, p, variant).digest for p in range(pool.positions(model))])
         results = measurer.results
     candidates: list[StitchedVariant] = []
+    unmixed = originals(pool, model)
     for combo in chains:
         key = tuple(b.digest for b in combo)
         if key in results:
-            candidates.append(_variant(model, combo, results[key], "measured"))
+            candidates.append(_variant(model, combo, results[key], "measured", unmixed))
         elif estimator is not None:
-            candidates.append(_variant(model, combo, estimator.estimate([b.variant for b in combo]), "estimated"))
+            candidates.append(_variant(model, combo, estimator.estimate([b.variant for b in combo]), "estimated",
+                                       unmixed))
         else:
-            candidates.append(_variant(model, combo, None, "unknown"))
+            candidates.append(_variant(model, combo, None, "unknown", unmixed))
     fronts = {name: tuple(pareto_front(candidates, cost)) for name, cost in COSTS.items()} if evaluator else {}
     return StitchReport(
         model=model,

@@ -178,17 +178,14 @@ class BasicBlock(Unit):
     """ResNet-18/34 basic block: 3x3 conv -> ReLU -> 3x3 conv, plus the shortcut (a strided 1x1 conv
     when the shape changes), -> ReLU; each conv followed by batch norm when ``bn``.
 
-    ``bn`` and ``drop`` (spatial dropout of the inner channels, which trains the block to do without
-    some of them) are for training; the zoo stores the block with its norms folded into the convs
+    ``bn`` is for training; the zoo stores the block with its norms folded into the convs
     (:meth:`folded`), so that magnitude importance ranks channels by their folded weights.
     """
 
     kind = "basic_block"
 
-    def __init__(self, in_ch: int, mid: int, out_ch: int, stride: int = 1, bn: bool = False, drop: float = 0.0,
-                 int8: bool = False) -> None:
-        super().__init__(in_ch=in_ch, mid=mid, out_ch=out_ch, stride=stride, bn=bn, drop=drop, int8=int8)
-        self.drop = drop
+    def __init__(self, in_ch: int, mid: int, out_ch: int, stride: int = 1, bn: bool = False, int8: bool = False) -> None:
+        super().__init__(in_ch=in_ch, mid=mid, out_ch=out_ch, stride=stride, bn=bn, int8=int8)
         self.conv1 = conv(2, in_ch, mid, 3, int8, stride=stride, padding=1, bias=not bn)
         self.conv2 = conv(2, mid, out_ch, 3, int8, padding=1, bias=not bn)
         reshaped = stride != 1 or in_ch != out_ch
@@ -203,10 +200,7 @@ class BasicBlock(Unit):
 
     def forward(self, *xs: torch.Tensor) -> Tensors:
         x = xs[0]
-        y = F.relu(self._norm(self.bn1, self.conv1(x)))
-        if self.drop and self.training:
-            y = F.dropout2d(y, self.drop)
-        y = self._norm(self.bn2, self.conv2(y))
+        y = self._norm(self.bn2, self.conv2(F.relu(self._norm(self.bn1, self.conv1(x)))))
         if self.shortcut is not None:
             x = self._norm(self.shortcut_bn, self.shortcut(x))
         return (F.relu(y + x),)
@@ -216,7 +210,7 @@ class BasicBlock(Unit):
 
     def folded(self) -> Unit:
         """The same function with each batch norm folded into the conv before it (eval-mode statistics)."""
-        new = self.with_config(bn=False, drop=0.0)
+        new = self.with_config(bn=False)
         pairs = [("conv1", self.bn1), ("conv2", self.bn2)] + ([("shortcut", self.shortcut_bn)] if self.shortcut else [])
         state = {f"{name}.{k}": v for name, bn in pairs for k, v in _fused(self.get_submodule(name), bn).items()}
         new.load_state_dict(state, strict=True)

@@ -15,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from stitching.partition import BaseModel
 from stitching.zoo import digits, digits_resnet, minilm, profiling
 from stitching.zoo.evaluate import Evaluator
 
-__all__ = ["Evaluator", "ZooModel", "default_cache_dir", "entry", "evaluator", "load", "names"]
+__all__ = ["Evaluator", "ZooModel", "calibration", "default_cache_dir", "entry", "evaluator", "load", "names"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class ZooModel:
     accuracy_known: bool
     build: Callable[[Path], BaseModel]
     make_evaluator: Callable[[Path, BaseModel, int | None], Evaluator] | None
+    # Inputs from the training data (never the evaluation set) that the pool reconstructs pruned
+    # blocks on (stitching.reconstruct); None: the model's variants stay as pruned.
+    make_calibration: Callable[[Path, BaseModel, int], tuple[torch.Tensor, ...]] | None = None
 
 
 _ENTRIES: tuple[ZooModel, ...] = (
@@ -40,6 +45,7 @@ _ENTRIES: tuple[ZooModel, ...] = (
         True,
         digits.build,
         digits.evaluator,
+        digits.calibration,
     ),
     ZooModel(
         "digits_resnet",
@@ -48,6 +54,7 @@ _ENTRIES: tuple[ZooModel, ...] = (
         True,
         digits_resnet.build,
         digits_resnet.evaluator,
+        digits_resnet.calibration,
     ),
     ZooModel(
         "minilm",
@@ -84,6 +91,12 @@ def entry(name: str) -> ZooModel:
 def load(name: str, cache_dir: Path | None = None) -> BaseModel:
     """The dense base model (trained or loaded; trained weights cached under ``cache_dir``)."""
     return entry(name).build(cache_dir or default_cache_dir())
+
+
+def calibration(name: str, base: BaseModel, count: int, cache_dir: Path | None = None) -> tuple[torch.Tensor, ...] | None:
+    """``count`` calibration inputs of a zoo model (from its training data), or None when it has none."""
+    made = entry(name).make_calibration
+    return None if made is None else made(cache_dir or default_cache_dir(), base, count)
 
 
 def evaluator(name: str, base: BaseModel, cache_dir: Path | None = None, limit: int | None = None) -> Evaluator | None:

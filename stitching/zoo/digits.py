@@ -87,6 +87,11 @@ def build(cache_dir: Path) -> BaseModel:
     return base
 
 
+def calibration(cache_dir: Path, base: BaseModel, count: int) -> tuple[torch.Tensor, ...]:
+    """The first ``count`` training images: the inputs the pool reconstructs pruned blocks on."""
+    return (torch.from_numpy(data()[0][:count]),)
+
+
 def evaluator(cache_dir: Path, base: BaseModel, limit: int | None) -> Evaluator:
     _, xte, _, yte = data()
     if limit is not None:

@@ -28,7 +28,7 @@ def test_folding_the_norms_keeps_the_function() -> None:
 
 def test_the_model_has_resnet18s_shape_and_its_training_learns() -> None:
     training = digits_resnet.Training(epochs=4, limit=256)
-    base = digits_resnet.fresh(training)
+    base = digits_resnet.fresh()
     blocks = [u for u in base.units if isinstance(u, BasicBlock)]
     assert len(blocks) == 8 and [b.config["out_ch"] for b in blocks[::2]] == list(digits_resnet.WIDTHS)
     assert [b.config["stride"] for b in blocks] == [1, 1, 2, 1, 2, 1, 2, 1]

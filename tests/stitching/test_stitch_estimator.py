@@ -110,7 +110,8 @@ def test_mismatched_interfaces_are_explained_and_excluded(digits_pool: Pool) -> 
 
 
 def _sv(acc: float, flops: int, variants: tuple[str, ...]) -> StitchedVariant:
-    return StitchedVariant("m", ("d",) * len(variants), variants, acc, "measured", flops, flops, flops)
+    return StitchedVariant("m", ("d",) * len(variants), variants, acc, "measured", flops, flops, flops,
+                           len(set(variants)) == 1)
 
 
 def test_pareto_front_and_mixed_variants_that_beat_the_originals() -> None:
