@@ -132,8 +132,7 @@ def build(cache_dir: Path) -> BaseModel:
 
 def calibration(cache_dir: Path, base: BaseModel, count: int) -> tuple[torch.Tensor, ...]:
     """The first ``count`` training images at 32x32: the inputs the pool reconstructs pruned blocks on."""
-    xtr = digits.data()[0][:count]
-    return (upsample(torch.from_numpy(xtr)),)
+    return (upsample(digits.train_images(cache_dir, count)),)
 
 
 def evaluator(cache_dir: Path, base: BaseModel, limit: int | None) -> Evaluator:
