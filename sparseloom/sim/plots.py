@@ -72,9 +72,12 @@ def plot_latency_cdf(
             for n, slo in enumerate([marks] if isinstance(marks, (int, float)) else marks):
                 ax.axvline(slo, color="black", linestyle="--", linewidth=1, label="SLO" if n == 0 else None)
         ax.set_xscale("log")
-        # Plain numbers at the decades only: matplotlib's default labels the minor ticks of a short
-        # log range too, and they run into each other.
-        ax.xaxis.set_major_locator(LogLocator(base=10))
+        # Plain numbers, at the decades on a wide range; at 1, 2 and 5 per decade on one under 2.5
+        # decades, which may hold no decade at all (1.2-4.8 ms). matplotlib's default labels the
+        # minor ticks of a short log range too, and they run into each other.
+        lo, hi = ax.get_xlim()
+        short = hi / lo < 10**2.5 if lo > 0 else False
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if short else (1.0,)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(task)
