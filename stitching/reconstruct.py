@@ -39,15 +39,16 @@ CALIBRATION_SIZE = 256
 # least squares; large values return the pruned weights unchanged (tested along that axis).
 RIDGE = 1e-3
 
+Layer = nn.Conv1d | nn.Conv2d | nn.Linear
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _CHUNK = 32  # calibration inputs per chunk of the normal equations
 
 
-def _layers(module: nn.Module) -> dict[str, nn.Module]:
+def _layers(module: nn.Module) -> dict[str, Layer]:
     return {n: m for n, m in module.named_modules() if isinstance(m, _LAYERS)}
 
 
-def _io(module: nn.Module, layer: nn.Module, inputs: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+def _io(module: nn.Module, layer: Layer, inputs: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
     """The input and output of ``layer`` when ``module`` runs on ``inputs``."""
     seen: dict[str, torch.Tensor] = {}
 
@@ -77,27 +78,28 @@ def _order(module: nn.Module, names: list[str], inputs: Tensors) -> list[str]:
     return list(dict.fromkeys(order))
 
 
-def _rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _rows(layer: Layer, x: torch.Tensor) -> torch.Tensor:
     """The layer's input as one row per output position: patches for a conv, features for a linear."""
     if isinstance(layer, nn.Linear):
         return x.reshape(-1, x.shape[-1])
     if isinstance(layer, nn.Conv1d):
         x = x[..., None]
-        kernel, dilation, padding, stride = (layer.kernel_size[0], 1), (layer.dilation[0], 1), (layer.padding[0], 0), (layer.stride[0], 1)  # type: ignore[index]
+        kernel, dilation = (layer.kernel_size[0], 1), (layer.dilation[0], 1)
+        padding, stride = (int(layer.padding[0]), 0), (layer.stride[0], 1)
     else:
         assert isinstance(layer, nn.Conv2d)
         kernel, dilation, padding, stride = layer.kernel_size, layer.dilation, layer.padding, layer.stride  # type: ignore[assignment]
-    cols = F.unfold(x, kernel, dilation, padding, stride)  # type: ignore[arg-type]
+    cols = F.unfold(x, kernel, dilation, padding, stride)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
-def _targets(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
+def _targets(layer: Layer, y: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, nn.Linear):
         return y.reshape(-1, y.shape[-1])
     return y.movedim(1, -1).reshape(-1, y.shape[1])
 
 
-def _normal_equations(layer: nn.Module, x: torch.Tensor, target: torch.Tensor, bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _normal_equations(layer: Layer, x: torch.Tensor, target: torch.Tensor, bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """X^T X and X^T Y, summed over chunks of the batch (a full-resolution layer has ~10^5 rows)."""
     gram: torch.Tensor | None = None
     cross: torch.Tensor | None = None
@@ -112,12 +114,13 @@ def _normal_equations(layer: nn.Module, x: torch.Tensor, target: torch.Tensor, b
     return gram, cross
 
 
-def _refit(layer: nn.Module, x: torch.Tensor, target: torch.Tensor, ridge: float) -> None:
+def _refit(layer: Layer, x: torch.Tensor, target: torch.Tensor, ridge: float) -> None:
     """Set ``layer``'s weights (its zeros kept) and bias to the ridge least-squares fit of ``target``."""
     bias = layer.bias is not None
     w0 = layer.weight.detach().reshape(layer.weight.shape[0], -1)
     if bias:
-        w0 = torch.cat([w0, layer.bias.detach()[:, None]], dim=1)  # type: ignore[union-attr]
+        assert layer.bias is not None
+        w0 = torch.cat([w0, layer.bias.detach()[:, None]], dim=1)
     w0 = w0.double()
     gram, cross = _normal_equations(layer, x, target, bias)
     lam = ridge * float(gram.diagonal().mean())
@@ -134,8 +137,8 @@ def _refit(layer: nn.Module, x: torch.Tensor, target: torch.Tensor, ridge: float
             s = keep[r].nonzero().squeeze(1)
             w[r, s] = torch.linalg.solve(gram[s][:, s] + lam * eye[: len(s), : len(s)], rhs[s, r])
     with torch.no_grad():
-        if bias:
-            layer.bias.copy_(w[:, -1].to(layer.bias.dtype))  # type: ignore[union-attr]
+        if layer.bias is not None:
+            layer.bias.copy_(w[:, -1].to(layer.bias.dtype))
             w = w[:, :-1]
         layer.weight.copy_(w.reshape(layer.weight.shape).to(layer.weight.dtype))
 

@@ -34,6 +34,11 @@ State = dict[str, torch.Tensor]
 Factories = Mapping[str, Callable[[], nn.Module]]
 
 
+def _size(module: nn.Module, layer: str, attr: str) -> int:
+    """A size attribute (``out_channels``, ``out_features``) of one of ``module``'s layers."""
+    return int(getattr(module.get_submodule(layer), attr))
+
+
 class Unit(nn.Module):
     """Base of every unit kind: ``kind`` + ``config`` rebuild the architecture."""
 
@@ -95,7 +100,7 @@ class ConvBlock(Unit):
         return (y,)
 
     def sized(self, pruned: nn.Module) -> dict[str, Any]:
-        return {"hidden": pruned.get_submodule("conv1").out_channels}
+        return {"hidden": _size(pruned, "conv1", "out_channels")}
 
 
 class ConvStem(Unit):
@@ -140,7 +145,7 @@ class Bottleneck(Unit):
         return (F.relu(y + (self.shortcut(x) if self.shortcut is not None else x)),)
 
     def sized(self, pruned: nn.Module) -> dict[str, Any]:
-        return {"mid1": pruned.get_submodule("conv1").out_channels, "mid2": pruned.get_submodule("conv2").out_channels}
+        return {"mid1": _size(pruned, "conv1", "out_channels"), "mid2": _size(pruned, "conv2", "out_channels")}
 
 
 def _fused(conv_layer: nn.Module, bn: nn.Module | None) -> State:
@@ -206,7 +211,7 @@ class BasicBlock(Unit):
         return (F.relu(y + x),)
 
     def sized(self, pruned: nn.Module) -> dict[str, Any]:
-        return {"mid": pruned.get_submodule("conv1").out_channels}
+        return {"mid": _size(pruned, "conv1", "out_channels")}
 
     def folded(self) -> Unit:
         """The same function with each batch norm folded into the conv before it (eval-mode statistics)."""
@@ -258,7 +263,7 @@ class Head(Unit):
         return (self.fc2(x),)
 
     def sized(self, pruned: nn.Module) -> dict[str, Any]:
-        return {"hidden": pruned.get_submodule("fc1").out_features}
+        return {"hidden": _size(pruned, "fc1", "out_features")}
 
 
 class BertEmbeddings(Unit):
@@ -318,7 +323,7 @@ class TransformerLayer(Unit):
     def _attention(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, _ = h.shape
         # From the weights, not the config: torch-pruning removes heads by shrinking them.
-        heads = int(self.query.out_features) // self.head_dim
+        heads = _size(self, "query", "out_features") // self.head_dim
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(b, n, heads, self.head_dim).transpose(1, 2)
@@ -345,8 +350,8 @@ class TransformerLayer(Unit):
         return {"query": self.config["heads"], "key": self.config["heads"], "value": self.config["heads"]}
 
     def sized(self, pruned: nn.Module) -> dict[str, Any]:
-        return {"heads": pruned.get_submodule("query").out_features // self.head_dim,
-                "ffn": pruned.get_submodule("ffn_in").out_features}
+        return {"heads": _size(pruned, "query", "out_features") // self.head_dim,
+                "ffn": _size(pruned, "ffn_in", "out_features")}
 
 
 class MeanPool(Unit):
@@ -414,7 +419,8 @@ class AudioFeatures(Unit):
         return (x.transpose(1, 2),)
 
     def sized(self, pruned: nn.Module) -> dict[str, Any]:
-        return {"channels": [layer.out_channels for layer in pruned.get_submodule("convs")]}
+        convs = pruned.get_submodule("convs")
+        return {"channels": [_size(convs, str(i), "out_channels") for i in range(len(self.config["channels"]))]}
 
 
 class FeatureProjection(Unit):
