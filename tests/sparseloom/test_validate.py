@@ -98,6 +98,10 @@ CASES: list[tuple[str, str, str, int | None]] = [
     ("int8 with levels", VALID.replace("pattern: structured", "pattern: int8"), "models[0].variants[0]", 19),
     ("unknown pattern", VALID.replace("pattern: structured", "pattern: random"),
      "models[0].variants[0].pattern", 19),
+    ("unknown importance", VALID.replace("levels: [0.3, 0.5]}", "levels: [0.3, 0.5], importance: l3}"),
+     "models[0].variants[0].importance", 19),
+    ("importance on a masked pattern", VALID.replace("pattern: structured", "pattern: unstructured").replace(
+        "levels: [0.3, 0.5]}", "levels: [0.3, 0.5], importance: l2}"), "models[0].variants[0]", 19),
     ("duplicate task", VALID.replace("scenario:", "  - name: classify\n    model: digits\n"
                                      "    slo: {latency_ms: 5}\n    arrival: {process: poisson, rate_hz: 1}\nscenario:"),
      "tasks[1].name", 25),
@@ -135,6 +139,14 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "w.yaml"
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def test_the_importance_norm_reaches_the_pool_request(tmp_path: Path) -> None:
+    from sparseloom.assemble import model_request
+
+    text = VALID.replace("levels: [0.3, 0.5]}", "levels: [0.3, 0.5], importance: l2}")
+    recipes = model_request(load_workload(_write(tmp_path, text)).models[0]).recipes
+    assert [r.name for r in recipes] == ["structured-l2-0.3", "structured-l2-0.5"]
 
 
 def test_base_file_is_valid(tmp_path: Path) -> None:
