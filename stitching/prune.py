@@ -12,7 +12,8 @@ Kinds (one small function each, composed in :func:`prune_block`):
 - ``int8``: symmetric per-output-channel int8 weights.
 
 Only Linear/Conv weights are pruned; embeddings, norms and biases stay dense.
-No fine-tuning: stitching needs none.
+No fine-tuning here; the pool refits a pruned block by least squares on calibration data where the
+model has some (:mod:`stitching.reconstruct`).
 """
 
 from __future__ import annotations
