@@ -45,7 +45,7 @@ from stitching.partition import (
     split,
 )
 from stitching.prune import Recipe, prune_block
-from stitching.reconstruct import CALIBRATION_SIZE, RIDGE, reconstruct
+from stitching.reconstruct import CALIBRATION_SIZE, RIDGE, one_thread, reconstruct, standard
 from stitching.units import Factories
 from stitching.user_model import load_factory_model
 
@@ -470,11 +470,12 @@ def _build_model(
     inputs = [base.example_inputs, *outputs[:-1]]
     interfaces = [tuple(TensorSpec.of(t) for t in out) for out in outputs]
     # The calibration batch at each position, through the dense chain like the example input.
-    calibrated: list[tuple[torch.Tensor, ...] | None] = [calibration] * len(dense)
+    calibrated: list[tuple[torch.Tensor, ...] | None] = [None] * len(dense)
     if calibration is not None:
-        with torch.no_grad():
+        calibrated[0] = standard(calibration)
+        with torch.no_grad(), one_thread():
             for position in range(1, len(dense)):
-                calibrated[position] = dense[position - 1].run(*calibrated[position - 1])  # type: ignore[misc]
+                calibrated[position] = standard(dense[position - 1].run(*calibrated[position - 1]))  # type: ignore[misc]
     done = {(b["variant"], b["position"]): b for b in manifest.blocks if b["model"] == request.name}
     for recipe in request.variants():
         if recipe.name not in info["variants"]:

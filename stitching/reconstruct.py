@@ -18,7 +18,9 @@ dense layer's did from the same input.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +150,31 @@ def reconstruct(dense: BlockModule, pruned: BlockModule, calibration: Tensors, r
     (the block's inputs, a batch). ``dense`` and ``pruned`` are not modified."""
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, not {ridge}")
+    with one_thread():
+        return _reconstructed(dense, pruned, standard(calibration), ridge)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the duration. Refitted weights are hashed into a block's digest, so
+    they must not depend on the caller's thread count, nor on what set up torch's pools before (a
+    multi-threaded reduction may sum in another order): the calibration activations and the refit
+    run here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def standard(tensors: Tensors) -> Tensors:
+    """Copies in the standard layout: a size-1 dimension's stride can make a convolution take another
+    kernel, and give other low bits."""
+    return tuple(torch.empty(t.shape, dtype=t.dtype).copy_(t) for t in tensors)
+
+
+def _reconstructed(dense: BlockModule, pruned: BlockModule, calibration: Tensors, ridge: float) -> BlockModule:
     new = copy.deepcopy(pruned).eval()
     dense = dense.eval()
     mine, theirs = _layers(new), _layers(dense)

@@ -94,7 +94,7 @@ def train_images(cache_dir: Path, count: int) -> torch.Tensor:
     path = cache_dir / "zoo" / f"digits-train-{count}.safetensors"
     if path.is_file():
         return load_file(path)["images"]
-    images = torch.from_numpy(data()[0][:count]).contiguous()
+    images = torch.tensor(data()[0][:count])  # a copy in the standard layout
     write_safetensors(path, {"images": images}, {"seed": str(SEED), "split": "train"})
     return images
 

@@ -86,3 +86,23 @@ def test_the_pool_refits_a_zoo_model_with_calibration_data_and_records_how(cache
     assert refit_acc > plain_acc + 0.05
     # MiniLM has no calibration data: its entry says so and the pool records no reconstruction.
     assert zoo.entry("minilm").make_calibration is None
+
+
+def test_refitted_blocks_do_not_depend_on_the_callers_threads_or_layout(cache_dir: Path, tmp_path: Path) -> None:
+    # Their weights are hashed into the digests: two builds must store the same blocks.
+    request = ModelRequest("digits_cnn", "digits_cnn", 4, None, (Recipe("unstructured", 0.9),))
+    threads = torch.get_num_threads()
+    try:
+        digests = []
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            pool = build_pool(tmp_path / f"pool{n}", [request], cache_dir, progress=False)
+            digests.append(sorted(b.digest for b in pool.blocks()))
+    finally:
+        torch.set_num_threads(threads)
+    assert digests[0] == digests[1]
+    dense, calib, _ = _digits_block(zoo.load("digits_cnn", cache_dir), 1)
+    pruned = prune_block(dense, Recipe("unstructured", 0.9), (calib[0][:1],))
+    odd = (calib[0].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),)  # same values, channels-last strides
+    a, b = reconstruct(dense, pruned, calib), reconstruct(dense, pruned, odd)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
