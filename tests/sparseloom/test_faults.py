@@ -4,8 +4,8 @@ no torn file, and the next run completes; a full disk and a read-only cache exit
 ``SPARSELOOM_KILL_POINTS`` sets the points per command (default 20). A profile point costs about
 6 s (the command imports TVM each time) and a switch point some 40 s (the study re-measures its
 masks' accuracy on every run), so they have their own counts to keep the suite within its ten
-minutes: ``SPARSELOOM_PROFILE_KILL_POINTS`` (default 10) and ``SPARSELOOM_SWITCH_KILL_POINTS``
-(default 2); docs/reliability.md gives 20-point runs of both.
+minutes: ``SPARSELOOM_PROFILE_KILL_POINTS`` (default 6) and ``SPARSELOOM_SWITCH_KILL_POINTS``
+(default 1); docs/reliability.md gives 20-point runs of both.
 ``profile`` runs on a modelled SoC here, so a point costs what the command does with the profile
 (NPU offload planning in worker processes, the profile record), not the host measurement's fixed
 repeats (8 s a point).
@@ -26,8 +26,8 @@ from tests.sparseloom import killing
 from tests.sparseloom.test_plan_simulate_cli import WORKLOAD
 
 POINTS = int(os.environ.get("SPARSELOOM_KILL_POINTS", "20"))
-PROFILE_POINTS = int(os.environ.get("SPARSELOOM_PROFILE_KILL_POINTS", "10"))
-SWITCH_POINTS = int(os.environ.get("SPARSELOOM_SWITCH_KILL_POINTS", "2"))
+PROFILE_POINTS = int(os.environ.get("SPARSELOOM_PROFILE_KILL_POINTS", "6"))
+SWITCH_POINTS = int(os.environ.get("SPARSELOOM_SWITCH_KILL_POINTS", "1"))
 
 
 @pytest.fixture(scope="module")
