@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -50,34 +50,25 @@ def _layers(module: nn.Module) -> dict[str, Layer]:
     return {n: m for n, m in module.named_modules() if isinstance(m, _LAYERS)}
 
 
-def _io(module: nn.Module, layer: Layer, inputs: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input and output of ``layer`` when ``module`` runs on ``inputs``."""
-    seen: dict[str, torch.Tensor] = {}
-
-    def hook(_: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        seen["in"], seen["out"] = args[0], out
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            module(*inputs)
-    finally:
-        handle.remove()
-    return seen["in"], seen["out"]
-
-
-def _order(module: nn.Module, names: list[str], inputs: Tensors) -> list[str]:
-    """``names`` in the order the forward pass reaches them."""
-    order: list[str] = []
+def _record(module: nn.Module, names: list[str], inputs: Tensors) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The input and output of each named layer when ``module`` runs on ``inputs``, in the order the
+    forward pass reaches them (a layer called twice: its first call)."""
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     layers = _layers(module)
-    handles = [layers[n].register_forward_hook(lambda *_, n=n: order.append(n)) for n in names]
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(_: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            seen.setdefault(name, (args[0], out))
+        return record
+
+    handles = [layers[n].register_forward_hook(hook(n)) for n in names]
     try:
         with torch.no_grad():
             module(*inputs)
     finally:
         for h in handles:
             h.remove()
-    return list(dict.fromkeys(order))
+    return seen
 
 
 def _rows(layer: Layer, x: torch.Tensor) -> torch.Tensor:
@@ -183,9 +174,9 @@ def _reconstructed(dense: BlockModule, pruned: BlockModule, calibration: Tensors
         if n in theirs and getattr(layer, "groups", 1) == 1 and layer.weight.shape[0] == theirs[n].weight.shape[0]
         and (layer.weight.shape != theirs[n].weight.shape or not torch.equal(layer.weight, theirs[n].weight))
     ]
-    for name in _order(new, changed, calibration):
-        x, out = _io(new, mine[name], calibration)
-        _, target = _io(dense, theirs[name], calibration)
+    # The dense outputs in one pass; each refitted layer's inputs after the layers before it are refitted.
+    for name, (_, target) in _record(dense, changed, calibration).items():
+        x, out = _record(new, [name], calibration)[name]
         if target.shape != out.shape:
             continue  # its outputs are not comparable (a sequence of another length): leave it
         _refit(mine[name], x, target, ridge)
