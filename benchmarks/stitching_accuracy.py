@@ -104,8 +104,6 @@ def evaluate(pool: Pool, model: str, limit: int | None, cache: Path) -> dict[str
     additive_mae = sum(abs(estimator.estimate(names[k], pairs=False) - v) for k, v in truth.items()) / len(truth)
     by_key = {tuple(b.digest for b in combo): combo for combo in itertools.product(*per_position)}
     unmixed = originals(pool, model)
-    recipe_of = {tuple(pool.block(model, p, v).digest for p in range(len(per_position))): v
-                 for v in reversed(pool.variants(model))}
     items = [
         StitchedVariant(
             model,
@@ -128,7 +126,7 @@ def evaluate(pool: Pool, model: str, limit: int | None, cache: Path) -> dict[str
             "originals_on_front": sum(items[i].is_original for i in front),
             "mixed_beating_every_original": len(beats_originals(items, cost)),
         }
-    original_points = {recipe_of[v.digests]: round(v.accuracy * 100, 2) for v in items
+    original_points = {unmixed[v.digests]: round(v.accuracy * 100, 2) for v in items
                        if v.is_original and v.accuracy is not None}
     size = pool.size(model)
     return {

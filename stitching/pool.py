@@ -469,13 +469,14 @@ def _build_model(
             outputs.append(block.run(*(outputs[-1] if outputs else base.example_inputs)))
     inputs = [base.example_inputs, *outputs[:-1]]
     interfaces = [tuple(TensorSpec.of(t) for t in out) for out in outputs]
-    # The calibration batch at each position, through the dense chain like the example input.
+    # The calibration batch at each position, through the dense chain like the example input (in the
+    # standard layout and on one thread: the refitted weights, so the digests, follow these bits).
     calibrated: list[tuple[torch.Tensor, ...] | None] = [None] * len(dense)
     if calibration is not None:
         calibrated[0] = standard(calibration)
         with torch.no_grad(), one_thread():
             for position in range(1, len(dense)):
-                calibrated[position] = standard(dense[position - 1].run(*calibrated[position - 1]))  # type: ignore[misc]
+                calibrated[position] = dense[position - 1].run(*calibrated[position - 1])  # type: ignore[misc]
     done = {(b["variant"], b["position"]): b for b in manifest.blocks if b["model"] == request.name}
     for recipe in request.variants():
         if recipe.name not in info["variants"]:

@@ -104,14 +104,18 @@ def enumerate_stitched(pool: Pool, model: str) -> tuple[list[tuple[Block, ...]],
     return chains, mismatches
 
 
-def originals(pool: Pool, model: str) -> frozenset[tuple[str, ...]]:
-    """The block digests of each of ``model``'s recipes applied at every position."""
+def originals(pool: Pool, model: str) -> dict[tuple[str, ...], str]:
+    """The block digests of each of ``model``'s recipes applied at every position, and the recipe's
+    name (the first recipe, should two give the same blocks)."""
     positions = range(pool.positions(model))
-    return frozenset(tuple(pool.block(model, p, v).digest for p in positions) for v in pool.variants(model))
+    chains: dict[tuple[str, ...], str] = {}
+    for v in pool.variants(model):
+        chains.setdefault(tuple(pool.block(model, p, v).digest for p in positions), v)
+    return chains
 
 
 def _variant(model: str, combo: Sequence[Block], accuracy: float | None, source: Source,
-             unmixed: frozenset[tuple[str, ...]]) -> StitchedVariant:
+             unmixed: Mapping[tuple[str, ...], str]) -> StitchedVariant:
     digests = tuple(b.digest for b in combo)
     return StitchedVariant(
         model=model,

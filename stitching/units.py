@@ -8,7 +8,7 @@ tuple of tensors. A block is a run of consecutive units.
 Structured pruning is the same for every kind (:meth:`Unit.structured`): torch-pruning traces the
 unit and removes inner channels (and attention heads) while its input and output shapes stay. Each
 kind knows only what differs between kinds: how its config reads the pruned sizes back
-(:meth:`Unit.sized`), and which of its layers are split into attention heads (:meth:`Unit.heads`).
+(:meth:`Unit.sized`), and which of its layers are split into attention heads (:meth:`Unit.head_layers`).
 """
 
 from __future__ import annotations
