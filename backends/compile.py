@@ -25,6 +25,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from backends.block import BlockSpec
 from backends.cpu_schedule import apply_cpu_schedules, schedule_with_rules
+from backends.weight_layout import packed_matmul_legalizer
 from stitching.atomic import write_json
 
 CHOICES_FILE = "schedule_choices.json"
@@ -61,8 +62,11 @@ FAST_MATH_LEGALIZE = {"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_sof
 
 
 def _legalize(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    legalize_map = dict(FAST_MATH_LEGALIZE, **{"relax.matmul": packed_matmul_legalizer(target)})
     return list(cpu_pipeline.library_dispatch_passes(target)) + [
-        relax.transform.LegalizeOps(customize_legalize_map=FAST_MATH_LEGALIZE),
+        # Folds weight transposes first, so the matmul legaliser sees constant weights to pack.
+        relax.transform.FoldConstant(),
+        relax.transform.LegalizeOps(customize_legalize_map=legalize_map),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),

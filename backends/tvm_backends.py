@@ -7,6 +7,8 @@ processor (``executor: torch`` selects the eager reference).
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import platform
 import shutil
@@ -28,7 +30,19 @@ from backends.link import zig_available, zig_linker, zig_triple
 from backends.npu import OffloadPlan, partition
 from backends.processor import ProcessorSpec
 
-PIPELINE_VERSION = "sparseloom-cpu-rules-3"
+def _pipeline_version() -> str:
+    """The compile pipeline's identity: a hash of the modules that shape generated code, so an
+    edit to a schedule rule or pass list never reuses artifacts built by the old one."""
+    from backends import compile as compile_module
+    from backends import cpu_schedule
+
+    digest = hashlib.sha256()
+    for module in (compile_module, cpu_schedule):
+        digest.update(inspect.getsource(module).encode())
+    return "sparseloom-cpu-rules-" + digest.hexdigest()[:16]
+
+
+PIPELINE_VERSION = _pipeline_version()
 
 
 def input_signature(block: BlockSpec) -> str:

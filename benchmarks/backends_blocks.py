@@ -113,6 +113,26 @@ def digits_cnn_blocks(keep: float, seed: int = 0) -> list[nn.Module]:
     return [ConvBlock(1, c1, 32).eval(), HeadBlock(32, c2).eval()]
 
 
+def zoo_transformer_blocks() -> list[BlockSpec]:
+    """The first encoder layer of the zoo's BERT-base, ViT-S and wav2vec2-base (their shapes,
+    seeded random weights), on the activations their earlier units produce; dense and structured-50."""
+    from stitching.partition import BlockModule
+    from stitching.zoo import profiling
+
+    blocks: list[BlockSpec] = []
+    for build in (profiling.bert_base, profiling.vit_s, profiling.wav2vec2_base):
+        model = build(Path("."))
+        units = model.units
+        first = next(i for i, u in enumerate(units) if u.kind == "transformer_layer")
+        with torch.no_grad():
+            inputs = BlockModule(units[:first]).run(*model.example_inputs)
+        layer = units[first]
+        blocks.append(make_block(f"{model.name}.l0.dense", layer, inputs))
+        blocks.append(make_block(f"{model.name}.l0.structured-50", layer.structured(0.5, inputs, "l1"), inputs,
+                                 pattern="structured", level=0.5))
+    return blocks
+
+
 def benchmark_blocks(minilm_layers: int = 2) -> list[BlockSpec]:
     """Dense and structured-50 blocks of both models, with example inputs."""
     blocks: list[BlockSpec] = []

@@ -1,15 +1,19 @@
 """TVM vs torch eager on representative blocks, cost-model error, and stitched-variant latency error.
 
-Prints, per block (digits-like CNN and MiniLM layers, dense and structured-50):
+Prints, per block (digits-like CNN, MiniLM layers, and the first encoder layer of the
+zoo's BERT-base, ViT-S and wav2vec2-base shapes; dense and structured-50), at each
+thread count:
 torch eager latency, TVM latency untuned (SparseLoom's CPU schedule rules)
 and with the tuning database (MetaSchedule records where they beat the
-rules), their ratios to torch, and compile times. Then the roofline model's
+rules), their ratios to torch, and compile times. The headline is the
+time-weighted ratio (sum of TVM times / sum of torch times) per thread count,
+with the worst MiniLM layer and the tuning cost in minutes. Then the roofline model's
 leave-one-out error on the host, and the error of the stitched-variant
 latency estimate (sum of blocks + transfers) against measured chained runs.
 All latencies are medians over interleaved repeats after warm-up, measured
 here. Usage:
 
-    PYTHONPATH=. python benchmarks/backends_tvm_vs_torch.py [--threads 2] [--tune-trials 0]
+    PYTHONPATH=. python benchmarks/backends_tvm_vs_torch.py [--threads 1,2] [--tune-trials 0]
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from backends_blocks import benchmark_blocks
+from backends_blocks import benchmark_blocks, zoo_transformer_blocks
 
 from backends.base import CompileOptions, Runner
 from backends.block import BlockSpec, make_block
@@ -79,30 +83,18 @@ def mlp_blocks() -> list[BlockSpec]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials per block (0: use the stored database)")
-    parser.add_argument("--tuning-db", type=Path, default=ROOT / "backends" / "tuning_db")
-    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "backends_bench")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--per-round", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=None, help="write all numbers as JSON here")
-    args = parser.parse_args()
-
-    torch.set_num_threads(args.threads)
-    host = host_cpu("host-tvm", threads=args.threads)
-    eager = host_cpu("host-torch", executor="torch", threads=args.threads)
+def compare(threads: int, blocks: list[BlockSpec], args: argparse.Namespace) -> list[dict[str, object]]:
+    """Torch eager vs TVM (rules, and rules + database) per block at ``threads`` intra-op threads."""
+    torch.set_num_threads(threads)
+    host = host_cpu("host-tvm", threads=threads)
+    eager = host_cpu("host-torch", executor="torch", threads=threads)
     target = make_target(host.target)
-    blocks = benchmark_blocks(minilm_layers=2)
-    report: dict[str, object] = {"threads": args.threads, "target": host.target, "blocks": []}
-
-    print(f"host target {host.target}, {args.threads} threads; latencies are medians (ms), measured")
-    print(f"{'block':24s} {'torch':>8s} {'untuned':>8s} {'tuned':>8s} {'unt/torch':>9s} {'tun/torch':>9s} "
+    print(f"\nhost target {host.target}, {threads} thread(s); latencies are medians (ms), measured")
+    print(f"{'block':34s} {'torch':>8s} {'untuned':>8s} {'tuned':>8s} {'unt/torch':>9s} {'tun/torch':>9s} "
           f"{'compile_s':>9s} {'tune_s':>7s}")
     untuned_opts = CompileOptions(cache=CompileCache(args.cache))
     tuned_opts = CompileOptions(cache=CompileCache(args.cache), tuning_db=args.tuning_db)
-    tuned_runners: dict[str, Runner] = {}
+    rows: list[dict[str, object]] = []
     for block in blocks:
         tune_s = 0.0
         if args.tune_trials > 0:
@@ -113,7 +105,6 @@ def main() -> None:
             start = time.perf_counter()
             choose_schedules(import_block(block), target, args.tuning_db)
             tune_s += time.perf_counter() - start
-        start = time.perf_counter()
         plain = backend_for(host).compile(block, host, untuned_opts)
         compile_s = plain.compile_s if not plain.cache_hit else float("nan")
         tuned = backend_for(host).compile(block, host, tuned_opts)
@@ -124,22 +115,64 @@ def main() -> None:
                                    rtol=1e-3, atol=1e-3)
         lat = interleaved_ms({"torch": (run_torch, block.example_inputs), "untuned": (run_untuned, block.example_inputs),
                               "tuned": (run_tuned, block.example_inputs)}, args.rounds, args.per_round)
-        tuned_runners[block.name] = run_tuned
-        row = {"block": block.name, "torch_ms": lat["torch"], "tvm_untuned_ms": lat["untuned"], "tvm_tuned_ms": lat["tuned"],
-               "untuned_ratio": lat["untuned"] / lat["torch"], "tuned_ratio": lat["tuned"] / lat["torch"],
-               "compile_s": compile_s, "tuned_compile_s": tuned.compile_s if not tuned.cache_hit else float("nan"),
+        row = {"block": block.name, "threads": threads, "torch_ms": lat["torch"], "tvm_untuned_ms": lat["untuned"],
+               "tvm_tuned_ms": lat["tuned"], "untuned_ratio": lat["untuned"] / lat["torch"],
+               "tuned_ratio": lat["tuned"] / lat["torch"], "compile_s": compile_s,
+               "tuned_compile_s": tuned.compile_s if not tuned.cache_hit else float("nan"),
                "tune_and_choose_s": tune_s, "flops": block.flops, "source": "measured"}
-        report["blocks"].append(row)  # type: ignore[union-attr]
-        print(f"{block.name:24s} {lat['torch']:8.3f} {lat['untuned']:8.3f} {lat['tuned']:8.3f} "
+        rows.append(row)
+        print(f"{block.name:34s} {lat['torch']:8.3f} {lat['untuned']:8.3f} {lat['tuned']:8.3f} "
               f"{row['untuned_ratio']:9.2f} {row['tuned_ratio']:9.2f} {compile_s:9.2f} {tune_s:7.1f}")
-    rows = report["blocks"]  # type: ignore[assignment]
+    return rows
+
+
+def time_weighted(rows: list[dict[str, object]], key: str) -> float:
+    """Sum of TVM times over sum of torch times: what a whole pipeline of these blocks pays."""
+    return float(sum(float(r[key]) for r in rows) / sum(float(r["torch_ms"]) for r in rows))  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=str, default="1,2", help="comma-separated intra-op thread counts")
+    parser.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials per block (0: use the stored database)")
+    parser.add_argument("--tuning-db", type=Path, default=ROOT / "backends" / "tuning_db")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "backends_bench")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None, help="write all numbers as JSON here")
+    args = parser.parse_args()
+    thread_counts = [int(t) for t in args.threads.split(",")]
+
+    blocks = benchmark_blocks(minilm_layers=2) + zoo_transformer_blocks()
+    report: dict[str, object] = {"threads": thread_counts, "blocks": []}
+    headline = []
+    for threads in thread_counts:
+        rows = compare(threads, blocks, args)
+        report["blocks"] += rows  # type: ignore[operator]
+        minilm = [r for r in rows if str(r["block"]).startswith("minilm")]
+        transformers = [r for r in rows if not str(r["block"]).startswith("cnn")]
+        worst = max(minilm, key=lambda r: float(r["tuned_ratio"]))  # type: ignore[arg-type]
+        headline.append((threads, time_weighted(rows, "tvm_tuned_ms"), time_weighted(rows, "tvm_untuned_ms"),
+                         time_weighted(transformers, "tvm_tuned_ms"), worst["block"], worst["tuned_ratio"],
+                         sum(float(r["tune_and_choose_s"]) for r in rows) / 60.0))  # type: ignore[arg-type]
+    print("\nheadline (measured): time-weighted ratio = sum of TVM times / sum of torch eager times")
+    print(f"{'threads':>7s} {'tuned':>7s} {'untuned':>8s} {'transformers':>12s} {'worst MiniLM layer':>30s} {'tuning_min':>10s}")
+    for threads, tuned_r, untuned_r, trans_r, worst_name, worst_r, tune_min in headline:
+        print(f"{threads:7d} {tuned_r:7.2f} {untuned_r:8.2f} {trans_r:12.2f} {worst_name:>24s} {worst_r:5.2f} {tune_min:10.2f}")
+    report["headline"] = [dict(zip(("threads", "time_weighted_tuned", "time_weighted_untuned", "time_weighted_transformers",
+                                    "worst_minilm_block", "worst_minilm_ratio", "tuning_minutes"), h)) for h in headline]
+    rows = [r for r in report["blocks"] if r["threads"] == thread_counts[0]]  # type: ignore[index,union-attr]
     geo = lambda key: float(np.exp(np.mean([np.log(r[key]) for r in rows])))
-    print(f"geomean ratio: untuned {geo('untuned_ratio'):.2f}x, tuned {geo('tuned_ratio'):.2f}x torch "
-          f"(targets: untuned <= 3x, tuned <= 1.0x)")
+    print(f"geomean ratio at {thread_counts[0]} thread(s): untuned {geo('untuned_ratio'):.2f}x, tuned {geo('tuned_ratio'):.2f}x torch")
     choices = read_choices(args.tuning_db) if args.tuning_db.exists() else {}
     print(f"tuning database {args.tuning_db} ({tuning_state(args.tuning_db)}): {len(choices)} kernels timed, "
           f"{sum(1 for c in choices.values() if c['choice'] == 'database')} use MetaSchedule records, rest the rules")
 
+    torch.set_num_threads(thread_counts[0])
+    host = host_cpu("host-tvm", threads=thread_counts[0])
+    eager = host_cpu("host-torch", executor="torch", threads=thread_counts[0])
+    tuned_opts = CompileOptions(cache=CompileCache(args.cache), tuning_db=args.tuning_db)
+    blocks = [b for b in blocks if b.name.startswith(("cnn", "minilm"))]
     # Cost model: calibrate the roofline on measured TVM (tuned) latencies; leave-one-out error.
     calib_blocks = blocks + mlp_blocks()
     calib_runs = {}
