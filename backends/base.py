@@ -29,6 +29,17 @@ class CompileOptions:
     cross_link: bool = True
 
 
+TUNING_DIR = "tuning"
+
+
+def cache_options(compiled: Path, tune_trials: int = 0, cross_link: bool = True) -> CompileOptions:
+    """The compile cache at ``compiled`` and the tuning database beside it (``../tuning``), so the
+    profiler and the runtime compile the same code: with the database's records once ``tune``
+    has filled it, with the rules alone before."""
+    return CompileOptions(cache=CompileCache(compiled), tuning_db=compiled.parent / TUNING_DIR,
+                          tune_trials=tune_trials, cross_link=cross_link)
+
+
 @dataclass(frozen=True)
 class CompiledBlock:
     """A block compiled for one processor; ``artifact`` is the cached file TVM exported."""

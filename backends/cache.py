@@ -39,17 +39,6 @@ def cache_key(digest: str, input_signature: str, target: dict[str, str | int], t
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def tuning_state(tuning_db: Path | None) -> str:
-    """``untuned``, or a hash of the tuning records the compile would apply."""
-    if tuning_db is None:
-        return "untuned"
-    digest = hashlib.sha256()
-    for name in ("database_tuning_record.json", "schedule_choices.json"):
-        path = tuning_db / name
-        digest.update(path.read_bytes() if path.exists() else b"")
-    return "tuned:" + digest.hexdigest()[:16]
-
-
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

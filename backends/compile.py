@@ -25,6 +25,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from backends.block import BlockSpec
 from backends.cpu_schedule import apply_cpu_schedules, schedule_with_rules
+from backends.identity import pipeline_version
 from backends.weight_layout import packed_matmul_legalizer
 from stitching.atomic import write_json
 
@@ -163,9 +164,35 @@ def has_records(tuning_db: Path) -> bool:
     return records.exists() and records.stat().st_size > 0
 
 
-def read_choices(tuning_db: Path) -> dict[str, dict[str, object]]:
+def read_choices(tuning_db: Path, target: tvm.target.Target | None = None) -> dict[str, dict[str, object]]:
+    """The measured rules-vs-database choices, per kernel; empty, with a warning, when they were
+    measured by another pipeline, TVM version or target (they are timed again)."""
     path = tuning_db / CHOICES_FILE
-    return dict(json.loads(path.read_text())) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        warnings.warn(f"{path}: unreadable ({err}); timing the schedule choices again", RuntimeWarning, stacklevel=2)
+        return {}
+    want = {"pipeline": pipeline_version(), "target": str(target) if target is not None else None}
+    stale = [k for k, v in want.items() if v is not None and (not isinstance(data, dict) or data.get(k) != v)]
+    if stale or not isinstance(data.get("kernels"), dict):
+        warnings.warn(f"{path}: measured with another {' and '.join(stale) or 'format'}; timing the schedule "
+                      "choices again", RuntimeWarning, stacklevel=2)
+        return {}
+    return dict(data["kernels"])
+
+
+def open_database(tuning_db: Path) -> ms.database.JSONDatabase | None:
+    """The MetaSchedule records in ``tuning_db``, or None, with a warning, when this TVM cannot
+    read them (another version's records): the rules schedule everything then."""
+    try:
+        return ms.database.JSONDatabase(work_dir=str(tuning_db))
+    except (RuntimeError, ValueError, KeyError) as err:  # TVM raises its errors as RuntimeError subclasses
+        warnings.warn(f"{tuning_db}: tuning records unreadable by TVM {tvm.__version__} ({str(err).splitlines()[0]}); "
+                      "ignoring them", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def apply_tuned_schedules(tuning_db: Path, target: tvm.target.Target) -> tvm.transform.Pass:
@@ -173,10 +200,10 @@ def apply_tuned_schedules(tuning_db: Path, target: tvm.target.Target) -> tvm.tra
 
     @tvm.transform.module_pass(opt_level=0, name="SparseLoomApplyTuned")
     def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        if not has_records(tuning_db):
+        database = open_database(tuning_db) if has_records(tuning_db) else None
+        if database is None:
             return mod
-        database = ms.database.JSONDatabase(work_dir=str(tuning_db))
-        choices = read_choices(tuning_db)
+        choices = read_choices(tuning_db, target)
         updated = {}
         for gvar, func in mod.functions_items():
             if not isinstance(func, tvm.tirx.PrimFunc):
@@ -211,12 +238,12 @@ def choose_schedules(mod: tvm.IRModule, target: tvm.target.Target, tuning_db: Pa
     MetaSchedule with a small trial budget can lose to the hand-written
     rules; the choice is measured once per kernel shape and reused.
     """
-    if not has_records(tuning_db):
+    database = open_database(tuning_db) if has_records(tuning_db) else None
+    if database is None:
         return {}
     with target:
         legal = tvm.transform.Sequential(_legalize(target))(mod)
-    database = ms.database.JSONDatabase(work_dir=str(tuning_db))
-    choices = read_choices(tuning_db)
+    choices = read_choices(tuning_db, target)
     for gvar, func in legal.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
@@ -232,5 +259,6 @@ def choose_schedules(mod: tvm.IRModule, target: tvm.target.Target, tuning_db: Pa
         choices[key] = {"kernel": gvar.name_hint,
                         "choice": "database" if tuned_us < rules_us else "rules",
                         "tuned_us": tuned_us, "rules_us": rules_us}
-    write_json(tuning_db / CHOICES_FILE, choices, indent=1, sort_keys=True)
+    write_json(tuning_db / CHOICES_FILE, {"pipeline": pipeline_version(), "target": str(target), "kernels": choices},
+               indent=1, sort_keys=True)
     return choices

@@ -7,8 +7,6 @@ processor (``executor: torch`` selects the eager reference).
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import os
 import platform
 import shutil
@@ -24,25 +22,14 @@ from tvm import relax
 
 from backends.base import Backend, CompiledBlock, CompileOptions, Runner
 from backends.block import BlockSpec
-from backends.cache import CacheEntry, cache_key, canonical_target, tuning_state
+from backends.cache import CacheEntry, cache_key, canonical_target
 from backends.compile import build, choose_schedules, import_block, make_target, tune
+from backends.identity import pipeline_version, tuning_state
 from backends.link import zig_available, zig_linker, zig_triple
 from backends.npu import OffloadPlan, partition
 from backends.processor import ProcessorSpec
 
-def _pipeline_version() -> str:
-    """The compile pipeline's identity: a hash of the modules that shape generated code, so an
-    edit to a schedule rule or pass list never reuses artifacts built by the old one."""
-    from backends import compile as compile_module
-    from backends import cpu_schedule
-
-    digest = hashlib.sha256()
-    for module in (compile_module, cpu_schedule):
-        digest.update(inspect.getsource(module).encode())
-    return "sparseloom-cpu-rules-" + digest.hexdigest()[:16]
-
-
-PIPELINE_VERSION = _pipeline_version()
+PIPELINE_VERSION = pipeline_version()
 
 
 def input_signature(block: BlockSpec) -> str:

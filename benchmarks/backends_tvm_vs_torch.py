@@ -36,7 +36,8 @@ from backends_blocks import benchmark_blocks, zoo_transformer_blocks
 
 from backends.base import CompileOptions, Runner
 from backends.block import BlockSpec, make_block
-from backends.cache import CompileCache, tuning_state
+from backends.cache import CompileCache
+from backends.identity import tuning_state
 from backends.compile import (
     choose_schedules,
     import_block,

@@ -193,19 +193,20 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
         from backends.profiler import IDLE_MS
 
         idle_ms = IDLE_MS
-    key = _key("modelled-v8", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host)
+    from backends.identity import pipeline_version, tuning_state
+
+    # The code the blocks compile to is part of what was measured: a new rule or record re-measures.
+    key = _key("modelled-v8", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host,
+               pipeline_version(), tuning_state(cache_dir / "tuning"))
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
 
     def measure() -> Profile:
         # Imported here: TVM takes seconds to import and a cached profile does not need it.
-        from backends.base import CompileOptions
-        from backends.cache import CompileCache
+        from backends.base import cache_options
         from backends.profiler import Profiler
 
         specs = [block_spec(pool, b) for b in blocks.values()]
-        tuning_db = cache_dir / "tuning" if tune_trials else None
-        options = CompileOptions(cache=CompileCache(cache_dir / "compiled"), tuning_db=tuning_db,
-                                 tune_trials=tune_trials, cross_link=False)
+        options = cache_options(cache_dir / "compiled", tune_trials=tune_trials, cross_link=False)
         return Profiler(spec, options, repeats=repeats, progress=progress, compile_absent=compile_absent,
                         calibration_blocks=8 if calibrate_on_host else 0, idle_ms=idle_ms).profile(
             specs, {d: pool.path(d) for d in blocks})

@@ -39,8 +39,7 @@ from typing import Any, Self
 import psutil
 import torch
 
-from backends.base import CompileOptions
-from backends.cache import CompileCache
+from backends.base import cache_options
 from backends.processor import SoCSpec
 from scheduler.admission import Admission
 from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
@@ -153,7 +152,7 @@ class Runtime:
             {p.name: procs[p.name] for p in problem.processors},
             problem.memory_budget_mb,
             memory_mb,
-            CompileOptions(CompileCache(Path(cache_dir))),
+            cache_options(Path(cache_dir)),
             self.now_ms,
             self.recorder.memory,
             wait_s=memory_wait_s,

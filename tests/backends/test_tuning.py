@@ -7,15 +7,18 @@ the trace of a real schedule of the kernel, then checks the reuse path.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from backends.base import CompileOptions
 from backends.block import make_block
-from backends.cache import CompileCache, tuning_state
+from backends.cache import CompileCache
+from backends.identity import tuning_state
 from backends.compile import (
     _legalize,
     choose_schedules,
@@ -61,7 +64,7 @@ def test_stored_tuning_is_reused_and_applied(tmp_path: Path) -> None:
     choices = choose_schedules(mod, target, db, repeats=5)
     (choice,) = choices.values()
     assert choice["choice"] in ("database", "rules") and choice["tuned_us"] > 0 and choice["rules_us"] > 0
-    assert read_choices(db) == choices
+    assert read_choices(db, target) == choices
 
     untuned = CompileOptions(cache=CompileCache(tmp_path / "cache"))
     tuned = CompileOptions(cache=CompileCache(tmp_path / "cache"), tuning_db=db)
@@ -80,3 +83,36 @@ def test_new_shapes_are_reported_for_tuning(tmp_path: Path) -> None:
     assert tune(import_block(block), target, tmp_path / "db", total_trials=0) == []
     records = tmp_path / "db" / "database_tuning_record.json"
     assert not records.exists() or records.read_text().strip() == ""
+
+
+def test_choices_from_another_pipeline_or_target_are_timed_again_with_a_warning(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    torch.manual_seed(4)
+    block = make_block("lin", torch.nn.Linear(16, 16), (torch.randn(4, 16),))
+    target = make_target(host_cpu(threads=1).target)
+    mod = import_block(block)
+    _store_record(mod, target, db)
+    choices = choose_schedules(mod, target, db, repeats=5)
+    assert read_choices(db, target) == choices
+    other = make_target({"kind": "llvm", "mcpu": "haswell", "num-cores": 1})
+    with pytest.warns(RuntimeWarning, match="another target"):
+        assert read_choices(db, other) == {}
+    stored = json.loads((db / "schedule_choices.json").read_text())
+    (db / "schedule_choices.json").write_text(json.dumps(dict(stored, pipeline="sparseloom-cpu-rules-old")))
+    with pytest.warns(RuntimeWarning, match="another pipeline"):
+        assert choose_schedules(mod, target, db, repeats=5).keys() == choices.keys()
+    assert read_choices(db, target).keys() == choices.keys()
+
+
+def test_unreadable_records_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "database_workload.json").write_text("not a workload\n")
+    (db / "database_tuning_record.json").write_text("[0, [\"not a record\"]]\n")
+    torch.manual_seed(5)
+    block = make_block("lin", torch.nn.Linear(16, 16), (torch.randn(4, 16),))
+    host = host_cpu(threads=1)
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        compiled = backend_for(host).compile(block, host, CompileOptions(cache=CompileCache(tmp_path / "c"), tuning_db=db))
+    (out,) = runner_for(block, host, compiled)(*block.example_inputs)
+    torch.testing.assert_close(out, block.module(*block.example_inputs).detach(), rtol=1e-4, atol=1e-4)
