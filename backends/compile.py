@@ -164,24 +164,30 @@ def has_records(tuning_db: Path) -> bool:
     return records.exists() and records.stat().st_size > 0
 
 
-def read_choices(tuning_db: Path, target: tvm.target.Target | None = None) -> dict[str, dict[str, object]]:
-    """The measured rules-vs-database choices, per kernel; empty, with a warning, when they were
-    measured by another pipeline, TVM version or target (they are timed again)."""
+def _stored_choices(tuning_db: Path) -> dict[str, dict[str, dict[str, object]]]:
+    """Per target, the choices measured by this pipeline; {} (with a warning) for another's."""
     path = tuning_db / CHOICES_FILE
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        warnings.warn(f"{path}: unreadable ({err}); timing the schedule choices again", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{path}: unreadable ({err}); timing the schedule choices again", RuntimeWarning, stacklevel=3)
         return {}
-    want = {"pipeline": pipeline_version(), "target": str(target) if target is not None else None}
-    stale = [k for k, v in want.items() if v is not None and (not isinstance(data, dict) or data.get(k) != v)]
-    if stale or not isinstance(data.get("kernels"), dict):
-        warnings.warn(f"{path}: measured with another {' and '.join(stale) or 'format'}; timing the schedule "
-                      "choices again", RuntimeWarning, stacklevel=2)
+    if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
+        warnings.warn(f"{path}: not this version's format; timing the schedule choices again", RuntimeWarning, stacklevel=3)
         return {}
-    return dict(data["kernels"])
+    if data.get("pipeline") != pipeline_version():
+        warnings.warn(f"{path}: measured with another pipeline or TVM version ({data.get('pipeline')}); timing the "
+                      "schedule choices again", RuntimeWarning, stacklevel=3)
+        return {}
+    return dict(data["targets"])
+
+
+def read_choices(tuning_db: Path, target: tvm.target.Target) -> dict[str, dict[str, object]]:
+    """The measured rules-vs-database choices for ``target``, per kernel. Choices measured by
+    another pipeline or TVM version are dropped, with a warning, and timed again."""
+    return dict(_stored_choices(tuning_db).get(str(target), {}))
 
 
 def open_database(tuning_db: Path) -> ms.database.JSONDatabase | None:
@@ -259,6 +265,7 @@ def choose_schedules(mod: tvm.IRModule, target: tvm.target.Target, tuning_db: Pa
         choices[key] = {"kernel": gvar.name_hint,
                         "choice": "database" if tuned_us < rules_us else "rules",
                         "tuned_us": tuned_us, "rules_us": rules_us}
-    write_json(tuning_db / CHOICES_FILE, {"pipeline": pipeline_version(), "target": str(target), "kernels": choices},
-               indent=1, sort_keys=True)
+    stored = _stored_choices(tuning_db)
+    stored[str(target)] = choices
+    write_json(tuning_db / CHOICES_FILE, {"pipeline": pipeline_version(), "targets": stored}, indent=1, sort_keys=True)
     return choices

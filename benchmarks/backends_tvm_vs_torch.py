@@ -165,7 +165,8 @@ def main() -> None:
     rows = [r for r in report["blocks"] if r["threads"] == thread_counts[0]]  # type: ignore[index,union-attr]
     geo = lambda key: float(np.exp(np.mean([np.log(r[key]) for r in rows])))
     print(f"geomean ratio at {thread_counts[0]} thread(s): untuned {geo('untuned_ratio'):.2f}x, tuned {geo('tuned_ratio'):.2f}x torch")
-    choices = read_choices(args.tuning_db) if args.tuning_db.exists() else {}
+    choices = read_choices(args.tuning_db, make_target(host_cpu(threads=thread_counts[0]).target)) \
+        if args.tuning_db.exists() else {}
     print(f"tuning database {args.tuning_db} ({tuning_state(args.tuning_db)}): {len(choices)} kernels timed, "
           f"{sum(1 for c in choices.values() if c['choice'] == 'database')} use MetaSchedule records, rest the rules")
 
