@@ -93,13 +93,7 @@ def _schedule_injective_block(sch: s_tir.Schedule, block: s_tir.schedule.SBlockR
     if not loops:
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    vec = _largest_divisor(_extent(sch, fused), (lanes, 8, 4))
-    if vec > 1:
-        outer, inner = sch.split(fused, [None, vec])
-        sch.parallel(outer)
-        sch.vectorize(inner)
-    else:
-        sch.parallel(fused)
+    sch.parallel(_vectorize_inner(sch, fused, lanes))
 
 
 def schedule_tiled_reduction(func: tirx.PrimFunc, unit: VectorUnit) -> s_tir.Schedule | None:
@@ -316,8 +310,11 @@ def schedule_row_reduction(func: tirx.PrimFunc, unit: VectorUnit) -> s_tir.Sched
     return sch
 
 
-def _vectorize_inner(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV, lanes: int) -> None:
+def _vectorize_inner(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV, lanes: int) -> s_tir.schedule.LoopRV:
+    """Split off and vectorise the largest vector that divides ``loop``; return what is left outside."""
     vec = _largest_divisor(_extent(sch, loop), (lanes, 8, 4))
-    if vec > 1:
-        _, inner = sch.split(loop, [None, vec])
-        sch.vectorize(inner)
+    if vec == 1:
+        return loop
+    outer, inner = sch.split(loop, [None, vec])
+    sch.vectorize(inner)
+    return outer
