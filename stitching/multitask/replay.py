@@ -1,6 +1,7 @@
 """Replay a task sequence under four loading methods and measure every switch with real file I/O.
 
-Methods (same model, same data, same cold page cache before every switch):
+Methods, registered by name in :data:`METHODS` as :class:`LoadingMethod` objects (same model,
+same data, same cold page cache before every switch):
 
 * ``monolithic``: each task's whole sparse model (independent mask) is one file, read whole.
 * ``independent_differential``: independent masks; read only the tiles the next task lacks.
@@ -27,7 +28,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -51,7 +53,6 @@ from stitching.multitask.tasks import (
     task_labels,
 )
 
-METHODS: tuple[str, ...] = ("monolithic", "independent_differential", "aligned_differential", "aligned_preload")
 # What ``aligned_preload`` values a tile by: P(next task | current) from the transition graph
 # (correlation-aware), or how often each task is switched to, regardless of the current one (hot).
 PRELOADERS: tuple[str, ...] = ("correlated", "hot")
@@ -123,21 +124,20 @@ class _Replayer:
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
+        self.method: LoadingMethod = METHODS[method]
         if preloader not in PRELOADERS:
             raise ValueError(f"unknown preloader {preloader!r}; known: {list(PRELOADERS)}")
         self.preloader = preloader
         self.measure_accuracy = measure_accuracy
         self.installed: dict[str, tuple[dict[str, LayerTiles], tuple[np.ndarray, np.ndarray]]] = {}
         self.s = setting
-        self.method = method
         self.bandwidth_gbps = bandwidth_gbps
         self.read_latency_ms = read_latency_ms
         # Bytes one more read request costs as much time as: gaps up to this are read, not split.
         self.max_gap_bytes = int(read_latency_ms * 1e-3 * bandwidth_gbps * 1e9)
         self.budget = preload_budget_bytes
-        family = "independent" if method in ("monolithic", "independent_differential") else "aligned"
-        self.manifests: dict[str, TaskManifest] = setting.manifests[family]
-        self.pool = setting.pools[family]
+        self.manifests: dict[str, TaskManifest] = setting.manifests[self.method.family]
+        self.pool = setting.pools[self.method.family]
         self.active = ActiveWeights(setting.grids)
         self.cache = TileCache(self.pool, setting.config.tile_size)
         self.tasks = {t: task_tiles(m, self.cache) for t, m in self.manifests.items()}
@@ -148,21 +148,7 @@ class _Replayer:
 
     def _install(self, task: str) -> tuple[int, float, int]:
         """Bring ``task`` in; return bytes read, the milliseconds the reading took, and read requests."""
-        if self.method == "monolithic":
-            start = time.perf_counter()
-            raw = read_file(self.s.monolithic[task])
-            read_ms = (time.perf_counter() - start) * 1e3
-            tensors = safetensors_views(raw)
-            self.active.install(monolithic_runnable(tensors, self.s.grids), (tensors["head.weight"], tensors["head.bias"]))
-            self.mono_bytes = sum(t.nbytes for t in tensors.values())
-            return len(raw), read_ms, 1
-        tiles = self.tasks[task]
-        reads = len(self.cache.runs(tiles.ids, self.max_gap_bytes))  # counted before the clock starts: bookkeeping for the report
-        start = time.perf_counter()
-        loaded = self.cache.load(tiles.ids, self.max_gap_bytes)
-        read_ms = (time.perf_counter() - start) * 1e3
-        self.active.install(self.cache.runnable(tiles, self.s.grids), self.cache.head(tiles))
-        return loaded, read_ms, reads
+        return self.method.install(self, task)
 
     def _measure_accuracy(self, task: str) -> None:
         """Keep a copy of the weights the replay installed for ``task`` (first visit) to evaluate later.
@@ -190,27 +176,10 @@ class _Replayer:
 
     def _after_switch(self, task: str) -> tuple[int, float]:
         """Drop what is no longer wanted; with pre-loading, read the plan now (off the critical path)."""
-        if self.method == "monolithic":
-            return 0, 0.0
-        keep = self.tasks[task].ids
-        if self.method != "aligned_preload":
-            self.cache.keep_only(keep)
-            return 0, 0.0
-        nbytes = {d: n for m in self.manifests.values() for d, n in m.nbytes.items()}
-        plan = plan_preload(
-            task,
-            self.graph.next_probabilities(task if self.preloader == "correlated" else None),
-            {t: m.digests() for t, m in self.manifests.items()}, nbytes, self.budget
-        )
-        planned = self.cache.ids(plan.digests)
-        self.cache.keep_only(np.concatenate([keep, planned]))
-        evict_page_cache(self.files)
-        start = time.perf_counter()
-        got = self.cache.load(planned, self.max_gap_bytes)
-        return got, (time.perf_counter() - start) * 1e3
+        return self.method.settle(self, task)
 
     def resident_bytes(self) -> int:
-        return self.mono_bytes if self.method == "monolithic" else self.cache.nbytes()
+        return self.method.resident_bytes(self)
 
     def run(self, sequence: Sequence[str]) -> list[SwitchRecord]:
         first = sequence[0]
@@ -238,6 +207,103 @@ class _Replayer:
                 )
             )
         return records
+
+
+class LoadingMethod(Protocol):
+    """How a switch brings the next task's weights in, and what it keeps or reads afterwards."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def family(self) -> str:
+        """Whose masks' tiles it reads: ``independent`` or ``aligned``."""
+        ...
+
+    def install(self, r: _Replayer, task: str) -> tuple[int, float, int]:
+        """Read ``task``'s weights in (timed); bytes read, read milliseconds, read requests."""
+        ...
+
+    def settle(self, r: _Replayer, task: str) -> tuple[int, float]:
+        """After the switch, off the critical path: bytes and milliseconds pre-loaded."""
+        ...
+
+    def resident_bytes(self, r: _Replayer) -> int: ...
+
+
+@dataclass(frozen=True)
+class Monolithic:
+    """Each task's whole sparse model (independent mask) is one file, read whole."""
+
+    name: str = "monolithic"
+    family: str = "independent"
+
+    def install(self, r: _Replayer, task: str) -> tuple[int, float, int]:
+        start = time.perf_counter()
+        raw = read_file(r.s.monolithic[task])
+        read_ms = (time.perf_counter() - start) * 1e3
+        tensors = safetensors_views(raw)
+        r.active.install(monolithic_runnable(tensors, r.s.grids), (tensors["head.weight"], tensors["head.bias"]))
+        r.mono_bytes = sum(t.nbytes for t in tensors.values())
+        return len(raw), read_ms, 1
+
+    def settle(self, r: _Replayer, task: str) -> tuple[int, float]:
+        return 0, 0.0
+
+    def resident_bytes(self, r: _Replayer) -> int:
+        return r.mono_bytes
+
+
+@dataclass(frozen=True)
+class Differential:
+    """Only the tiles the next task lacks are read; the rest are dropped after the switch."""
+
+    name: str
+    family: str
+
+    def install(self, r: _Replayer, task: str) -> tuple[int, float, int]:
+        tiles = r.tasks[task]
+        reads = len(r.cache.runs(tiles.ids, r.max_gap_bytes))  # counted before the clock starts: bookkeeping for the report
+        start = time.perf_counter()
+        loaded = r.cache.load(tiles.ids, r.max_gap_bytes)
+        read_ms = (time.perf_counter() - start) * 1e3
+        r.active.install(r.cache.runnable(tiles, r.s.grids), r.cache.head(tiles))
+        return loaded, read_ms, reads
+
+    def settle(self, r: _Replayer, task: str) -> tuple[int, float]:
+        r.cache.keep_only(r.tasks[task].ids)
+        return 0, 0.0
+
+    def resident_bytes(self, r: _Replayer) -> int:
+        return r.cache.nbytes()
+
+
+@dataclass(frozen=True)
+class Preloading(Differential):
+    """Differential, and while the task runs, the tiles of likely next tasks are read within the budget."""
+
+    def settle(self, r: _Replayer, task: str) -> tuple[int, float]:
+        nbytes = {d: n for m in r.manifests.values() for d, n in m.nbytes.items()}
+        plan = plan_preload(
+            task,
+            r.graph.next_probabilities(task if r.preloader == "correlated" else None),
+            {t: m.digests() for t, m in r.manifests.items()}, nbytes, r.budget
+        )
+        planned = r.cache.ids(plan.digests)
+        r.cache.keep_only(np.concatenate([r.tasks[task].ids, planned]))
+        evict_page_cache(r.files)
+        start = time.perf_counter()
+        got = r.cache.load(planned, r.max_gap_bytes)
+        return got, (time.perf_counter() - start) * 1e3
+
+
+# The loading methods by name, in the order reports list them.
+METHODS: Mapping[str, LoadingMethod] = MappingProxyType({m.name: m for m in (
+    Monolithic(),
+    Differential("independent_differential", "independent"),
+    Differential("aligned_differential", "aligned"),
+    Preloading("aligned_preload", "aligned"),
+)})
 
 
 def replay(
@@ -345,7 +411,7 @@ def run_sequences(
         # Accuracy after every timed switch: torch's worker threads would slow the switches after it.
         accuracy = {m: r.evaluate() for m, r in last.items()}
         methods = {m: summarise(records[m], float(np.median(rounds_gbps))) | {"accuracy": accuracy[m]} for m in METHODS}
-        mono = methods["monolithic"]["switch_latency_ms"]
+        mono = methods[Monolithic.name]["switch_latency_ms"]
         for m in methods.values():
             m["speedup_vs_monolithic"] = {
                 "mean": mono["mean"] / m["switch_latency_ms"]["mean"],
