@@ -11,6 +11,7 @@ import torch
 
 from backends.block import BlockSpec
 from backends.cache import CompileCache
+from backends.identity import TUNING_DIR
 from backends.npu import OffloadPlan
 from backends.processor import ProcessorSpec
 
@@ -27,9 +28,6 @@ class CompileOptions:
     tune_trials: int = 0
     # Link cross-target objects into a shared object with zig (a cold zig cache builds libc: ~1 min).
     cross_link: bool = True
-
-
-TUNING_DIR = "tuning"
 
 
 def cache_options(compiled: Path, tune_trials: int = 0, cross_link: bool = True) -> CompileOptions:

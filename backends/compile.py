@@ -25,7 +25,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from backends.block import BlockSpec
 from backends.cpu_schedule import apply_cpu_schedules, schedule_with_rules
-from backends.identity import pipeline_version
+from backends.identity import has_records, pipeline_version
 from backends.weight_layout import packed_matmul_legalizer
 from stitching.atomic import write_json
 
@@ -157,11 +157,6 @@ def _workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
 
 def workload_key(func: tvm.tirx.PrimFunc) -> str:
     return str(tvm_ffi.structural_hash(_workload(func)))
-
-
-def has_records(tuning_db: Path) -> bool:
-    records = tuning_db / "database_tuning_record.json"
-    return records.exists() and records.stat().st_size > 0
 
 
 def _stored_choices(tuning_db: Path) -> dict[str, dict[str, dict[str, object]]]:

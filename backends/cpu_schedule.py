@@ -50,12 +50,7 @@ class VectorUnit:
     def register_tile(self, columns: int | None, rows: int | None) -> tuple[int, int]:
         """(vector width in columns, rows) of the accumulator tile for a columns x rows output."""
         budget = int(self.registers * ACCUMULATOR_SHARE)
-        for vectors in COL_VECTORS:
-            if columns is not None and columns % (vectors * self.lanes) == 0:
-                break
-        else:
-            vectors = 1
-        width = _largest_divisor(columns, (vectors * self.lanes, self.lanes, 8, 4))
+        width = _largest_divisor(columns, tuple(v * self.lanes for v in COL_VECTORS) + (8, 4))
         vectors = max(1, width // self.lanes)
         most = max([r for r in ROW_TILES if r * vectors <= budget] or [1])
         if rows is None:

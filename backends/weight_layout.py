@@ -34,9 +34,7 @@ def packed_matmul_legalizer(target: tvm.target.Target) -> Callable[[relax.BlockB
         if not isinstance(weight, tvm.ir.expr.Constant) or x_shape is None or len(x_shape) < 2:
             return default(bb, call)
         w = weight.value.numpy() if hasattr(weight.value, "numpy") else None
-        if w is None:
-            return default(bb, call)
-        if w.ndim != 2 or w.dtype != np.float32 or str(x.ty.dtype) != "float32":
+        if w is None or w.ndim != 2 or w.dtype != np.float32 or str(x.ty.dtype) != "float32":
             return default(bb, call)
         depth, columns = w.shape
         rows = x_shape[-2]

@@ -193,11 +193,11 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
         from backends.profiler import IDLE_MS
 
         idle_ms = IDLE_MS
-    from backends.identity import pipeline_version, tuning_state
+    from backends.identity import TUNING_DIR, pipeline_version, tuning_state
 
     # The code the blocks compile to is part of what was measured: a new rule or record re-measures.
     key = _key("modelled-v8", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host,
-               pipeline_version(), tuning_state(cache_dir / "tuning"))
+               pipeline_version(), tuning_state(cache_dir / TUNING_DIR))
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
 
     def measure() -> Profile:
