@@ -19,6 +19,7 @@ from sparseloom.commands.common import cache_dir
 from sparseloom.errors import InputError, Problem
 from sparseloom.workload import Workload, load_workload
 from stitching.multitask.replay import markov_sequence
+from stitching.multitask.setting import BACKBONES, SettingConfig
 from stitching.multitask.study import StudyConfig, run_study
 from stitching.multitask.tasks import DRIVING_TASKS, TASK_CLASSES
 
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cycles", type=int, default=6, help="times a transition sequence is repeated")
     p.add_argument("--steps", type=int, default=40, help="length of each Markov sequence")
     p.add_argument("--repeats", type=int, default=3, help="replay rounds per sequence")
+    p.add_argument("--backbone", choices=BACKBONES, default=BACKBONES[0],
+                   help="shared backbone: digits_resnet (the zoo's ResNet-18 at quarter width, default) or mlp (small, fast)")
     p.add_argument("--json", action="store_true", help="print the per-method summary as JSON")
     p.set_defaults(run=run)
 
@@ -72,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("cycles", "steps", "repeats"):
         if getattr(args, flag) < 1:
             raise InputError([Problem(f"--{flag}", "a positive integer", str(getattr(args, flag)))])
-    config = StudyConfig(sequences=sequences_for(workload, args.cycles, args.steps), replay_repeats=args.repeats)
+    config = StudyConfig(
+        setting=SettingConfig(backbone=args.backbone),
+        sequences=sequences_for(workload, args.cycles, args.steps),
+        replay_repeats=args.repeats,
+    )
     cache = cache_dir(args)
     report = run_study(args.out, config, cache_dir=cache, pools_dir=cache / "pools")
     summary = {

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from stitching.multitask.manifest import TaskManifest
+from stitching.multitask.manifest import TaskManifest, monolithic_edges
 from stitching.multitask.store import (
     ST_DTYPES,
     PackedTileStore,
@@ -30,6 +29,7 @@ from stitching.multitask.store import (
     read_file,
     safetensors_views,
 )
+from stitching.multitask.tasks import Head
 from stitching.multitask.tiles import TileGrid
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -65,17 +65,16 @@ class ActiveWeights:
 
     Installing a task only swaps these block-sparse-row tables: the tiles themselves stay where
     they were read (a :class:`TileCache` arena slot, or the buffer a monolithic file was read into),
-    so a switch costs its I/O plus a few index operations per layer. :meth:`features` runs the
-    backbone on the tables directly (a block-sparse matmul); :meth:`dense` assembles plain
-    ``[out, in]`` matrices (a copy) for checks.
+    so a switch costs its I/O plus a few index operations per layer. :meth:`dense` assembles plain
+    ``[out, fan_in]`` matrices (a copy), which the backbone runs on to measure accuracy.
     """
 
     def __init__(self, layer_grids: Mapping[str, TileGrid]) -> None:
         self.grids = dict(layer_grids)
         self.layers: dict[str, LayerTiles] = {}
-        self.head: tuple[np.ndarray, np.ndarray] | None = None
+        self.head: Head | None = None
 
-    def install(self, layers: Mapping[str, LayerTiles], head: tuple[np.ndarray, np.ndarray]) -> None:
+    def install(self, layers: Mapping[str, LayerTiles], head: Head) -> None:
         self.layers = dict(layers)
         self.head = head
 
@@ -92,24 +91,6 @@ class ActiveWeights:
                     blocks[r, c, : tile.shape[0], : tile.shape[1]] = tile
             out[n] = np.ascontiguousarray(blocks.transpose(0, 2, 1, 3).reshape(g.rows * t, g.cols * t)[: g.shape[0], : g.shape[1]])
         return out
-
-    def features(self, biases: Mapping[str, np.ndarray], x: np.ndarray, order: Sequence[str]) -> np.ndarray:
-        """Run the backbone layers ``order`` (ReLU after each) on the installed tiles, for inputs ``x``."""
-        h = torch.from_numpy(np.ascontiguousarray(x))
-        with torch.no_grad():
-            for n in order:
-                g, lt = self.grids[n], self.layers[n]
-                t = g.tile_size
-                xb = torch.nn.functional.pad(h, (0, g.cols * t - h.shape[1])).reshape(len(h), g.cols, t)
-                y = torch.zeros(len(h), g.rows, t, dtype=h.dtype)
-                if len(lt.rows):
-                    w = torch.from_numpy(lt.data)[torch.from_numpy(lt.index)]
-                    prod = torch.einsum("nkj,kij->nki", xb[:, torch.from_numpy(lt.cols)], w)
-                    y.index_add_(1, torch.from_numpy(lt.rows), prod)
-                for r, c, tile in lt.edges:
-                    y[:, r, : tile.shape[0]] += xb[:, c, : tile.shape[1]] @ torch.from_numpy(tile).T
-                h = torch.relu(y.reshape(len(h), g.rows * t)[:, : g.shape[0]] + torch.from_numpy(biases[n]))
-        return h.numpy()
 
 
 class TileCache:
@@ -201,8 +182,8 @@ class TileCache:
             out[layer] = LayerTiles(rows, cols, self.arena, self.slot_of[ids], edges)
         return out
 
-    def head(self, task: TaskTiles) -> tuple[np.ndarray, np.ndarray]:
-        return self.array(task.head[0]), self.array(task.head[1])
+    def head(self, task: TaskTiles) -> Head:
+        return tuple(self.array(i) for i in task.head)
 
 
 @dataclass(frozen=True)
@@ -215,7 +196,7 @@ class TaskTiles:
 
     positions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     edges: dict[str, tuple[tuple[int, int, int], ...]]
-    head: tuple[int, int]
+    head: tuple[int, ...]
     ids: np.ndarray
 
 
@@ -229,20 +210,24 @@ def task_tiles(manifest: TaskManifest, cache: TileCache) -> TaskTiles:
         n: (np.array([r for r, _, _ in t], np.int64), np.array([c for _, c, _ in t], np.int64), np.array([i for _, _, i in t], np.int64))
         for n, t in by_layer.items()
     }
-    head = (cache.id_of[manifest.head[0]], cache.id_of[manifest.head[1]])
+    head = tuple(cache.id_of[d] for d in manifest.head)
     return TaskTiles(positions, {n: tuple(e) for n, e in edges.items()}, head, np.unique(cache.ids(manifest.digests())))
 
 
 def monolithic_runnable(tensors: Mapping[str, np.ndarray], layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:
     """The block-sparse-row tables of a whole per-task model file, over the buffer it was read into."""
     out: dict[str, LayerTiles] = {}
+    edges: dict[str, list[tuple[int, int, np.ndarray]]] = {}
+    for key, tile in sorted(monolithic_edges(tensors).items()):
+        edges.setdefault(key.layer, []).append((key.row, key.col, tile))
     for layer, g in layer_grids.items():
         data = tensors.get(f"{layer}.tiles")
+        edge = tuple(edges.get(layer, ()))
         if data is None:
-            out[layer] = LayerTiles(_EMPTY, _EMPTY, np.zeros((0, g.tile_size, g.tile_size), np.float32), _EMPTY)
+            out[layer] = LayerTiles(_EMPTY, _EMPTY, np.zeros((0, g.tile_size, g.tile_size), np.float32), _EMPTY, edge)
             continue
         index = tensors[f"{layer}.index"].astype(np.int64)
-        out[layer] = LayerTiles(index[:, 0], index[:, 1], data, np.arange(len(data)))
+        out[layer] = LayerTiles(index[:, 0], index[:, 1], data, np.arange(len(data)), edge)
     return out
 
 

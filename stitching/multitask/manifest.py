@@ -1,10 +1,10 @@
 """Per-task manifests (which tile digest sits where) and writing them into a tile store.
 
 A :class:`TaskManifest` lists, for one task under one mask, the digest of every kept backbone tile
-by position, plus the digests of its head weight and bias (heads are stored like tiles). The
-monolithic baseline stores each task's whole sparse model as one safetensors file instead:
-``<layer>.tiles`` (stacked kept tiles, ``[n, t, t]``), ``<layer>.index`` (``[n, 2]`` tile row/col),
-``head.weight`` and ``head.bias``.
+by position, plus the digests of its own tensors (head weight and bias, and a per-channel norm
+where the backbone has one; stored like tiles). The monolithic baseline stores each task's whole
+sparse model as one safetensors file instead: ``<layer>.tiles`` (stacked kept tiles, ``[n, t, t]``),
+``<layer>.index`` (``[n, 2]`` tile row/col), then its own tensors under :data:`HEAD_NAMES`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from safetensors.numpy import save as st_save
 
 from stitching.atomic import write_bytes
 from stitching.multitask.store import TileStore
+from stitching.multitask.tasks import Head
 from stitching.multitask.tiles import TileKey, split_tiles, tile_digest
+
+HEAD_NAMES: tuple[str, ...] = ("head.weight", "head.bias", "head.norm")
 
 
 @dataclass(frozen=True)
 class TaskManifest:
     task: str
     tiles: dict[TileKey, str]
-    head: tuple[str, str]
+    head: tuple[str, ...]  # digests of the task's own tensors, in HEAD_NAMES order
     nbytes: dict[str, int]  # digest -> bytes, for every digest above
 
     def digests(self) -> frozenset[str]:
@@ -39,7 +42,7 @@ def make_manifest(
     task: str,
     weights: Mapping[str, np.ndarray],
     keep: Iterable[TileKey],
-    head: tuple[np.ndarray, np.ndarray],
+    head: Head,
     tile_size: int,
 ) -> tuple[TaskManifest, dict[str, np.ndarray]]:
     """The manifest of ``task`` and the tensors it names (digest -> array)."""
@@ -49,10 +52,12 @@ def make_manifest(
         d = tile_digest(tile)
         tensors[d] = tile
         positions[key] = d
-    head_w, head_b = np.ascontiguousarray(head[0]), np.ascontiguousarray(head[1])
-    hw, hb = tile_digest(head_w), tile_digest(head_b)
-    tensors[hw], tensors[hb] = head_w, head_b
-    return TaskManifest(task, positions, (hw, hb), {d: t.nbytes for d, t in tensors.items()}), tensors
+    own = []
+    for array in head:
+        a = np.ascontiguousarray(array)
+        own.append(tile_digest(a))
+        tensors[own[-1]] = a
+    return TaskManifest(task, positions, tuple(own), {d: t.nbytes for d, t in tensors.items()}), tensors
 
 
 def store_in_order(
@@ -124,20 +129,40 @@ def group_order(signatures: Iterable[frozenset[int]], tasks: int, restarts: int 
     return best
 
 
-def write_monolithic(path: Path, manifest: TaskManifest, tensors: Mapping[str, np.ndarray]) -> None:
+def write_monolithic(path: Path, manifest: TaskManifest, tensors: Mapping[str, np.ndarray], tile_size: int) -> None:
     """One file with the whole sparse model of a task (the baseline's unit of loading)."""
     out: dict[str, np.ndarray] = {}
-    layers = sorted({k.layer for k in manifest.tiles})
-    for layer in layers:
+    for layer in sorted({k.layer for k in manifest.tiles}):
         keys = sorted(k for k in manifest.tiles if k.layer == layer)
-        out[f"{layer}.tiles"] = np.stack([tensors[manifest.tiles[k]] for k in keys])
-        out[f"{layer}.index"] = np.array([[k.row, k.col] for k in keys], dtype=np.int32)
-    out["head.weight"] = tensors[manifest.head[0]]
-    out["head.bias"] = tensors[manifest.head[1]]
+        full = [k for k in keys if tensors[manifest.tiles[k]].shape == (tile_size, tile_size)]
+        if full:
+            out[f"{layer}.tiles"] = np.stack([tensors[manifest.tiles[k]] for k in full])
+            out[f"{layer}.index"] = np.array([[k.row, k.col] for k in full], dtype=np.int32)
+        for k in keys:
+            if k not in full:  # an uneven edge tile of a layer the tiles do not cut evenly
+                out[f"{layer}.edge.{k.row}.{k.col}"] = tensors[manifest.tiles[k]]
+    for name, digest in zip(HEAD_NAMES, manifest.head, strict=False):
+        out[name] = tensors[digest]
     write_bytes(path, st_save(out))
 
 
-def monolithic_tiles(loaded: Mapping[str, np.ndarray]) -> tuple[dict[TileKey, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def monolithic_edges(loaded: Mapping[str, np.ndarray]) -> dict[TileKey, np.ndarray]:
+    """The uneven edge tiles of a monolithic file, by position."""
+    out: dict[TileKey, np.ndarray] = {}
+    for name, value in loaded.items():
+        layer, sep, pos = name.rpartition(".edge.")
+        if sep:
+            row, col = pos.split(".")
+            out[TileKey(layer, int(row), int(col))] = value
+    return out
+
+
+def monolithic_head(loaded: Mapping[str, np.ndarray]) -> Head:
+    """A task's own tensors from the tensors of its monolithic file."""
+    return tuple(loaded[n] for n in HEAD_NAMES if n in loaded)
+
+
+def monolithic_tiles(loaded: Mapping[str, np.ndarray]) -> tuple[dict[TileKey, np.ndarray], Head]:
     """Tiles by position and the head, from the tensors of a monolithic file."""
     tiles: dict[TileKey, np.ndarray] = {}
     for name, value in loaded.items():
@@ -145,4 +170,4 @@ def monolithic_tiles(loaded: Mapping[str, np.ndarray]) -> tuple[dict[TileKey, np
             layer = name[: -len(".tiles")]
             for (row, col), tile in zip(loaded[f"{layer}.index"].tolist(), value, strict=True):
                 tiles[TileKey(layer, int(row), int(col))] = tile
-    return tiles, (loaded["head.weight"], loaded["head.bias"])
+    return tiles | monolithic_edges(loaded), monolithic_head(loaded)

@@ -43,13 +43,15 @@ from stitching.multitask.loading import (
     monolithic_runnable,
     task_tiles,
 )
-from stitching.multitask.manifest import TaskManifest
+from stitching.multitask.manifest import TaskManifest, monolithic_head
 from stitching.multitask.preload import TransitionGraph, plan_preload
 from stitching.multitask.setting import Setting
 from stitching.multitask.store import TileStore, read_file, safetensors_views
 from stitching.multitask.tasks import (
     DRIVING_TASKS,
+    Head,
     head_accuracy,
+    head_norm,
     task_labels,
 )
 
@@ -129,7 +131,7 @@ class _Replayer:
             raise ValueError(f"unknown preloader {preloader!r}; known: {list(PRELOADERS)}")
         self.preloader = preloader
         self.measure_accuracy = measure_accuracy
-        self.installed: dict[str, tuple[dict[str, LayerTiles], tuple[np.ndarray, np.ndarray]]] = {}
+        self.installed: dict[str, tuple[dict[str, LayerTiles], Head]] = {}
         self.s = setting
         self.bandwidth_gbps = bandwidth_gbps
         self.read_latency_ms = read_latency_ms
@@ -139,7 +141,7 @@ class _Replayer:
         self.manifests: dict[str, TaskManifest] = setting.manifests[self.method.family]
         self.pool = setting.pools[self.method.family]
         self.active = ActiveWeights(setting.grids)
-        self.cache = TileCache(self.pool, setting.config.tile_size)
+        self.cache = TileCache(self.pool, setting.tile_size)
         self.tasks = {t: task_tiles(m, self.cache) for t, m in self.manifests.items()}
         self.graph = TransitionGraph(self.manifests)
         self.files = [f for p in setting.pools.values() for f in p.files()] + list(setting.monolithic.values())
@@ -163,14 +165,14 @@ class _Replayer:
             n: LayerTiles(lt.rows, lt.cols, lt.data[lt.index], np.arange(len(lt.index)), tuple((r, c, t.copy()) for r, c, t in lt.edges))
             for n, lt in self.active.layers.items()
         }
-        self.installed[task] = (layers, (self.active.head[0].copy(), self.active.head[1].copy()))
+        self.installed[task] = (layers, tuple(a.copy() for a in self.active.head))
 
     def evaluate(self) -> dict[str, float]:
         """Held-out accuracy of every task on the weights its first visit installed (after :meth:`run`)."""
         check = ActiveWeights(self.s.grids)
         for task, (layers, head) in self.installed.items():
             check.install(layers, head)
-            feats = check.features(self.s.model.biases, self.s.split.x_test, self.s.model.layers)
+            feats = self.s.model.features(check.dense(), head_norm(head), self.s.split.x_test)
             self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), head)
         return self.accuracy
 
@@ -243,7 +245,7 @@ class Monolithic:
         raw = read_file(r.s.monolithic[task])
         read_ms = (time.perf_counter() - start) * 1e3
         tensors = safetensors_views(raw)
-        r.active.install(monolithic_runnable(tensors, r.s.grids), (tensors["head.weight"], tensors["head.bias"]))
+        r.active.install(monolithic_runnable(tensors, r.s.grids), monolithic_head(tensors))
         r.mono_bytes = sum(t.nbytes for t in tensors.values())
         return len(raw), read_ms, 1
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stitching.atomic import write_json
+from stitching.multitask.backbone import backbone_bytes
 from stitching.multitask.heatmap import plot_jaccard
 from stitching.multitask.loading import measure_read_bandwidth, measure_read_latency
 from stitching.multitask.masks import (
@@ -58,9 +59,9 @@ def _alignment_report(setting: Setting) -> dict[str, Any]:
     for t in names:
         tasks[t] = {
             "driving_name": next(k for k, v in DRIVING_TASKS.items() if v == t),
-            "sparsity_target": setting.config.sparsity[t],
+            "sparsity_target": setting.sparsity[t],
             "tiles_kept": {"independent": len(setting.independent[t]), "aligned": len(aligned[t])},
-            "respects_sparsity": respects_sparsity(aligned[t], setting.grids, setting.config.sparsity[t]),
+            "respects_sparsity": respects_sparsity(aligned[t], setting.grids, setting.sparsity[t]),
             "core_fraction": setting.alignment.core_fraction[t],
             "accuracy": {
                 "dense": setting.dense_accuracy[t],
@@ -140,9 +141,9 @@ def run_study(
         "host": platform.node(),
         "pool_dir": str(work),
         "model": {
-            "hidden": list(setting.config.hidden),
-            "backbone_mb": setting.model.backbone_bytes() / 1e6,
-            "tile_size": setting.config.tile_size,
+            "backbone": setting.model.name,
+            "backbone_mb": backbone_bytes(setting.model) / 1e6,
+            "tile_size": setting.tile_size,
             "tiles_in_backbone": sum(g.rows * g.cols for g in setting.grids.values()),
         },
         "read_bandwidth": asdict(measured),

@@ -101,7 +101,7 @@ def test_killed_simulations(base: Path, tmp_path: Path) -> None:
 def test_killed_switches(base: Path, tmp_path: Path, repo_root: Path) -> None:
     cache, out = tmp_path / "cache", tmp_path / "switch"
     argv = ["switch", str(repo_root / "workloads" / "scenarios" / "driving.yaml"), "--out", str(out), "--cache",
-            str(cache), "--cycles", "1", "--steps", "4", "--repeats", "1"]
+            str(cache), "--cycles", "1", "--steps", "4", "--repeats", "1", "--backbone", "mlp"]
     env = {"SPARSELOOM_CACHE": str(cache)}
     # The first run trains the study's backbone; each point starts from it, with no tile pools.
     span = killing.timed(argv, env)

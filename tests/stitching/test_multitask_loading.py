@@ -17,9 +17,15 @@ from stitching.multitask.loading import (
     read_tensors,
     task_tiles,
 )
-from stitching.multitask.manifest import TaskManifest, make_manifest, store_in_order, write_monolithic
+from stitching.multitask.manifest import (
+    TaskManifest,
+    make_manifest,
+    monolithic_head,
+    monolithic_tiles,
+    store_in_order,
+    write_monolithic,
+)
 from stitching.multitask.store import PackedTileStore, Run
-from stitching.multitask.tasks import features
 from stitching.multitask.tiles import TileKey, all_keys, grids, tile_mask_to_dense
 
 
@@ -78,9 +84,6 @@ def test_switch_reads_only_missing_tiles_and_installs_the_masked_weights(tmp_pat
     for name, w in weights.items():
         np.testing.assert_array_equal(active.dense()[name], w * dense[name])
     np.testing.assert_array_equal(active.head[0] if active.head else None, heads["b"][0])
-    x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
-    biases = {"fc0": np.zeros(64, np.float32), "fc1": np.full(shape1[0], 0.1, np.float32)}
-    np.testing.assert_allclose(active.features(biases, x, ["fc0", "fc1"]), features(active.dense(), biases, x), rtol=1e-5, atol=1e-5)
 
     cache.keep_only(b.ids)
     assert cache.digests() == man_b.digests()
@@ -91,14 +94,17 @@ def test_switch_reads_only_missing_tiles_and_installs_the_masked_weights(tmp_pat
         cache.runnable(a, g)  # a's tiles are gone
 
 
-def test_monolithic_file_runs_the_same_weights(tmp_path: Path) -> None:
-    weights, g, man_a, man_b, _ = _two_tasks(tmp_path)
+@pytest.mark.parametrize("shape1", [(32, 64), (40, 72)])  # even tiles, and uneven edge tiles (stored apart)
+def test_monolithic_file_runs_the_same_weights(tmp_path: Path, shape1: tuple[int, int]) -> None:
+    weights, g, man_a, man_b, heads = _two_tasks(tmp_path, shape1)
     tensors = PackedTileStore(tmp_path).read(man_a.digests() | man_b.digests())
     active = ActiveWeights(g)
     for man in (man_a, man_b):
-        write_monolithic(tmp_path / f"{man.task}.safetensors", man, tensors)
+        write_monolithic(tmp_path / f"{man.task}.safetensors", man, tensors, 16)
         file = read_tensors(tmp_path / f"{man.task}.safetensors")
-        active.install(monolithic_runnable(file, g), (file["head.weight"], file["head.bias"]))
+        assert monolithic_tiles(file)[0].keys() == man.tiles.keys()
+        np.testing.assert_array_equal(monolithic_head(file)[1], heads[man.task][1])
+        active.install(monolithic_runnable(file, g), monolithic_head(file))
     dense = tile_mask_to_dense(g, frozenset(man_b.tiles))
     for name, w in weights.items():
         np.testing.assert_array_equal(active.dense()[name], w * dense[name])

@@ -20,7 +20,7 @@ from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from stitching.multitask.study import StudyConfig, run_study, setting_pool_dir
 from stitching.multitask.tasks import TASK_CLASSES, masked_weights
 
-SMALL = SettingConfig(hidden=(256, 128), epochs=3, tile_size=32, sparsity={"digit": 0.5, "parity": 0.7, "ge5": 0.6, "loops": 0.7})
+SMALL = SettingConfig(backbone="mlp", hidden=(256, 128), epochs=3, tile_size=32, sparsity={"digit": 0.5, "parity": 0.7, "ge5": 0.6, "loops": 0.7})
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_every_method_installs_the_weights_its_accuracy_claims(setting: Setting)
 
 def test_masked_weights_zero_outside_the_mask(setting: Setting) -> None:
     mask = setting.alignment.masks["parity"]
-    w = masked_weights(setting.model, mask, SMALL.tile_size)
+    w = masked_weights(setting.model.weights, mask, setting.tile_size)
     for key in {k for g in setting.grids.values() for k in g.tile_keys()} - mask:
         assert not np.any(w[key.layer][setting.grids[key.layer].slices(key)])
 
