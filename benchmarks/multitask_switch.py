@@ -7,7 +7,7 @@ prints the measured numbers the issue asks for:
 * switch-latency speed-up of aligned + pre-loading over monolithic loading (paper: 6.6x average);
 * measured switch time over the I/O limit (differential bytes / measured read bandwidth);
 * accuracy cost of alignment per task;
-* at a pre-load budget that binds: correlation-aware vs hot vs no pre-loading.
+* at a pre-load budget that binds: correlation-aware vs in-flow (where switches go overall) vs no pre-loading.
 
 Usage: python benchmarks/multitask_switch.py [--out DIR] [--cache DIR]
 """
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stitching.multitask.study import StudyConfig, run_study
+from sparseloom.multitask.study import StudyConfig, run_study
 
 
 def _fmt_ratio(value: float | None) -> str:

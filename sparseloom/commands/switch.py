@@ -18,9 +18,9 @@ from pathlib import Path
 from sparseloom.commands.common import cache_dir
 from sparseloom.errors import InputError, Problem
 from sparseloom.workload import Workload, load_workload
-from stitching.multitask.replay import markov_sequence
+from sparseloom.multitask.replay import markov_sequence
 from stitching.multitask.setting import BACKBONES, SettingConfig
-from stitching.multitask.study import StudyConfig, run_study
+from sparseloom.multitask.study import StudyConfig, run_study
 from stitching.multitask.tasks import DRIVING_TASKS, TASK_CLASSES
 
 

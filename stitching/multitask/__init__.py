@@ -2,15 +2,17 @@
 
 Several tasks share one backbone; each has its own tile mask. Modules, in data-flow order:
 
-* :mod:`.tasks`    the digits multi-task setting: shared MLP backbone, four tasks, real accuracy;
+* :mod:`.tasks`    the four digits tasks, their heads, accuracy under a tile mask (measured);
+* :mod:`.backbone` the shared backbones (the zoo's digits_resnet, a small MLP) and how they run masked;
 * :mod:`.tiles`    block-granular splitting into content-addressed tiles (sha256), reassembly;
 * :mod:`.store`    the tile pool on disk: one file per tile, or packed safetensors plus an index;
 * :mod:`.masks`    per-task masks from |w| x |grad| importance and overlap-aware alignment, Jaccard;
 * :mod:`.manifest` which digest each task needs where; monolithic per-task files for the baseline;
 * :mod:`.loading`  differential loading into runnable weights, cold-cache I/O measurement, I/O model;
 * :mod:`.preload`  task-transition graph and the budgeted correlation-aware pre-loader;
-* :mod:`.setting`  builds all of the above in one call; :mod:`.replay` compares the four methods;
-* :mod:`.study`    the end-to-end study that writes ``switch.json`` and the Jaccard heat-map.
+* :mod:`.setting`  builds all of the above in one call.
 
-This subpackage imports nothing outside ``stitching``.
+The study that replays switches under each loading method, writes ``switch.json`` and draws the
+Jaccard heat-map is the face's: :mod:`sparseloom.multitask`. This subpackage imports nothing
+outside ``stitching``.
 """

@@ -27,7 +27,7 @@ import psutil
 _CTX = mp.get_context("forkserver")
 # Everything the four commands import, so a run starts in milliseconds.
 _CTX.set_forkserver_preload(["sparseloom.cli", "sparseloom.sim", "sparseloom.assemble", "sparseloom.verdict",
-                             "backends.profiler", "stitching.pool", "stitching.multitask.study", "matplotlib.pyplot",
+                             "backends.profiler", "stitching.pool", "sparseloom.multitask.study", "matplotlib.pyplot",
                              "PIL.Image", "sympy", "torch", "torch._dynamo", "torch.export"])
 
 

@@ -16,14 +16,14 @@ from typing import Any
 
 from stitching.atomic import write_json
 from stitching.multitask.backbone import backbone_bytes
-from stitching.multitask.heatmap import plot_jaccard
+from sparseloom.multitask.plots import plot_jaccard
 from stitching.multitask.loading import measure_read_bandwidth, measure_read_latency
 from stitching.multitask.masks import (
     jaccard_matrix,
     mean_pairwise_jaccard,
     respects_sparsity,
 )
-from stitching.multitask.replay import (
+from sparseloom.multitask.replay import (
     compare_layouts,
     compare_preloaders,
     default_sequences,

@@ -9,7 +9,9 @@ same data, same cold page cache before every switch):
 * ``aligned_preload``: aligned masks; while a task runs, pre-load tiles of likely next tasks
   (learnt online from the switches seen so far) within ``preload_budget_bytes``; the tiles are
   valued by P(next task | current) (``correlated``, the default) or by how often each task is
-  switched to (``hot``). :func:`compare_preloaders` runs both and no pre-loading at a budget that binds.
+  switched to (``inflow``). :func:`compare_preloaders` runs both and no pre-loading at a budget that binds.
+  ("hot" is the scheduler's word for its frequency x uniqueness ranking, ``scheduler.preload``; the
+  in-flow ranking is another thing and has its own name.)
 
 Tiles are read with one ``preadv`` per run into a pre-touched arena; a task then runs from
 block-sparse-row tables over the arena (the monolithic baseline: over the buffer its file was read
@@ -56,8 +58,8 @@ from stitching.multitask.tasks import (
 )
 
 # What ``aligned_preload`` values a tile by: P(next task | current) from the transition graph
-# (correlation-aware), or how often each task is switched to, regardless of the current one (hot).
-PRELOADERS: tuple[str, ...] = ("correlated", "hot")
+# (correlation-aware), or how often each task is switched to, regardless of the current one (inflow).
+PRELOADERS: tuple[str, ...] = ("correlated", "inflow")
 DRIVING_CYCLE: tuple[str, ...] = ("car", "traffic_light", "car", "obstacle", "person")
 
 
@@ -442,7 +444,7 @@ def compare_preloaders(
     repeats: int = 3,
     read_latency_ms: float = 0.0,
 ) -> dict[str, Any]:
-    """Aligned masks at a pre-load budget that binds: no pre-loading, hot, correlation-aware."""
+    """Aligned masks at a pre-load budget that binds: no pre-loading, in-flow, correlation-aware."""
     out: dict[str, Any] = {"budget_mb": budget_bytes / 1e6}
     choices = (("none", "aligned_differential", "correlated"), *((p, "aligned_preload", p) for p in PRELOADERS))
     for name, seq in sequences.items():

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from stitching.multitask.masks import respects_sparsity
-from stitching.multitask.replay import (
+from sparseloom.multitask.replay import (
     METHODS,
     default_sequences,
     markov_sequence,
     replay,
 )
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
-from stitching.multitask.study import StudyConfig, run_study, setting_pool_dir
+from sparseloom.multitask.study import StudyConfig, run_study, setting_pool_dir
 from stitching.multitask.tasks import TASK_CLASSES, masked_weights
 
 SMALL = SettingConfig(backbone="mlp", hidden=(256, 128), epochs=3, tile_size=32, sparsity={"digit": 0.5, "parity": 0.7, "ge5": 0.6, "loops": 0.7})
