@@ -34,8 +34,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"cold sequential read bandwidth (measured): {bw['bandwidth_gbps']:.3f} GB/s over {bw['nbytes'] / 1e6:.1f} MB")
     print(f"cold 4 KiB read latency (measured, median): {report['read_latency']['latency_ms']:.3f} ms")
     lay = report["layouts"]
-    print(f"pool layout, cold load of one task's tiles (measured, median): packed {lay['packed']['load_ms_median']:.2f} ms, "
-          f"one file per tile {lay['file_per_tile']['load_ms_median']:.2f} ms ({lay['packed_speedup']:.1f}x)")
+    print(f"pool layout, cold load of one task's tiles (measured, median): coalesced runs {lay['coalesced']['load_ms_median']:.2f} ms, "
+          f"one read per tile {lay['read_per_tile']['load_ms_median']:.2f} ms ({lay['coalesced_speedup']:.1f}x)")
     al = report["alignment"]
     mj = al["jaccard"]["mean_pairwise"]
     print(f"mean pairwise Jaccard of tile sets: independent {mj['independent']:.3f} -> aligned {mj['aligned']:.3f}")

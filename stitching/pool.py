@@ -2,8 +2,15 @@
 
 Layout of a pool directory::
 
-    manifest.json                 every block record, per-model partitions and variants
+    manifest.json                 every block record, per-model partitions and variants; the tile index
     blocks/<sha256>.safetensors   one file per unique block (tensors + unit specs in metadata)
+    tiles/pack-NNNNN.safetensors  tiles (the multi-task granularity, ``stitching.multitask``), packed
+
+Tiles are the pool's finer granularity: a tile is one ``t x t`` piece of a weight matrix, addressed
+by the sha256 of its dtype, shape and bytes (``stitching.multitask.tiles.tile_digest``), stored once
+however many masks use it, and packed so that tiles read together sit together. The manifest's
+``tiles`` section records each pack's size and sha256 and each tile's ``[pack, byte offset, byte
+length, dtype, shape]``; :func:`verify` checks them with the blocks.
 
 A block's digest is the sha256 of its unit specs and tensors, so a block that
 two variants (or two models of a workload) share is stored once. The manifest
@@ -27,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError
@@ -52,7 +60,15 @@ from stitching.user_model import load_factory_model
 FORMAT = "sparseloom-pool/1"
 MANIFEST = "manifest.json"
 BLOCKS = "blocks"
+TILES = "tiles"
 LOCK = ".build.lock"
+
+
+# safetensors dtype names of the tensors tiles hold (weights, heads, norms) -> numpy.
+ST_DTYPES: dict[str, np.dtype] = {
+    "F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "F64": np.dtype(np.float64),
+    "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
+}
 
 
 class PoolWarning(UserWarning):
@@ -221,11 +237,13 @@ class _Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     blocks: list[dict[str, Any]] = field(default_factory=list)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tiles: dict[str, Any] = field(default_factory=dict)  # {"packs": {name: {bytes, sha256}}, "index": {digest: entry}}
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            {"format": FORMAT, "files": self.files, "blocks": self.blocks, "models": self.models}, indent=1
-        ).encode()
+        doc = {"format": FORMAT, "files": self.files, "blocks": self.blocks, "models": self.models}
+        if self.tiles:
+            doc["tiles"] = self.tiles
+        return json.dumps(doc, indent=1).encode()
 
 
 def _read_manifest(root: Path) -> _Manifest:
@@ -238,7 +256,68 @@ def _read_manifest(root: Path) -> _Manifest:
         raise ValueError(f"{path} is not valid JSON ({err})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} manifest")
-    return _Manifest(data["files"], data["blocks"], data["models"])
+    return _Manifest(data["files"], data["blocks"], data["models"], data.get("tiles", {}))
+
+
+@dataclass(frozen=True)
+class TileIndex:
+    """The manifest's tile section: each pack's ``{bytes, sha256}`` and each tile's
+    ``[pack, byte offset, byte length, dtype, shape]``, by digest."""
+
+    packs: dict[str, dict[str, Any]]
+    entries: dict[str, list[Any]]
+
+
+def read_tile_index(root: str | Path) -> TileIndex:
+    """The tile section of the pool at ``root``; empty when there is no pool there yet."""
+    root = Path(root)
+    if not (root / MANIFEST).is_file():
+        return TileIndex({}, {})
+    tiles = _read_manifest(root).tiles
+    return TileIndex(dict(tiles.get("packs", {})), dict(tiles.get("index", {})))
+
+
+def write_tile_index(root: str | Path, index: TileIndex) -> None:
+    """Record ``index`` in the pool's manifest (created if absent), keeping its blocks; atomic, under
+    the build lock so a block build and a tile flush never lose each other's records."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / LOCK)):
+        manifest = _read_manifest(root) if (root / MANIFEST).is_file() else _Manifest()
+        manifest.tiles = {"packs": index.packs, "index": index.entries}
+        write_bytes(root / MANIFEST, manifest.to_bytes())
+
+
+def _verify_tiles(root: Path, manifest: _Manifest) -> list[PoolProblem]:
+    """Every missing, truncated or altered tile pack; an altered pack names each tile that changed."""
+    from stitching.multitask.tiles import tile_digest  # numpy only; the multi-task granularity's digest
+
+    index = TileIndex(manifest.tiles.get("packs", {}), manifest.tiles.get("index", {}))
+    by_pack: dict[str, list[tuple[str, list[Any]]]] = {}
+    for dig, entry in index.entries.items():
+        by_pack.setdefault(str(entry[0]), []).append((dig, entry))
+    problems: list[PoolProblem] = []
+    for name in sorted(set(by_pack) - set(index.packs)):
+        problems.append(PoolProblem(str(root / MANIFEST), f"tiles name the unrecorded pack {name}"))
+    for name, info in sorted(index.packs.items()):
+        path = root / TILES / name
+        if not path.is_file():
+            problems.append(PoolProblem(str(path), "missing"))
+            continue
+        data = path.read_bytes()
+        if len(data) < info["bytes"]:
+            problems.append(PoolProblem(str(path), f"truncated: {len(data)} bytes, manifest says {info['bytes']}"))
+            continue
+        if file_sha256(data) == info["sha256"]:
+            continue
+        changed = []
+        for dig, (_, offset, nbytes, dtype, shape) in by_pack.get(name, []):
+            tile = np.frombuffer(data[offset : offset + nbytes], dtype=ST_DTYPES[dtype]).reshape(shape)
+            if tile_digest(tile) != dig:
+                changed.append(f"tile {dig[:12]} at byte {offset}")
+        what = ", ".join(changed) if changed else "bytes outside the tiles (header or size)"
+        problems.append(PoolProblem(str(path), f"altered: {what} does not match the recorded sha256"))
+    return problems
 
 
 class Pool:
@@ -315,6 +394,10 @@ class Pool:
     def file_bytes(self, digest_: str) -> int:
         return int(self._manifest.files[digest_]["bytes"])
 
+    def tiles(self) -> TileIndex:
+        """The pool's tiles (the multi-task granularity): packs and per-tile entries."""
+        return TileIndex(dict(self._manifest.tiles.get("packs", {})), dict(self._manifest.tiles.get("index", {})))
+
     def size(self, model: str | None = None) -> PoolSize:
         """Dedup figures for one model or the whole pool."""
         refs = self.blocks(model)
@@ -345,7 +428,7 @@ def verify(root: str | Path) -> list[PoolProblem]:
     for b in manifest.blocks:
         if b["digest"] not in known:
             problems.append(PoolProblem(str(root / MANIFEST), f"block {b['model']}/{b['variant']}/{b['position']} names an unknown file"))
-    return problems
+    return problems + _verify_tiles(root, manifest)
 
 
 def _requests_total(requests: Sequence[ModelRequest]) -> int:

@@ -119,6 +119,7 @@ def run_ls(args: argparse.Namespace) -> int:
             "models": {m: pool.model_info(m) for m in pool.models()},
             "blocks": [b.to_json() for b in pool.blocks()],
             "size": pool.size().__dict__,
+            "tiles": _tile_summary(pool),
         }, indent=1))
         return 0
     for model in pool.models():
@@ -133,7 +134,15 @@ def run_ls(args: argparse.Namespace) -> int:
     size = pool.size()
     print(f"{size.unique_blocks} unique of {size.block_refs} blocks: {size.pool_bytes / 1e6:.2f} MB on disk, "
           f"{size.checkpoint_bytes / 1e6:.2f} MB as whole-model checkpoints")
+    tiles = _tile_summary(pool)
+    if tiles["count"]:
+        print(f"{tiles['count']} unique tiles in {tiles['packs']} pack(s): {tiles['bytes'] / 1e6:.2f} MB on disk")
     return 0
+
+
+def _tile_summary(pool: Pool) -> dict[str, int]:
+    index = pool.tiles()
+    return {"count": len(index.entries), "packs": len(index.packs), "bytes": sum(int(p["bytes"]) for p in index.packs.values())}
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from sparseloom.multitask.replay import (
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from stitching.multitask.tasks import DRIVING_TASKS
 
-POOL_LAYOUT = 2  # usage groups ordered by manifest.group_order
+POOL_LAYOUT = 3  # one pool for both mask families, usage groups ordered by manifest.group_order
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,9 @@ def run_study(
         alignment["jaccard"]["aligned"],
     )
     # Sequential cold reads of every pool and monolithic file: the storage's best-case bandwidth.
-    every_file = [f for pool in setting.pools.values() for f in pool.files()] + list(setting.monolithic.values())
+    every_file = setting.pool.files() + list(setting.monolithic.values())
     measured = measure_read_bandwidth(every_file)
-    latency = measure_read_latency(setting.pools["aligned"].files() + list(setting.monolithic.values()))
+    latency = measure_read_latency(every_file)
     bandwidth = config.bandwidth_gbps or measured.bandwidth_gbps
     budget = (
         int(config.preload_budget_mb * 1e6)

@@ -5,7 +5,7 @@ Several tasks share one backbone; each has its own tile mask. Modules, in data-f
 * :mod:`.tasks`    the four digits tasks, their heads, accuracy under a tile mask (measured);
 * :mod:`.backbone` the shared backbones (the zoo's digits_resnet, a small MLP) and how they run masked;
 * :mod:`.tiles`    block-granular splitting into content-addressed tiles (sha256), reassembly;
-* :mod:`.store`    the tile pool on disk: one file per tile, or packed safetensors plus an index;
+* :mod:`.store`    tiles in the one pool (``stitching.pool``): packed safetensors, indexed in its manifest;
 * :mod:`.masks`    per-task masks from |w| x |grad| importance and overlap-aware alignment, Jaccard;
 * :mod:`.manifest` which digest each task needs where; monolithic per-task files for the baseline;
 * :mod:`.loading`  differential loading into runnable weights, cold-cache I/O measurement, I/O model;

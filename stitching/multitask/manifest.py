@@ -17,7 +17,7 @@ import numpy as np
 from safetensors.numpy import save as st_save
 
 from stitching.atomic import write_bytes
-from stitching.multitask.store import TileStore
+from stitching.multitask.store import PackedTileStore
 from stitching.multitask.tasks import Head
 from stitching.multitask.tiles import TileKey, split_tiles, tile_digest
 
@@ -61,22 +61,26 @@ def make_manifest(
 
 
 def store_in_order(
-    store: TileStore, manifests: Iterable[TaskManifest], tensors: Mapping[str, np.ndarray], order_groups: bool = True
+    store: PackedTileStore,
+    manifests: Iterable[TaskManifest],
+    tensors: Mapping[str, np.ndarray],
+    switches: Iterable[tuple[int, int]] | None = None,
 ) -> None:
     """Put every tensor once, grouping digests used by the same set of manifests together.
 
-    Digests with the same usage signature (the set of tasks that use them) are written next to
-    each other, and the groups are ordered by :func:`group_order`, so the tiles a switch from one
-    task to another must read form as few contiguous runs as the signatures allow (when
-    ``order_groups``; a store whose file order does not matter can skip the search).
+    Digests with the same usage signature (the set of manifests that use them) are written next to
+    each other, and the groups are ordered by :func:`group_order` so that the tiles a switch from
+    one manifest to another must read form few contiguous runs. ``switches`` are the ordered pairs
+    of manifest positions a switch can go between (default: every pair); manifests of two mask
+    families that share a store never switch into each other, so their pairs need not be counted.
     """
     manifests = list(manifests)
     users: dict[str, list[int]] = {}
     for i, m in enumerate(manifests):
         for d in m.digests():
             users.setdefault(d, []).append(i)
-    groups = {frozenset(u) for u in users.values()}
-    ordered = group_order(groups, len(manifests)) if order_groups else sorted(groups, key=sorted)
+    pairs = list(switches) if switches is not None else [(a, b) for a in range(len(manifests)) for b in range(len(manifests)) if a != b]
+    ordered = group_order({frozenset(u) for u in users.values()}, pairs)
     rank = {sig: k for k, sig in enumerate(ordered)}
     position = {d: k for m in manifests for k, d in m.tiles.items()}
     head_rank = TileKey("~head", 0, 0)  # heads after backbone tiles within a group
@@ -86,32 +90,33 @@ def store_in_order(
     store.flush()
 
 
-def _switch_runs(order: Sequence[frozenset[int]], tasks: int) -> int:
-    """Contiguous runs of groups read over all ordered switches A -> B (groups B uses and A does not)."""
-    total = 0
-    for a in range(tasks):
-        for b in range(tasks):
-            if a != b:
-                inside = False
-                for sig in order:
-                    member = b in sig and a not in sig
-                    total += member and not inside
-                    inside = member
-    return total
+def _reads(signatures: Sequence[frozenset[int]], pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """``[groups, pairs]``: whether a switch A -> B reads the group (B uses it and A does not)."""
+    return np.array([[b in sig and a not in sig for a, b in pairs] for sig in signatures], dtype=bool).reshape(len(signatures), len(pairs))
 
 
-def group_order(signatures: Iterable[frozenset[int]], tasks: int, restarts: int = 8, seed: int = 0) -> list[frozenset[int]]:
-    """An order of the usage groups that keeps the runs a switch reads few (:func:`_switch_runs`).
+def _runs(read: np.ndarray) -> int:
+    """Contiguous runs of read groups, summed over the switches, for groups in row order."""
+    if not len(read):
+        return 0
+    return int(read[0].sum() + (read[1:] & ~read[:-1]).sum())
+
+
+def group_order(
+    signatures: Iterable[frozenset[int]], pairs: Sequence[tuple[int, int]], restarts: int = 8, seed: int = 0
+) -> list[frozenset[int]]:
+    """An order of the usage groups that keeps the runs the ``pairs`` switches read few.
 
     Local search (move one group anywhere while it helps) from the sorted order and seeded
-    shuffles; with at most ``2^tasks - 1`` groups this takes well under a second.
+    shuffles; a few hundred groups take a few seconds.
     """
     start = sorted(signatures, key=lambda s: (sorted(s), len(s)))
+    read = _reads(start, pairs)
     rng = np.random.default_rng(seed)
-    best, best_cost = start, _switch_runs(start, tasks)
+    best, best_cost = list(range(len(start))), _runs(read)
     for attempt in range(restarts):
-        order = list(start) if attempt == 0 else [start[i] for i in rng.permutation(len(start))]
-        cost = _switch_runs(order, tasks)
+        order = list(range(len(start))) if attempt == 0 else rng.permutation(len(start)).tolist()
+        cost = _runs(read[order])
         improved = True
         while improved:
             improved = False
@@ -121,12 +126,12 @@ def group_order(signatures: Iterable[frozenset[int]], tasks: int, restarts: int 
                         continue
                     trial = order[:i] + order[i + 1 :]
                     trial.insert(j, order[i])
-                    c = _switch_runs(trial, tasks)
+                    c = _runs(read[trial])
                     if c < cost:
                         order, cost, improved = trial, c, True
         if cost < best_cost:
             best, best_cost = order, cost
-    return best
+    return [start[i] for i in best]
 
 
 def write_monolithic(path: Path, manifest: TaskManifest, tensors: Mapping[str, np.ndarray], tile_size: int) -> None:

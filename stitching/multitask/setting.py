@@ -3,7 +3,7 @@
 One call, :func:`build_setting`, composes the steps in order: train (or load) the shared backbone,
 score tiles per task (|w| x |grad|), pick independent masks at each task's sparsity target, align
 them within the accuracy tolerance, make per-task manifests for both mask families, and store
-every tile once in a packed pool per mask family, a one-file-per-tile pool (for the layout comparison), and one
+every tile once in one pool (both families; :mod:`stitching.pool`'s tile granularity), and one
 monolithic file per task (the baseline).
 """
 
@@ -12,10 +12,8 @@ from __future__ import annotations
 import shutil
 import sys
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -34,7 +32,7 @@ from stitching.multitask.masks import (
     tile_importance,
 )
 from stitching.multitask.backbone import Backbone, ResNetBackbone, dense_head, layer_grids, train_mlp
-from stitching.multitask.store import FileTileStore, PackedTileStore
+from stitching.multitask.store import PackedTileStore
 from stitching.multitask.tasks import (
     TASK_CLASSES,
     DigitsSplit,
@@ -43,8 +41,7 @@ from stitching.multitask.tasks import (
     masked_weights,
 )
 from stitching.multitask.tiles import TileGrid
-
-S = TypeVar("S", FileTileStore, PackedTileStore)
+from stitching.pool import MANIFEST, verify
 
 BACKBONES: tuple[str, ...] = ("digits_resnet", "mlp")
 # Per-task sparsity targets (fraction of each layer's tiles a task drops), per backbone. For
@@ -96,24 +93,24 @@ class Setting:
     independent_accuracy: dict[str, float]
     alignment: Alignment
     manifests: dict[str, dict[str, TaskManifest]]  # family ("independent" | "aligned") -> task -> manifest
-    pools: dict[str, PackedTileStore]  # family -> packed pool laid out for that family's masks
-    per_file: FileTileStore  # every tile, one file each (layout comparison only)
+    pool: PackedTileStore  # every tile of both mask families, each stored once
     monolithic: dict[str, Path]
 
 
-def _checked(root: Path, make: Callable[[Path], S]) -> S:
-    """The tile store at ``root``, or an empty one in its place (with a warning) when a stored tile
-    is bad: tiles are never served from a store that fails its check; it is rebuilt from the masks."""
+def checked_pool(root: Path) -> PackedTileStore:
+    """The tiles of the pool at ``root``, or an empty pool in its place (with a warning) when
+    :func:`stitching.pool.verify` finds a problem: tiles are never served from a pool that fails
+    its check; they are stored again from the masks."""
     try:
-        store = make(root)
-        problems = store.verify()
-    except (ValueError, KeyError, TypeError, IndexError) as err:  # an index that does not parse
-        problems = [f"{root}: unreadable index ({err})"]
+        problems = [str(p) for p in verify(root)] if (root / MANIFEST).exists() else []
+        store = PackedTileStore(root)
+    except (ValueError, KeyError, TypeError, IndexError) as err:  # a manifest that does not parse
+        problems = [f"{root / MANIFEST}: unreadable ({err})"]
     if not problems:
         return store
-    warnings.warn(f"{problems[0]} (and {len(problems) - 1} more); rebuilding {root}", stacklevel=3)
+    warnings.warn(f"{problems[0]} (and {len(problems) - 1} more); rebuilding {root}", stacklevel=2)
     shutil.rmtree(root)
-    return make(root)
+    return PackedTileStore(root)
 
 
 def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir: Path | None = None) -> Setting:
@@ -152,18 +149,18 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
             w = masked_weights(model.weights, masks[t], tile_size)
             manifests[family][t], named = make_manifest(t, w, masks[t], heads[family][t], tile_size)
             tensors.update(named)
+    # One pool for both families: a tile both use is stored once. Its layout is ordered for the
+    # switches that happen, which stay within a family.
     every = [m for fam in manifests.values() for m in fam.values()]
-    # One pool per mask family, so each method reads from a layout ordered for its own masks.
-    pools = {family: _checked(work_dir / f"pool_{family}", PackedTileStore) for family in manifests}
-    for family, pool in pools.items():
-        store_in_order(pool, manifests[family].values(), tensors)
-    per_file = _checked(work_dir / "pool_files", FileTileStore)
-    store_in_order(per_file, every, tensors, order_groups=False)  # one file per tile: order is moot
+    n = len(tasks)
+    switches = [(f * n + a, f * n + b) for f in range(len(manifests)) for a in range(n) for b in range(n) if a != b]
+    pool = checked_pool(work_dir / "pool")
+    store_in_order(pool, every, tensors, switches)
     monolithic = {}
     for t in tasks:
         monolithic[t] = work_dir / "monolithic" / f"{t}.safetensors"
         write_monolithic(monolithic[t], manifests["independent"][t], tensors, tile_size)
     return Setting(
         config, model, tile_size, sparsity, split, grids, dense_acc, independent, {t: indep_eval[t].accuracy for t in tasks},
-        alignment, manifests, pools, per_file, monolithic,
+        alignment, manifests, pool, monolithic,
     )

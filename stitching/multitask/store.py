@@ -1,15 +1,14 @@
-"""Content-addressed tile storage on disk, in two layouts behind one small interface.
+"""Tiles in the pool: packed into safetensors files, indexed in the pool's manifest.
 
-Both layouts address a tile by its sha256 digest (see :mod:`tiles`) and write files atomically.
-
-* :class:`FileTileStore`: one safetensors file per tile, ``ROOT/tiles/ab/<digest>.safetensors``
-  holding one tensor named ``tile``.
-* :class:`PackedTileStore`: tiles packed into safetensors files ``ROOT/packs/pack-NNNNN.safetensors``
-  (tensor name ``<seq>_<digest>``, so the file keeps put order), plus ``ROOT/index.json`` mapping each
-  digest to ``[pack, byte offset, byte length, dtype, shape]``. A tile is still individually
-  loadable: one ``pread`` of its byte range. Reading a set of tiles coalesces adjacent ranges into
-  one ``preadv`` per run that scatters straight into the caller's buffers (no copy of ours), so tiles
-  put in the order they are usually needed together are read sequentially.
+A tile is addressed by its sha256 digest (see :mod:`tiles`). :class:`PackedTileStore` is the tile
+granularity of the one content-addressed pool (:mod:`stitching.pool`): tiles are packed into
+``ROOT/tiles/pack-NNNNN.safetensors`` (tensor name ``<seq>_<digest>``, so the file keeps put order)
+and the pool's ``manifest.json`` records each pack's size and sha256 and each tile's ``[pack, byte
+offset, byte length, dtype, shape]``, so ``stitching.pool.verify`` checks tiles and blocks alike. A
+tile is still individually loadable: one ``pread`` of its byte range. Reading a set of tiles
+coalesces adjacent ranges into one ``preadv`` per run that scatters straight into the caller's
+buffers (no copy of ours), so tiles put in the order they are usually needed together are read
+sequentially.
 
 ``read`` does real file I/O (no mmap, no cache of ours); ``evict_page_cache`` drops the OS page
 cache of the store's files so the next read comes from storage.
@@ -23,23 +22,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from stitching.atomic import write_bytes, write_json
-from stitching.multitask.tiles import tile_digest
+from stitching.atomic import write_bytes
+from stitching.pool import ST_DTYPES, TILES, TileIndex, file_sha256, read_tile_index, write_tile_index
 
-# safetensors dtype names -> numpy, for the dtypes tiles and heads use.
-ST_DTYPES: dict[str, np.dtype] = {
-    "F32": np.dtype(np.float32),
-    "F16": np.dtype(np.float16),
-    "F64": np.dtype(np.float64),
-    "I64": np.dtype(np.int64),
-    "I32": np.dtype(np.int32),
-}
 
 
 _IOV_MAX = 1024  # buffers one preadv may take (Linux IOV_MAX)
@@ -65,22 +54,6 @@ def safetensors_views(blob: bytes | bytearray | memoryview) -> dict[str, np.ndar
     }
 
 
-class TileStore(Protocol):
-    """Put/get/has tiles by digest, batch-read them with real I/O, list files for cache eviction."""
-
-    def put(self, digest: str, tile: np.ndarray) -> None: ...
-
-    def has(self, digest: str) -> bool: ...
-
-    def get(self, digest: str) -> np.ndarray: ...
-
-    def read(self, digests: Iterable[str]) -> dict[str, np.ndarray]: ...
-
-    def files(self) -> list[Path]: ...
-
-    def flush(self) -> None: ...
-
-
 def evict_page_cache(paths: Iterable[Path]) -> None:
     """Ask the kernel to drop cached pages of ``paths`` (clean pages go; files are fsynced on write)."""
     for path in paths:
@@ -104,53 +77,6 @@ def read_file(path: Path) -> bytearray:
         return buf
     finally:
         os.close(fd)
-
-
-class FileTileStore:
-    """One safetensors file per tile."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def _path(self, digest: str) -> Path:
-        return self.root / "tiles" / digest[:2] / f"{digest}.safetensors"
-
-    def put(self, digest: str, tile: np.ndarray) -> None:
-        path = self._path(digest)
-        if not path.exists():  # content-addressed: same digest, same bytes
-            write_bytes(path, st_save({"tile": np.ascontiguousarray(tile)}))
-
-    def has(self, digest: str) -> bool:
-        return self._path(digest).exists()
-
-    def get(self, digest: str) -> np.ndarray:
-        return self.read([digest])[digest]
-
-    def read(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for digest in digests:
-            if digest not in out:
-                out[digest] = st_load(bytes(read_file(self._path(digest))))["tile"]
-        return out
-
-    def files(self) -> list[Path]:
-        return sorted((self.root / "tiles").glob("*/*.safetensors"))
-
-    def flush(self) -> None:
-        """Nothing is buffered: each ``put`` is already on disk."""
-
-    def verify(self) -> list[str]:
-        """Every tile file whose bytes do not hash to its name, with what is wrong."""
-        problems = []
-        for path in self.files():
-            try:
-                tile = st_load(path.read_bytes())["tile"]
-            except (OSError, ValueError, KeyError) as err:
-                problems.append(f"{path}: unreadable ({err})")
-                continue
-            if tile_digest(tile) != path.stem:
-                problems.append(f"{path}: altered: its tile does not match its sha256 name")
-        return problems
 
 
 @dataclass(frozen=True)
@@ -187,42 +113,18 @@ class PackEntry:
 
 
 class PackedTileStore:
-    """Tiles packed into safetensors files with a digest index; ``flush`` writes pending tiles as a pack."""
+    """The tiles of the pool at ``root``; ``flush`` writes pending tiles as a pack and records them."""
 
     def __init__(self, root: Path, max_pack_bytes: int = 64 << 20) -> None:
         self.root = Path(root)
         self.max_pack_bytes = max_pack_bytes
-        self._index: dict[str, PackEntry] = {}
         self._pending: dict[str, np.ndarray] = {}
         self._cached_layout: _Layout | None = None
-        index_path = self.root / "index.json"
-        if index_path.exists():
-            raw = json.loads(index_path.read_text(encoding="utf-8"))
-            self._index = {
-                d: PackEntry(e[0], int(e[1]), int(e[2]), str(e[3]), tuple(int(x) for x in e[4]))
-                for d, e in raw["tiles"].items()
-            }
-
-    def verify(self) -> list[str]:
-        """Every indexed tile whose bytes do not hash to its digest, or whose pack is missing or short."""
-        problems = []
-        packs: dict[str, bytes] = {}
-        for digest, e in sorted(self._index.items(), key=lambda kv: (kv[1].pack, kv[1].offset)):
-            path = self.root / "packs" / e.pack
-            if e.pack not in packs:
-                try:
-                    packs[e.pack] = path.read_bytes()
-                except OSError as err:
-                    problems.append(f"{path}: unreadable ({err.strerror or err})")
-                    packs[e.pack] = b""
-            data = packs[e.pack][e.offset : e.offset + e.nbytes]
-            if len(data) != e.nbytes:
-                problems.append(f"{path}: truncated: tile {digest[:12]} needs bytes {e.offset}-{e.offset + e.nbytes}")
-                continue
-            tile = np.frombuffer(data, dtype=ST_DTYPES[e.dtype]).reshape(e.shape)
-            if tile_digest(tile) != digest:
-                problems.append(f"{path}: altered: tile {digest[:12]} at byte {e.offset} does not match its sha256")
-        return problems
+        index = read_tile_index(self.root)
+        self._packs: dict[str, dict[str, int | str]] = dict(index.packs)
+        self._index: dict[str, PackEntry] = {
+            d: PackEntry(str(e[0]), int(e[1]), int(e[2]), str(e[3]), tuple(int(x) for x in e[4])) for d, e in index.entries.items()
+        }
 
     def put(self, digest: str, tile: np.ndarray) -> None:
         if digest not in self._index and digest not in self._pending:
@@ -240,11 +142,12 @@ class PackedTileStore:
         return self._index[digest]
 
     def flush(self) -> None:
-        """Write pending tiles (in put order) into new pack files, then the index, both atomically."""
+        """Write pending tiles (in put order) into new pack files, then record them in the manifest
+        (each atomically; a pack written before an interruption and never recorded is not served)."""
         if not self._pending:
             return
-        packs = sorted((self.root / "packs").glob("pack-*.safetensors"))
-        seq = len(packs)
+        on_disk = {p.name for p in (self.root / TILES).glob("pack-*.safetensors")}
+        seq = len(on_disk | set(self._packs))
         batch: list[tuple[str, np.ndarray]] = []
         size = 0
         for digest, tile in self._pending.items():
@@ -256,15 +159,9 @@ class PackedTileStore:
         if batch:
             self._write_pack(seq, batch)
         self._pending.clear()
-        write_json(
-            self.root / "index.json",
-            {
-                "layout": "safetensors packs; entry = [pack, byte offset, byte length, dtype, shape]",
-                "tiles": {
-                    d: [e.pack, e.offset, e.nbytes, e.dtype, list(e.shape)] for d, e in self._index.items()
-                },
-            },
-        )
+        write_tile_index(self.root, TileIndex(
+            dict(self._packs), {d: [e.pack, e.offset, e.nbytes, e.dtype, list(e.shape)] for d, e in self._index.items()}
+        ))
 
     def _write_pack(self, seq: int, batch: list[tuple[str, np.ndarray]]) -> None:
         name = f"pack-{seq:05d}.safetensors"
@@ -272,7 +169,8 @@ class PackedTileStore:
         for tensor_name, (dtype, shape, begin, end) in safetensors_entries(blob).items():
             digest = tensor_name.split("_", 1)[1]
             self._index[digest] = PackEntry(name, begin, end - begin, dtype, shape)
-        write_bytes(self.root / "packs" / name, blob)
+        write_bytes(self.root / TILES / name, blob)
+        self._packs[name] = {"bytes": len(blob), "sha256": file_sha256(blob)}
 
     def digests(self) -> list[str]:
         """Every stored digest in file order (pack, then offset); a digest's *position* is its index here."""
@@ -310,7 +208,7 @@ class PackedTileStore:
         for run in runs:
             by_pack.setdefault(run.pack, []).append(run)
         for pack, group in by_pack.items():
-            fd = os.open(self.root / "packs" / pack, os.O_RDONLY)
+            fd = os.open(self.root / TILES / pack, os.O_RDONLY)
             try:
                 for run in group:
                     os.posix_fadvise(fd, run.offset, run.nbytes, os.POSIX_FADV_WILLNEED)
@@ -369,4 +267,5 @@ class PackedTileStore:
         return self._cached_layout
 
     def files(self) -> list[Path]:
-        return sorted((self.root / "packs").glob("pack-*.safetensors"))
+        """The pack files this store's tiles live in."""
+        return sorted(self.root / TILES / p for p in self._packs)

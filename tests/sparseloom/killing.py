@@ -102,7 +102,7 @@ def torn(roots: Iterable[Path]) -> tuple[list[str], int]:
         name = path.name
         if ".tmp" in name and name.startswith("."):
             temporaries += 1
-        elif name == "manifest.json" and (path.parent / "blocks").is_dir():
+        elif name == "manifest.json" and ((path.parent / "blocks").is_dir() or (path.parent / "tiles").is_dir()):
             bad += [str(p) for p in verify(path.parent)]
         elif name.endswith(".json"):
             with warnings.catch_warnings():

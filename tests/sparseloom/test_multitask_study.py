@@ -79,11 +79,12 @@ def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path, cache_dir: Pat
     report = run_study(tmp_path, config, cache_dir=cache_dir, pools_dir=tmp_path / "pools")
     pool = setting_pool_dir(tmp_path / "pools", SMALL)
     assert report["pool_dir"] == str(pool)
-    packs = sorted(pool.glob("*/packs/*.safetensors"))
+    packs = sorted(pool.glob("pool/tiles/*.safetensors"))
+    assert packs
     before = {f: f.stat().st_mtime_ns for f in packs}
     # Same configuration again: every tile is found in the pool, no pack is added or rewritten.
     build_setting(pool, SMALL, cache_dir=cache_dir)
-    assert {f: f.stat().st_mtime_ns for f in sorted(pool.glob("*/packs/*.safetensors"))} == before
+    assert {f: f.stat().st_mtime_ns for f in sorted(pool.glob("pool/tiles/*.safetensors"))} == before
     written = json.loads((tmp_path / "switch.json").read_text())
     assert written["sequences"].keys() == {"driving", "markov"}
     for seq in written["sequences"].values():

@@ -1,4 +1,5 @@
-"""Tiles round-trip through both pool layouts; zero tiles are skipped; identical tiles are stored once."""
+"""Tiles round-trip through the pool; zero tiles are skipped; identical tiles are stored once; the pool's
+``verify`` names a bad tile pack."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stitching.multitask.store import FileTileStore, PackedTileStore, Run, TileStore
+from stitching.multitask.store import PackedTileStore, Run
+from stitching.pool import MANIFEST, verify
 from stitching.multitask.tiles import (
     TileKey,
     all_keys,
@@ -25,10 +27,9 @@ def _weights(seed: int) -> dict[str, np.ndarray]:
     return {"fc0": rng.standard_normal((96, 64)).astype(np.float32), "fc1": rng.standard_normal((50, 70)).astype(np.float32)}
 
 
-@pytest.mark.parametrize("layout", ["packed", "file"])
-def test_split_store_load_reassemble_equals_masked_weights(tmp_path: Path, layout: str) -> None:
+def test_split_store_load_reassemble_equals_masked_weights(tmp_path: Path) -> None:
     weights = _weights(0)
-    g = grids({n: w.shape for n, w in weights.items()}, 32)  # type: ignore[misc]
+    g = grids({n: w.shape for n, w in weights.items()}, 32)
     rng = np.random.default_rng(1)
     keep = {k for k in all_keys(g) if rng.random() < 0.5}
     dense = tile_mask_to_dense(g, keep)
@@ -36,13 +37,13 @@ def test_split_store_load_reassemble_equals_masked_weights(tmp_path: Path, layou
 
     tiles = split_tiles(masked, 32)
     assert set(tiles) == keep  # masked-away tiles are all zero and not emitted
-    store: TileStore = PackedTileStore(tmp_path) if layout == "packed" else FileTileStore(tmp_path)
+    store = PackedTileStore(tmp_path)
     digests = {k: tile_digest(t) for k, t in tiles.items()}
     for k, t in tiles.items():
         store.put(digests[k], t)
     store.flush()
 
-    reopened: TileStore = PackedTileStore(tmp_path) if layout == "packed" else FileTileStore(tmp_path)
+    reopened = PackedTileStore(tmp_path)
     loaded = reopened.read(digests.values())
     back = assemble(g, {k: loaded[d] for k, d in digests.items()})
     for name in weights:
@@ -105,28 +106,50 @@ def test_tile_key_label_round_trip() -> None:
     assert TileKey.parse(key.label()) == key
 
 
-@pytest.mark.parametrize("layout", ["packed", "file"])
-def test_verify_names_an_altered_or_truncated_tile(tmp_path: Path, layout: str) -> None:
-    from stitching.multitask.setting import _checked
+def test_pool_verify_names_an_altered_truncated_or_missing_tile_pack(tmp_path: Path) -> None:
+    from stitching.multitask.setting import checked_pool
 
-    make = PackedTileStore if layout == "packed" else FileTileStore
-    store = make(tmp_path / "s")
+    root = tmp_path / "s"
+    store = PackedTileStore(root)
     tiles = split_tiles(_weights(3), 16)
     for tile in tiles.values():
         store.put(tile_digest(tile), tile)
     store.flush()
-    assert make(tmp_path / "s").verify() == []
+    assert verify(root) == [] and (root / MANIFEST).is_file()
     victim = store.files()[0]
     data = bytearray(victim.read_bytes())
     data[-5] ^= 0x10  # one bit of the last tile's bytes
     victim.write_bytes(bytes(data))
-    problems = make(tmp_path / "s").verify()
-    assert len(problems) == 1 and victim.name in problems[0] and "altered" in problems[0]
+    problems = verify(root)
+    assert len(problems) == 1 and victim.name in str(problems[0]) and "altered: tile" in str(problems[0])
+    victim.write_bytes(bytes(data[:100]))
+    assert "truncated" in str(verify(root)[0])
+    victim.unlink()
+    assert verify(root)[0].problem == "missing"
     with pytest.warns(UserWarning, match="rebuilding"):
-        fresh = _checked(tmp_path / "s", make)
-    assert fresh.verify() == [] and not fresh.files()
-    if layout == "packed":
-        victim.parent.parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "s" / "index.json").write_text('{"tiles": {')  # a torn index
-        with pytest.warns(UserWarning, match="unreadable index"):
-            _checked(tmp_path / "s", make)
+        fresh = checked_pool(root)
+    assert not (root / MANIFEST).exists() and not fresh.files()  # emptied; the next flush records it afresh
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST).write_text('{"format": ')  # a torn manifest
+    with pytest.warns(UserWarning, match="rebuilding"):
+        checked_pool(root)
+
+
+def test_tiles_and_blocks_share_one_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tile flush keeps the blocks a pool already records, and the pool's reader lists both."""
+    import json
+
+    from sparseloom.cli import main
+    from stitching.pool import FORMAT, Pool
+
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": {}, "blocks": [], "models": {"m": {"variants": ["dense"], "checkpoint_bytes": {"dense": 10}}}}))
+    store = PackedTileStore(tmp_path)
+    tile = np.ones((16, 16), np.float32)
+    store.put(tile_digest(tile), tile)
+    store.flush()
+    assert Pool(tmp_path).models() == ["m"]
+    assert PackedTileStore(tmp_path).has(tile_digest(tile))
+    assert len(Pool(tmp_path).tiles().entries) == 1
+    capsys.readouterr()
+    assert main(["pool", "ls", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tiles"]["count"] == 1
