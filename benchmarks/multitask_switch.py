@@ -7,7 +7,8 @@ prints the measured numbers the issue asks for:
 * switch-latency speed-up of aligned + pre-loading over monolithic loading (paper: 6.6x average);
 * measured switch time over the I/O limit (differential bytes / measured read bandwidth);
 * accuracy cost of alignment per task;
-* at a pre-load budget that binds: correlation-aware vs in-flow (where switches go overall) vs no pre-loading.
+* at a pre-load budget that binds: correlation-aware vs in-flow (where switches go overall) vs no pre-loading;
+* the simulator's switch times, charged per tile from the pool's layout, against the measured ones.
 
 Usage: python benchmarks/multitask_switch.py [--out DIR] [--cache DIR]
 """
@@ -84,6 +85,25 @@ def print_preloaders(report: dict[str, Any]) -> None:
                   f"vs monolithic x{mono / lat['mean']:.2f}")
 
 
+def print_simulated(report: dict[str, Any]) -> None:
+    sim = report["simulated"]
+    c = sim["costs"]
+    fixed = ", ".join(f"{m} {ms:.3f}" for m, ms in c["install_ms"].items())
+    curve = ", ".join(f"{n // 1024} KiB {ms:.3f}" for n, ms in zip(c["read_curve"]["sizes"], c["read_curve"]["ms"], strict=True))
+    print(f"simulator, switches charged per tile from the pool's layout (modelled from, measured apart: cold read per request, ms: "
+          f"{curve}; per tile {c['tile_ms'] * 1e3:.1f} us; fixed cost per switch, ms: {fixed}):")
+    worst = 0.0
+    for name, rows in sim.items():
+        if name in ("costs", "source"):
+            continue
+        for method, a in rows.items():
+            err = a["error"]
+            worst = max(worst, abs(err["mean"]))
+            print(f"  {name:8s} {method:34s} modelled mean {a['modelled_ms']['mean']:6.3f} ms  measured {a['measured_ms']['mean']:6.3f} ms  "
+                  f"error {err['mean']:+6.1%} (median {err['median']:+6.1%})  {a['reads_per_switch']:.1f} reads/switch")
+    print(f"  => largest error on the mean: {worst:.1%} (aim: within 15%)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=None, help="directory for switch.json, jaccard.png and the pool")
@@ -95,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_study(out, StudyConfig(replay_repeats=args.repeats), cache_dir=args.cache)
     print_report(report)
     print_preloaders(report)
+    print_simulated(report)
     print(f"wrote {out / 'switch.json'} and {out / 'jaccard.png'}", file=sys.stderr)
     return 0
 

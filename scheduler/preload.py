@@ -10,7 +10,11 @@ Two rankings, selectable by name through PRELOADERS:
   the current task when given, else on the whole graph) summed over the tasks whose planned
   and candidate routes use block d, so the differential set of likely next tasks comes first.
 
-Both return digests in load order, skipping blocks already resident, and never exceed the
+``plan_preload`` is the correlation-aware pre-loader for tasks whose block sets are given
+outright (the multi-task heads of ``sparseloom switch`` and its simulation): each block is
+valued by the probability that the next task needs it.
+
+All return digests in load order, skipping blocks already resident, and never exceed the
 budget (a block that does not fit is skipped, smaller later ones may still fit). The transition
 graph and the budgeted greedy fill are ``stitching.multitask.preload``'s, shared with the
 multi-task switch replay.
@@ -18,13 +22,13 @@ multi-task switch replay.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 from scheduler.plan import Route
 from scheduler.problem import Problem
 from scheduler.routes import digest_memory, request_shares
-from stitching.multitask.preload import TransitionGraph, fill_budget, preload_values
+from stitching.multitask.preload import PreloadPlan, TransitionGraph, fill_budget, preload_values
 
 Preloader = Callable[
     [Problem, Mapping[str, Sequence[Route]], float, frozenset[str], "str | None"],
@@ -97,6 +101,21 @@ def _fill(
     resident: frozenset[str],
 ) -> tuple[str, ...]:
     return fill_budget(score, digest_memory(problem), budget_mb, resident).order
+
+
+def plan_preload(
+    current: str,
+    probabilities: Mapping[str, float],
+    task_digests: Mapping[str, Iterable[str]],
+    nbytes: Mapping[str, int],
+    budget_bytes: int,
+) -> PreloadPlan:
+    """While ``current`` runs: the blocks of likely next tasks that it does not hold, within the budget."""
+    if budget_bytes < 0:
+        raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
+    weights = {t: dict.fromkeys(ds, 1.0) for t, ds in task_digests.items() if t != current}
+    value = preload_values({t: p for t, p in probabilities.items() if t != current}, weights)
+    return fill_budget(value, nbytes, budget_bytes, task_digests[current])
 
 
 PRELOADERS: Mapping[str, Preloader] = MappingProxyType(

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -46,7 +46,8 @@ from stitching.multitask.loading import (
     task_tiles,
 )
 from stitching.multitask.manifest import TaskManifest, monolithic_head
-from stitching.multitask.preload import TransitionGraph, plan_preload
+from scheduler.preload import plan_preload
+from stitching.multitask.preload import PreloadPlan, TransitionGraph
 from stitching.multitask.setting import Setting
 from stitching.multitask.store import read_file, safetensors_views
 from stitching.multitask.tasks import (
@@ -56,6 +57,9 @@ from stitching.multitask.tasks import (
     head_norm,
     task_labels,
 )
+
+if TYPE_CHECKING:
+    from sparseloom.sim.switching import SwitchModel
 
 # What ``aligned_preload`` values a tile by: P(next task | current) from the transition graph
 # (correlation-aware), or how often each task is switched to, regardless of the current one (inflow).
@@ -111,6 +115,11 @@ class SwitchRecord:
     resident_bytes: int
 
 
+def max_gap_bytes(read_latency_ms: float, bandwidth_gbps: float) -> int:
+    """Bytes one more read request costs as much time as: gaps up to this are read, not split."""
+    return int(read_latency_ms * 1e-3 * bandwidth_gbps * 1e9)
+
+
 def _p95(values: Sequence[float]) -> float:
     return float(np.percentile(values, 95)) if values else 0.0
 
@@ -137,8 +146,7 @@ class _Replayer:
         self.s = setting
         self.bandwidth_gbps = bandwidth_gbps
         self.read_latency_ms = read_latency_ms
-        # Bytes one more read request costs as much time as: gaps up to this are read, not split.
-        self.max_gap_bytes = int(read_latency_ms * 1e-3 * bandwidth_gbps * 1e9)
+        self.max_gap_bytes = max_gap_bytes(read_latency_ms, bandwidth_gbps)
         self.budget = preload_budget_bytes
         self.manifests: dict[str, TaskManifest] = setting.manifests[self.method.family]
         self.pool = setting.pool
@@ -234,6 +242,28 @@ class LoadingMethod(Protocol):
 
     def resident_bytes(self, r: _Replayer) -> int: ...
 
+    def model(self, m: SwitchModel, task: str) -> list[int]:
+        """The simulator's side of :meth:`install`: the byte sizes of the read requests on the critical
+        path, from the pool's layout, with the modelled resident set updated as the replay's would be."""
+        ...
+
+    def model_settle(self, m: SwitchModel, task: str) -> int:
+        """The simulator's side of :meth:`settle`: bytes pre-loaded."""
+        ...
+
+
+def preload_plan(
+    manifests: Mapping[str, TaskManifest], graph: TransitionGraph, task: str, preloader: str, budget_bytes: int
+) -> PreloadPlan:
+    """What pre-loading reads while ``task`` runs: the scheduler's correlation-aware pre-loader, on
+    P(next | ``task``) (``correlated``) or on where switches go overall (``inflow``)."""
+    nbytes = {d: n for m in manifests.values() for d, n in m.nbytes.items()}
+    return plan_preload(
+        task,
+        graph.next_probabilities(task if preloader == "correlated" else None),
+        {t: m.digests() for t, m in manifests.items()}, nbytes, budget_bytes,
+    )
+
 
 @dataclass(frozen=True)
 class Monolithic:
@@ -256,6 +286,12 @@ class Monolithic:
 
     def resident_bytes(self, r: _Replayer) -> int:
         return r.mono_bytes
+
+    def model(self, m: SwitchModel, task: str) -> list[int]:
+        return m.file_runs(task)
+
+    def model_settle(self, m: SwitchModel, task: str) -> int:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -281,24 +317,32 @@ class Differential:
     def resident_bytes(self, r: _Replayer) -> int:
         return r.cache.nbytes()
 
+    def model(self, m: SwitchModel, task: str) -> list[int]:
+        return m.read(m.manifests[task].digests())
+
+    def model_settle(self, m: SwitchModel, task: str) -> int:
+        m.keep(m.manifests[task].digests())
+        return 0
+
 
 @dataclass(frozen=True)
 class Preloading(Differential):
     """Differential, and while the task runs, the tiles of likely next tasks are read within the budget."""
 
     def settle(self, r: _Replayer, task: str) -> tuple[int, float]:
-        nbytes = {d: n for m in r.manifests.values() for d, n in m.nbytes.items()}
-        plan = plan_preload(
-            task,
-            r.graph.next_probabilities(task if r.preloader == "correlated" else None),
-            {t: m.digests() for t, m in r.manifests.items()}, nbytes, r.budget
-        )
+        plan = preload_plan(r.manifests, r.graph, task, r.preloader, r.budget)
         planned = r.cache.ids(plan.digests)
         r.cache.keep_only(np.concatenate([r.tasks[task].ids, planned]))
         evict_page_cache(r.files)
         start = time.perf_counter()
         got = r.cache.load(planned, r.max_gap_bytes)
         return got, (time.perf_counter() - start) * 1e3
+
+    def model_settle(self, m: SwitchModel, task: str) -> int:
+        plan = preload_plan(m.manifests, m.graph, task, m.preloader, m.budget)
+        needed = m.manifests[task].digests()
+        m.keep(needed | plan.digests)
+        return sum(m.read(plan.digests))
 
 
 # The loading methods by name, in the order reports list them.
@@ -323,6 +367,46 @@ def replay(
     """Switch records and per-task accuracy (measured on the installed weights) for one method."""
     r = _Replayer(setting, method, bandwidth_gbps, preload_budget_bytes, read_latency_ms, preloader, measure_accuracy)
     return r.run(sequence), r.evaluate()
+
+
+def measure_install_ms(setting: Setting, repeats: int = 3) -> dict[str, float]:
+    """Per loading method, the fixed cost of a switch that reads nothing (median; measured), in the
+    replay's conditions: every tile of every task held, tasks installed in turn with the page cache
+    evicted before each, and the time the reading took (the monolithic file still has to be read)
+    taken off."""
+    out: dict[str, float] = {}
+    for name in METHODS:
+        r = _Replayer(setting, name, 1.0, 0, 0.0, measure_accuracy=False)
+        tasks = sorted(r.manifests)
+        for task in tasks:  # hold everything: nothing is dropped, since settle is never called
+            r._install(task)
+        fixed: list[float] = []
+        for _ in range(repeats):
+            for task in tasks:
+                evict_page_cache(r.files)
+                start = time.perf_counter()
+                _, read_ms, _ = r._install(task)
+                fixed.append((time.perf_counter() - start) * 1e3 - read_ms)
+        out[name] = float(np.median(fixed))
+    return out
+
+
+def measure_tile_ms(setting: Setting, repeats: int = 3) -> float:
+    """The software cost of bringing in one tile (median per tile; measured): each aligned task's tiles
+    loaded into an empty tile cache with the pool's pages already in the page cache, so no storage
+    request waits, divided by the tiles loaded. It is what a switch pays per tile on top of the
+    storage's time per request (claiming a slot, one buffer in the scatter list)."""
+    r = _Replayer(setting, "aligned_differential", 1.0, 0, 0.0, measure_accuracy=False)
+    empty = np.zeros(0, dtype=np.int64)
+    per_tile: list[float] = []
+    for _ in range(repeats):
+        for tiles in r.tasks.values():
+            r.cache.keep_only(empty)
+            setting.pool.read(setting.pool.digests())  # warm the page cache
+            start = time.perf_counter()
+            r.cache.load(tiles.ids, r.max_gap_bytes)
+            per_tile.append((time.perf_counter() - start) * 1e3 / max(len(tiles.ids), 1))
+    return float(np.median(per_tile))
 
 
 def _median_per_transition_ratio(records: Sequence[SwitchRecord]) -> float | None:
@@ -457,6 +541,7 @@ def compare_preloaders(
             label: {
                 "switch_latency_ms": {
                     "mean": float(np.mean([r.latency_ms for r in rs])),
+                    "median": float(np.median([r.latency_ms for r in rs])),
                     "p95": _p95([r.latency_ms for r in rs]),
                     "source": "measured",
                 },

@@ -14,21 +14,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stitching.atomic import write_json
-from stitching.multitask.backbone import backbone_bytes
+import numpy as np
+
 from sparseloom.multitask.plots import plot_jaccard
-from stitching.multitask.loading import measure_read_bandwidth, measure_read_latency
-from stitching.multitask.masks import (
-    jaccard_matrix,
-    mean_pairwise_jaccard,
-    respects_sparsity,
-)
 from sparseloom.multitask.replay import (
+    METHODS,
+    PRELOADERS,
     compare_layouts,
     compare_preloaders,
     default_sequences,
     differential_bytes,
+    max_gap_bytes,
+    measure_install_ms,
+    measure_tile_ms,
     run_sequences,
+)
+from sparseloom.sim.switching import ModelledSwitch, StorageCosts, simulate_switches
+from stitching.atomic import write_json
+from stitching.multitask.backbone import backbone_bytes
+from stitching.multitask.loading import measure_read_bandwidth, measure_read_curve, measure_read_latency
+from stitching.multitask.masks import (
+    jaccard_matrix,
+    mean_pairwise_jaccard,
+    respects_sparsity,
 )
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from stitching.multitask.tasks import DRIVING_TASKS
@@ -161,5 +169,43 @@ def run_study(
         ),
         "config": asdict(config),
     }
+    costs = StorageCosts(
+        measure_read_curve(every_file), measure_install_ms(setting), measure_tile_ms(setting),
+        max_gap_bytes(latency.latency_ms, bandwidth),
+    )
+    report["simulated"] = simulated_switches(setting, sequences, costs, budget, tight, report)
     write_json(out_dir / "switch.json", report)
     return report
+
+
+def _agreement(modelled: list[ModelledSwitch], measured: dict[str, Any]) -> dict[str, Any]:
+    mean = float(np.mean([m.modelled_ms for m in modelled]))
+    median = float(np.median([m.modelled_ms for m in modelled]))
+    return {
+        "modelled_ms": {"mean": mean, "median": median},
+        "measured_ms": {"mean": measured["mean"], "median": measured["median"]},
+        "error": {"mean": mean / measured["mean"] - 1.0, "median": median / measured["median"] - 1.0},
+        "bytes_read_per_switch": float(np.mean([m.bytes_read for m in modelled])),
+        "reads_per_switch": float(np.mean([m.reads for m in modelled])),
+    }
+
+
+def simulated_switches(
+    setting: Setting, sequences: dict[str, list[str]], costs: StorageCosts, budget: int, tight: int, report: dict[str, Any]
+) -> dict[str, Any]:
+    """The simulator's modelled switch times beside the measured ones, for every method on every
+    sequence, and for the pre-loaders at the budget that binds (``sparseloom.sim.switching``)."""
+    out: dict[str, Any] = {
+        "costs": asdict(costs),
+        "source": "modelled: per tile from the pool's layout; fixed cost + the measured cold read time of each request + a software cost per tile",
+    }
+    for name, seq in sequences.items():
+        measured = report["sequences"][name]["methods"]
+        row = {m: _agreement(simulate_switches(setting, m, seq, costs, budget), measured[m]["switch_latency_ms"]) for m in METHODS}
+        tight_measured = report["preloaders_at_tight_budget"][name]
+        for p in PRELOADERS:
+            got = simulate_switches(setting, "aligned_preload", seq, costs, tight, p)
+            lat = tight_measured[p]["switch_latency_ms"]
+            row[f"aligned_preload@tight/{p}"] = _agreement(got, {"mean": lat["mean"], "median": lat["median"]})
+        out[name] = row
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,3 +299,60 @@ def measure_read_bandwidth(paths: Iterable[Path], repeats: int = 5, chunk_bytes:
         times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
     return ReadBandwidth(total / seconds / 1e9, total, seconds, repeats)
+
+
+@dataclass(frozen=True)
+class ReadCurve:
+    """Median time of one cold read request by its size (source: measured): the storage's response
+    at the sizes a switch reads, latency and size-dependent throughput together."""
+
+    sizes: tuple[int, ...]
+    ms: tuple[float, ...]
+    samples: int
+    source: str = "measured"
+
+    def read_ms(self, nbytes: int) -> float:
+        """One request of ``nbytes``: interpolated between measured sizes; past the largest, its slope goes on."""
+        if nbytes <= 0:
+            return 0.0
+        if nbytes <= self.sizes[-1] or len(self.sizes) < 2:
+            return float(np.interp(nbytes, self.sizes, self.ms))
+        slope = (self.ms[-1] - self.ms[-2]) / (self.sizes[-1] - self.sizes[-2])
+        return self.ms[-1] + slope * (nbytes - self.sizes[-1])
+
+
+# Request sizes the curve is measured at: from one page to a whole task's model here (~1 MB).
+READ_CURVE_SIZES: tuple[int, ...] = (4096, 16384, 65536, 262144, 1048576)
+
+
+def measure_read_curve(
+    paths: Iterable[Path], sizes: Sequence[int] = READ_CURVE_SIZES, samples: int = 15, seed: int = 0
+) -> ReadCurve:
+    """Per size, the median over ``samples`` of: evict the page cache, then one request of that size at
+    a random page-aligned offset, read as the pool reads a run (``WILLNEED``, then one ``preadv``).
+    Sizes larger than every file are left out."""
+    paths = list(paths)
+    largest = max(p.stat().st_size for p in paths)
+    usable = [s for s in sorted(sizes) if s <= largest]
+    if not usable:
+        raise ValueError(f"every file is smaller than {min(sizes)} bytes")
+    rng = np.random.default_rng(seed)
+    medians: list[float] = []
+    for size in usable:
+        fits = [p for p in paths if p.stat().st_size >= size]
+        buf = bytearray(size)
+        times: list[float] = []
+        for i in range(samples):
+            path = fits[i % len(fits)]
+            evict_page_cache([path])
+            offset = int(rng.integers(0, path.stat().st_size - size + 1)) // 4096 * 4096
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                start = time.perf_counter()
+                os.posix_fadvise(fd, offset, size, os.POSIX_FADV_WILLNEED)
+                os.preadv(fd, [buf], offset)
+                times.append(time.perf_counter() - start)
+            finally:
+                os.close(fd)
+        medians.append(float(np.median(times)) * 1e3)
+    return ReadCurve(tuple(usable), tuple(medians), samples)

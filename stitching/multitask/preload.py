@@ -10,7 +10,8 @@ or no current task) it is where switches go overall, the in-flow ``sum_A count(A
 the other tasks, normalised.
 :func:`fill_budget` picks blocks greedily by value (ties: smaller first) and never exceeds its
 budget: a block that does not fit is skipped and smaller, less valuable ones may still fit.
-:func:`plan_preload` values each block by the probability that the next task needs it.
+:func:`preload_values` values each block by the probability that the next task needs it; the
+pre-loaders that combine them are the scheduler's (``scheduler.preload``).
 """
 
 from __future__ import annotations
@@ -113,18 +114,3 @@ def fill_budget(
             used += size[d]
             saved += value[d] * size[d]
     return PreloadPlan(tuple(chosen), used, budget, saved)
-
-
-def plan_preload(
-    current: str,
-    probabilities: Mapping[str, float],
-    task_digests: Mapping[str, Iterable[str]],
-    nbytes: Mapping[str, int],
-    budget_bytes: int,
-) -> PreloadPlan:
-    """While ``current`` runs: the blocks of likely next tasks that it does not hold, within the budget."""
-    if budget_bytes < 0:
-        raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
-    weights = {t: dict.fromkeys(ds, 1.0) for t, ds in task_digests.items() if t != current}
-    value = preload_values({t: p for t, p in probabilities.items() if t != current}, weights)
-    return fill_budget(value, nbytes, budget_bytes, task_digests[current])

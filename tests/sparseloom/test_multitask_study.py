@@ -37,7 +37,7 @@ def test_tasks_learn_and_masks_respect_targets(setting: Setting) -> None:
     chance = {"digit": 0.1, "parity": 0.5, "ge5": 0.5, "loops": 0.6}
     for t in TASK_CLASSES:
         assert setting.dense_accuracy[t] > chance[t] + 0.2
-        assert respects_sparsity(setting.alignment.masks[t], setting.grids, SMALL.sparsity[t])
+        assert respects_sparsity(setting.alignment.masks[t], setting.grids, setting.sparsity[t])
         assert setting.alignment.accuracy[t] >= setting.independent_accuracy[t] - SMALL.tolerance
 
 
@@ -95,3 +95,36 @@ def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path, cache_dir: Pat
             assert set(m["accuracy"]) <= set(TASK_CLASSES)
     assert report["read_bandwidth"]["source"] == "measured"
     assert (tmp_path / "jaccard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_simulator_reads_what_the_replay_reads_and_charges_by_the_measured_costs(setting: Setting) -> None:
+    from sparseloom.sim.switching import StorageCosts, simulate_switches
+    from stitching.multitask.loading import ReadCurve
+
+    seq = ["digit", "parity", "digit", "ge5", "loops", "digit", "parity"]
+    curve = ReadCurve((4096, 1 << 20), (0.1, 1.1), 1)
+    costs = StorageCosts(curve, dict.fromkeys(METHODS, 0.05), 0.002, max_gap_bytes=0)
+    budget = 200_000
+    for method in METHODS:
+        measured, _ = replay(setting, method, seq, bandwidth_gbps=1.0, preload_budget_bytes=budget, measure_accuracy=False)
+        modelled = simulate_switches(setting, method, seq, costs, budget)
+        assert [(m.src, m.dst) for m in modelled] == [(r.src, r.dst) for r in measured]
+        # With no gap merged, a run holds exactly its tiles' bytes: the model reads what the replay read.
+        assert [m.bytes_read for m in modelled] == [r.bytes_loaded for r in measured]
+        assert [m.reads for m in modelled] == [r.reads for r in measured]
+        assert [m.preload_bytes for m in modelled] == [r.preload_bytes for r in measured]
+        for m in modelled:
+            assert m.modelled_ms >= 0.05 + (curve.read_ms(m.bytes_read // max(m.reads, 1)) * m.reads if m.reads else 0.0) - 1e-9
+    # A switch that reads nothing costs the fixed cost alone; one that reads costs more.
+    pre = simulate_switches(setting, "aligned_preload", seq, costs, 10**9)
+    assert any(m.reads == 0 and m.modelled_ms == 0.05 for m in pre)
+
+
+def test_the_read_curve_interpolates_and_extends_its_last_slope() -> None:
+    from stitching.multitask.loading import ReadCurve
+
+    curve = ReadCurve((4096, 65536), (0.1, 0.4), 5)
+    assert curve.read_ms(0) == 0.0
+    assert curve.read_ms(4096) == pytest.approx(0.1)
+    assert curve.read_ms((4096 + 65536) // 2) == pytest.approx(0.25)
+    assert curve.read_ms(65536 + 61440) == pytest.approx(0.7)

@@ -50,7 +50,7 @@ def test_differential_set_is_exactly_the_missing_digests() -> None:
 def _two_tasks(tmp_path: Path, shape1: tuple[int, int] = (32, 64)) -> tuple[dict[str, np.ndarray], dict, TaskManifest, TaskManifest, dict]:
     rng = np.random.default_rng(0)
     weights = {"fc0": rng.standard_normal((64, 64)).astype(np.float32), "fc1": rng.standard_normal(shape1).astype(np.float32)}
-    g = grids({n: w.shape for n, w in weights.items()}, 16)  # type: ignore[misc]
+    g = grids({n: w.shape for n, w in weights.items()}, 16)
     keys = all_keys(g)
     mask_a = frozenset(k for k in keys if rng.random() < 0.5)
     mask_b = frozenset(k for k in keys if rng.random() < 0.5)
@@ -122,3 +122,15 @@ def test_tile_keys_in_a_manifest_are_positions_of_nonzero_tiles() -> None:
     man, _ = make_manifest("t", w, [TileKey("fc0", 0, 1)], (np.ones((2, 32), np.float32), np.zeros(2, np.float32)), 16)
     assert set(man.tiles) == {TileKey("fc0", 0, 1)}
     assert man.total_bytes() == 16 * 16 * 4 + 2 * 32 * 4 + 2 * 4
+
+
+def test_read_curve_is_measured_at_the_sizes_the_files_hold(tmp_path: Path) -> None:
+    from stitching.multitask.loading import measure_read_curve
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(300_000))
+    curve = measure_read_curve([path], sizes=(4096, 65536, 262144, 1 << 20), samples=3)
+    assert curve.sizes == (4096, 65536, 262144)  # 1 MiB is larger than the file: left out
+    assert all(ms > 0 for ms in curve.ms) and curve.source == "measured"
+    with pytest.raises(ValueError):
+        measure_read_curve([path], sizes=(1 << 20,))
