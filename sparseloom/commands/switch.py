@@ -1,11 +1,11 @@
 """``sparseloom switch WORKLOAD [--out DIR]``: replay a task sequence under four loading methods.
 
-The workload's tasks are mapped onto the four digits tasks of the multi-task study (driving names
+Each of the workload's tasks is served by one of the study's four digits heads (driving names
 ``car``/``traffic_light``/``obstacle``/``person`` by their fixed mapping, other names in sorted
 order). Its ``scenario.transitions`` (a sequence, repeated ``--cycles`` times, or a Markov matrix)
 is replayed together with a random Markov sequence seeded by ``scenario.seed``. Writes
 ``DIR/switch.json`` and ``DIR/jaccard.png``; the tile pools live in the cache's pool directory
-(``CACHE/pools/multitask-<key>``), content-addressed, so a second run stores no tile again.
+(``CACHE/pools/multitask-<key>/pool``), content-addressed, so a second run stores no tile again.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from sparseloom.commands.common import cache_dir
 from sparseloom.errors import InputError, Problem
 from sparseloom.workload import Workload, load_workload
 from sparseloom.multitask.replay import markov_sequence
-from stitching.multitask.setting import BACKBONES, SettingConfig
 from sparseloom.multitask.study import StudyConfig, run_study
-from stitching.multitask.tasks import DRIVING_TASKS, TASK_CLASSES
+from stitching.multitask.heads import DRIVING_HEADS, HEAD_CLASSES
+from stitching.multitask.setting import BACKBONES, SettingConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,15 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def task_mapping(workload: Workload) -> dict[str, str]:
-    """Workload task name -> digits task."""
+    """Workload task name -> the digits head that serves it."""
     names = sorted({t.name for t in workload.tasks})
     if not names:
         raise InputError([Problem("tasks", "at least two tasks", "none")])
-    if len(names) > len(TASK_CLASSES):
-        raise InputError([Problem("tasks", f"at most {len(TASK_CLASSES)} tasks for the digits study", str(len(names)))])
-    if set(names) <= set(DRIVING_TASKS):
-        return {n: DRIVING_TASKS[n] for n in names}
-    return dict(zip(names, sorted(TASK_CLASSES), strict=False))
+    if len(names) > len(HEAD_CLASSES):
+        raise InputError([Problem("tasks", f"at most {len(HEAD_CLASSES)} tasks for the digits study", str(len(names)))])
+    if set(names) <= set(DRIVING_HEADS):
+        return {n: DRIVING_HEADS[n] for n in names}
+    return dict(zip(names, sorted(HEAD_CLASSES), strict=False))
 
 
 def sequences_for(workload: Workload, cycles: int, steps: int) -> dict[str, list[str]]:

@@ -43,19 +43,19 @@ from stitching.multitask.loading import (
     evict_page_cache,
     modelled_load_ms,
     monolithic_runnable,
-    task_tiles,
+    head_tiles,
 )
-from stitching.multitask.manifest import TaskManifest, monolithic_head
+from stitching.multitask.manifest import HeadManifest, monolithic_head
 from scheduler.preload import plan_preload
 from stitching.multitask.preload import PreloadPlan, TransitionGraph
 from stitching.multitask.setting import Setting
 from stitching.multitask.store import read_file, safetensors_views
-from stitching.multitask.tasks import (
-    DRIVING_TASKS,
+from stitching.multitask.heads import (
+    DRIVING_HEADS,
     Head,
     head_accuracy,
     head_norm,
-    task_labels,
+    head_labels,
 )
 
 if TYPE_CHECKING:
@@ -148,11 +148,11 @@ class _Replayer:
         self.read_latency_ms = read_latency_ms
         self.max_gap_bytes = max_gap_bytes(read_latency_ms, bandwidth_gbps)
         self.budget = preload_budget_bytes
-        self.manifests: dict[str, TaskManifest] = setting.manifests[self.method.family]
+        self.manifests: dict[str, HeadManifest] = setting.manifests[self.method.family]
         self.pool = setting.pool
         self.active = ActiveWeights(setting.grids)
         self.cache = TileCache(self.pool, setting.tile_size)
-        self.tasks = {t: task_tiles(m, self.cache) for t, m in self.manifests.items()}
+        self.tasks = {t: head_tiles(m, self.cache) for t, m in self.manifests.items()}
         self.graph = TransitionGraph(self.manifests)
         self.files = setting.pool.files() + list(setting.monolithic.values())
         self.accuracy: dict[str, float] = {}
@@ -183,7 +183,7 @@ class _Replayer:
         for task, (layers, head) in self.installed.items():
             check.install(layers, head)
             feats = self.s.model.features(check.dense(), head_norm(head), self.s.split.x_test)
-            self.accuracy[task] = head_accuracy(feats, task_labels(task, self.s.split.d_test), head)
+            self.accuracy[task] = head_accuracy(feats, head_labels(task, self.s.split.d_test), head)
         return self.accuracy
 
     def _after_switch(self, task: str) -> tuple[int, float]:
@@ -253,7 +253,7 @@ class LoadingMethod(Protocol):
 
 
 def preload_plan(
-    manifests: Mapping[str, TaskManifest], graph: TransitionGraph, task: str, preloader: str, budget_bytes: int
+    manifests: Mapping[str, HeadManifest], graph: TransitionGraph, task: str, preloader: str, budget_bytes: int
 ) -> PreloadPlan:
     """What pre-loading reads while ``task`` runs: the scheduler's correlation-aware pre-loader, on
     P(next | ``task``) (``correlated``) or on where switches go overall (``inflow``)."""
@@ -464,8 +464,8 @@ def summarise(records: Sequence[SwitchRecord], bandwidth_gbps: float) -> dict[st
     }
 
 
-def driving_to_tasks(sequence: Sequence[str]) -> list[str]:
-    return [DRIVING_TASKS[name] for name in sequence]
+def driving_to_heads(sequence: Sequence[str]) -> list[str]:
+    return [DRIVING_HEADS[name] for name in sequence]
 
 
 def run_sequences(
@@ -510,7 +510,7 @@ def run_sequences(
     return out
 
 
-def differential_bytes(manifests: Mapping[str, TaskManifest]) -> dict[tuple[str, str], int]:
+def differential_bytes(manifests: Mapping[str, HeadManifest]) -> dict[tuple[str, str], int]:
     """Bytes a switch A -> B reads with nothing pre-loaded, for every ordered pair of tasks."""
     return {
         (a, b): sum(mb.nbytes[d] for d in mb.digests() - ma.digests())
@@ -578,8 +578,8 @@ def compare_layouts(setting: Setting, repeats: int = 3) -> dict[str, Any]:
 
 
 def default_sequences(cycles: int = 6, markov_steps: int = 40, seed: int = 0) -> dict[str, list[str]]:
-    names = sorted(DRIVING_TASKS)
+    names = sorted(DRIVING_HEADS)
     return {
-        "driving": driving_to_tasks(driving_sequence(cycles)),
-        "markov": driving_to_tasks(markov_sequence(names, markov_steps, seed)),
+        "driving": driving_to_heads(driving_sequence(cycles)),
+        "markov": driving_to_heads(markov_sequence(names, markov_steps, seed)),
     }

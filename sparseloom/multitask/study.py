@@ -39,7 +39,7 @@ from stitching.multitask.masks import (
     respects_sparsity,
 )
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
-from stitching.multitask.tasks import DRIVING_TASKS
+from stitching.multitask.heads import DRIVING_HEADS
 
 POOL_LAYOUT = 3  # one pool for both mask families, usage groups ordered by manifest.group_order
 
@@ -66,7 +66,7 @@ def _alignment_report(setting: Setting) -> dict[str, Any]:
     tasks = {}
     for t in names:
         tasks[t] = {
-            "driving_name": next(k for k, v in DRIVING_TASKS.items() if v == t),
+            "driving_name": next(k for k, v in DRIVING_HEADS.items() if v == t),
             "sparsity_target": setting.sparsity[t],
             "tiles_kept": {"independent": len(setting.independent[t]), "aligned": len(aligned[t])},
             "respects_sparsity": respects_sparsity(aligned[t], setting.grids, setting.sparsity[t]),

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from stitching.atomic import write_bytes
 from stitching.partition import BlockModule
-from stitching.multitask.tasks import TASK_CLASSES, DigitsSplit, Head, fit_head, load_split, task_labels
+from stitching.multitask.heads import HEAD_CLASSES, DigitsSplit, Head, fit_head, load_split, head_labels
 from stitching.multitask.tiles import TileGrid, grids
 
 # Calibration images for a head's norm: from the training split, never the held-out one. 512 images
@@ -85,7 +85,7 @@ def backbone_bytes(backbone: Backbone) -> int:
 
 def dense_head(backbone: Backbone, task: str, split: DigitsSplit) -> Head:
     """The task's head fitted on the dense backbone's features (ridge, as every mask's head is)."""
-    return fit_head(backbone.features(backbone.weights, None, split.x_train), task_labels(task, split.d_train), TASK_CLASSES[task])
+    return fit_head(backbone.features(backbone.weights, None, split.x_train), head_labels(task, split.d_train), HEAD_CLASSES[task])
 
 
 # --------------------------------------------------------------------------------------------- ResNet
@@ -169,7 +169,7 @@ class ResNetBackbone:
     def importance(self, task: str, head: Head, split: DigitsSplit, batch: int = 256) -> dict[str, np.ndarray]:
         convs = _convs(self.module)
         hw, hb = (torch.from_numpy(a) for a in head[:2])
-        y = torch.from_numpy(task_labels(task, split.d_train))
+        y = torch.from_numpy(head_labels(task, split.d_train))
         score = {n: torch.zeros_like(c.weight) for n, c in convs.items()}
         for p in self.module.parameters():
             p.requires_grad_(True)
@@ -276,7 +276,7 @@ class MlpBackbone:
         bs = {n: torch.from_numpy(self.biases[n]) for n in self.layers}
         hw, hb = (torch.from_numpy(a) for a in head[:2])
         x = torch.from_numpy(split.x_train)
-        y = torch.from_numpy(task_labels(task, split.d_train))
+        y = torch.from_numpy(head_labels(task, split.d_train))
         score = {n: torch.zeros_like(w) for n, w in ws.items()}
         for start in range(0, len(x), batch):
             h = x[start : start + batch]
@@ -290,7 +290,7 @@ class MlpBackbone:
 
 
 def _config_key(hidden: tuple[int, ...], epochs: int, batch: int, seed: int) -> str:
-    text = json.dumps({"hidden": hidden, "epochs": epochs, "batch": batch, "seed": seed, "tasks": sorted(TASK_CLASSES), "v": 1})
+    text = json.dumps({"hidden": hidden, "epochs": epochs, "batch": batch, "seed": seed, "tasks": sorted(HEAD_CLASSES), "v": 1})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -310,10 +310,10 @@ def train_mlp(
     torch.manual_seed(seed)
     dims = (64, *hidden)
     backbone = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in pairwise(dims))
-    heads = torch.nn.ModuleDict({t: torch.nn.Linear(hidden[-1], k) for t, k in sorted(TASK_CLASSES.items())})
+    heads = torch.nn.ModuleDict({t: torch.nn.Linear(hidden[-1], k) for t, k in sorted(HEAD_CLASSES.items())})
     opt = torch.optim.Adam(list(backbone.parameters()) + list(heads.parameters()), lr=2e-3)
     x = torch.from_numpy(split.x_train)
-    labels = {t: torch.from_numpy(task_labels(t, split.d_train)) for t in TASK_CLASSES}
+    labels = {t: torch.from_numpy(head_labels(t, split.d_train)) for t in HEAD_CLASSES}
     gen = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(epochs), desc="train multitask backbone", file=sys.stderr, leave=False):
         order = torch.randperm(len(x), generator=gen)
@@ -322,7 +322,7 @@ def train_mlp(
             feats = x[idx]
             for layer in backbone:
                 feats = torch.relu(layer(feats))
-            loss = sum(torch.nn.functional.cross_entropy(heads[t](feats), labels[t][idx]) for t in sorted(TASK_CLASSES))
+            loss = sum(torch.nn.functional.cross_entropy(heads[t](feats), labels[t][idx]) for t in sorted(HEAD_CLASSES))
             opt.zero_grad()
             loss.backward()  # type: ignore[union-attr]
             opt.step()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stitching.multitask.manifest import TaskManifest, monolithic_edges
+from stitching.multitask.manifest import HeadManifest, monolithic_edges
 from stitching.multitask.store import (
     ST_DTYPES,
     PackedTileStore,
@@ -29,7 +29,7 @@ from stitching.multitask.store import (
     read_file,
     safetensors_views,
 )
-from stitching.multitask.tasks import Head
+from stitching.multitask.heads import Head
 from stitching.multitask.tiles import TileGrid
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -171,7 +171,7 @@ class TileCache:
         slot = int(self.slot_of[tile_id])
         return self.arena[slot] if slot >= 0 else self.other[tile_id]
 
-    def runnable(self, task: TaskTiles, layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:
+    def runnable(self, task: HeadTiles, layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:
         """The block-sparse-row tables of ``task`` over the tiles held here (all must be held)."""
         if not self.held[task.ids].all():
             raise KeyError(f"{int((~self.held[task.ids]).sum())} tiles of the task are not held")
@@ -182,12 +182,12 @@ class TileCache:
             out[layer] = LayerTiles(rows, cols, self.arena, self.slot_of[ids], edges)
         return out
 
-    def head(self, task: TaskTiles) -> Head:
+    def head(self, task: HeadTiles) -> Head:
         return tuple(self.array(i) for i in task.head)
 
 
 @dataclass(frozen=True)
-class TaskTiles:
+class HeadTiles:
     """One task's manifest in cache ids, split once so a switch only looks up arena slots.
 
     Per layer: ``(rows, cols, ids)`` of its arena tiles and ``(row, col, id)`` of its other
@@ -200,7 +200,7 @@ class TaskTiles:
     ids: np.ndarray
 
 
-def task_tiles(manifest: TaskManifest, cache: TileCache) -> TaskTiles:
+def head_tiles(manifest: HeadManifest, cache: TileCache) -> HeadTiles:
     by_layer: dict[str, list[tuple[int, int, int]]] = {}
     edges: dict[str, list[tuple[int, int, int]]] = {}
     for key, digest in sorted(manifest.tiles.items()):
@@ -211,7 +211,7 @@ def task_tiles(manifest: TaskManifest, cache: TileCache) -> TaskTiles:
         for n, t in by_layer.items()
     }
     head = tuple(cache.id_of[d] for d in manifest.head)
-    return TaskTiles(positions, {n: tuple(e) for n, e in edges.items()}, head, np.unique(cache.ids(manifest.digests())))
+    return HeadTiles(positions, {n: tuple(e) for n, e in edges.items()}, head, np.unique(cache.ids(manifest.digests())))
 
 
 def monolithic_runnable(tensors: Mapping[str, np.ndarray], layer_grids: Mapping[str, TileGrid]) -> dict[str, LayerTiles]:

@@ -1,6 +1,6 @@
 """Per-task manifests (which tile digest sits where) and writing them into a tile store.
 
-A :class:`TaskManifest` lists, for one task under one mask, the digest of every kept backbone tile
+A :class:`HeadManifest` lists, for one task under one mask, the digest of every kept backbone tile
 by position, plus the digests of its own tensors (head weight and bias, and a per-channel norm
 where the backbone has one; stored like tiles). The monolithic baseline stores each task's whole
 sparse model as one safetensors file instead: ``<layer>.tiles`` (stacked kept tiles, ``[n, t, t]``),
@@ -18,14 +18,14 @@ from safetensors.numpy import save as st_save
 
 from stitching.atomic import write_bytes
 from stitching.multitask.store import PackedTileStore
-from stitching.multitask.tasks import Head
+from stitching.multitask.heads import Head
 from stitching.multitask.tiles import TileKey, split_tiles, tile_digest
 
 HEAD_NAMES: tuple[str, ...] = ("head.weight", "head.bias", "head.norm")
 
 
 @dataclass(frozen=True)
-class TaskManifest:
+class HeadManifest:
     task: str
     tiles: dict[TileKey, str]
     head: tuple[str, ...]  # digests of the task's own tensors, in HEAD_NAMES order
@@ -44,7 +44,7 @@ def make_manifest(
     keep: Iterable[TileKey],
     head: Head,
     tile_size: int,
-) -> tuple[TaskManifest, dict[str, np.ndarray]]:
+) -> tuple[HeadManifest, dict[str, np.ndarray]]:
     """The manifest of ``task`` and the tensors it names (digest -> array)."""
     tensors: dict[str, np.ndarray] = {}
     positions: dict[TileKey, str] = {}
@@ -57,12 +57,12 @@ def make_manifest(
         a = np.ascontiguousarray(array)
         own.append(tile_digest(a))
         tensors[own[-1]] = a
-    return TaskManifest(task, positions, tuple(own), {d: t.nbytes for d, t in tensors.items()}), tensors
+    return HeadManifest(task, positions, tuple(own), {d: t.nbytes for d, t in tensors.items()}), tensors
 
 
 def store_in_order(
     store: PackedTileStore,
-    manifests: Iterable[TaskManifest],
+    manifests: Iterable[HeadManifest],
     tensors: Mapping[str, np.ndarray],
     switches: Iterable[tuple[int, int]] | None = None,
 ) -> None:
@@ -134,7 +134,7 @@ def group_order(
     return [start[i] for i in best]
 
 
-def write_monolithic(path: Path, manifest: TaskManifest, tensors: Mapping[str, np.ndarray], tile_size: int) -> None:
+def write_monolithic(path: Path, manifest: HeadManifest, tensors: Mapping[str, np.ndarray], tile_size: int) -> None:
     """One file with the whole sparse model of a task (the baseline's unit of loading)."""
     out: dict[str, np.ndarray] = {}
     for layer in sorted({k.layer for k in manifest.tiles}):

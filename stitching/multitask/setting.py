@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stitching.multitask.manifest import (
-    TaskManifest,
+    HeadManifest,
     make_manifest,
     store_in_order,
     write_monolithic,
@@ -33,8 +33,8 @@ from stitching.multitask.masks import (
 )
 from stitching.multitask.backbone import Backbone, ResNetBackbone, dense_head, layer_grids, train_mlp
 from stitching.multitask.store import PackedTileStore
-from stitching.multitask.tasks import (
-    TASK_CLASSES,
+from stitching.multitask.heads import (
+    HEAD_CLASSES,
     DigitsSplit,
     Head,
     evaluate_mask,
@@ -92,7 +92,7 @@ class Setting:
     independent: dict[str, TileMask]
     independent_accuracy: dict[str, float]
     alignment: Alignment
-    manifests: dict[str, dict[str, TaskManifest]]  # family ("independent" | "aligned") -> task -> manifest
+    manifests: dict[str, dict[str, HeadManifest]]  # family ("independent" | "aligned") -> task -> manifest
     pool: PackedTileStore  # every tile of both mask families, each stored once
     monolithic: dict[str, Path]
 
@@ -115,7 +115,7 @@ def checked_pool(root: Path) -> PackedTileStore:
 
 def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir: Path | None = None) -> Setting:
     config = config or SettingConfig()
-    tasks = sorted(TASK_CLASSES)
+    tasks = sorted(HEAD_CLASSES)
     sparsity = config.targets()
     if set(sparsity) != set(tasks):
         raise ValueError(f"sparsity targets must name exactly the tasks {tasks}, got {sorted(sparsity)}")
@@ -142,7 +142,7 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
         scores, grids, sparsity, accuracy, {t: indep_eval[t].accuracy for t in tasks}, config.tolerance, config.step
     )
     family_masks = {"independent": independent, "aligned": alignment.masks}
-    manifests: dict[str, dict[str, TaskManifest]] = {"independent": {}, "aligned": {}}
+    manifests: dict[str, dict[str, HeadManifest]] = {"independent": {}, "aligned": {}}
     tensors: dict[str, np.ndarray] = {}
     for family, masks in family_masks.items():
         for t in tasks:

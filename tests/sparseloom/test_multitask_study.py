@@ -18,7 +18,7 @@ from sparseloom.multitask.replay import (
 )
 from stitching.multitask.setting import Setting, SettingConfig, build_setting
 from sparseloom.multitask.study import StudyConfig, run_study, setting_pool_dir
-from stitching.multitask.tasks import TASK_CLASSES, masked_weights
+from stitching.multitask.heads import HEAD_CLASSES, masked_weights
 
 SMALL = SettingConfig(backbone="mlp", hidden=(256, 128), epochs=3, tile_size=32, sparsity={"digit": 0.5, "parity": 0.7, "ge5": 0.6, "loops": 0.7})
 
@@ -35,7 +35,7 @@ def setting(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Settin
 
 def test_tasks_learn_and_masks_respect_targets(setting: Setting) -> None:
     chance = {"digit": 0.1, "parity": 0.5, "ge5": 0.5, "loops": 0.6}
-    for t in TASK_CLASSES:
+    for t in HEAD_CLASSES:
         assert setting.dense_accuracy[t] > chance[t] + 0.2
         assert respects_sparsity(setting.alignment.masks[t], setting.grids, setting.sparsity[t])
         assert setting.alignment.accuracy[t] >= setting.independent_accuracy[t] - SMALL.tolerance
@@ -92,7 +92,7 @@ def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path, cache_dir: Pat
         for m in seq["methods"].values():
             assert m["switch_latency_ms"]["source"] == "measured"
             assert m["switch_latency_ms"]["p95"] >= m["switch_latency_ms"]["median"]
-            assert set(m["accuracy"]) <= set(TASK_CLASSES)
+            assert set(m["accuracy"]) <= set(HEAD_CLASSES)
     assert report["read_bandwidth"]["source"] == "measured"
     assert (tmp_path / "jaccard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

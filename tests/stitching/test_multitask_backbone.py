@@ -9,7 +9,7 @@ import torch
 
 from stitching.multitask.backbone import NORM_CALIBRATION, ResNetBackbone, _channel_stats, _convs, layer_grids
 from stitching.multitask.masks import independent_mask, tile_importance
-from stitching.multitask.tasks import evaluate_mask, masked_weights
+from stitching.multitask.heads import evaluate_mask, masked_weights
 from stitching.multitask.tiles import assemble, split_tiles
 from stitching.partition import BlockModule
 from stitching.zoo import digits_resnet

@@ -15,10 +15,10 @@ from stitching.multitask.loading import (
     modelled_load_ms,
     monolithic_runnable,
     read_tensors,
-    task_tiles,
+    head_tiles,
 )
 from stitching.multitask.manifest import (
-    TaskManifest,
+    HeadManifest,
     make_manifest,
     monolithic_head,
     monolithic_tiles,
@@ -47,7 +47,7 @@ def test_differential_set_is_exactly_the_missing_digests() -> None:
     assert differential_set({"a"}, {"a"}) == frozenset()
 
 
-def _two_tasks(tmp_path: Path, shape1: tuple[int, int] = (32, 64)) -> tuple[dict[str, np.ndarray], dict, TaskManifest, TaskManifest, dict]:
+def _two_tasks(tmp_path: Path, shape1: tuple[int, int] = (32, 64)) -> tuple[dict[str, np.ndarray], dict, HeadManifest, HeadManifest, dict]:
     rng = np.random.default_rng(0)
     weights = {"fc0": rng.standard_normal((64, 64)).astype(np.float32), "fc1": rng.standard_normal(shape1).astype(np.float32)}
     g = grids({n: w.shape for n, w in weights.items()}, 16)
@@ -69,7 +69,7 @@ def test_switch_reads_only_missing_tiles_and_installs_the_masked_weights(tmp_pat
     store = CountingStore(tmp_path)  # reopen from disk
     cache = TileCache(store, 16)
     active = ActiveWeights(g)
-    a, b = task_tiles(man_a, cache), task_tiles(man_b, cache)
+    a, b = head_tiles(man_a, cache), head_tiles(man_b, cache)
     cache.load(a.ids)
     active.install(cache.runnable(a, g), cache.head(a))
 

@@ -1,12 +1,17 @@
-"""The multi-task setting: four labelling tasks on the digits, their heads, and accuracy under a mask.
+"""Multi-task heads: four labellings of the digits, each read off the shared backbone by its own head.
+
+A *head* is one output of the multi-task model: a labelling of the digits, its linear classifier
+and (on backbones that have one) its per-channel norm, and, in the study, its own tile mask. It is
+not a DESIGN.md *task* (a stream of requests with SLOs): ``sparseloom switch`` serves each
+workload task with one head (``DRIVING_HEADS`` maps the driving scenario's tasks onto them).
 
 Real data only: scikit-learn's bundled digits. Accuracy under a tile mask is measured on the
-held-out split after fitting that task's head (ridge classifier) on the frozen, masked backbone
+held-out split after fitting that head's classifier (ridge) on the frozen, masked backbone
 (:mod:`.backbone` says which backbones there are and how each runs masked).
 
-Tasks: ``digit`` (10 classes), ``parity`` (odd/even), ``ge5`` (digit >= 5), ``loops`` (digit has a
-closed loop: 0, 6, 8, 9). The driving scenario of the paper names them ``car``, ``traffic_light``,
-``obstacle`` and ``person`` (see ``DRIVING_TASKS``); the names are only labels.
+Heads: ``digit`` (10 classes), ``parity`` (odd/even), ``ge5`` (digit >= 5), ``loops`` (digit has a
+closed loop: 0, 6, 8, 9). The driving scenario of the paper names their tasks ``car``,
+``traffic_light``, ``obstacle`` and ``person``; the names are only labels.
 """
 
 from __future__ import annotations
@@ -22,16 +27,16 @@ from stitching.multitask.tiles import TileKey, grids, tile_mask_to_dense
 if TYPE_CHECKING:
     from stitching.multitask.backbone import Backbone
 
-TASK_CLASSES: dict[str, int] = {"digit": 10, "parity": 2, "ge5": 2, "loops": 2}
+HEAD_CLASSES: dict[str, int] = {"digit": 10, "parity": 2, "ge5": 2, "loops": 2}
 LOOP_DIGITS = (0, 6, 8, 9)
-# Driving-scenario name -> digits task (the paper's perception tasks, mapped onto ours).
-DRIVING_TASKS: dict[str, str] = {"car": "digit", "traffic_light": "parity", "obstacle": "ge5", "person": "loops"}
-# A task's own tensors: head weight ``[classes, features]``, head bias, then (for backbones that
+# Driving-scenario task -> the head that serves it (the paper's perception tasks, mapped onto ours).
+DRIVING_HEADS: dict[str, str] = {"car": "digit", "traffic_light": "parity", "obstacle": "ge5", "person": "loops"}
+# A head's own tensors: head weight ``[classes, features]``, head bias, then (for backbones that
 # have one) its per-channel norm ``[2, channels]``.
 Head = tuple[np.ndarray, ...]
 
 
-def task_labels(task: str, digits: np.ndarray) -> np.ndarray:
+def head_labels(task: str, digits: np.ndarray) -> np.ndarray:
     if task == "digit":
         return digits.astype(np.int64)
     if task == "parity":
@@ -40,7 +45,7 @@ def task_labels(task: str, digits: np.ndarray) -> np.ndarray:
         return (digits >= 5).astype(np.int64)
     if task == "loops":
         return np.isin(digits, LOOP_DIGITS).astype(np.int64)
-    raise ValueError(f"unknown task {task!r}; known: {sorted(TASK_CLASSES)}")
+    raise ValueError(f"unknown task {task!r}; known: {sorted(HEAD_CLASSES)}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ def head_accuracy(feats: np.ndarray, y: np.ndarray, head: Head) -> float:
 
 
 @dataclass(frozen=True)
-class MaskedTask:
+class MaskedHead:
     """A task under one tile mask: its re-fitted head and held-out accuracy (measured)."""
 
     task: str
@@ -101,7 +106,7 @@ class MaskedTask:
 
 def evaluate_mask(
     backbone: Backbone, task: str, keep: Iterable[TileKey] | None, tile_size: int, split: DigitsSplit
-) -> MaskedTask:
+) -> MaskedHead:
     """Held-out accuracy of ``task`` with the backbone restricted to ``keep`` (None: dense).
 
     The head (and, where the backbone has one, its norm) is fitted the same way in every case,
@@ -109,10 +114,10 @@ def evaluate_mask(
     """
     w = masked_weights(backbone.weights, keep, tile_size)
     norm = backbone.specialise(w, split) if keep is not None else None
-    head = fit_head(backbone.features(w, norm, split.x_train), task_labels(task, split.d_train), TASK_CLASSES[task])
+    head = fit_head(backbone.features(w, norm, split.x_train), head_labels(task, split.d_train), HEAD_CLASSES[task])
     if norm is not None:
         head = (*head, norm)
-    return MaskedTask(task, head_accuracy(backbone.features(w, norm, split.x_test), task_labels(task, split.d_test), head), head)
+    return MaskedHead(task, head_accuracy(backbone.features(w, norm, split.x_test), head_labels(task, split.d_test), head), head)
 
 
 def head_norm(head: Head) -> np.ndarray | None:
