@@ -100,7 +100,8 @@ def print_simulated(report: dict[str, Any]) -> None:
             err = a["error"]
             worst = max(worst, abs(err["mean"]))
             print(f"  {name:8s} {method:34s} modelled mean {a['modelled_ms']['mean']:6.3f} ms  measured {a['measured_ms']['mean']:6.3f} ms  "
-                  f"error {err['mean']:+6.1%} (median {err['median']:+6.1%})  {a['reads_per_switch']:.1f} reads/switch")
+                  f"error {err['mean']:+6.1%} (median {err['median']:+6.1%})  {a['reads_per_switch']:.1f} reads/switch  "
+                  f"measured / storage's time for the same requests {_fmt_ratio(a['io_floor_ratio'])}")
     print(f"  => largest error on the mean: {worst:.1%} (aim: within 15%)")
 
 

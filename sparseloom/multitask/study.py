@@ -181,7 +181,11 @@ def run_study(
 def _agreement(modelled: list[ModelledSwitch], measured: dict[str, Any]) -> dict[str, Any]:
     mean = float(np.mean([m.modelled_ms for m in modelled]))
     median = float(np.median([m.modelled_ms for m in modelled]))
+    storage = float(np.mean([m.storage_ms for m in modelled]))
     return {
+        # Measured switch time over the time the storage takes for the same requests: the I/O floor
+        # of this layout on this storage (None when nothing is read on the critical path).
+        "io_floor_ratio": measured["mean"] / storage if storage > 0 else None,
         "modelled_ms": {"mean": mean, "median": median},
         "measured_ms": {"mean": measured["mean"], "median": measured["median"]},
         "error": {"mean": mean / measured["mean"] - 1.0, "median": median / measured["median"] - 1.0},

@@ -50,6 +50,7 @@ class ModelledSwitch:
     src: str
     dst: str
     modelled_ms: float
+    storage_ms: float  # the part the storage takes: the measured cold read time of each request
     bytes_read: int  # run bytes, gaps included: what the storage delivers
     reads: int
     preload_bytes: int
@@ -104,7 +105,8 @@ class SwitchModel:
             charge = self.costs.charge_ms(name, runs, self.tiles_read)
             self.graph.observe(src, dst)
             pre = self.method.model_settle(self, dst)
-            out.append(ModelledSwitch(src, dst, charge, sum(runs), len(runs), pre))
+            storage = sum(self.costs.read_curve.read_ms(n) for n in runs)
+            out.append(ModelledSwitch(src, dst, charge, storage, sum(runs), len(runs), pre))
         return out
 
 
