@@ -35,9 +35,9 @@ from safetensors.numpy import load_file, save
 from tqdm import tqdm
 
 from stitching.atomic import write_bytes
-from stitching.partition import BlockModule
-from stitching.multitask.heads import HEAD_CLASSES, DigitsSplit, Head, fit_head, load_split, head_labels
+from stitching.multitask.heads import HEAD_CLASSES, DigitsSplit, Head, head_labels, load_split
 from stitching.multitask.tiles import TileGrid, grids
+from stitching.partition import BlockModule
 
 # Calibration images for a head's norm: from the training split, never the held-out one. 512 images
 # give each channel of the smallest feature map (4x4) 8,192 samples for its mean and deviation.
@@ -81,11 +81,6 @@ def layer_grids(backbone: Backbone, tile_size: int) -> dict[str, TileGrid]:
 
 def backbone_bytes(backbone: Backbone) -> int:
     return sum(w.nbytes for w in backbone.weights.values())
-
-
-def dense_head(backbone: Backbone, task: str, split: DigitsSplit) -> Head:
-    """The task's head fitted on the dense backbone's features (ridge, as every mask's head is)."""
-    return fit_head(backbone.features(backbone.weights, None, split.x_train), head_labels(task, split.d_train), HEAD_CLASSES[task])
 
 
 # --------------------------------------------------------------------------------------------- ResNet
