@@ -87,20 +87,22 @@ def print_preloaders(report: dict[str, Any]) -> None:
 
 def print_simulated(report: dict[str, Any]) -> None:
     sim = report["simulated"]
-    c = sim["costs"]
-    fixed = ", ".join(f"{m} {ms:.3f}" for m, ms in c["install_ms"].items())
-    curve = ", ".join(f"{n // 1024} KiB {ms:.3f}" for n, ms in zip(c["read_curve"]["sizes"], c["read_curve"]["ms"], strict=True))
-    print(f"simulator, switches charged per tile from the pool's layout (modelled from, measured apart: cold read per request, ms: "
-          f"{curve}; per tile {c['tile_ms'] * 1e3:.1f} us; fixed cost per switch, ms: {fixed}):")
+    first = sim["costs_per_round"]["replay"][0]
+    curve = ", ".join(f"{n // 1024} KiB {ms:.3f}" for n, ms in zip(first["read_curve"]["sizes"], first["read_curve"]["ms"], strict=True))
+    fixed = ", ".join(f"{m} {ms:.3f}" for m, ms in first["install_ms"].items())
+    print("simulator, switches charged per tile from the pool's layout, each round with the costs measured just before it")
+    print(f"  (first round's costs, measured apart: cold read per request, ms: {curve}; per tile {first['tile_ms'] * 1e3:.1f} us; "
+          f"fixed cost per switch, ms: {fixed}):")
     worst = 0.0
     for name, rows in sim.items():
-        if name in ("costs", "source"):
+        if name in ("costs_per_round", "source"):
             continue
         for method, a in rows.items():
             err = a["error"]
             worst = max(worst, abs(err["mean"]))
+            rounds = " ".join(f"{e:+.0%}" for e in err["per_round"])
             print(f"  {name:8s} {method:34s} modelled mean {a['modelled_ms']['mean']:6.3f} ms  measured {a['measured_ms']['mean']:6.3f} ms  "
-                  f"error {err['mean']:+6.1%} (median {err['median']:+6.1%})  {a['reads_per_switch']:.1f} reads/switch  "
+                  f"error {err['mean']:+6.1%} (rounds {rounds})  {a['reads_per_switch']:.1f} reads/switch  "
                   f"measured / storage's time for the same requests {_fmt_ratio(a['io_floor_ratio'])}")
     print(f"  => largest error on the mean: {worst:.1%} (aim: within 15%)")
 

@@ -499,6 +499,8 @@ def run_sequences(
         # Accuracy after every timed switch: torch's worker threads would slow the switches after it.
         accuracy = {m: r.evaluate() for m, r in last.items()}
         methods = {m: summarise(records[m], float(np.median(rounds_gbps))) | {"accuracy": accuracy[m]} for m in METHODS}
+        for method in METHODS:
+            methods[method]["switch_latency_ms"]["mean_per_round"] = _round_means(records[method], repeats)
         mono = methods[Monolithic.name]["switch_latency_ms"]
         for m in methods.values():
             m["speedup_vs_monolithic"] = {
@@ -508,6 +510,12 @@ def run_sequences(
             }
         out[name] = {"sequence": seq, "repeats": repeats, "bandwidth_gbps_per_round": rounds_gbps, "methods": methods}
     return out
+
+
+def _round_means(records: Sequence[SwitchRecord], repeats: int) -> list[float]:
+    """Mean switch latency of each round (the rounds' records are pooled in order, equal in number)."""
+    per = len(records) // repeats
+    return [float(np.mean([r.latency_ms for r in records[i * per : (i + 1) * per]])) for i in range(repeats)] if per else []
 
 
 def differential_bytes(manifests: Mapping[str, HeadManifest]) -> dict[tuple[str, str], int]:
@@ -527,13 +535,17 @@ def compare_preloaders(
     budget_bytes: int,
     repeats: int = 3,
     read_latency_ms: float = 0.0,
+    on_round: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
-    """Aligned masks at a pre-load budget that binds: no pre-loading, in-flow, correlation-aware."""
+    """Aligned masks at a pre-load budget that binds: no pre-loading, in-flow, correlation-aware.
+    ``on_round`` is called before each round (the study measures the storage's costs then)."""
     out: dict[str, Any] = {"budget_mb": budget_bytes / 1e6}
     choices = (("none", "aligned_differential", "correlated"), *((p, "aligned_preload", p) for p in PRELOADERS))
     for name, seq in sequences.items():
         records: dict[str, list[SwitchRecord]] = {label: [] for label, _, _ in choices}
         for _ in tqdm(range(repeats), desc=f"preloaders {name}", file=sys.stderr, leave=False):
+            if on_round is not None:
+                on_round()
             for label, method, preloader in choices:
                 got, _ = replay(setting, method, seq, bandwidth_gbps, budget_bytes, read_latency_ms, preloader, False)
                 records[label].extend(got)
@@ -543,6 +555,7 @@ def compare_preloaders(
                     "mean": float(np.mean([r.latency_ms for r in rs])),
                     "median": float(np.median([r.latency_ms for r in rs])),
                     "p95": _p95([r.latency_ms for r in rs]),
+                    "mean_per_round": _round_means(rs, repeats),
                     "source": "measured",
                 },
                 "bytes_loaded_per_switch": float(np.mean([r.bytes_loaded for r in rs])),

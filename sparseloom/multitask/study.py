@@ -145,6 +145,19 @@ def run_study(
         int(config.tight_budget_mb * 1e6) if config.tight_budget_mb is not None else int(sum(diffs.values()) / len(diffs))
     )
     sequences = config.sequences or default_sequences(config.cycles, config.markov_steps, config.markov_seed)
+    gap = max_gap_bytes(latency.latency_ms, bandwidth)
+    # The storage's costs drift from minute to minute on a shared host, so the simulator's are
+    # measured again before each replay round and that round is modelled with them.
+    replay_costs: list[StorageCosts] = []
+    tight_costs: list[StorageCosts] = []
+
+    def costs_now() -> StorageCosts:
+        return StorageCosts(measure_read_curve(every_file), measure_install_ms(setting), measure_tile_ms(setting), gap)
+
+    def before_replay_round() -> float:
+        replay_costs.append(costs_now())
+        return config.bandwidth_gbps or measure_read_bandwidth(every_file, repeats=3).bandwidth_gbps
+
     report: dict[str, Any] = {
         "host": platform.node(),
         "pool_dir": str(work),
@@ -161,55 +174,70 @@ def run_study(
         "alignment": alignment,
         "layouts": compare_layouts(setting, config.layout_repeats),
         "sequences": run_sequences(
-            setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms,
-            None if config.bandwidth_gbps else (lambda: measure_read_bandwidth(every_file, repeats=3).bandwidth_gbps),
+            setting, sequences, bandwidth, budget, config.replay_repeats, latency.latency_ms, before_replay_round
         ),
         "preloaders_at_tight_budget": compare_preloaders(
-            setting, sequences, bandwidth, tight, config.replay_repeats, latency.latency_ms
+            setting, sequences, bandwidth, tight, config.replay_repeats, latency.latency_ms,
+            lambda: tight_costs.append(costs_now()),
         ),
         "config": asdict(config),
     }
-    costs = StorageCosts(
-        measure_read_curve(every_file), measure_install_ms(setting), measure_tile_ms(setting),
-        max_gap_bytes(latency.latency_ms, bandwidth),
+    report["simulated"] = simulated_switches(
+        setting, sequences, (replay_costs, tight_costs), config.replay_repeats, (budget, tight), report
     )
-    report["simulated"] = simulated_switches(setting, sequences, costs, budget, tight, report)
     write_json(out_dir / "switch.json", report)
     return report
 
 
-def _agreement(modelled: list[ModelledSwitch], measured: dict[str, Any]) -> dict[str, Any]:
-    mean = float(np.mean([m.modelled_ms for m in modelled]))
-    median = float(np.median([m.modelled_ms for m in modelled]))
-    storage = float(np.mean([m.storage_ms for m in modelled]))
+def _agreement(modelled: list[list[ModelledSwitch]], measured: dict[str, Any]) -> dict[str, Any]:
+    """Modelled against measured switch times, round by round (each round with its own costs)."""
+    per_round = [float(np.mean([m.modelled_ms for m in rs])) for rs in modelled]
+    mean = float(np.mean(per_round))
+    storage = float(np.mean([m.storage_ms for rs in modelled for m in rs]))
+    every = [m for rs in modelled for m in rs]
     return {
+        "modelled_ms": {"mean": mean, "mean_per_round": per_round},
+        "measured_ms": {"mean": measured["mean"], "mean_per_round": measured["mean_per_round"]},
+        "error": {
+            "mean": mean / measured["mean"] - 1.0,
+            "per_round": [a / b - 1.0 for a, b in zip(per_round, measured["mean_per_round"], strict=True)],
+        },
         # Measured switch time over the time the storage takes for the same requests: the I/O floor
         # of this layout on this storage (None when nothing is read on the critical path).
         "io_floor_ratio": measured["mean"] / storage if storage > 0 else None,
-        "modelled_ms": {"mean": mean, "median": median},
-        "measured_ms": {"mean": measured["mean"], "median": measured["median"]},
-        "error": {"mean": mean / measured["mean"] - 1.0, "median": median / measured["median"] - 1.0},
-        "bytes_read_per_switch": float(np.mean([m.bytes_read for m in modelled])),
-        "reads_per_switch": float(np.mean([m.reads for m in modelled])),
+        "bytes_read_per_switch": float(np.mean([m.bytes_read for m in every])),
+        "reads_per_switch": float(np.mean([m.reads for m in every])),
     }
 
 
 def simulated_switches(
-    setting: Setting, sequences: dict[str, list[str]], costs: StorageCosts, budget: int, tight: int, report: dict[str, Any]
+    setting: Setting,
+    sequences: dict[str, list[str]],
+    costs: tuple[list[StorageCosts], list[StorageCosts]],
+    repeats: int,
+    budgets: tuple[int, int],
+    report: dict[str, Any],
 ) -> dict[str, Any]:
     """The simulator's modelled switch times beside the measured ones, for every method on every
-    sequence, and for the pre-loaders at the budget that binds (``sparseloom.sim.switching``)."""
+    sequence and for the pre-loaders at the budget that binds (``sparseloom.sim.switching``); each
+    replay round is modelled with the costs measured just before it (``costs``: of the replays at
+    the study's budget, then of those at the binding one, in sequence order)."""
+    replay_costs, tight_costs = costs
+    budget, tight = budgets
     out: dict[str, Any] = {
-        "costs": asdict(costs),
+        "costs_per_round": {"replay": [asdict(c) for c in replay_costs], "tight": [asdict(c) for c in tight_costs]},
         "source": "modelled: per tile from the pool's layout; fixed cost + the measured cold read time of each request + a software cost per tile",
     }
-    for name, seq in sequences.items():
+    for i, (name, seq) in enumerate(sequences.items()):
+        rounds = replay_costs[i * repeats : (i + 1) * repeats]
+        tight_rounds = tight_costs[i * repeats : (i + 1) * repeats]
         measured = report["sequences"][name]["methods"]
-        row = {m: _agreement(simulate_switches(setting, m, seq, costs, budget), measured[m]["switch_latency_ms"]) for m in METHODS}
-        tight_measured = report["preloaders_at_tight_budget"][name]
+        row = {
+            m: _agreement([simulate_switches(setting, m, seq, c, budget) for c in rounds], measured[m]["switch_latency_ms"])
+            for m in METHODS
+        }
         for p in PRELOADERS:
-            got = simulate_switches(setting, "aligned_preload", seq, costs, tight, p)
-            lat = tight_measured[p]["switch_latency_ms"]
-            row[f"aligned_preload@tight/{p}"] = _agreement(got, {"mean": lat["mean"], "median": lat["median"]})
+            got = [simulate_switches(setting, "aligned_preload", seq, c, tight, p) for c in tight_rounds]
+            row[f"aligned_preload@tight/{p}"] = _agreement(got, report["preloaders_at_tight_budget"][name][p]["switch_latency_ms"])
         out[name] = row
     return out
