@@ -36,27 +36,27 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from scheduler.preload import plan_preload
+from stitching.multitask.heads import (
+    DRIVING_HEADS,
+    Head,
+    head_accuracy,
+    head_labels,
+    head_norm,
+)
 from stitching.multitask.loading import (
     ActiveWeights,
     LayerTiles,
     TileCache,
     evict_page_cache,
+    head_tiles,
     modelled_load_ms,
     monolithic_runnable,
-    head_tiles,
 )
 from stitching.multitask.manifest import HeadManifest, monolithic_head
-from scheduler.preload import plan_preload
 from stitching.multitask.preload import PreloadPlan, TransitionGraph
 from stitching.multitask.setting import Setting
 from stitching.multitask.store import read_file, safetensors_views
-from stitching.multitask.heads import (
-    DRIVING_HEADS,
-    Head,
-    head_accuracy,
-    head_norm,
-    head_labels,
-)
 
 if TYPE_CHECKING:
     from sparseloom.sim.switching import SwitchModel

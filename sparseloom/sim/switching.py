@@ -40,9 +40,13 @@ class StorageCosts:
     max_gap_bytes: int  # the replay's rule for reading a gap rather than issuing one more request
     source: str = "measured on this host, apart from the switches modelled"
 
-    def charge_ms(self, method: str, runs: Sequence[int], tiles: int) -> float:
-        """A switch of ``method`` that reads runs of these byte sizes holding ``tiles`` tiles."""
-        return self.install_ms[method] + sum(self.read_curve.read_ms(n) for n in runs) + tiles * self.tile_ms
+    def storage_ms(self, runs: Sequence[int]) -> float:
+        """The storage's part: the measured cold read time of each request of these byte sizes."""
+        return sum(self.read_curve.read_ms(n) for n in runs)
+
+    def charge_ms(self, method: str, storage_ms: float, tiles: int) -> float:
+        """A switch of ``method`` whose reads take ``storage_ms`` and bring in ``tiles`` tiles."""
+        return self.install_ms[method] + storage_ms + tiles * self.tile_ms
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,10 @@ class SwitchModel:
             if src == dst:
                 continue
             runs = self.method.model(self, dst)
-            charge = self.costs.charge_ms(name, runs, self.tiles_read)
+            storage = self.costs.storage_ms(runs)
+            charge = self.costs.charge_ms(name, storage, self.tiles_read)
             self.graph.observe(src, dst)
             pre = self.method.model_settle(self, dst)
-            storage = sum(self.costs.read_curve.read_ms(n) for n in runs)
             out.append(ModelledSwitch(src, dst, charge, storage, sum(runs), len(runs), pre))
         return out
 

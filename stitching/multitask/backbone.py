@@ -93,6 +93,8 @@ class ResNetBackbone:
     module: torch.nn.Module  # the units before the head (the zoo's BlockModule, head dropped)
     weights: dict[str, np.ndarray]
     shapes: dict[str, tuple[int, ...]]
+    data: DigitsSplit = field(repr=False)  # loaded and upsampled once
+    slices: dict[str, slice] = field(repr=False)  # each conv's channels in a head's norm
     dense_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(repr=False)
     name: str = "digits_resnet"
     default_tile_size: int = 32  # 32 x 32 fp32 = one 4 KiB page per tile
@@ -111,18 +113,16 @@ class ResNetBackbone:
         convs = _convs(module)
         weights = {n: c.weight.detach().numpy().reshape(c.weight.shape[0], -1).astype(np.float32).copy() for n, c in convs.items()}
         shapes = {n: tuple(c.weight.shape) for n, c in convs.items()}
-        backbone = cls(module, weights, shapes, {})
-        x = torch.from_numpy(backbone.split().x_train[:NORM_CALIBRATION])
+        starts = np.cumsum([0] + [s[0] for s in shapes.values()]).tolist()
+        slices = {n: slice(a, b) for n, a, b in zip(shapes, starts[:-1], starts[1:], strict=True)}
+        backbone = cls(module, weights, shapes, _upsampled_split(), slices, {})
+        x = torch.from_numpy(backbone.data.x_train[:NORM_CALIBRATION])
         with torch.no_grad(), backbone._hooked(weights, _Record(backbone.dense_stats)):
             module(x)
         return backbone
 
-    def split(self, seed: int = 0) -> DigitsSplit:
-        from stitching.zoo import digits, digits_resnet
-
-        xtr, xte, ytr, yte = digits.data()
-        up = [digits_resnet.upsample(torch.from_numpy(x)).numpy() for x in (xtr, xte)]
-        return DigitsSplit(up[0], ytr, up[1], yte)
+    def split(self) -> DigitsSplit:
+        return self.data
 
     @contextmanager
     def _hooked(self, weights: Mapping[str, np.ndarray], on_output: _OnOutput) -> Iterator[None]:
@@ -141,22 +141,15 @@ class ResNetBackbone:
             for n, c in convs.items():
                 c.weight.data = saved[n]
 
-    def _norm_slices(self) -> dict[str, slice]:
-        out, at = {}, 0
-        for n, s in self.shapes.items():
-            out[n] = slice(at, at + s[0])
-            at += s[0]
-        return out
-
     def specialise(self, weights: Mapping[str, np.ndarray], split: DigitsSplit) -> np.ndarray:
         """Per-channel scale and shift (``[2, channels]``) matching the dense model's statistics."""
-        fit = _Match(self.dense_stats, self._norm_slices())
+        fit = _Match(self.dense_stats, self.slices)
         with torch.no_grad(), self._hooked(weights, fit):
             self.module(torch.from_numpy(split.x_train[:NORM_CALIBRATION]))
         return fit.norm
 
     def features(self, weights: Mapping[str, np.ndarray], norm: np.ndarray | None, x: np.ndarray, batch: int = 512) -> np.ndarray:
-        apply: _OnOutput = _Apply(norm, self._norm_slices()) if norm is not None else _identity
+        apply: _OnOutput = _Apply(norm, self.slices) if norm is not None else _identity
         with torch.no_grad(), self._hooked(weights, apply):
             parts = [self.module(torch.from_numpy(x[i : i + batch])) for i in range(0, len(x), batch)]
         return torch.cat(parts).mean(dim=(2, 3)).numpy()
@@ -180,6 +173,15 @@ class ResNetBackbone:
         return {n: s.reshape(s.shape[0], -1).numpy() for n, s in score.items()}
 
 
+def _upsampled_split() -> DigitsSplit:
+    """The zoo's 70/30 digits split at the model's 32x32 input."""
+    from stitching.zoo import digits, digits_resnet
+
+    xtr, xte, ytr, yte = digits.data()
+    up = [digits_resnet.upsample(torch.from_numpy(x)).numpy() for x in (xtr, xte)]
+    return DigitsSplit(up[0], ytr, up[1], yte)
+
+
 def _convs(module: torch.nn.Module) -> dict[str, torch.nn.Conv2d]:
     return {n: m for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)}
 
@@ -194,6 +196,11 @@ def _identity(name: str, out: torch.Tensor) -> None:
 
 def _channel_stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return out.mean(dim=(0, 2, 3)), out.std(dim=(0, 2, 3))
+
+
+def _affine(out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``out * scale + shift`` over an ``[N, C, H, W]`` output."""
+    return out * scale[None, :, None, None] + shift[None, :, None, None]
 
 
 @dataclass
@@ -220,7 +227,7 @@ class _Match:
         shift = ref_mean - scale * mean
         self.norm[0, self.slices[name]] = scale.numpy()
         self.norm[1, self.slices[name]] = shift.numpy()
-        return out * scale[None, :, None, None] + shift[None, :, None, None]
+        return _affine(out, scale, shift)
 
 
 @dataclass(frozen=True)
@@ -230,8 +237,7 @@ class _Apply:
 
     def __call__(self, name: str, out: torch.Tensor) -> torch.Tensor:
         s = self.slices[name]
-        scale, shift = torch.from_numpy(self.norm[0, s]), torch.from_numpy(self.norm[1, s])
-        return out * scale[None, :, None, None] + shift[None, :, None, None]
+        return _affine(out, torch.from_numpy(self.norm[0, s]), torch.from_numpy(self.norm[1, s]))
 
 
 # ------------------------------------------------------------------------------------------------ MLP
