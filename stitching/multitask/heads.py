@@ -16,7 +16,7 @@ closed loop: 0, 6, 8, 9). The driving scenario of the paper names their tasks ``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,12 +112,23 @@ def evaluate_mask(
     The head (and, where the backbone has one, its norm) is fitted the same way in every case,
     on the training split, so dense and masked accuracies compare.
     """
+    return evaluate_heads(backbone, [task], keep, tile_size, split)[task]
+
+
+def evaluate_heads(
+    backbone: Backbone, tasks: Sequence[str], keep: Iterable[TileKey] | None, tile_size: int, split: DigitsSplit
+) -> dict[str, MaskedHead]:
+    """:func:`evaluate_mask` for several tasks under one mask: the backbone runs once for all of them."""
     w = masked_weights(backbone.weights, keep, tile_size)
     norm = backbone.specialise(w, split) if keep is not None else None
-    head = fit_head(backbone.features(w, norm, split.x_train), head_labels(task, split.d_train), HEAD_CLASSES[task])
-    if norm is not None:
-        head = (*head, norm)
-    return MaskedHead(task, head_accuracy(backbone.features(w, norm, split.x_test), head_labels(task, split.d_test), head), head)
+    train, test = backbone.features(w, norm, split.x_train), backbone.features(w, norm, split.x_test)
+    out = {}
+    for task in tasks:
+        head = fit_head(train, head_labels(task, split.d_train), HEAD_CLASSES[task])
+        if norm is not None:
+            head = (*head, norm)
+        out[task] = MaskedHead(task, head_accuracy(test, head_labels(task, split.d_test), head), head)
+    return out
 
 
 def head_norm(head: Head) -> np.ndarray | None:

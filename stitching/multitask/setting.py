@@ -23,6 +23,7 @@ from stitching.multitask.heads import (
     HEAD_CLASSES,
     DigitsSplit,
     Head,
+    evaluate_heads,
     evaluate_mask,
     masked_weights,
 )
@@ -43,7 +44,7 @@ from stitching.multitask.store import PackedTileStore
 from stitching.multitask.tiles import TileGrid
 from stitching.pool import MANIFEST, verify
 
-BACKBONES: tuple[str, ...] = ("digits_resnet", "mlp")
+BACKBONES: tuple[str, ...] = ("digits_resnet18", "digits_resnet", "mlp")
 # Per-head sparsity targets (fraction of each layer's tiles a head drops), per backbone. For
 # digits_resnet, measured on its held-out split with the per-head norm (own masks, dense 98.5-99.4%):
 # at 0.6 the heads keep 94.1-97.8%, at 0.7 93.0-94.6%, at 0.8 90.0-91.3%. Two heads at 0.6 and two
@@ -51,6 +52,7 @@ BACKBONES: tuple[str, ...] = ("digits_resnet", "mlp")
 # tasks have; each step of 0.1 costs the heads 1-4 points and saves a tenth of the backbone per
 # switch. The MLP's targets are the earlier study's.
 DEFAULT_SPARSITY: dict[str, dict[str, float]] = {
+    "digits_resnet18": {"digit": 0.6, "parity": 0.7, "ge5": 0.6, "loops": 0.7},
     "digits_resnet": {"digit": 0.6, "parity": 0.7, "ge5": 0.6, "loops": 0.7},
     "mlp": {"digit": 0.7, "parity": 0.8, "ge5": 0.75, "loops": 0.8},
 }
@@ -58,11 +60,11 @@ DEFAULT_SPARSITY: dict[str, dict[str, float]] = {
 
 @dataclass(frozen=True)
 class SettingConfig:
-    backbone: str = "digits_resnet"
+    backbone: str = "digits_resnet18"
     hidden: tuple[int, ...] = (2048, 2048, 1024)  # mlp only
-    epochs: int = 6  # mlp only: digits_resnet is the zoo's, trained once as the zoo trains it
+    epochs: int = 6  # mlp only: the ResNets are the zoo's, trained once as the zoo trains them
     seed: int = 0
-    tile_size: int | None = None  # None: the backbone's own (32 for digits_resnet, 64 for mlp)
+    tile_size: int | None = None  # None: the backbone's own (32 for the ResNets, 64 for mlp)
     sparsity: dict[str, float] | None = None  # None: DEFAULT_SPARSITY of the backbone
     tolerance: float = 0.01  # absolute held-out accuracy a task may lose to alignment
     step: float = 0.125
@@ -78,7 +80,7 @@ class SettingConfig:
 def make_backbone(config: SettingConfig, cache_dir: Path | None) -> Backbone:
     if config.backbone == "mlp":
         return train_mlp(cache_dir, hidden=config.hidden, epochs=config.epochs, seed=config.seed)
-    return ResNetBackbone.build(cache_dir)
+    return ResNetBackbone.build(cache_dir, config.backbone)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
     tile_size = config.tile_size or model.default_tile_size
     split = model.split()
     grids = layer_grids(model, tile_size)
-    dense = {t: evaluate_mask(model, t, None, tile_size, split) for t in tqdm(tasks, desc="dense heads", file=sys.stderr, leave=False)}
+    dense = evaluate_heads(model, tasks, None, tile_size, split)
     scores = {
         t: tile_importance(model.importance(t, dense[t].head, split), grids)
         for t in tqdm(tasks, desc="importance", file=sys.stderr, leave=False)

@@ -30,7 +30,7 @@ def test_the_model_has_resnet18s_shape_and_its_training_learns() -> None:
     training = digits_resnet.Training(epochs=4, limit=256)
     base = digits_resnet.fresh()
     blocks = [u for u in base.units if isinstance(u, BasicBlock)]
-    assert len(blocks) == 8 and [b.config["out_ch"] for b in blocks[::2]] == list(digits_resnet.WIDTHS)
+    assert len(blocks) == 8 and [b.config["out_ch"] for b in blocks[::2]] == list(digits_resnet.WIDTHS["digits_resnet"])
     assert [b.config["stride"] for b in blocks] == [1, 1, 2, 1, 2, 1, 2, 1]
     losses = digits_resnet.train(base, training)
     assert losses[-1] < 0.92 * losses[0]  # seeded: 2.08 against 2.39 here

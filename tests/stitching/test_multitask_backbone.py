@@ -9,7 +9,7 @@ import torch
 
 from stitching.multitask.backbone import NORM_CALIBRATION, ResNetBackbone, _channel_stats, _convs, layer_grids
 from stitching.multitask.masks import independent_mask, tile_importance
-from stitching.multitask.heads import evaluate_mask, masked_weights
+from stitching.multitask.heads import evaluate_heads, evaluate_mask, masked_weights
 from stitching.multitask.tiles import assemble, split_tiles
 from stitching.partition import BlockModule
 from stitching.zoo import digits_resnet
@@ -83,3 +83,16 @@ def test_masked_accuracy_carries_the_heads_norm(backbone: ResNetBackbone) -> Non
     result = evaluate_mask(backbone, "parity", independent_mask(scores, g, 0.5), backbone.default_tile_size, split)
     assert len(result.head) == 3 and result.head[2].shape[0] == 2
     assert len(evaluate_mask(backbone, "parity", None, backbone.default_tile_size, split).head) == 2
+
+
+def test_heads_evaluated_together_match_each_evaluated_alone(backbone: ResNetBackbone) -> None:
+    split = backbone.split()
+    g = layer_grids(backbone, backbone.default_tile_size)
+    scores = tile_importance({n: np.abs(w) for n, w in backbone.weights.items()}, g)
+    for keep in (None, independent_mask(scores, g, 0.5)):
+        together = evaluate_heads(backbone, ["parity", "ge5"], keep, backbone.default_tile_size, split)
+        for task in ("parity", "ge5"):
+            alone = evaluate_mask(backbone, task, keep, backbone.default_tile_size, split)
+            assert together[task].accuracy == alone.accuracy
+            for a, b in zip(together[task].head, alone.head, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -73,7 +73,7 @@ def test_minilm_is_the_real_pretrained_encoder(cache_dir: Path) -> None:
 
 
 def test_profiling_models_have_no_accuracy() -> None:
-    assert set(zoo.names()) == {"digits_cnn", "digits_resnet", "minilm", "resnet50", "bert_base", "vit_s", "wav2vec2_base"}
+    assert set(zoo.names()) == {"digits_cnn", "digits_resnet", "digits_resnet18", "minilm", "resnet50", "bert_base", "vit_s", "wav2vec2_base"}
     for name in ("resnet50", "bert_base", "vit_s", "wav2vec2_base"):
         assert zoo.entry(name).accuracy_known is False
         assert zoo.entry(name).make_evaluator is None
