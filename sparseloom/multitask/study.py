@@ -194,6 +194,8 @@ def _agreement(modelled: list[list[ModelledSwitch]], measured: dict[str, Any]) -
     per_round = [float(np.mean([m.modelled_ms for m in rs])) for rs in modelled]
     mean = float(np.mean(per_round))
     storage = float(np.mean([m.storage_ms for rs in modelled for m in rs]))
+    serial = float(np.mean([m.serial_ms for rs in modelled for m in rs]))
+    one_request = float(np.mean([m.one_request_ms for rs in modelled for m in rs]))
     every = [m for rs in modelled for m in rs]
     return {
         "modelled_ms": {"mean": mean, "mean_per_round": per_round},
@@ -202,9 +204,14 @@ def _agreement(modelled: list[list[ModelledSwitch]], measured: dict[str, Any]) -
             "mean": mean / measured["mean"] - 1.0,
             "per_round": [a / b - 1.0 for a, b in zip(per_round, measured["mean_per_round"], strict=True)],
         },
-        # Measured switch time over the time the storage takes for the same requests: the I/O floor
-        # of this layout on this storage (None when nothing is read on the critical path).
+        # Measured switch time over the time the storage takes for the same requests, in flight
+        # together: the I/O floor of this layout on this storage (None when nothing is read on the
+        # critical path); and over the same requests one after another.
         "io_floor_ratio": measured["mean"] / storage if storage > 0 else None,
+        "serial_ratio": measured["mean"] / serial if serial > 0 else None,
+        # Over the storage's time for each switch's bytes in one request (the read curve): the I/O
+        # limit of any loader on this storage, whatever its layout.
+        "one_request_ratio": measured["mean"] / one_request if one_request > 0 else None,
         "bytes_read_per_switch": float(np.mean([m.bytes_read for m in every])),
         "reads_per_switch": float(np.mean([m.reads for m in every])),
     }
@@ -226,7 +233,8 @@ def simulated_switches(
     budget, tight = budgets
     out: dict[str, Any] = {
         "costs_per_round": {"replay": [asdict(c) for c in replay_costs], "tight": [asdict(c) for c in tight_costs]},
-        "source": "modelled: per tile from the pool's layout; fixed cost + the measured cold read time of each request + a software cost per tile",
+        "source": "modelled: per tile from the pool's layout; fixed cost + the longer of the measured cold read time "
+                  "of each file's requests (in flight together) and a software cost per tile",
     }
     for i, (name, seq) in enumerate(sequences.items()):
         rounds = replay_costs[i * repeats : (i + 1) * repeats]

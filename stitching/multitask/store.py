@@ -235,6 +235,26 @@ class PackedTileStore:
                 os.close(fd)
         return total
 
+    def read_raw(self, runs: Sequence[Run]) -> int:
+        """Read ``runs`` as :meth:`read_runs` issues them (announced first, one ``preadv`` each) into one
+        scratch buffer, with no per-tile buffers: the storage's and the kernel's part of a load.
+        Return bytes read, gaps included."""
+        scratch = bytearray(max((r.nbytes for r in runs), default=0))
+        total = 0
+        by_pack: dict[str, list[Run]] = {}
+        for run in runs:
+            by_pack.setdefault(run.pack, []).append(run)
+        for pack, group in by_pack.items():
+            fd = os.open(self.root / TILES / pack, os.O_RDONLY)
+            try:
+                for run in group:
+                    os.posix_fadvise(fd, run.offset, run.nbytes, os.POSIX_FADV_WILLNEED)
+                for run in group:
+                    total += os.preadv(fd, [memoryview(scratch)[: run.nbytes]], run.offset)
+            finally:
+                os.close(fd)
+        return total
+
     def read(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
         """Read tiles into new arrays (see :meth:`read_runs`)."""
         lay = self._layout()

@@ -114,10 +114,33 @@ def test_the_simulator_reads_what_the_replay_reads_and_charges_by_the_measured_c
         assert [m.reads for m in modelled] == [r.reads for r in measured]
         assert [m.preload_bytes for m in modelled] == [r.preload_bytes for r in measured]
         for m in modelled:
-            assert m.modelled_ms >= 0.05 + (curve.read_ms(m.bytes_read // max(m.reads, 1)) * m.reads if m.reads else 0.0) - 1e-9
+            # One pack file here: a switch's requests are in flight together and cost the curve at their total.
+            assert m.storage_ms == pytest.approx(curve.read_ms(m.bytes_read))
+            assert m.storage_ms <= m.serial_ms + 1e-12
+            assert m.modelled_ms >= 0.05 + m.storage_ms - 1e-9
     # A switch that reads nothing costs the fixed cost alone; one that reads costs more.
     pre = simulate_switches(setting, "aligned_preload", seq, costs, 10**9)
     assert any(m.reads == 0 and m.modelled_ms == 0.05 for m in pre)
+
+
+def test_requests_in_flight_together_cost_one_stream_and_tile_work_overlaps_them() -> None:
+    from sparseloom.sim.switching import Request, StorageCosts
+    from stitching.multitask.loading import ReadCurve
+
+    curve = ReadCurve((4096, 1 << 20), (0.1, 1.1), 1)
+    costs = StorageCosts(curve, {"m": 0.05}, tile_ms=0.001, max_gap_bytes=0)
+    half = [Request("pack-0", 1 << 19), Request("pack-0", 1 << 19)]
+    # Two halves announced together cost one request of their total, not two cold latencies...
+    assert costs.storage_ms(half) == pytest.approx(curve.read_ms(1 << 20))
+    assert costs.serial_ms(half) == pytest.approx(2 * curve.read_ms(1 << 19))
+    assert costs.storage_ms(half) < costs.serial_ms(half)
+    # ...while requests to two files are announced file by file, one after the other.
+    apart = [Request("pack-0", 1 << 19), Request("pack-1", 1 << 19)]
+    assert costs.storage_ms(apart) == pytest.approx(costs.serial_ms(apart))
+    # The per-tile work runs while the reads are in flight: the longer of the two is charged.
+    storage = costs.storage_ms(half)
+    assert costs.charge_ms("m", storage, 10) == pytest.approx(0.05 + storage)
+    assert costs.charge_ms("m", storage, 10_000) == pytest.approx(0.05 + 10.0)
 
 
 def test_the_read_curve_interpolates_and_extends_its_last_slope() -> None:

@@ -94,6 +94,16 @@ def test_switch_reads_only_missing_tiles_and_installs_the_masked_weights(tmp_pat
         cache.runnable(a, g)  # a's tiles are gone
 
 
+def test_raw_reads_deliver_the_bytes_of_the_same_runs(tmp_path: Path) -> None:
+    _, _, man_a, man_b, _ = _two_tasks(tmp_path, (32, 64))
+    store = PackedTileStore(tmp_path)
+    wanted = man_a.digests() | man_b.digests()
+    runs = store.runs(wanted, max_gap_bytes=1 << 20)  # gaps merged: a run's bytes include them
+    assert store.read_raw(runs) == sum(r.nbytes for r in runs)
+    assert store.read_raw(runs) >= sum(man_a.nbytes.get(d, 0) or man_b.nbytes[d] for d in wanted)
+    assert store.read_raw([]) == 0
+
+
 @pytest.mark.parametrize("shape1", [(32, 64), (40, 72)])  # even tiles, and uneven edge tiles (stored apart)
 def test_monolithic_file_runs_the_same_weights(tmp_path: Path, shape1: tuple[int, int]) -> None:
     weights, g, man_a, man_b, heads = _two_tasks(tmp_path, shape1)
