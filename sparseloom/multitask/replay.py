@@ -504,7 +504,6 @@ def run_sequences(
         methods = {m: summarise(records[m], float(np.median(rounds_gbps))) | {"accuracy": accuracy[m]} for m in METHODS}
         for method in METHODS:
             methods[method]["switch_latency_ms"]["mean_per_round"] = _round_means(records[method], repeats)
-            methods[method]["switch_latency_ms"]["median_per_round"] = _round_means(records[method], repeats, np.median)
         mono = methods[Monolithic.name]["switch_latency_ms"]
         for m in methods.values():
             m["speedup_vs_monolithic"] = {
@@ -516,10 +515,10 @@ def run_sequences(
     return out
 
 
-def _round_means(records: Sequence[SwitchRecord], repeats: int, stat: Callable[[list[float]], Any] = np.mean) -> list[float]:
-    """Mean (or ``stat``) switch latency of each round (the rounds' records are pooled in order, equal in number)."""
+def _round_means(records: Sequence[SwitchRecord], repeats: int) -> list[float]:
+    """Mean switch latency of each round (the rounds' records are pooled in order, equal in number)."""
     per = len(records) // repeats
-    return [float(stat([r.latency_ms for r in records[i * per : (i + 1) * per]])) for i in range(repeats)] if per else []
+    return [float(np.mean([r.latency_ms for r in records[i * per : (i + 1) * per]])) for i in range(repeats)] if per else []
 
 
 def differential_bytes(manifests: Mapping[str, HeadManifest]) -> dict[tuple[str, str], int]:
@@ -566,7 +565,6 @@ def compare_preloaders(
                     "median": float(np.median([r.latency_ms for r in rs])),
                     "p95": _p95([r.latency_ms for r in rs]),
                     "mean_per_round": _round_means(rs, repeats),
-                    "median_per_round": _round_means(rs, repeats, np.median),
                     "source": "measured",
                 },
                 "bytes_loaded_per_switch": float(np.mean([r.bytes_loaded for r in rs])),

@@ -190,29 +190,19 @@ def run_study(
 
 
 def _agreement(modelled: list[list[ModelledSwitch]], measured: dict[str, Any]) -> dict[str, Any]:
-    """Modelled against measured switch times, round by round (each round with its own costs), on
-    the mean and on the median. Every cost the model is built from is a median of its samples, so
-    it predicts a typical switch; a storage hiccup in one switch moves the measured mean and not the
-    model, so the median is the like-for-like comparison, and the mean is reported beside it."""
+    """Modelled against measured switch times, round by round (each round with its own costs)."""
     per_round = [float(np.mean([m.modelled_ms for m in rs])) for rs in modelled]
-    median_round = [float(np.median([m.modelled_ms for m in rs])) for rs in modelled]
     mean = float(np.mean(per_round))
-    median = float(np.median([m.modelled_ms for rs in modelled for m in rs]))
     storage = float(np.mean([m.storage_ms for rs in modelled for m in rs]))
     serial = float(np.mean([m.serial_ms for rs in modelled for m in rs]))
     one_request = float(np.mean([m.one_request_ms for rs in modelled for m in rs]))
     every = [m for rs in modelled for m in rs]
     return {
-        "modelled_ms": {"mean": mean, "mean_per_round": per_round, "median": median, "median_per_round": median_round},
-        "measured_ms": {
-            "mean": measured["mean"], "mean_per_round": measured["mean_per_round"],
-            "median": measured["median"], "median_per_round": measured["median_per_round"],
-        },
+        "modelled_ms": {"mean": mean, "mean_per_round": per_round},
+        "measured_ms": {"mean": measured["mean"], "mean_per_round": measured["mean_per_round"]},
         "error": {
             "mean": mean / measured["mean"] - 1.0,
             "per_round": [a / b - 1.0 for a, b in zip(per_round, measured["mean_per_round"], strict=True)],
-            "median": median / measured["median"] - 1.0,
-            "median_per_round": [a / b - 1.0 for a, b in zip(median_round, measured["median_per_round"], strict=True)],
         },
         # Measured switch time over the time the storage takes for the same requests, in flight
         # together: the I/O floor of this layout on this storage (None when nothing is read on the
