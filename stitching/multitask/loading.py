@@ -336,7 +336,7 @@ def measure_read_curve(
     """Per size, the median over ``samples`` of: evict the page cache, then one request of that size at
     a random page-aligned offset, read as the pool reads a run (``WILLNEED``, then one ``preadv``).
     Sizes larger than every file are left out. 31 samples: with 15, two curves measured back to back
-    here gave a tight-budget switch model 1.79 and 2.30 ms; the curve costs about 1 s at 31."""
+    here modelled the same tight-budget switches at 2.63 and 2.17 ms; the curve costs about 1 s at 31."""
     paths = list(paths)
     largest = max(p.stat().st_size for p in paths)
     usable = [s for s in sorted(sizes) if s <= largest]
