@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -198,12 +198,9 @@ class PackedTileStore:
     def runs(self, digests: Iterable[str], max_gap_bytes: int = 0) -> list[Run]:
         return self.runs_at(self.positions(digests), max_gap_bytes)
 
-    def read_runs(self, runs: Sequence[Run], iov_for: Callable[[Run], list[memoryview]]) -> int:
-        """Read ``runs``: all announced with ``POSIX_FADV_WILLNEED`` first (the kernel then has every
-        read in flight at once), then one ``preadv`` per run scattering straight into ``iov_for(run)``,
-        one buffer per tile of the run, in order (gap bytes go to a scratch buffer). Return tile bytes read."""
-        lay = self._layout()
-        total = 0
+    def _announced(self, runs: Sequence[Run]) -> Iterator[tuple[str, int, Run]]:
+        """``runs`` file by file, each file's runs all announced with ``POSIX_FADV_WILLNEED`` before the
+        first is yielded (the kernel then has every read of the file in flight at once): (pack, fd, run)."""
         by_pack: dict[str, list[Run]] = {}
         for run in runs:
             by_pack.setdefault(run.pack, []).append(run)
@@ -213,47 +210,43 @@ class PackedTileStore:
                 for run in group:
                     os.posix_fadvise(fd, run.offset, run.nbytes, os.POSIX_FADV_WILLNEED)
                 for run in group:
-                    iov = iov_for(run)
-                    gaps = lay.offset[run.positions[1:]] - (lay.offset[run.positions[:-1]] + lay.nbytes[run.positions[:-1]])
-                    if gaps.any():
-                        spaced = [iov[0]]
-                        for view, gap in zip(iov[1:], gaps.tolist(), strict=True):
-                            if gap:
-                                spaced.append(memoryview(bytearray(gap)))
-                            spaced.append(view)
-                        iov = spaced
-                    offset = run.offset
-                    for i in range(0, len(iov), _IOV_MAX):
-                        part = iov[i : i + _IOV_MAX]
-                        want = sum(v.nbytes for v in part)
-                        got = os.preadv(fd, part, offset)
-                        if got != want:
-                            raise OSError(f"short read from {pack}: {got} of {want} bytes")
-                        offset += got
-                    total += int(lay.nbytes[run.positions].sum())
+                    yield pack, fd, run
             finally:
                 os.close(fd)
+
+    def read_runs(self, runs: Sequence[Run], iov_for: Callable[[Run], list[memoryview]]) -> int:
+        """Read ``runs``: announced first (:meth:`_announced`), then one ``preadv`` per run scattering
+        straight into ``iov_for(run)``, one buffer per tile of the run, in order (gap bytes go to a
+        scratch buffer). Return tile bytes read."""
+        lay = self._layout()
+        total = 0
+        for pack, fd, run in self._announced(runs):
+            iov = iov_for(run)
+            gaps = lay.offset[run.positions[1:]] - (lay.offset[run.positions[:-1]] + lay.nbytes[run.positions[:-1]])
+            if gaps.any():
+                spaced = [iov[0]]
+                for view, gap in zip(iov[1:], gaps.tolist(), strict=True):
+                    if gap:
+                        spaced.append(memoryview(bytearray(gap)))
+                    spaced.append(view)
+                iov = spaced
+            offset = run.offset
+            for i in range(0, len(iov), _IOV_MAX):
+                part = iov[i : i + _IOV_MAX]
+                want = sum(v.nbytes for v in part)
+                got = os.preadv(fd, part, offset)
+                if got != want:
+                    raise OSError(f"short read from {pack}: {got} of {want} bytes")
+                offset += got
+            total += int(lay.nbytes[run.positions].sum())
         return total
 
     def read_raw(self, runs: Sequence[Run]) -> int:
         """Read ``runs`` as :meth:`read_runs` issues them (announced first, one ``preadv`` each) into one
         scratch buffer, with no per-tile buffers: the storage's and the kernel's part of a load.
         Return bytes read, gaps included."""
-        scratch = bytearray(max((r.nbytes for r in runs), default=0))
-        total = 0
-        by_pack: dict[str, list[Run]] = {}
-        for run in runs:
-            by_pack.setdefault(run.pack, []).append(run)
-        for pack, group in by_pack.items():
-            fd = os.open(self.root / TILES / pack, os.O_RDONLY)
-            try:
-                for run in group:
-                    os.posix_fadvise(fd, run.offset, run.nbytes, os.POSIX_FADV_WILLNEED)
-                for run in group:
-                    total += os.preadv(fd, [memoryview(scratch)[: run.nbytes]], run.offset)
-            finally:
-                os.close(fd)
-        return total
+        scratch = memoryview(bytearray(max((r.nbytes for r in runs), default=0)))
+        return sum(os.preadv(fd, [scratch[: run.nbytes]], run.offset) for _, fd, run in self._announced(runs))
 
     def read(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
         """Read tiles into new arrays (see :meth:`read_runs`)."""
