@@ -376,8 +376,8 @@ def measure_install_ms(setting: Setting, cycles: int = 5) -> dict[str, float]:
     Measured in isolation, back to back, the same installs take half as long (0.07 against 0.15 ms
     on digits_resnet18 here). The sequence is the tasks in name order, ``cycles`` times over: not
     a sequence the study models (5 cycles leave 16 switches after the first, loading, cycle; with 3,
-    the median of 8 moved by up to 2x between rounds). Pre-loading runs with a budget that holds every tile, so after the
-    first cycle its switches read nothing at all."""
+    the median of 8 moved by up to 2x between rounds). Pre-loading runs with a budget that holds
+    every tile, so after the first cycle its switches read nothing at all."""
     out: dict[str, float] = {}
     for name in METHODS:
         tasks = sorted(setting.manifests[METHODS[name].family])
