@@ -115,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=None, help="directory for switch.json, jaccard.png and the pool")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sparseloom-multitask-cache",
-                        help="where the trained backbone is cached (safetensors)")
+                        help="where the trained backbone, the tile pool and the saved masks are kept (DIR/pools)")
     parser.add_argument("--repeats", type=int, default=3, help="replay rounds per sequence")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="multitask-switch-"))
-    report = run_study(out, StudyConfig(replay_repeats=args.repeats), cache_dir=args.cache)
+    report = run_study(out, StudyConfig(replay_repeats=args.repeats), cache_dir=args.cache, pools_dir=args.cache / "pools")
     print_report(report)
     print_preloaders(report)
     print_simulated(report)

@@ -2,7 +2,8 @@
 
 One call, :func:`build_setting`, composes the steps in order: train (or load) the shared backbone,
 score tiles per task (|w| x |grad|), pick independent masks at each task's sparsity target, align
-them within the accuracy tolerance, make per-task manifests for both mask families, and store
+them within the accuracy tolerance (or find all of that saved by an earlier run with the same
+weights and configuration, :mod:`stitching.multitask.saved`), make per-task manifests for both mask families, and store
 every tile once in one pool (both families; :mod:`stitching.pool`'s tile granularity), and one
 monolithic file per task (the baseline).
 """
@@ -12,12 +13,13 @@ from __future__ import annotations
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from stitching.multitask import saved
 from stitching.multitask.backbone import Backbone, ResNetBackbone, layer_grids, train_mlp
 from stitching.multitask.heads import (
     HEAD_CLASSES,
@@ -126,24 +128,12 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
     tile_size = config.tile_size or model.default_tile_size
     split = model.split()
     grids = layer_grids(model, tile_size)
-    dense = evaluate_heads(model, tasks, None, tile_size, split)
-    scores = {
-        t: tile_importance(model.importance(t, dense[t].head, split), grids)
-        for t in tqdm(tasks, desc="importance", file=sys.stderr, leave=False)
-    }
-    dense_acc = {t: dense[t].accuracy for t in tasks}
-    independent = {t: independent_mask(scores[t], grids, sparsity[t]) for t in tasks}
-    indep_eval = {t: evaluate_mask(model, t, independent[t], tile_size, split) for t in tqdm(tasks, desc="own masks", file=sys.stderr, leave=False)}
-    heads: dict[str, dict[str, Head]] = {"independent": {t: indep_eval[t].head for t in tasks}, "aligned": {}}
-
-    def accuracy(task: str, mask: TileMask) -> float:
-        result = evaluate_mask(model, task, mask, tile_size, split)
-        heads["aligned"][task] = result.head
-        return result.accuracy
-
-    alignment = align_masks(
-        scores, grids, sparsity, accuracy, {t: indep_eval[t].accuracy for t in tasks}, config.tolerance, config.step
-    )
+    key = saved.fingerprint(model.weights, {"config": asdict(config), "tile_size": tile_size, "sparsity": sparsity})
+    found = saved.load_masks(work_dir / saved.FILE, key, grids)
+    if found is None:
+        found = _score_mask_align(model, tasks, tile_size, split, grids, sparsity, config)
+        saved.save_masks(work_dir / saved.FILE, key, found, grids)
+    dense_acc, independent, heads, alignment = found.dense_accuracy, found.independent, found.heads, found.alignment
     family_masks = {"independent": independent, "aligned": alignment.masks}
     manifests: dict[str, dict[str, HeadManifest]] = {"independent": {}, "aligned": {}}
     tensors: dict[str, np.ndarray] = {}
@@ -164,6 +154,38 @@ def build_setting(work_dir: Path, config: SettingConfig | None = None, cache_dir
         monolithic[t] = work_dir / "monolithic" / f"{t}.safetensors"
         write_monolithic(monolithic[t], manifests["independent"][t], tensors, tile_size)
     return Setting(
-        config, model, tile_size, sparsity, split, grids, dense_acc, independent, {t: indep_eval[t].accuracy for t in tasks},
+        config, model, tile_size, sparsity, split, grids, dense_acc, independent, found.independent_accuracy,
         alignment, manifests, pool, monolithic,
+    )
+
+
+def _score_mask_align(
+    model: Backbone,
+    tasks: list[str],
+    tile_size: int,
+    split: DigitsSplit,
+    grids: dict[str, TileGrid],
+    sparsity: dict[str, float],
+    config: SettingConfig,
+) -> saved.Masks:
+    """Score tiles per task, pick each task's own mask, align them: the costly part of a setting."""
+    dense = evaluate_heads(model, tasks, None, tile_size, split)
+    scores = {
+        t: tile_importance(model.importance(t, dense[t].head, split), grids)
+        for t in tqdm(tasks, desc="importance", file=sys.stderr, leave=False)
+    }
+    independent = {t: independent_mask(scores[t], grids, sparsity[t]) for t in tasks}
+    indep_eval = {t: evaluate_mask(model, t, independent[t], tile_size, split) for t in tqdm(tasks, desc="own masks", file=sys.stderr, leave=False)}
+    heads: dict[str, dict[str, Head]] = {"independent": {t: indep_eval[t].head for t in tasks}, "aligned": {}}
+
+    def accuracy(task: str, mask: TileMask) -> float:
+        result = evaluate_mask(model, task, mask, tile_size, split)
+        heads["aligned"][task] = result.head
+        return result.accuracy
+
+    alignment = align_masks(
+        scores, grids, sparsity, accuracy, {t: indep_eval[t].accuracy for t in tasks}, config.tolerance, config.step
+    )
+    return saved.Masks(
+        {t: dense[t].accuracy for t in tasks}, independent, {t: indep_eval[t].accuracy for t in tasks}, heads, alignment
     )

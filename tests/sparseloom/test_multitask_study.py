@@ -74,7 +74,7 @@ def test_sequences_are_seeded_and_never_repeat_a_task() -> None:
     assert default_sequences(cycles=1)["driving"] == ["digit", "parity", "digit", "ge5", "loops"]
 
 
-def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path, cache_dir: Path) -> None:
+def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = StudyConfig(setting=SMALL, cycles=2, markov_steps=8, layout_repeats=1, replay_repeats=1)
     report = run_study(tmp_path, config, cache_dir=cache_dir, pools_dir=tmp_path / "pools")
     pool = setting_pool_dir(tmp_path / "pools", SMALL)
@@ -82,8 +82,16 @@ def test_run_study_writes_switch_json_and_heatmap(tmp_path: Path, cache_dir: Pat
     packs = sorted(pool.glob("pool/tiles/*.safetensors"))
     assert packs
     before = {f: f.stat().st_mtime_ns for f in packs}
-    # Same configuration again: every tile is found in the pool, no pack is added or rewritten.
-    build_setting(pool, SMALL, cache_dir=cache_dir)
+    # Same configuration again: the masks are found saved (nothing is scored or aligned again), every
+    # tile is found in the pool, no pack is added or rewritten.
+    import stitching.multitask.setting as setting_module
+
+    def never(*args: object) -> None:
+        raise AssertionError("masks computed again for a saved setting")
+
+    monkeypatch.setattr(setting_module, "_score_mask_align", never)
+    again = build_setting(pool, SMALL, cache_dir=cache_dir)
+    assert again.alignment.masks == {t: frozenset(again.manifests["aligned"][t].tiles) for t in HEAD_CLASSES}
     assert {f: f.stat().st_mtime_ns for f in sorted(pool.glob("pool/tiles/*.safetensors"))} == before
     written = json.loads((tmp_path / "switch.json").read_text())
     assert written["sequences"].keys() == {"driving", "markov"}
