@@ -3,8 +3,8 @@
 One call, :func:`build_setting`, composes the steps in order: train (or load) the shared backbone,
 score tiles per task (|w| x |grad|), pick independent masks at each task's sparsity target, align
 them within the accuracy tolerance (or find all of that saved by an earlier run with the same
-weights and configuration, :mod:`stitching.multitask.saved`), make per-task manifests for both mask families, and store
-every tile once in one pool (both families; :mod:`stitching.pool`'s tile granularity), and one
+weights and configuration, :mod:`stitching.multitask.saved`), make per-task manifests for both
+mask families, and store every tile once in one pool (both families; :mod:`stitching.pool`'s tile granularity), and one
 monolithic file per task (the baseline).
 """
 
