@@ -94,6 +94,7 @@ def print_simulated(report: dict[str, Any]) -> None:
     fixed = ", ".join(f"{m} {ms:.3f}" for m, ms in first["install_ms"].items())
     print("simulator, switches charged per tile from the pool's layout, each round with the costs measured just before it")
     print(f"  (first round's costs, measured apart: cold read per request, ms: {curve}; per tile {first['tile_ms'] * 1e3:.1f} us; "
+          f"planning per tile missing {first['plan_ms'] * 1e3:.2f} us; "
           f"fixed cost per switch, ms: {fixed}):")
     worst = 0.0
     for name, rows in sim.items():

@@ -108,11 +108,22 @@ class SwitchRecord:
     read_ms: float  # measured: the file I/O part
     bytes_loaded: int
     reads: int  # read requests (byte runs) on the critical path
+    tiles_loaded: int  # tiles brought in on the critical path (0 for a whole-file read)
     modelled_ms: float  # from the bandwidth and per-read latency parameters
     io_limit_ms: float  # bytes_loaded / the read bandwidth measured in the same round
     preload_bytes: int
     preload_ms: float  # measured, off the critical path
     resident_bytes: int
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What bringing a task in took: bytes read, the milliseconds of the reading, read requests, tiles."""
+
+    nbytes: int
+    read_ms: float
+    reads: int
+    tiles: int
 
 
 def max_gap_bytes(read_latency_ms: float, bandwidth_gbps: float) -> int:
@@ -158,8 +169,8 @@ class _Replayer:
         self.accuracy: dict[str, float] = {}
         self.mono_bytes = 0
 
-    def _install(self, task: str) -> tuple[int, float, int]:
-        """Bring ``task`` in; return bytes read, the milliseconds the reading took, and read requests."""
+    def _install(self, task: str) -> Fetched:
+        """Bring ``task`` in."""
         return self.method.install(self, task)
 
     def _measure_accuracy(self, task: str) -> None:
@@ -205,16 +216,16 @@ class _Replayer:
                 continue
             evict_page_cache(self.files)
             start = time.perf_counter()
-            loaded, read_ms, reads = self._install(dst)
+            got = self._install(dst)
             latency_ms = (time.perf_counter() - start) * 1e3
             self.graph.observe(src, dst)
             self._measure_accuracy(dst)
             pre_bytes, pre_ms = self._after_switch(dst)
             records.append(
                 SwitchRecord(
-                    src, dst, latency_ms, read_ms, loaded, reads,
-                    modelled_load_ms(loaded, self.bandwidth_gbps, self.read_latency_ms, reads),
-                    modelled_load_ms(loaded, self.bandwidth_gbps),
+                    src, dst, latency_ms, got.read_ms, got.nbytes, got.reads, got.tiles,
+                    modelled_load_ms(got.nbytes, self.bandwidth_gbps, self.read_latency_ms, got.reads),
+                    modelled_load_ms(got.nbytes, self.bandwidth_gbps),
                     pre_bytes, pre_ms, self.resident_bytes(),
                 )
             )
@@ -232,8 +243,8 @@ class LoadingMethod(Protocol):
         """Whose masks' tiles it reads: ``independent`` or ``aligned``."""
         ...
 
-    def install(self, r: _Replayer, task: str) -> tuple[int, float, int]:
-        """Read ``task``'s weights in (timed); bytes read, read milliseconds, read requests."""
+    def install(self, r: _Replayer, task: str) -> Fetched:
+        """Read ``task``'s weights in (timed)."""
         ...
 
     def settle(self, r: _Replayer, task: str) -> tuple[int, float]:
@@ -272,14 +283,14 @@ class Monolithic:
     name: str = "monolithic"
     family: str = "independent"
 
-    def install(self, r: _Replayer, task: str) -> tuple[int, float, int]:
+    def install(self, r: _Replayer, task: str) -> Fetched:
         start = time.perf_counter()
         raw = read_file(r.s.monolithic[task])
         read_ms = (time.perf_counter() - start) * 1e3
         tensors = safetensors_views(raw)
         r.active.install(monolithic_runnable(tensors, r.s.grids), monolithic_head(tensors))
         r.mono_bytes = sum(t.nbytes for t in tensors.values())
-        return len(raw), read_ms, 1
+        return Fetched(len(raw), read_ms, 1, 0)
 
     def settle(self, r: _Replayer, task: str) -> tuple[int, float]:
         return 0, 0.0
@@ -301,14 +312,14 @@ class Differential:
     name: str
     family: str
 
-    def install(self, r: _Replayer, task: str) -> tuple[int, float, int]:
+    def install(self, r: _Replayer, task: str) -> Fetched:
         tiles = r.tasks[task]
         runs = r.cache.runs(tiles.ids, r.max_gap_bytes)
         start = time.perf_counter()
         loaded = r.cache.load_runs(runs)
         read_ms = (time.perf_counter() - start) * 1e3
         r.active.install(r.cache.runnable(tiles, r.s.grids), r.cache.head(tiles))
-        return loaded, read_ms, len(runs)
+        return Fetched(loaded, read_ms, len(runs), sum(len(run.positions) for run in runs))
 
     def settle(self, r: _Replayer, task: str) -> tuple[int, float]:
         r.cache.keep_only(r.tasks[task].ids)
@@ -369,10 +380,33 @@ def replay(
     return r.run(sequence), r.evaluate()
 
 
-def measure_install_ms(setting: Setting, cycles: int = 5) -> dict[str, float]:
-    """Per loading method, the fixed cost of a switch: what it takes beyond its reads (median;
-    measured), in the replay's own loop, so that the work between switches (dropping, planning,
-    pre-loading, evicting the page cache) leaves the CPU's caches as a replayed switch finds them.
+def measure_plan_ms(setting: Setting, repeats: int = 5) -> float:
+    """The cost of working out a switch's runs, per tile missing (median; measured): each aligned
+    task's runs (:meth:`TileCache.runs`) worked out with nothing held, less the same with every tile
+    held, divided by the task's tiles. A switch pays it before its first read, for every tile it
+    lacks; what it costs with nothing missing is in the fixed cost."""
+    r = _Replayer(setting, "aligned_differential", 1.0, 0, 0.0, measure_accuracy=False)
+    everything = np.arange(len(r.cache.digest_of), dtype=np.int64)
+    per_tile: list[float] = []
+    for _ in range(repeats):
+        for tiles in r.tasks.values():
+            r.cache.keep_only(np.zeros(0, dtype=np.int64))
+            start = time.perf_counter()
+            r.cache.runs(tiles.ids, r.max_gap_bytes)
+            lacking = time.perf_counter() - start
+            r.cache.load(everything)
+            start = time.perf_counter()
+            r.cache.runs(tiles.ids, r.max_gap_bytes)
+            holding = time.perf_counter() - start
+            per_tile.append(max(0.0, lacking - holding) * 1e3 / max(len(tiles.ids), 1))
+    return float(np.median(per_tile))
+
+
+def measure_install_ms(setting: Setting, plan_ms: float = 0.0, cycles: int = 5) -> dict[str, float]:
+    """Per loading method, the fixed cost of a switch: what it takes beyond its reads and, at
+    ``plan_ms`` per tile missing (:func:`measure_plan_ms`), working out its runs (median; measured),
+    in the replay's own loop, so that the work between switches (dropping, planning, pre-loading,
+    evicting the page cache) leaves the CPU's caches as a replayed switch finds them.
     Measured in isolation, back to back, the same installs take half as long (0.07 against 0.15 ms
     on digits_resnet18 here). The sequence is the tasks in name order, ``cycles`` times over: not
     a sequence the study models (5 cycles leave 16 switches after the first, loading, cycle; with 3,
@@ -383,7 +417,7 @@ def measure_install_ms(setting: Setting, cycles: int = 5) -> dict[str, float]:
         tasks = sorted(setting.manifests[METHODS[name].family])
         everything = sum(m.total_bytes() for m in setting.manifests[METHODS[name].family].values())
         records, _ = replay(setting, name, tasks * cycles, 1.0, everything, 0.0, "correlated", False)
-        out[name] = float(np.median([r.latency_ms - r.read_ms for r in records[len(tasks) :]]))
+        out[name] = float(np.median([r.latency_ms - r.read_ms - r.tiles_loaded * plan_ms for r in records[len(tasks) :]]))
     return out
 
 
@@ -393,7 +427,7 @@ def measure_tile_ms(setting: Setting, repeats: int = 3) -> float:
     request waits, less the time the same requests take into one scratch buffer (the copy out of the
     page cache is part of every cold request, so the read curve already holds it), divided by the
     tiles loaded. It is what a switch pays per tile read on top of the storage's time per request
-    (claiming a slot, one buffer in the scatter list); working out the runs is in the fixed cost."""
+    (claiming a slot, one buffer in the scatter list); working out the runs is :func:`measure_plan_ms`."""
     r = _Replayer(setting, "aligned_differential", 1.0, 0, 0.0, measure_accuracy=False)
     empty = np.zeros(0, dtype=np.int64)
     per_tile: list[float] = []

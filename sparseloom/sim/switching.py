@@ -11,20 +11,22 @@ flight at once and serves them as one stream: a batch of requests costs the read
 bytes, not the sum of each request's cold latency. The per-tile work (claiming a slot, one scatter
 buffer) runs while those reads are in flight, so the longer of the two counts. A switch is charged
 
-    install_ms[method] + max(sum over its batches of read_curve(batch bytes), tiles read x tile_ms)
+    install_ms[method] + tiles read x plan_ms
+                       + max(sum over its batches of read_curve(batch bytes), tiles read x tile_ms)
 
 (measured on digits_resnet18: summing each request's own cold time and the tile work on top
 overstated differential switches by 20-45%; the storage's time for the same requests one after
 another came to 0.89-0.98x the switch time they were part of).
 
-with three things measured apart from any switch replay, on the storage and code that run it
+with four things measured apart from any switch replay, on the storage and code that run it
 (:class:`StorageCosts`): the time of one cold read request by its size (``ReadCurve``: random
 page-aligned reads from 4 KiB to 16 MB, each after evicting the page cache, through the pool's
 read path), the software cost per tile brought in (loading tiles whose pages are already cached,
-less the same requests into one buffer), and each method's fixed cost of a switch: what a switch
-takes beyond its reads, in the replay's own loop on a calibration sequence that is not modelled
-(``sparseloom.multitask.replay.measure_install_ms``). Nothing is fitted to the switch times it is
-compared with.
+less the same requests into one buffer), the cost of working out the runs per tile missing (done
+before the first read, so it adds; ``measure_plan_ms``), and each method's fixed cost of a switch:
+what a switch takes beyond its reads and its planning, in the replay's own loop on a calibration
+sequence that is not modelled (``sparseloom.multitask.replay.measure_install_ms``). Nothing is
+fitted to the switch times it is compared with.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class StorageCosts:
     install_ms: Mapping[str, float]  # per loading method: a switch that reads nothing
     tile_ms: float  # software cost per tile brought in, beyond the storage's time
     max_gap_bytes: int  # the replay's rule for reading a gap rather than issuing one more request
+    plan_ms: float = 0.0  # working out a switch's runs, per tile missing (before the first read)
     source: str = "measured on this host, apart from the switches modelled"
 
     def storage_ms(self, requests: Sequence[Request]) -> float:
@@ -73,7 +76,7 @@ class StorageCosts:
 
     def charge_ms(self, method: str, storage_ms: float, tiles: int) -> float:
         """A switch of ``method`` whose reads take ``storage_ms`` and bring in ``tiles`` tiles."""
-        return self.install_ms[method] + max(storage_ms, tiles * self.tile_ms)
+        return self.install_ms[method] + tiles * self.plan_ms + max(storage_ms, tiles * self.tile_ms)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class ModelledSwitch:
     one_request_ms: float
     bytes_read: int  # run bytes, gaps included: what the storage delivers
     reads: int
+    tiles: int  # tiles brought in
     preload_bytes: int
 
 
@@ -139,12 +143,13 @@ class SwitchModel:
                 continue
             runs = self.method.model(self, dst)
             storage = self.costs.storage_ms(runs)
-            charge = self.costs.charge_ms(name, storage, self.tiles_read)
+            tiles = self.tiles_read
+            charge = self.costs.charge_ms(name, storage, tiles)
             self.graph.observe(src, dst)
             pre = self.method.model_settle(self, dst)
             nbytes = sum(r.nbytes for r in runs)
             one = self.costs.read_curve.read_ms(nbytes)
-            out.append(ModelledSwitch(src, dst, charge, storage, self.costs.serial_ms(runs), one, nbytes, len(runs), pre))
+            out.append(ModelledSwitch(src, dst, charge, storage, self.costs.serial_ms(runs), one, nbytes, len(runs), tiles, pre))
         return out
 
 
