@@ -120,9 +120,10 @@ class Plan:
     policy: str = ""
     # Latency SLO per task, so per-request decisions need nothing but the plan and the queues.
     slo_ms: Mapping[str, float] = field(default_factory=dict)
-    # For per-block placement at request time (Band): per task, per position of the planned
-    # route, the block's latency on each processor that can run it, and the transfer cost
-    # after the position when the next one runs elsewhere.
+    # For placement at request time (Band's per-block schedulers, and the "place" and "hold"
+    # dispatch rules of the others): per task, per position of the planned route, the block's
+    # latency on each processor that can run it, and the transfer cost after the position when
+    # the next one runs elsewhere.
     unit_latency_ms: Mapping[str, tuple[Mapping[str, float], ...]] = field(
         default_factory=dict
     )

@@ -100,6 +100,11 @@ class Policy(Protocol):
         """The plan after a change of the problem (SLOs, rates, budget); ``plan`` is the one in force."""
         ...
 
+    def switch(self, plan: Plan, problem: Problem) -> Plan | None:
+        """A plan for a changed problem made at once, without a full re-plan (for the runtime to use
+        while :meth:`replan` runs off the hot path), or None when the policy has no quick switch."""
+        ...
+
     def schedule(self, jobs: Sequence[Job], idle: frozenset[str], plan: Plan, state: QueueView) -> list[Assignment]:
         """For ``queue == "global"``: which queued jobs start their next block on which idle processor,
         and which are dropped. Jobs not named stay queued, in order."""
@@ -115,7 +120,8 @@ class Policy(Protocol):
 
 
 class PolicyBase:
-    """Defaults for the declarations and optional hooks of :class:`Policy`."""
+    """Defaults for the declarations and optional hooks of :class:`Policy`: a policy declares what it
+    does by overriding them, and the engines call every hook without asking whether it exists."""
 
     name: str
     queue: Queue = "processor"
@@ -139,6 +145,9 @@ class PolicyBase:
 
     def replan(self, problem: Problem, plan: Plan) -> Plan:
         return self.plan(problem)
+
+    def switch(self, plan: Plan, problem: Problem) -> Plan | None:
+        return None
 
     def schedule(self, jobs: Sequence[Job], idle: frozenset[str], plan: Plan, state: QueueView) -> list[Assignment]:
         raise NotImplementedError(f"policy {self.name!r} declares queue={self.queue!r}; it has no global schedule")

@@ -5,7 +5,6 @@ closed loop that re-plans on the latencies it observes when they stray from the 
 from __future__ import annotations
 
 import time
-from concurrent.futures import Executor, Future
 from dataclasses import replace
 from typing import Any
 
@@ -78,15 +77,11 @@ class SparseLoomPolicy(PolicyBase):
         return dispatch(self.dispatch, task, plan, state)
 
     def replan(self, problem: Problem, plan: Plan) -> Plan:
-        """Full ILP re-plan, on the latency factors ``plan`` was made on; call it off the hot path (see
-        ``replan_async``) on SLO or memory change."""
+        """Full ILP re-plan, on the latency factors ``plan`` was made on; the runtime calls it off the hot
+        path on an SLO or memory change, after :meth:`switch`."""
         if not plan.latency_factors:
             return self._plan(problem, self.replan_settings)
         return self._plan_on(problem, Correction(dict(plan.latency_factors), {}))
-
-    def replan_async(self, problem: Problem, executor: Executor) -> Future[Plan]:
-        """Re-plan on ``executor`` while requests keep being served from the current plan."""
-        return executor.submit(self._plan, problem, self.replan_settings)
 
     def switch(self, plan: Plan, problem: Problem) -> Plan:
         """Adapt ``plan`` to a changed problem (SLOs, rates, memory budget) at once, without the ILP."""

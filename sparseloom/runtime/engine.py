@@ -17,8 +17,8 @@ blocks would make more cheaper requests miss than it serves is shed at arrival
 block would start too late to finish by its deadline is dropped, both as in the
 simulator. Nothing blocks the caller of :meth:`submit`.
 
-SLO changes switch routes at once with the policy's ``switch`` (when it has
-one) and re-plan off the hot path with ``replan`` (or ``plan``); requests keep
+SLO changes switch routes at once with the policy's ``switch`` (unless it
+returns None) and re-plan off the hot path with ``replan``; requests keep
 flowing on the current plan meanwhile, as in the simulator. A ``closed_loop``
 policy is shown the measured block latencies (per block x processor, against
 the profile) every FEEDBACK_EVERY_MS, as in the simulator, and the plan its
@@ -227,8 +227,8 @@ class Runtime:
         return total
 
     def set_slo(self, task: str, latency_ms: float | None = None, min_accuracy: float | None = None) -> Plan:
-        """Change a task's SLO: switch routes now (the policy's ``switch``, when it has one), then re-plan
-        in the background (``replan``, else ``plan``) and install that plan when it is ready.
+        """Change a task's SLO: switch routes now (the policy's ``switch``, unless it returns None), then
+        re-plan in the background (``replan``) and install that plan when it is ready.
 
         Returns the plan in force once this call returns.
         """
@@ -243,9 +243,8 @@ class Runtime:
             )
             self.problem = replace(self.problem, tasks=tuple(tasks))
             problem = self.problem
-            switch = getattr(self.policy, "switch", None)
             t0 = time.perf_counter_ns()
-            switched: Plan | None = switch(self.plan, problem) if switch is not None else None
+            switched = self.policy.switch(self.plan, problem)
             if switched is not None:
                 self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
                 self.plan = switched

@@ -5,7 +5,9 @@ Things and happenings are kept apart. The state is plain data
 the event kinds below, each handled by one function that says what it changes
 and which events it schedules next. The loop holds a policy and never looks at
 its name; the only policy calls are ``decide`` (per request) and
-``replan(problem)`` (or ``plan`` when it has none) on an SLO change.
+``replan(problem, plan)`` on an SLO change (``switch`` is not called here: the
+old plan serves until the re-plan's modelled solve time has passed, where the
+runtime switches at once; one of the differences one decision core removes).
 
 Events (heap entries are plain tuples ``(time_ms, seq, kind, payload)`` so the
 hot loop makes no objects per event):

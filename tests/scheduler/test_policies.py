@@ -263,3 +263,20 @@ def test_av_and_sparseloom_share_the_dispatch_rule() -> None:
     assert registry.create("av-np").dispatch == registry.create("sparseloom").dispatch == DISPATCH_DEFAULT  # type: ignore[attr-defined]
     for name in registry.names():
         assert registry.create(name, drop_late=True).drop_late  # dropping is offered to every policy
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_policy_declares_whether_it_switches_at_once(name: str) -> None:
+    """``switch`` is on the protocol: the engines call it on every policy, never probing for it.
+    Only SparseLoom has a quick switch; the others keep their plan until the re-plan."""
+    policy = registry.create(name)
+    plan = policy.plan(GENEROUS)
+    task = GENEROUS.tasks[0]
+    tighter = replace(GENEROUS, tasks=(replace(task, latency_slo_ms=task.latency_slo_ms / 2), *GENEROUS.tasks[1:]))
+    switched = policy.switch(plan, tighter)
+    if name == "sparseloom":
+        assert switched is not None
+        assert switched.slo_ms[task.name] == pytest.approx(task.latency_slo_ms / 2)
+        _assert_valid(tighter, switched)
+    else:
+        assert switched is None
