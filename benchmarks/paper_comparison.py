@@ -28,9 +28,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
@@ -41,12 +40,12 @@ from sparseloom.commands import common
 from sparseloom.errors import InputError
 from sparseloom.sim import (
     Engine,
+    Experiment,
     ProfileError,
     arrival_specs,
     compare_workload,
     max_sustainable_rate,
     min_memory_budget,
-    slo_changes,
 )
 from sparseloom.sim.parallel import PROCESS, map_jobs
 from sparseloom.verdict import measure_served
@@ -65,13 +64,14 @@ class _Search:
     policy: str
     problem: Problem
     specs: dict[str, Arrival]
-    settings: dict[str, Any]
+    experiment: Experiment
 
 
 def _search(job: _Search) -> float | None:
-    fn = min_memory_budget if job.kind == "memory" else max_sustainable_rate
-    res = fn(job.problem, registry.create(job.policy), job.specs, **job.settings)
-    return res.memory_budget_mb if job.kind == "memory" else res.rate_scale  # type: ignore[union-attr]
+    policy = registry.create(job.policy)
+    if job.kind == "memory":
+        return min_memory_budget(job.problem, policy, job.specs, job.experiment, progress=False).memory_budget_mb
+    return max_sustainable_rate(job.problem, policy, job.specs, job.experiment, progress=False).rate_scale
 
 
 def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float | None, throughput: bool,
@@ -118,11 +118,9 @@ def one(scenario: str, soc_name: str, cache: Path, seeds: int, duration: float |
         return out
     sc = workload.scenario
     length = search_s or sc.duration_s
-    search: dict[str, Any] = {
-        "duration_s": length, "warmup_s": min(sc.warmup_s, 0.2 * length), "seed": sc.seed, "seeds": 1,
-        "target": 0.05, "slo_changes": slo_changes(workload.tasks), "base_dir": path.parent,
-        "transitions": sc.transitions, "progress": False,
-    }
+    # The searches run the comparison's experiment (profile error included), shorter and on one seed.
+    search = replace(Experiment.of_workload(workload, path.parent), duration_s=length,
+                     warmup_s=min(sc.warmup_s, 0.2 * length), seeds=1, profile_error=ProfileError(scale=error))
     specs = dict(arrival_specs(workload.tasks))
     # The searches are independent simulations: run them side by side (the machine's cores, or Ray).
     jobs = [_Search("memory", n, assembled.problem, specs, search) for n in (names if memory else ())]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from sparseloom.commands import common
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError([Problem("--policies", f"names from: {', '.join(registry.names())}", ", ".join(unknown))])
     assembled = common.assemble(args, (workload, soc))
 
-    from sparseloom.sim import SweepPoint, arrival_specs, run_sweep, slo_changes
+    from sparseloom.sim import Experiment, ProfileError, SweepPoint, arrival_specs, run_sweep
     from sparseloom.sim.plots import plot_sweep
     from sparseloom.verdict import measure_served
     from stitching.atomic import write_json
@@ -77,12 +78,11 @@ def run(args: argparse.Namespace) -> int:
     points = [SweepPoint(rate_scale=v) if args.axis == "load" else SweepPoint(slo_scale=v) if args.axis == "slo"
               else SweepPoint(error_scale=v) if args.axis == "error"
               else SweepPoint(memory_budget_mb=v * total_mb) for v in values]
-    results = run_sweep(problem, policies, arrival_specs(workload.tasks), points,
-                        duration_s=args.duration or scenario.duration_s, warmup_s=scenario.warmup_s,
-                        seed=scenario.seed, seeds=args.seeds or scenario.seeds, slo_changes=slo_changes(workload.tasks),
-                        base_dir=Path(args.workload).parent, transitions=scenario.transitions,
-                        block_error_cv=args.block_error_cv, workers=args.workers, progress=not args.no_progress,
-                        engine=where)
+    experiment = Experiment.of_workload(workload, Path(args.workload).parent)
+    experiment = replace(experiment, duration_s=args.duration or scenario.duration_s, seeds=args.seeds or scenario.seeds,
+                         profile_error=ProfileError(block_cv=args.block_error_cv, seed=scenario.seed))
+    results = run_sweep(problem, policies, arrival_specs(workload.tasks), points, experiment,
+                        workers=args.workers, progress=not args.no_progress, engine=where)
     out = args.out or Path("out") / f"{scenario.name}-sweep-{args.axis}"
     record = {
         "workload": args.workload, "soc": assembled.soc.name, "axis": args.axis, "axis_meaning": AXES[args.axis],

@@ -21,7 +21,8 @@ from sparseloom.errors import Problem as Complaint
 from sparseloom.runtime.host import processors_present, restrict
 from sparseloom.runtime.inputs import cycling, zoo_examples
 from sparseloom.sim.engine import SLOChangeEvent
-from sparseloom.sim.runner import Arrivals, arrival_specs, make_arrivals, slo_changes
+from sparseloom.sim.experiment import slo_changes
+from sparseloom.sim.runner import Arrivals, arrival_specs, make_arrivals
 from sparseloom.workload import SoC, Workload, load_workload
 
 

@@ -1,7 +1,8 @@
 """The discrete-event simulator: policies on a modelled SoC, their metrics and reports.
 
 ``simulate`` runs one policy on one seed's arrivals; ``compare`` runs every
-policy on the same arrivals over several seeds; ``max_sustainable_rate``
+policy on the same arrivals over the seeds of an ``Experiment`` (the settings
+every comparison, search and sweep takes whole); ``max_sustainable_rate``
 finds the highest load a policy sustains at <= 5% SLO violations;
 ``min_memory_budget`` the least memory it needs for the same;
 ``run_sweep`` compares policies over load, SLO-scale and memory points in
@@ -14,24 +15,20 @@ the writers of the table, results.json, plots and trace are in
 from sparseloom.sim.engine import SLOChangeEvent
 from sparseloom.sim.metrics import Estimate, PolicySummary, RunResult, TaskMetrics
 from sparseloom.sim.parallel import ENGINES, Engine
+from sparseloom.sim.experiment import Experiment, ProfileError, slo_changes
 from sparseloom.sim.runner import (
     Arrivals,
     Comparison,
-    MinimalBudget,
-    ProfileError,
-    SustainableRate,
     arrival_specs,
     compare,
     compare_workload,
     make_arrivals,
-    max_sustainable_rate,
-    min_memory_budget,
     scale_rates,
     simulate,
-    slo_changes,
     unavoidable_rate,
 )
-from sparseloom.sim.sweep import SweepPoint, apply_point, run_sweep
+from sparseloom.sim.search import MinimalBudget, SustainableRate, max_sustainable_rate, min_memory_budget
+from sparseloom.sim.sweep import SweepPoint, apply_point, at_point, run_sweep
 
 __all__ = [
     "ENGINES",
@@ -39,6 +36,7 @@ __all__ = [
     "Comparison",
     "Engine",
     "Estimate",
+    "Experiment",
     "MinimalBudget",
     "PolicySummary",
     "ProfileError",
@@ -49,6 +47,7 @@ __all__ = [
     "TaskMetrics",
     "apply_point",
     "arrival_specs",
+    "at_point",
     "compare",
     "compare_workload",
     "make_arrivals",

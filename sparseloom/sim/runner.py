@@ -24,7 +24,8 @@ from scheduler.policy import Policy
 from scheduler.problem import Problem
 from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
-from sparseloom.sim.engine import BlockOverBudget, SLOChangeEvent
+from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.sim.experiment import Experiment, ProfileError, slo_changes
 from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
 from sparseloom.sim.parallel import PROCESS, Engine, map_jobs
 from sparseloom.workload import Arrival, Task, Transitions, Workload
@@ -43,30 +44,6 @@ def replan_delay_ms(plan: Plan) -> float:
     return plan.info.work * REPLAN_MS_PER_WORK
 
 
-@dataclass(frozen=True)
-class ProfileError:
-    """How the truth differs from the profile every policy plans on: each block runs at the profile's
-    latency x ``scale`` x a per-block lognormal factor (mean 1, coefficient of variation
-    ``block_cv``, drawn once per block digest from ``seed``)."""
-
-    scale: float = 1.0
-    block_cv: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.scale > 0 or self.block_cv < 0:
-            raise ValueError(f"profile error needs scale > 0 and block_cv >= 0, got {self.scale}, {self.block_cv}")
-
-    def block_factors(self, problem: Problem) -> list[float] | None:
-        if self.block_cv == 0:
-            return None
-        ids = engine.block_ids(problem)
-        sigma = math.sqrt(math.log1p(self.block_cv**2))
-        out = [1.0] * len(ids)
-        for digest, b in ids.items():
-            rng = np.random.default_rng([self.seed, zlib.crc32(digest.encode())])
-            out[b] = float(rng.lognormal(-sigma * sigma / 2.0, sigma))
-        return out
 
 
 @dataclass(frozen=True)
@@ -124,16 +101,6 @@ def make_arrivals(
 def arrival_specs(tasks: Sequence[Task]) -> dict[str, Arrival]:
     """The arrival process of each workload task, by task name."""
     return {t.name: t.arrival for t in tasks}
-
-
-def slo_changes(tasks: Sequence[Task]) -> tuple[SLOChangeEvent, ...]:
-    """The SLO changes of workload tasks as engine events, in time order."""
-    events = [
-        SLOChangeEvent(c.at_s * 1000.0, t.name, c.latency_ms, c.min_accuracy)
-        for t in tasks
-        for c in t.slo_changes
-    ]
-    return tuple(sorted(events, key=lambda e: e.at_ms))
 
 
 def simulate(
@@ -204,18 +171,28 @@ class _RunJob:
     problem: Problem
     policy: Policy
     arrivals: Arrivals
-    warmup_s: float
-    slo_changes: tuple[SLOChangeEvent, ...]
+    experiment: Experiment
     plan: Plan
     trace_until_s: float
-    latency_cv: float
-    profile_error: ProfileError | None
 
 
 def _simulate_job(job: _RunJob) -> RunResult:
-    return simulate(job.problem, job.policy, job.arrivals, warmup_s=job.warmup_s, slo_changes=job.slo_changes,
-                    plan=job.plan, trace_until_s=job.trace_until_s, latency_cv=job.latency_cv,
-                    profile_error=job.profile_error)
+    return simulate_in(job.experiment, job.problem, job.policy, job.arrivals, plan=job.plan, trace_until_s=job.trace_until_s)
+
+
+def simulate_in(
+    experiment: Experiment, problem: Problem, policy: Policy, arrivals: Arrivals, *, plan: Plan | None = None,
+    trace_until_s: float = 0.0,
+) -> RunResult:
+    """:func:`simulate` with the experiment's warm-up, SLO changes, latency spread and profile error."""
+    return simulate(problem, policy, arrivals, warmup_s=experiment.warmup_s, slo_changes=experiment.slo_changes, plan=plan,
+                    trace_until_s=trace_until_s, latency_cv=experiment.latency_cv, profile_error=experiment.profile_error)
+
+
+def arrivals_in(experiment: Experiment, specs: Mapping[str, Arrival], seed: int, rate_scale: float = 1.0) -> Arrivals:
+    """One seed's arrivals of the experiment, at its rate scale x ``rate_scale``."""
+    return make_arrivals(specs, experiment.duration_s, seed, rate_scale=experiment.rate_scale * rate_scale,
+                         base_dir=experiment.base_dir, transitions=experiment.transitions)
 
 
 # Below this many simulated requests in all, starting worker processes costs more than it saves.
@@ -284,24 +261,15 @@ def compare(
     problem: Problem,
     policies: Sequence[Policy],
     specs: Mapping[str, Arrival],
+    experiment: Experiment,
     *,
-    duration_s: float,
-    warmup_s: float = 0.0,
-    seed: int = 0,
-    seeds: int = 1,
-    slo_changes: Sequence[SLOChangeEvent] = (),
-    rate_scale: float = 1.0,
-    base_dir: str | Path = ".",
-    transitions: Transitions | None = None,
     trace_until_s: float = 0.0,
-    latency_cv: float = 0.0,
     progress: bool = True,
     workers: int | None = None,
     engine: Engine = PROCESS,
     verdict: Callable[[Mapping[str, Plan]], Problem] | None = None,
-    profile_error: ProfileError | None = None,
 ) -> Comparison:
-    """Run every policy on seeds ``seed .. seed+seeds-1``; the schedule log is kept for the first seed.
+    """Run every policy on the experiment's seeds; the schedule log is kept for the first seed.
 
     ``verdict``: given every policy's plan, the problem to simulate them on (the same numbers, with
     the accuracy of every variant the plans may serve measured: :func:`sparseloom.verdict.measure_served`).
@@ -309,8 +277,6 @@ def compare(
     ``workers``: processes running (policy, seed) pairs side by side; by default the CPUs available
     when the runs are big enough to pay for starting processes, else 1 (this process).
     """
-    if seeds < 1:
-        raise ValueError("seeds must be >= 1")
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise ValueError(f"policy names must be unique, got {names}")
@@ -325,23 +291,16 @@ def compare(
 
     plan_all(problem)
     if verdict is not None:
-        problem = judge(problem, policies, plans, slo_changes, verdict, plan_all)
-    seed_list = tuple(range(seed, seed + seeds))
+        problem = judge(problem, policies, plans, experiment.slo_changes, verdict, plan_all)
+    seed_list = experiment.seed_list
     jobs: list[_RunJob] = []
     floors: list[float] = []
     for s in seed_list:
-        arrivals = make_arrivals(
-            specs,
-            duration_s,
-            s,
-            rate_scale=rate_scale,
-            base_dir=base_dir,
-            transitions=transitions,
-        )
-        floors.append(unavoidable_rate(problem, arrivals, warmup_s, slo_changes, profile_error))
+        arrivals = arrivals_in(experiment, specs, s)
+        floors.append(unavoidable_rate(problem, arrivals, experiment.warmup_s, experiment.slo_changes, experiment.profile_error))
         for policy in policies:
-            jobs.append(_RunJob(problem, policy, arrivals, warmup_s, tuple(slo_changes), plans[policy.name],
-                                trace_until_s if s == seed_list[0] else 0.0, latency_cv, profile_error))
+            jobs.append(_RunJob(problem, policy, arrivals, experiment, plans[policy.name],
+                                trace_until_s if s == seed_list[0] else 0.0))
     bar = tqdm(
         total=len(jobs),
         desc="simulate",
@@ -355,14 +314,14 @@ def compare(
         runs[res.policy].append(replace(res, plan_wall_s=plan_wall[res.policy]))
     bar.close()
     return Comparison(
-        duration_s=duration_s,
-        warmup_s=warmup_s,
+        duration_s=experiment.duration_s,
+        warmup_s=experiment.warmup_s,
         seeds=seed_list,
-        rate_scale=rate_scale,
+        rate_scale=experiment.rate_scale,
         policies={n: summarise(n, runs[n]) for n in names},
         plans=plans,
         plan_wall_s=plan_wall,
-        slo_changes=tuple(slo_changes),
+        slo_changes=experiment.slo_changes,
         unavoidable=tuple(floors),
     )
 
@@ -387,9 +346,6 @@ def compare_workload(
     ``problem`` must hold the workload's tasks (by name); ``base_dir`` is
     where trace files are resolved (the workload file's folder).
     """
-    scenario = workload.scenario
-    if scenario is None:
-        raise ValueError("the workload has no 'scenario' section")
     names = {t.name for t in problem.tasks}
     missing = [t.name for t in workload.tasks if t.name not in names]
     if missing:
@@ -397,26 +353,10 @@ def compare_workload(
             f"the problem lacks the workload's task(s) {', '.join(missing)}"
         )
     tasks = [t for t in workload.tasks if t.name in names]
-    return compare(
-        problem,
-        policies,
-        arrival_specs(tasks),
-        duration_s=scenario.duration_s,
-        warmup_s=scenario.warmup_s,
-        seed=scenario.seed,
-        seeds=scenario.seeds,
-        slo_changes=slo_changes(tasks),
-        rate_scale=rate_scale,
-        base_dir=base_dir,
-        transitions=scenario.transitions,
-        trace_until_s=trace_until_s,
-        latency_cv=latency_cv,
-        progress=progress,
-        workers=workers,
-        engine=engine,
-        verdict=verdict,
-        profile_error=profile_error,
-    )
+    experiment = replace(Experiment.of_workload(workload, base_dir, names), rate_scale=rate_scale, latency_cv=latency_cv,
+                         profile_error=profile_error)
+    return compare(problem, policies, arrival_specs(tasks), experiment, trace_until_s=trace_until_s, progress=progress,
+                   workers=workers, engine=engine, verdict=verdict)
 
 
 # Rounds of measure-then-re-plan before a run (see ``judge``): the first measures what the plans
@@ -467,205 +407,3 @@ def scale_rates(problem: Problem, rate_scale: float) -> Problem:
                             sustained_rate_hz=None if t.sustained_rate_hz is None else t.sustained_rate_hz * rate_scale)
                     for t in problem.tasks),
     )
-
-
-def mean_violation(
-    problem: Problem,
-    policy: Policy,
-    specs: Mapping[str, Arrival],
-    *,
-    duration_s: float,
-    warmup_s: float,
-    seed: int,
-    seeds: int,
-    rate_scale: float = 1.0,
-    slo_changes: Sequence[SLOChangeEvent] = (),
-    base_dir: str | Path = ".",
-    transitions: Transitions | None = None,
-) -> tuple[float, float]:
-    """Plan ``problem`` once, simulate it on each seed; the mean violation rate and offered load (rps)."""
-    plan = policy.plan(problem)
-    viol, offered = [], []
-    for s in range(seed, seed + seeds):
-        arrivals = make_arrivals(specs, duration_s, s, rate_scale=rate_scale, base_dir=base_dir,
-                                 transitions=transitions)
-        res = simulate(problem, policy, arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan)
-        viol.append(res.slo_violation_rate)
-        offered.append(res.offered_rps)
-    return float(np.mean(viol)), float(np.mean(offered))
-
-
-@dataclass(frozen=True)
-class SustainableRate:
-    """The largest load a policy sustains at or below the target violation rate."""
-
-    policy: str
-    target: float
-    rate_scale: float
-    offered_rps: float
-    slo_violation_rate: float
-    # (rate_scale, offered_rps, violation rate) of every point tried, in the order tried.
-    points: tuple[tuple[float, float, float], ...]
-    bounded: (
-        bool  # False when the search hit its scale limit without crossing the target
-    )
-
-
-def max_sustainable_rate(
-    problem: Problem,
-    policy: Policy,
-    specs: Mapping[str, Arrival],
-    *,
-    duration_s: float,
-    warmup_s: float = 0.0,
-    seed: int = 0,
-    seeds: int = 1,
-    target: float = 0.05,
-    tolerance: float = 0.02,
-    max_scale: float = 64.0,
-    slo_changes: Sequence[SLOChangeEvent] = (),
-    base_dir: str | Path = ".",
-    transitions: Transitions | None = None,
-    progress: bool = True,
-) -> SustainableRate:
-    """Bisect a load scale factor for the highest offered rate with violation rate <= ``target``.
-
-    The policy re-plans at every load point with the scaled expected rates.
-    The search doubles (or halves) from scale 1 until it brackets the target,
-    then bisects until the bracket is within ``tolerance`` (relative).
-    """
-    points: list[tuple[float, float, float]] = []
-    bar = tqdm(
-        desc=f"max rate {policy.name}", unit="point", disable=not progress, leave=False
-    )
-
-    def trial(scale: float) -> tuple[float, float]:
-        v, o = mean_violation(scale_rates(problem, scale), policy, specs, duration_s=duration_s,
-                              warmup_s=warmup_s, seed=seed, seeds=seeds, rate_scale=scale,
-                              slo_changes=slo_changes, base_dir=base_dir, transitions=transitions)
-        points.append((scale, o, v))
-        bar.set_postfix_str(f"x{scale:.3g}: {v:.1%} violations")
-        bar.update()
-        return v, o
-
-    v, o = trial(1.0)
-    best: tuple[float, float, float] | None = (1.0, o, v) if v <= target else None
-    if v <= target:
-        lo, hi = 1.0, 2.0
-        while True:
-            v, o = trial(hi)
-            if v > target:
-                break
-            best = (hi, o, v)
-            lo, hi = hi, hi * 2.0
-            if hi > max_scale:
-                bar.close()
-                return SustainableRate(
-                    policy.name, target, lo, best[1], best[2], tuple(points), False
-                )
-    else:
-        lo, hi = 0.5, 1.0
-        while True:
-            v, o = trial(lo)
-            if v <= target:
-                best = (lo, o, v)
-                break
-            lo, hi = lo / 2.0, lo
-            if lo < 1.0 / max_scale:
-                bar.close()
-                return SustainableRate(
-                    policy.name, target, 0.0, 0.0, v, tuple(points), False
-                )
-    while hi / lo - 1.0 > tolerance:
-        mid = (lo * hi) ** 0.5
-        v, o = trial(mid)
-        if v <= target:
-            lo, best = mid, (mid, o, v)
-        else:
-            hi = mid
-    bar.close()
-    assert best is not None
-    return SustainableRate(
-        policy.name, target, best[0], best[1], best[2], tuple(points), True
-    )
-
-
-@dataclass(frozen=True)
-class MinimalBudget:
-    """The smallest memory budget at which a policy stays at or below the target violation rate."""
-
-    policy: str
-    target: float
-    # None when even the largest budget tried misses the target.
-    memory_budget_mb: float | None
-    slo_violation_rate: float
-    # (memory budget MB, violation rate) of every point tried, in the order tried.
-    points: tuple[tuple[float, float], ...]
-
-
-def min_memory_budget(
-    problem: Problem,
-    policy: Policy,
-    specs: Mapping[str, Arrival],
-    *,
-    duration_s: float,
-    warmup_s: float = 0.0,
-    seed: int = 0,
-    seeds: int = 1,
-    target: float = 0.05,
-    tolerance: float = 0.05,
-    max_budget_mb: float | None = None,
-    slo_changes: Sequence[SLOChangeEvent] = (),
-    base_dir: str | Path = ".",
-    transitions: Transitions | None = None,
-    progress: bool = True,
-) -> MinimalBudget:
-    """Bisect the memory budget for the least memory with violation rate <= ``target``.
-
-    This is "memory at equal violation rate": the policy plans for each budget and the simulator
-    enforces it (blocks evicted and reloaded at storage bandwidth). The search starts at
-    ``max_budget_mb`` (default the problem's budget), halves until the target is missed, then
-    bisects until the bracket is within ``tolerance`` (relative).
-    """
-    top = problem.memory_budget_mb if max_budget_mb is None else max_budget_mb
-    if not math.isfinite(top) or top <= 0:
-        raise ValueError(f"the memory budget search needs a finite positive budget, got {top:g} MB")
-    points: list[tuple[float, float]] = []
-    bar = tqdm(desc=f"min memory {policy.name}", unit="point", disable=not progress, leave=False)
-
-    def trial(budget_mb: float) -> float:
-        try:
-            v, _ = mean_violation(replace(problem, memory_budget_mb=budget_mb), policy, specs,
-                                  duration_s=duration_s, warmup_s=warmup_s, seed=seed, seeds=seeds,
-                                  slo_changes=slo_changes, base_dir=base_dir, transitions=transitions)
-        except BlockOverBudget:
-            v = 1.0  # the policy's plan needs a block larger than this budget: no request can run
-        points.append((budget_mb, v))
-        bar.set_postfix_str(f"{budget_mb:.4g} MB: {v:.1%} violations")
-        bar.update()
-        return v
-
-    try:
-        v = trial(top)
-        if v > target:
-            return MinimalBudget(policy.name, target, None, v, tuple(points))
-        hi, best_v = top, v
-        lo = top / 2.0
-        while True:
-            v = trial(lo)
-            if v > target:
-                break
-            hi, best_v = lo, v
-            if lo < top / 1024.0:
-                return MinimalBudget(policy.name, target, hi, best_v, tuple(points))
-            lo /= 2.0
-        while hi / lo - 1.0 > tolerance:
-            mid = (lo * hi) ** 0.5
-            v = trial(mid)
-            if v <= target:
-                hi, best_v = mid, v
-            else:
-                lo = mid
-        return MinimalBudget(policy.name, target, hi, best_v, tuple(points))
-    finally:
-        bar.close()

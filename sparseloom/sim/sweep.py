@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from tqdm import tqdm
 
 from scheduler.policy import Policy
 from scheduler.problem import Problem
-from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.sim.experiment import Experiment, ProfileError
 from sparseloom.sim.parallel import PROCESS, Engine, map_jobs
-from sparseloom.sim.runner import Comparison, ProfileError, compare, scale_rates
-from sparseloom.workload import Arrival, Transitions
+from sparseloom.sim.runner import Comparison, compare, scale_rates
+from sparseloom.workload import Arrival
 
 
 @dataclass(frozen=True)
@@ -63,38 +62,25 @@ class _Job:
     policies: tuple[Policy, ...]
     specs: Mapping[str, Arrival]
     point: SweepPoint
-    duration_s: float
-    warmup_s: float
-    seed: int
-    seeds: int
-    slo_changes: tuple[SLOChangeEvent, ...]
-    base_dir: str
-    transitions: Transitions | None
-    latency_cv: float
-    block_error_cv: float
+    experiment: Experiment
+
+
+def at_point(experiment: Experiment, point: SweepPoint) -> Experiment:
+    """The experiment at a sweep point: its SLO changes' latencies scaled with the SLOs, the load
+    scaled, and the truth ``point.error_scale`` times further from the profile (per-block error kept)."""
+    changes = tuple(replace(c, latency_ms=c.latency_ms * point.slo_scale) if c.latency_ms is not None else c
+                    for c in experiment.slo_changes)
+    error = experiment.profile_error or ProfileError(seed=experiment.seed)
+    return replace(experiment, slo_changes=changes, rate_scale=experiment.rate_scale * point.rate_scale,
+                   profile_error=replace(error, scale=error.scale * point.error_scale))
 
 
 def _run(job: _Job) -> Comparison:
-    changes = tuple(
-        replace(c, latency_ms=c.latency_ms * job.point.slo_scale)
-        if c.latency_ms is not None
-        else c
-        for c in job.slo_changes
-    )
     return compare(
         apply_point(job.problem, job.point),
         job.policies,
         job.specs,
-        duration_s=job.duration_s,
-        warmup_s=job.warmup_s,
-        seed=job.seed,
-        seeds=job.seeds,
-        slo_changes=changes,
-        rate_scale=job.point.rate_scale,
-        base_dir=job.base_dir,
-        transitions=job.transitions,
-        latency_cv=job.latency_cv,
-        profile_error=ProfileError(job.point.error_scale, job.block_error_cv, job.seed),
+        at_point(job.experiment, job.point),
         progress=False,
         workers=1,  # the sweep already runs its points in parallel processes
     )
@@ -105,45 +91,20 @@ def run_sweep(
     policies: Sequence[Policy],
     specs: Mapping[str, Arrival],
     points: Sequence[SweepPoint],
+    experiment: Experiment,
     *,
-    duration_s: float,
-    warmup_s: float = 0.0,
-    seed: int = 0,
-    seeds: int = 1,
-    slo_changes: Sequence[SLOChangeEvent] = (),
-    base_dir: str | Path = ".",
-    transitions: Transitions | None = None,
-    latency_cv: float = 0.0,
-    block_error_cv: float = 0.0,
     workers: int | None = None,
     progress: bool = True,
     engine: Engine = PROCESS,
 ) -> list[tuple[SweepPoint, Comparison]]:
-    """Compare every policy at every point; results come back in the order of ``points``.
+    """Compare every policy at every point (:func:`at_point`); results come back in the order of ``points``.
 
     ``workers``: processes to use (default: the CPUs available, at most one per
     point); 1 runs in this process. ``engine``: a "ray" one runs the points on Ray instead (each
-    point's job carries the problem, policies and settings by value; trace arrivals are read by the
-    worker from ``base_dir``, which must then be on every node).
+    point's job carries the problem, policies and experiment by value; trace arrivals are read by
+    the worker from the experiment's ``base_dir``, which must then be on every node).
     """
-    jobs = [
-        _Job(
-            problem,
-            tuple(policies),
-            dict(specs),
-            p,
-            duration_s,
-            warmup_s,
-            seed,
-            seeds,
-            tuple(slo_changes),
-            str(base_dir),
-            transitions,
-            latency_cv,
-            block_error_cv,
-        )
-        for p in points
-    ]
+    jobs = [_Job(problem, tuple(policies), dict(specs), p, experiment) for p in points]
     n = workers or min(len(jobs), len(os.sched_getaffinity(0)))
     bar = tqdm(
         total=len(jobs), desc="sweep", unit="point", disable=not progress, leave=False

@@ -13,7 +13,7 @@ import pytest
 from scheduler import registry
 from sparseloom.cli import main
 from sparseloom.errors import InputError
-from sparseloom.sim import Engine, RunResult
+from sparseloom.sim import Engine, Experiment, RunResult
 from sparseloom.sim.cluster import check_address, ray_map
 from sparseloom.sim.sweep import SweepPoint, run_sweep
 from tests.sparseloom.test_simulator_sweep import make_case
@@ -57,7 +57,7 @@ def test_a_sweep_on_ray_gives_every_figure_the_process_pool_gives(ray_local) -> 
     points = [SweepPoint(rate_scale=0.5), SweepPoint(rate_scale=2.0)]
 
     def sweep(engine: Engine):  # type: ignore[no-untyped-def]
-        return run_sweep(problem, policies, specs, points, duration_s=5.0, warmup_s=0.5, seeds=2, workers=2,
+        return run_sweep(problem, policies, specs, points, Experiment(duration_s=5.0, warmup_s=0.5, seeds=2), workers=2,
                          progress=False, engine=engine)
 
     local, on_ray = sweep(Engine()), sweep(Engine("ray"))

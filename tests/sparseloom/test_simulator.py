@@ -12,6 +12,7 @@ from scheduler.plan import Plan
 from scheduler.problem import Option, Problem, TaskSpec
 from sparseloom.sim import (
     Arrivals,
+    Experiment,
     ProfileError,
     SLOChangeEvent,
     compare,
@@ -252,9 +253,7 @@ def test_compare_gives_every_policy_the_same_arrivals(tmp_path: Path) -> None:
         problem,
         [fast, slow],
         {"a": Trace(process="trace", file="t.csv")},
-        duration_s=5.0,
-        seeds=3,
-        base_dir=tmp_path,
+        Experiment(duration_s=5.0, seeds=3, base_dir=str(tmp_path)),
         progress=False,
     )
     assert cmp.seeds == (0, 1, 2)
@@ -268,7 +267,7 @@ def test_compare_gives_every_policy_the_same_arrivals(tmp_path: Path) -> None:
             problem,
             [fast, fast],
             {"a": Poisson(process="poisson", rate_hz=1)},
-            duration_s=1.0,
+            Experiment(duration_s=1.0),
             progress=False,
         )
 
@@ -279,10 +278,10 @@ def test_confidence_interval_shrinks_with_more_seeds() -> None:
     policy = FixedPolicy("fixed", {"a": ((0,), ("cpu",))})
     spec = {"a": Poisson(process="poisson", rate_hz=90.0)}
     few = compare(
-        problem, [policy], spec, duration_s=20.0, seeds=3, progress=False
+        problem, [policy], spec, Experiment(duration_s=20.0, seeds=3), progress=False
     ).policies["fixed"]
     many = compare(
-        problem, [policy], spec, duration_s=20.0, seeds=12, progress=False
+        problem, [policy], spec, Experiment(duration_s=20.0, seeds=12), progress=False
     ).policies["fixed"]
     assert (
         few.slo_violation_rate.ci95 is not None
@@ -305,8 +304,7 @@ def test_max_sustainable_rate_finds_the_service_capacity() -> None:
         problem,
         policy,
         {"a": Periodic(process="periodic", period_ms=40.0)},
-        duration_s=30.0,
-        warmup_s=1.0,
+        Experiment(duration_s=30.0, warmup_s=1.0),
         progress=False,
     )
     assert found.bounded
@@ -324,7 +322,7 @@ def test_min_memory_budget_finds_the_working_set() -> None:
     problem = problem_of([task], memory_budget_mb=160.0, storage_mb_per_ms=1.0)
     policy = FixedPolicy("fixed", {"a": ((0, 0), ("cpu", "cpu"))})
     spec = {"a": Periodic(process="periodic", period_ms=50.0)}
-    found = min_memory_budget(problem, policy, spec, duration_s=5.0, warmup_s=0.5, target=0.0,
+    found = min_memory_budget(problem, policy, spec, Experiment(duration_s=5.0, warmup_s=0.5), target=0.0,
                               tolerance=0.01, progress=False)
     assert found.memory_budget_mb is not None
     assert 20.0 <= found.memory_budget_mb <= 20.0 * 1.01
@@ -333,8 +331,8 @@ def test_min_memory_budget_finds_the_working_set() -> None:
     # A target the full budget cannot meet gives no budget, not a made-up one.
     tight = problem_of([chain_task("a", [{"cpu": 2.0}, {"cpu": 3.0}], memory_mb=10.0, slo_ms=4.0)],
                        memory_budget_mb=160.0, storage_mb_per_ms=1.0)
-    missed = min_memory_budget(tight, policy, spec, duration_s=2.0, target=0.05, progress=False)
-    assert missed.memory_budget_mb is None and missed.slo_violation_rate == 1.0
+    missed = min_memory_budget(tight, policy, spec, Experiment(duration_s=2.0), target=0.05, progress=False)
+    assert missed.memory_budget_mb is None and missed.slo_violation_rate == 1.0 and not missed.bounded
 
 
 def test_unrunnable_route_is_a_clear_error() -> None:
@@ -525,7 +523,7 @@ def test_a_variant_refuted_by_measurement_is_planned_away_before_the_run() -> No
     plain = registry.create("sparseloom").plan(problem)
     assert plain.routes["a"].options == (1,)  # on the estimate, fast wins
     cmp = compare(problem, [registry.create("sparseloom"), registry.create("av-p")],
-                  {"a": Poisson(process="poisson", rate_hz=10.0)}, duration_s=2.0, progress=False, verdict=verdict)
+                  {"a": Poisson(process="poisson", rate_hz=10.0)}, Experiment(duration_s=2.0), progress=False, verdict=verdict)
     for name in ("sparseloom", "av-p"):
         assert cmp.plans[name].routes["a"].options == (0,)
         assert cmp.policies[name].runs[0].per_task["a"].accuracy_violations == 0
@@ -548,6 +546,6 @@ def test_unavoidable_violations_are_the_requests_whose_slo_is_below_the_fastest_
     policy = FixedPolicy("fixed", {"slow": ((0,), ("cpu",)), "fast": ((0,), ("cpu",))})
     cmp = compare(problem, [policy], {"slow": Periodic(process="periodic", period_ms=100.0),
                                       "fast": Periodic(process="periodic", period_ms=100.0)},
-                  duration_s=10.0, warmup_s=1.0, slo_changes=[change], progress=False)
+                  Experiment(duration_s=10.0, warmup_s=1.0, slo_changes=(change,)), progress=False)
     assert cmp.unavoidable_rate == pytest.approx(cmp.policies["fixed"].slo_violation_rate.mean, abs=0.02)
     assert cmp.unavoidable_rate > 0.25

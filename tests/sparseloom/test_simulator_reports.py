@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparseloom.sim import SLOChangeEvent, compare
+from sparseloom.sim import Experiment, SLOChangeEvent, compare
 from sparseloom.sim.metrics import BATCHES, estimate_rate
 from sparseloom.sim.report import format_table, write_outputs
 from sparseloom.workload import Periodic, Poisson
@@ -62,11 +62,8 @@ def outputs(
         problem,
         policies,
         specs,
-        duration_s=20.0,
-        warmup_s=2.0,
-        seeds=2,
+        Experiment(duration_s=20.0, warmup_s=2.0, seeds=2, slo_changes=(SLOChangeEvent(500.0, "a", latency_ms=5.0),)),
         trace_until_s=1.0,
-        slo_changes=[SLOChangeEvent(500.0, "a", latency_ms=5.0)],
         progress=False,
     )
     out = tmp_path_factory.mktemp("report")
@@ -216,7 +213,7 @@ def test_a_policy_that_drops_gets_a_dropped_column_and_finite_percentiles() -> N
 
     problem = random_problem(5, tasks=2, positions=3, variants=2, processors=2, load=3.0)
     specs = {t.name: Poisson(process="poisson", rate_hz=t.rate_hz) for t in problem.tasks}
-    cmp = compare(problem, [registry.create("band-lsf")], specs, duration_s=4.0, warmup_s=0.5, seeds=2,
+    cmp = compare(problem, [registry.create("band-lsf")], specs, Experiment(duration_s=4.0, warmup_s=0.5, seeds=2),
                   progress=False)
     s = cmp.policies["band-lsf"]
     assert s.dropped_rate.mean > 0 and np.isfinite(s.latency_p99_ms.mean)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.problem import Problem
-from sparseloom.sim import Comparison, SLOChangeEvent
+from sparseloom.sim import Comparison, Experiment, SLOChangeEvent
 from sparseloom.sim.sweep import SweepPoint, apply_point, run_sweep
 from sparseloom.workload import Poisson
 from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
@@ -52,10 +52,7 @@ def test_sweep_load_slo_and_memory_in_parallel() -> None:
             [policy],
             specs,
             points,
-            duration_s=20.0,
-            warmup_s=1.0,
-            seeds=2,
-            slo_changes=change,
+            Experiment(duration_s=20.0, warmup_s=1.0, seeds=2, slo_changes=change),
             workers=workers,
             progress=False,
         )
