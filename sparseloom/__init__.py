@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 from sparseloom.workload import SoC, Workload, load_workload
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ __all__ = [
     "SLO",
     "InputError",
     "Pipeline",
-    "Problem",
+    "Complaint",
     "Rejected",
     "RuntimeStats",
     "SoC",

@@ -34,7 +34,7 @@ from scheduler.plan import Plan
 from scheduler.problem import Problem
 from sparseloom import workload as wl
 from sparseloom.errors import InputError, bad_argument
-from sparseloom.errors import Problem as Complaint
+from sparseloom.errors import Complaint
 from sparseloom.runtime import Runtime, RuntimeStats, processors_present, restrict
 from stitching import zoo
 from stitching.user_model import check_partition

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 from sparseloom.workload import Arrival, Bursty, Periodic, Poisson, Trace, Transitions
 
 # A trace line is a timestamp and maybe a few more CSV columns; a longer line is not a trace. The
@@ -36,7 +36,7 @@ def _trace_lines(fh: BinaryIO, path: str | Path) -> Iterator[tuple[int, list[str
         rest = parts.pop()
         for k, part in enumerate((*parts, rest)):
             if len(part) > MAX_TRACE_LINE:
-                raise InputError([Problem("", f"lines of at most {MAX_TRACE_LINE} bytes", "a longer line",
+                raise InputError([Complaint("", f"lines of at most {MAX_TRACE_LINE} bytes", "a longer line",
                                           str(path), lineno + k)])
         yield lineno, [p.decode("utf-8", "replace") for p in parts]
         lineno += len(parts)
@@ -63,7 +63,7 @@ def load_trace(path: str | Path) -> np.ndarray:
     :class:`~sparseloom.errors.InputError` with the file and line."""
 
     def bad(lineno: int, expected: str, found: str) -> InputError:
-        return InputError([Problem("", expected, found, str(path), lineno)])
+        return InputError([Complaint("", expected, found, str(path), lineno)])
 
     times = array("d")
     with open(path, "rb") as fh:

@@ -29,7 +29,7 @@ from backends.profile import Profile
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from sparseloom.arrivals import mean_rate_hz, sustained_rate_hz
 from sparseloom.errors import InputError
-from sparseloom.errors import Problem as Complaint
+from sparseloom.errors import Complaint
 from sparseloom.workload import ModelSpec, SoC, Workload
 from stitching import sealed, zoo
 from stitching.pool import Block, ModelRequest, Pool, build_pool

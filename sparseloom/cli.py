@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or EXIT_OK)
     except InputError as err:
-        for problem in err.problems:
+        for problem in err.complaints:
             print(problem, file=sys.stderr)
         return EXIT_INPUT
     except BrokenPipeError:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Problem:
+class Complaint:
     """One located complaint about user input."""
 
     path: str
@@ -34,15 +34,15 @@ class Problem:
 class InputError(ValueError):
     """Bad input: a workload file, a CLI flag or an API argument.
 
-    ``problems`` lists every located problem; ``str(err)`` is one line each.
+    ``complaints`` lists every located complaint; ``str(err)`` is one line each.
     The CLI maps this exception to exit status 2.
     """
 
-    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
-        self.problems: tuple[Problem, ...] = tuple(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+    def __init__(self, complaints: list[Complaint] | tuple[Complaint, ...]) -> None:
+        self.complaints: tuple[Complaint, ...] = tuple(complaints)
+        super().__init__("\n".join(str(p) for p in self.complaints))
 
 
 def bad_argument(name: str, expected: str, found: object) -> InputError:
     """An :class:`InputError` for one bad API argument."""
-    return InputError([Problem(path=name, expected=expected, found=repr(found))])
+    return InputError([Complaint(path=name, expected=expected, found=repr(found))])

@@ -19,7 +19,7 @@ from scheduler.plan import Plan
 from scheduler.problem import Problem, TaskSpec
 from sparseloom.assemble import Assembled, _key, evaluation_key, evaluator_for, measured_choices
 from sparseloom.errors import InputError
-from sparseloom.errors import Problem as Complaint
+from sparseloom.errors import Complaint
 from stitching import sealed
 from stitching.stitch import Measurer
 from stitching.zoo.evaluate import EvaluationError

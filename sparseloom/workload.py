@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from scheduler import registry
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 from sparseloom.yamlsource import KeyPath, Located, format_path, load
 
 ProcessorKind = Literal["cpu", "gpu", "dsp", "npu"]
@@ -166,7 +166,7 @@ class SoC(Schema):
         workload = load_workload(path)
         if workload.soc is None:
             raise InputError(
-                [Problem("soc", "an 'soc' section", "none", file=str(path))]
+                [Complaint("soc", "an 'soc' section", "none", file=str(path))]
             )
         return workload.soc
 
@@ -422,7 +422,7 @@ def _known_keys(types_here: list[Any]) -> list[str]:
     return keys
 
 
-def _problem(err: Any, located: Located) -> Problem:
+def _problem(err: Any, located: Located) -> Complaint:
     loc = tuple(err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -437,7 +437,7 @@ def _problem(err: Any, located: Located) -> Problem:
             else "one of: " + ", ".join(sorted(known))
         )
         file, line = located.where(path)
-        return Problem(
+        return Complaint(
             format_path(path),
             f"a known key ({hint})",
             f"unknown key '{key}'",
@@ -450,7 +450,7 @@ def _problem(err: Any, located: Located) -> Problem:
     for prefix in ("Value error, ", "Input should be "):
         msg = msg.removeprefix(prefix)
     if kind == "missing":
-        return Problem(
+        return Complaint(
             format_path(path), "this key (it is required)", "nothing", file, line
         )
     found = "" if kind in ("value_error",) else f"{err.get('input')!r}"
@@ -461,7 +461,7 @@ def _problem(err: Any, located: Located) -> Problem:
     msg = msg.replace("a valid tuple", "a list").replace(
         "Tuple should", "the list should"
     )
-    return Problem(format_path(path), msg, found, file, line)
+    return Complaint(format_path(path), msg, found, file, line)
 
 
 def _drop_echoes(errors: list[Any]) -> list[Any]:
@@ -483,12 +483,12 @@ def _drop_echoes(errors: list[Any]) -> list[Any]:
 # ------------------------------------------------------------- cross checks
 
 
-def _cross_checks(w: Workload, located: Located, base_dir: Path) -> list[Problem]:
-    problems: list[Problem] = []
+def _cross_checks(w: Workload, located: Located, base_dir: Path) -> list[Complaint]:
+    problems: list[Complaint] = []
 
     def add(path: KeyPath, expected: str, found: str) -> None:
         file, line = located.where(path)
-        problems.append(Problem(format_path(path), expected, found, file, line))
+        problems.append(Complaint(format_path(path), expected, found, file, line))
 
     def unique(items: tuple[Any, ...], key: str) -> None:
         seen: set[str] = set()

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 
 KeyPath = tuple[str | int, ...]
 _PLAIN_KEY = re.compile(r"^[^\s\[\].]+$")
@@ -113,7 +113,7 @@ def _walk(
     path: KeyPath,
     file: str,
     origin: dict[KeyPath, tuple[str, int]],
-    problems: list[Problem],
+    problems: list[Complaint],
 ) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -122,7 +122,7 @@ def _walk(
             line = key_node.start_mark.line + 1
             if key in seen:
                 problems.append(
-                    Problem(
+                    Complaint(
                         format_path(path + (key,)),
                         "each key once per mapping",
                         "a duplicate key",
@@ -144,7 +144,7 @@ def _read(path: Path, shown: str) -> str:
     with open(path, "rb") as fh:
         raw = fh.read(MAX_BYTES + 1)
     if len(raw) > MAX_BYTES:
-        raise InputError([Problem("", f"a file of at most {MAX_BYTES // (1024 * 1024)} MiB",
+        raise InputError([Complaint("", f"a file of at most {MAX_BYTES // (1024 * 1024)} MiB",
                                   "a larger file", shown)])
     return raw.decode("utf-8")
 
@@ -154,11 +154,11 @@ def _parse(path: Path, shown: str) -> Located:
         text = _read(path, shown)
     except FileNotFoundError:
         raise InputError(
-            [Problem("", "an existing file", "no such file", shown)]
+            [Complaint("", "an existing file", "no such file", shown)]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(
-            [Problem("", "a readable UTF-8 text file", type(exc).__name__, shown)]
+            [Complaint("", "a readable UTF-8 text file", type(exc).__name__, shown)]
         ) from None
     loader = _BoundedLoader(text)
     try:
@@ -169,11 +169,11 @@ def _parse(path: Path, shown: str) -> Located:
         line = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         expected = "a bounded YAML document" if isinstance(exc, _Bounds) else "valid YAML"
-        raise InputError([Problem("", expected, str(what), shown, line)]) from None
+        raise InputError([Complaint("", expected, str(what), shown, line)]) from None
     finally:
         loader.dispose()
     origin: dict[KeyPath, tuple[str, int]] = {(): (shown, 1)}
-    problems: list[Problem] = []
+    problems: list[Complaint] = []
     if node is not None:
         _walk(node, (), shown, origin, problems)
     if problems:
@@ -196,16 +196,16 @@ def load(path: str | Path, _stack: tuple[Path, ...] = ()) -> Located:
     shown = str(path)
     if real in _stack:
         chain = " -> ".join(str(p) for p in (*_stack, real))
-        raise InputError([Problem("include", "no include loop", chain, shown)])
+        raise InputError([Complaint("include", "no include loop", chain, shown)])
     own = _parse(real, shown)
     if own.data is None:
         raise InputError(
-            [Problem("", "a mapping of top-level keys", "an empty file", shown, 1)]
+            [Complaint("", "a mapping of top-level keys", "an empty file", shown, 1)]
         )
     if not isinstance(own.data, dict):
         raise InputError(
             [
-                Problem(
+                Complaint(
                     "", "a mapping of top-level keys", type(own.data).__name__, shown, 1
                 )
             ]
@@ -217,7 +217,7 @@ def load(path: str | Path, _stack: tuple[Path, ...] = ()) -> Located:
         file, line = own.where(("include",))
         raise InputError(
             [
-                Problem(
+                Complaint(
                     "include",
                     "a file path or a list of file paths",
                     repr(includes),
@@ -233,7 +233,7 @@ def load(path: str | Path, _stack: tuple[Path, ...] = ()) -> Located:
             file, line = own.where(("include", i))
             raise InputError(
                 [
-                    Problem(
+                    Complaint(
                         f"include[{i}]",
                         "an existing file",
                         f"no such file {target}",

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 from sparseloom.workload import SoC, Workload, load_workload
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def engine(args: argparse.Namespace) -> Engine:
 
     if args.engine != "ray":
         if args.address is not None:
-            raise InputError([Problem("--address", "--engine ray with it", args.address)])
+            raise InputError([Complaint("--address", "--engine ray with it", args.address)])
         return Engine()
     require_ray()
     if args.address is not None:
@@ -62,12 +62,12 @@ def load(args: argparse.Namespace) -> tuple[Workload, SoC]:
     if args.soc is not None:
         soc = load_workload(args.soc).soc
         if soc is None:
-            raise InputError([Problem("soc", "an SoC file (a 'soc:' section)", "none", str(args.soc))])
+            raise InputError([Complaint("soc", "an SoC file (a 'soc:' section)", "none", str(args.soc))])
     if soc is None or workload.scenario is None or not workload.tasks:
-        raise InputError([Problem("", "a workload with 'soc', 'tasks' and 'scenario'", "an incomplete workload",
+        raise InputError([Complaint("", "a workload with 'soc', 'tasks' and 'scenario'", "an incomplete workload",
                                   args.workload)])
     if workload.scenario.memory_budget_mb > soc.memory_mb:
-        raise InputError([Problem("scenario.memory_budget_mb", f"at most the SoC's memory ({soc.memory_mb:g} MB)",
+        raise InputError([Complaint("scenario.memory_budget_mb", f"at most the SoC's memory ({soc.memory_mb:g} MB)",
                                   f"{workload.scenario.memory_budget_mb:g}", args.workload)])
     return workload, soc
 
@@ -86,5 +86,5 @@ def assemble(args: argparse.Namespace, loaded: tuple[Workload, SoC] | None = Non
     except ValueError as err:
         if isinstance(err, InputError):
             raise
-        raise InputError([Problem("", "models that can be pooled, profiled and planned", str(err),
+        raise InputError([Complaint("", "models that can be pooled, profiled and planned", str(err),
                                   args.workload)]) from None

@@ -22,10 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scheduler import registry
-    from sparseloom.errors import InputError, Problem
+    from sparseloom.errors import InputError, Complaint
 
     if args.policy not in registry.names():
-        raise InputError([Problem("--policy", f"one of {', '.join(registry.names())}", args.policy)])
+        raise InputError([Complaint("--policy", f"one of {', '.join(registry.names())}", args.policy)])
     assembled = common.assemble(args)
     policy = registry.create(args.policy, objective=args.objective, time_limit_s=args.time_limit)
     plan = policy.plan(assembled.problem)

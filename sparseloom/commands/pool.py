@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 from sparseloom.workload import ZooName, load_workload
 
 if TYPE_CHECKING:  # torch loads only when a pool command runs, not for every CLI call
@@ -53,7 +53,7 @@ def stitching_error(err: ValueError, path: str, expected: str) -> InputError:
     """A lower package's ValueError as the one user-facing error type."""
     if isinstance(err, InputError):
         return err
-    return InputError([Problem(path=path, expected=expected, found=str(err))])
+    return InputError([Complaint(path=path, expected=expected, found=str(err))])
 
 
 def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
@@ -70,20 +70,20 @@ def requests_from(args: argparse.Namespace) -> list[ModelRequest]:
         return [ModelRequest(source, source, blocks=args.blocks, recipes=recipes)]
     if not Path(source).is_file():
         raise InputError(
-            [Problem("WORKLOAD_OR_MODEL", f"a workload YAML file or a zoo model ({', '.join(ZOO_NAMES)})", repr(source))]
+            [Complaint("WORKLOAD_OR_MODEL", f"a workload YAML file or a zoo model ({', '.join(ZOO_NAMES)})", repr(source))]
         )
     workload = load_workload(source)
     requests: list[ModelRequest] = []
-    problems: list[Problem] = []
+    problems: list[Complaint] = []
     for i, spec in enumerate(workload.models):
         try:
             requests.append(model_request(spec))
         except ValueError as err:
-            problems.append(Problem(f"models[{i}]", "a model that can be pooled", str(err), source))
+            problems.append(Complaint(f"models[{i}]", "a model that can be pooled", str(err), source))
     if problems:
         raise InputError(problems)
     if not requests:
-        raise InputError([Problem("models", "at least one model", "none", source)])
+        raise InputError([Complaint("models", "at least one model", "none", source)])
     return requests
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sparseloom.commands import common
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,12 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.target[0] == "show":
         if len(args.target) != 2:
-            raise InputError([Problem("FILE", "exactly one profile file after 'show'", " ".join(args.target[1:]))])
+            raise InputError([Complaint("FILE", "exactly one profile file after 'show'", " ".join(args.target[1:]))])
         return show(Path(args.target[1]), args.json)
     if len(args.target) != 1:
-        raise InputError([Problem("WORKLOAD", "one workload file", " ".join(args.target))])
+        raise InputError([Complaint("WORKLOAD", "one workload file", " ".join(args.target))])
     if args.repeats < 1 or args.tune_budget < 0:
-        raise InputError([Problem("--repeats/--tune-budget", "repeats >= 1 and a budget >= 0",
+        raise InputError([Complaint("--repeats/--tune-budget", "repeats >= 1 and a budget >= 0",
                                   f"{args.repeats}/{args.tune_budget}")])
     from sparseloom.assemble import idle_gap_ms, profile_pool, soc_spec, workload_pool
 
@@ -67,11 +67,11 @@ def show(path: Path, as_json: bool) -> int:
     from backends.profile import Profile
 
     if not path.is_file():
-        raise InputError([Problem("FILE", "an existing profile JSON file", "no such file", str(path))])
+        raise InputError([Complaint("FILE", "an existing profile JSON file", "no such file", str(path))])
     try:
         profile = Profile.load(path)
     except (ValueError, KeyError, TypeError) as err:
-        raise InputError([Problem("", "a profile written by 'sparseloom profile'", str(err), str(path))]) from None
+        raise InputError([Complaint("", "a profile written by 'sparseloom profile'", str(err), str(path))]) from None
     if as_json:
         print(json.dumps(profile.to_json(), indent=1))
     else:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from sparseloom.errors import InputError, Problem, bad_argument
+from sparseloom.errors import InputError, Complaint, bad_argument
 from stitching import zoo
 
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     policy = registry.create(s.policy)
     if policy.queue != "processor":
-        raise InputError([Problem("--policy", "a policy with per-processor queues (the runtime has no global "
+        raise InputError([Complaint("--policy", "a policy with per-processor queues (the runtime has no global "
                                   "queue yet)", f"{s.policy} (queue: {policy.queue})")])
     with Runtime(s.problem, policy, s.soc, s.pool, cache_dir=cache / "compiled",
                  max_in_flight=args.max_in_flight) as rt:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparseloom.commands import common
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 
 if TYPE_CHECKING:
     from scheduler.plan import Plan
@@ -49,18 +49,18 @@ def run(args: argparse.Namespace) -> int:
             print(name)
         return 0
     if args.workload is None:
-        raise InputError([Problem("WORKLOAD", "a workload YAML file", "nothing")])
+        raise InputError([Complaint("WORKLOAD", "a workload YAML file", "nothing")])
     where = common.engine(args)
     workload, soc = common.load(args)
     assert workload.scenario is not None
     names = tuple(args.policies or workload.scenario.policies)
     unknown = [n for n in names if n not in registry.names()]
     if unknown:
-        raise InputError([Problem("--policies", f"names from: {', '.join(registry.names())}", ", ".join(unknown))])
+        raise InputError([Complaint("--policies", f"names from: {', '.join(registry.names())}", ", ".join(unknown))])
     if args.seeds is not None and args.seeds < 1:
-        raise InputError([Problem("--seeds", "an integer >= 1", str(args.seeds))])
+        raise InputError([Complaint("--seeds", "an integer >= 1", str(args.seeds))])
     if args.duration is not None and args.duration <= workload.scenario.warmup_s:
-        raise InputError([Problem("--duration", f"more than the warm-up ({workload.scenario.warmup_s:g} s)",
+        raise InputError([Complaint("--duration", f"more than the warm-up ({workload.scenario.warmup_s:g} s)",
                                   str(args.duration))])
     changes = {k: v for k, v in (("seeds", args.seeds), ("duration_s", args.duration)) if v is not None}
     if changes:

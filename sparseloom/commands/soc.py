@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sparseloom import hostsoc
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 from sparseloom.workload import load_workload
 from stitching.atomic import write_text
 
@@ -28,7 +28,7 @@ def run_measure(args: argparse.Namespace) -> int:
     out: Path = args.out
     if not out.parent.is_dir():
         raise InputError(
-            [Problem("--out", "a path in an existing directory", str(out))]
+            [Complaint("--out", "a path in an existing directory", str(out))]
         )
     result = hostsoc.measure(
         out.parent,

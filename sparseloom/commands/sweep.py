@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sparseloom.commands import common
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 
 AXES = {
     "load": "arrival rate (x the workload's)",
@@ -44,7 +44,7 @@ def _values(text: str) -> list[float]:
     except ValueError:
         values = []
     if not values or any(v <= 0 for v in values):
-        raise InputError([Problem("--values", "comma-separated positive numbers, e.g. 0.5,1,2", text)])
+        raise InputError([Complaint("--values", "comma-separated positive numbers, e.g. 0.5,1,2", text)])
     return values
 
 
@@ -54,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
     values = _values(args.values)
     where = common.engine(args)
     if not 0.0 <= args.block_error_cv <= 10.0:
-        raise InputError([Problem("--block-error-cv", "a coefficient of variation in [0, 10]", str(args.block_error_cv))])
+        raise InputError([Complaint("--block-error-cv", "a coefficient of variation in [0, 10]", str(args.block_error_cv))])
     workload, soc = common.load(args)
     scenario = workload.scenario
     assert scenario is not None
     names = tuple(args.policies or scenario.policies)
     unknown = [n for n in names if n not in registry.names()]
     if unknown:
-        raise InputError([Problem("--policies", f"names from: {', '.join(registry.names())}", ", ".join(unknown))])
+        raise InputError([Complaint("--policies", f"names from: {', '.join(registry.names())}", ", ".join(unknown))])
     assembled = common.assemble(args, (workload, soc))
 
     from sparseloom.sim import Experiment, ProfileError, SweepPoint, arrival_specs, run_sweep

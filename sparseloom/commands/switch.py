@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from sparseloom.commands.common import cache_dir
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 from sparseloom.workload import Workload, load_workload
 from sparseloom.multitask.replay import markov_sequence
 from sparseloom.multitask.study import StudyConfig, run_study
@@ -48,9 +48,9 @@ def task_mapping(workload: Workload) -> dict[str, str]:
     """Workload task name -> the digits head that serves it."""
     names = sorted({t.name for t in workload.tasks})
     if not names:
-        raise InputError([Problem("tasks", "at least two tasks", "none")])
+        raise InputError([Complaint("tasks", "at least two tasks", "none")])
     if len(names) > len(HEAD_CLASSES):
-        raise InputError([Problem("tasks", f"at most {len(HEAD_CLASSES)} tasks for the digits study", str(len(names)))])
+        raise InputError([Complaint("tasks", f"at most {len(HEAD_CLASSES)} tasks for the digits study", str(len(names)))])
     if set(names) <= set(DRIVING_HEADS):
         return {n: DRIVING_HEADS[n] for n in names}
     return dict(zip(names, sorted(HEAD_CLASSES), strict=False))
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     workload = load_workload(args.workload)
     for flag in ("cycles", "steps", "repeats"):
         if getattr(args, flag) < 1:
-            raise InputError([Problem(f"--{flag}", "a positive integer", str(getattr(args, flag)))])
+            raise InputError([Complaint(f"--{flag}", "a positive integer", str(getattr(args, flag)))])
     config = StudyConfig(
         setting=SettingConfig(backbone=args.backbone),
         sequences=sequences_for(workload, args.cycles, args.steps),

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 from sparseloom.workload import load_workload
 
 
@@ -21,16 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def check(files: list[str]) -> tuple[list[str], list[Problem]]:
+def check(files: list[str]) -> tuple[list[str], list[Complaint]]:
     """Validate each file; return the valid ones and every problem found."""
     ok: list[str] = []
-    problems: list[Problem] = []
+    problems: list[Complaint] = []
     for name in files:
         try:
             load_workload(name)
             ok.append(name)
         except InputError as err:
-            problems.extend(err.problems)
+            problems.extend(err.complaints)
     return ok, problems
 
 

@@ -17,7 +17,7 @@ from backends.processor import SoCSpec
 from scheduler import registry
 from scheduler.problem import Problem
 from sparseloom.errors import InputError, bad_argument
-from sparseloom.errors import Problem as Complaint
+from sparseloom.errors import Complaint
 from sparseloom.runtime.host import processors_present, restrict
 from sparseloom.runtime.inputs import cycling, zoo_examples
 from sparseloom.sim.engine import SLOChangeEvent

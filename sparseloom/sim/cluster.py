@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sparseloom.errors import InputError, Problem
+from sparseloom.errors import InputError, Complaint
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -31,7 +31,7 @@ CONNECT_TIMEOUT_S = 5.0
 def require_ray() -> Any:
     """The ``ray`` module, or an InputError (exit 2) saying how to install it."""
     if importlib.util.find_spec("ray") is None:
-        raise InputError([Problem("--engine", "Ray installed: pip install 'sparseloom[cluster]'", "ray")])
+        raise InputError([Complaint("--engine", "Ray installed: pip install 'sparseloom[cluster]'", "ray")])
     import ray
 
     return ray
@@ -44,12 +44,12 @@ def check_address(address: str) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise InputError([Problem("--address", "host:port of a Ray cluster (or ray://host:port, or auto)", address)])
+        raise InputError([Complaint("--address", "host:port of a Ray cluster (or ray://host:port, or auto)", address)])
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as err:
-        raise InputError([Problem("--address", f"a Ray cluster answering within {CONNECT_TIMEOUT_S:g} s", f"{address} ({err})")]) from None
+        raise InputError([Complaint("--address", f"a Ray cluster answering within {CONNECT_TIMEOUT_S:g} s", f"{address} ({err})")]) from None
 
 
 def connect(address: str | None) -> Any:

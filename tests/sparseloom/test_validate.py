@@ -185,7 +185,7 @@ def test_discriminator_tag_is_not_shown_as_a_key(tmp_path: Path) -> None:
     file = _write(tmp_path, VALID.replace("rate_hz: 30", "rate_hz: -1"))
     with pytest.raises(InputError) as info:
         load_workload(file)
-    (problem,) = info.value.problems
+    (problem,) = info.value.complaints
     assert problem.path == "tasks[0].arrival.rate_hz"
     assert problem.found == "-1"
 
@@ -195,7 +195,7 @@ def test_include_is_resolved_and_errors_point_into_the_included_file(tmp_path: P
     (tmp_path / "w.yaml").write_text("include: soc.yaml\n" + BODY)
     with pytest.raises(InputError) as info:
         load_workload(tmp_path / "w.yaml")
-    (problem,) = info.value.problems
+    (problem,) = info.value.complaints
     assert problem.file.endswith("soc.yaml") and problem.line == 12
 
 
@@ -219,14 +219,14 @@ def test_missing_include(tmp_path: Path) -> None:
     (tmp_path / "w.yaml").write_text("include: nowhere.yaml\n" + BODY)
     with pytest.raises(InputError) as info:
         load_workload(tmp_path / "w.yaml")
-    assert info.value.problems[0].path == "include[0]"
+    assert info.value.complaints[0].path == "include[0]"
 
 
 def test_several_problems_are_all_reported(tmp_path: Path) -> None:
     text = VALID.replace("rate_hz: 30", "rate_hz: -3").replace("memory_mb: 4096", "memory_mb: -1")
     with pytest.raises(InputError) as info:
         load_workload(_write(tmp_path, text))
-    assert {p.path for p in info.value.problems} == {"tasks[0].arrival.rate_hz", "soc.memory_mb"}
+    assert {p.path for p in info.value.complaints} == {"tasks[0].arrival.rate_hz", "soc.memory_mb"}
 
 
 def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -315,8 +315,8 @@ def test_random_damage_never_crashes(tmp_path: Path, text: str) -> None:
     try:
         load_workload(file)
     except InputError as err:
-        assert err.problems
-        for problem in err.problems:
+        assert err.complaints
+        for problem in err.complaints:
             assert LINE.match(str(problem)), str(problem)
 
 
@@ -329,13 +329,13 @@ def test_a_bad_reference_result_is_located(tmp_path: Path) -> None:
     short.write_text(text.replace("latency_ms: 0.636,", "latency_ms: 0.001,"))
     with pytest.raises(InputError) as err:
         load_workload(short)
-    (p,) = err.value.problems
+    (p,) = err.value.complaints
     assert p.file == str(short) and p.line is not None and "launch_overhead_us" in p.expected
     odd = tmp_path / "odd.yaml"
     odd.write_text(text.replace("{model: resnet50-v1.5, dtype: int8,", "{model: resnet50-v1.5, dtype: int9,", 1))
     with pytest.raises(InputError) as err:
         load_workload(odd)
-    assert any(q.path.endswith("reference[0].dtype") for q in err.value.problems)
+    assert any(q.path.endswith("reference[0].dtype") for q in err.value.complaints)
 
 
 def _bomb(levels: int = 9) -> str:
