@@ -33,8 +33,7 @@ from scheduler import registry
 from scheduler.plan import Plan
 from scheduler.problem import Problem
 from sparseloom import workload as wl
-from sparseloom.errors import InputError, bad_argument
-from sparseloom.errors import Complaint
+from sparseloom.errors import Complaint, InputError, bad_argument
 from sparseloom.runtime import Runtime, RuntimeStats, processors_present, restrict
 from stitching import zoo
 from stitching.user_model import check_partition
@@ -361,21 +360,13 @@ class Pipeline:
 
         For callers that assemble problems themselves (``sparseloom run``, tests, research scripts).
         """
-        host = wl.SoC.model_validate(
-            {
-                "name": soc.name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", soc.name) else "soc",
-                "memory_mb": soc.memory_mb,
-                "storage_read_gbps": soc.storage_read_gbps,
-                "transfer": {"latency_us": soc.transfer.latency_us, "bandwidth_gbps": soc.transfer.bandwidth_gbps},
-                "processors": [
-                    {"name": p.name, "kind": p.kind, "target": p.target, "executor": p.executor,
-                     "peak_gops": {"fp32": p.peak_gops.fp32, "fp16": p.peak_gops.fp16, "int8": p.peak_gops.int8},
-                     "memory_bandwidth_gbps": p.memory_bandwidth_gbps, "source": p.source}
-                    for p in soc.processors
-                ],
-                "source": soc.source if len(soc.source) >= 3 else "given",
-            }
-        )
+        from sparseloom.assemble import soc_schema
+
+        # Every field of the SoC comes back (sparsity, dtypes, ops, launch overhead, references); only
+        # a name or source the YAML schema would reject is replaced.
+        named = dataclasses.replace(soc, name=soc.name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", soc.name) else "soc",
+                        source=soc.source if len(soc.source) >= 3 else "given")
+        host = soc_schema(named)
         pipe = cls(host, problem.memory_budget_mb, policy=policy, cache_dir=cache_dir,
                    max_in_flight=max_in_flight, shed_factor=shed_factor, progress=False)
         for t in problem.tasks:

@@ -104,6 +104,36 @@ def soc_spec(soc: SoC) -> SoCSpec:
                    TransferSpec(soc.transfer.latency_us, soc.transfer.bandwidth_gbps), procs, soc.source)
 
 
+def soc_schema(spec: SoCSpec) -> SoC:
+    """The validated SoC description of a backends' SoC: :func:`soc_spec`'s inverse, every field kept
+    (``soc_spec(soc_schema(s)) == s``). Raises ``pydantic.ValidationError`` where ``spec`` breaks a
+    bound the YAML schema checks (a name with spaces, a source under 3 characters)."""
+    return SoC.model_validate({
+        "name": spec.name,
+        "memory_mb": spec.memory_mb,
+        "storage_read_gbps": spec.storage_read_gbps,
+        "transfer": {"latency_us": spec.transfer.latency_us, "bandwidth_gbps": spec.transfer.bandwidth_gbps},
+        "processors": [
+            {
+                "name": p.name, "kind": p.kind, "target": dict(p.target), "executor": p.executor,
+                "peak_gops": {"fp32": p.peak_gops.fp32, "fp16": p.peak_gops.fp16, "int8": p.peak_gops.int8},
+                "memory_bandwidth_gbps": p.memory_bandwidth_gbps,
+                "launch_overhead_us": p.launch_overhead_us,
+                "sparsity": {"structured": p.sparsity.structured, "unstructured": p.sparsity.unstructured,
+                             "2:4": p.sparsity.nm_2_4, "block": p.sparsity.block},
+                "dtypes": list(p.dtypes),
+                "ops": None if p.ops is None else list(p.ops),
+                "source": p.source,
+                "reference": [{"model": r.model, "dtype": r.dtype, "gop": r.gop, "weight_mb": r.weight_mb,
+                               "activation_mb": r.activation_mb, "latency_ms": r.latency_ms, "source": r.source}
+                              for r in p.references],
+            }
+            for p in spec.processors
+        ],
+        "source": spec.source,
+    })
+
+
 def model_request(spec: ModelSpec) -> ModelRequest:
     """The pool build request for one validated model spec (zoo name or user factory)."""
     recipes: list[Recipe] = []
