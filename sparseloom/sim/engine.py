@@ -26,8 +26,14 @@ load        storage channel busy; memory reserved   start of the block(s) waitin
 finish      processor free; block unpinned          ready of the next block (after a transfer when
                                                     the processor changes), or request completion;
                                                     start of the next queued block
-slo_change  task SLO; the policy re-plans           loads of the new plan's resident set
+slo_change  task SLO; the policy re-plans           plan ready, after the re-plan's modelled solve
+                                                    time
+plan_ready  the new plan serves                     loads of the new plan's resident set
 ========== ======================================= ===============================================
+
+Each kind is one :class:`Event` with one handler in :func:`run` (``on_arrival``, ``ready``,
+``on_finish``, ``on_load``, ``on_slo_change``, ``on_plan_ready``); block states are
+:class:`Block`, and the run's totals one small counters object.
 
 Arrivals are pre-generated and merged, so they are read from a sorted array
 instead of going through the heap; start, eviction and re-plan happen at the
@@ -66,6 +72,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from enum import IntEnum
 
 import numpy as np
 
@@ -75,7 +82,43 @@ from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem, TaskSpec
 
-READY, FINISH, LOAD, SLO_CHANGE, PLAN_READY = 1, 2, 3, 4, 5
+class Event(IntEnum):
+    """What happens at an instant: the kinds of the heap's entries (arrivals come from their own array)."""
+
+    ARRIVAL = 0
+    READY = 1
+    FINISH = 2
+    LOAD = 3
+    SLO_CHANGE = 4
+    PLAN_READY = 5
+
+
+class Block(IntEnum):
+    """Where a block's weights are."""
+
+    ABSENT = 0
+    LOADING = 1
+    RESIDENT = 2
+
+
+# Bound as plain module names: the hot loop compares against them millions of times.
+ARRIVAL, READY, FINISH, LOAD, SLO_CHANGE, PLAN_READY = Event
+ABSENT, LOADING, RESIDENT = Block
+
+
+class _Counters:
+    """The run's running totals, updated by the handlers (a slotted object: cheap attribute updates)."""
+
+    __slots__ = ("evictions", "load_ms", "loads", "memory_area_mb_ms", "memory_last_ms", "memory_peak_mb", "task_switches")
+
+    def __init__(self) -> None:
+        self.memory_peak_mb = 0.0
+        self.memory_area_mb_ms = 0.0
+        self.memory_last_ms = 0.0
+        self.loads = 0
+        self.load_ms = 0.0
+        self.evictions = 0
+        self.task_switches = 0
 
 # A compiled block step: (processor index, latency_ms, block id, transfer_ms before it).
 Step = tuple[int, float, int, float]
@@ -154,8 +197,7 @@ class SimState:
     queues: list[list[tuple[float, int]]]
     block_digests: list[str]
     block_mb: list[float]
-    # 0 = absent, 1 = loading, 2 = resident
-    block_state: list[int]
+    block_state: list[Block]
     block_pins: list[int]
     lru: OrderedDict[int, None]
     plan_pinned: set[int]
@@ -219,7 +261,7 @@ class _View:
 
     def is_resident(self, digest: str) -> bool:
         b = self._block_ids.get(digest)
-        return b is not None and self._state[b] == 2
+        return b is not None and self._state[b] == RESIDENT
 
 
 def block_ids(problem: Problem) -> dict[str, int]:
@@ -380,7 +422,7 @@ def run(
         queues=[[] for _ in range(nproc)],
         block_digests=digests,
         block_mb=block_mb,
-        block_state=[0] * nblock,
+        block_state=[ABSENT] * nblock,
         block_pins=[0] * nblock,
         lru=OrderedDict(),
         plan_pinned=set(),
@@ -483,18 +525,16 @@ def run(
     log_executions = log.executions if log is not None else []
     executions = 0
 
-    # Mutable counters live in one list so the nested handlers can update them cheaply.
-    # [memory_peak, memory_area, memory_last_t, loads, load_ms, evictions, switches]
-    acc: list[float] = [0.0, 0.0, 0.0, 0, 0.0, 0, 0]
+    acc = _Counters()
 
     def clip(t: float) -> float:
         return warmup_ms if t < warmup_ms else (min(t, duration_ms))
 
     def memory_changed(now: float, delta: float) -> None:
-        acc[1] += st.memory_used_mb * (clip(now) - clip(acc[2]))
-        acc[2] = now
+        acc.memory_area_mb_ms += st.memory_used_mb * (clip(now) - clip(acc.memory_last_ms))
+        acc.memory_last_ms = now
         st.memory_used_mb += delta
-        acc[0] = max(acc[0], st.memory_used_mb)
+        acc.memory_peak_mb = max(acc.memory_peak_mb, st.memory_used_mb)
 
     def compiled(route: Route) -> CompiledRoute:
         hit = cache_by_id.get(id(route))
@@ -521,7 +561,7 @@ def run(
         if need <= free + 1e-9:
             return True
         state, pins, pinned = block_state, block_pins, st.plan_pinned
-        idle = [b for b in lru if pins[b] == 0 and state[b] == 2]
+        idle = [b for b in lru if pins[b] == 0 and state[b] == RESIDENT]
         tiers = [
             [b for b in idle if wanted[b] == 0 and b not in pinned],
             [b for b in idle if wanted[b] == 0 and b in pinned],
@@ -539,8 +579,8 @@ def run(
             return False
         for b in victims:
             del lru[b]
-            state[b] = 0
-            acc[5] += 1
+            state[b] = ABSENT
+            acc.evictions += 1
             memory_changed(now, -block_mb[b])
             if log is not None and now < log.until_ms:
                 log.evictions.append((b, now))
@@ -551,14 +591,14 @@ def run(
         mb = block_mb[b]
         if not make_room(mb, now, demand):
             return False
-        block_state[b] = 1
+        block_state[b] = LOADING
         lru[b] = None
         memory_changed(now, mb)
         begin = max(st.storage_free_ms, now)
         end = begin + mb / storage_rate
         st.storage_free_ms = end
-        acc[3] += 1
-        acc[4] += clip(end) - clip(begin)
+        acc.loads += 1
+        acc.load_ms += clip(end) - clip(begin)
         if log is not None and begin < log.until_ms:
             log.loads.append((b, begin, end - begin))
         push(heap, (end, next(counter), LOAD, b))
@@ -583,7 +623,7 @@ def run(
         if warmup_ms <= now and end <= duration_ms:
             busy_ms[p] += lat
             if last_task[p] != k and last_task[p] >= 0:
-                acc[6] += 1
+                acc.task_switches += 1
         else:
             busy_ms[p] += clip(end) - clip(now)
         last_task[p] = k
@@ -596,11 +636,11 @@ def run(
         busy[p] = True
         block_pins[b] += 1
         state = block_state[b]
-        if state == 2:
+        if state == RESIDENT:
             execute(p, r, step, now)
             return
         waiting_req[p] = r
-        if state == 1 or start_load(b, now):
+        if state == LOADING or start_load(b, now):
             load_waiters[b].append(p)
             est = st.storage_free_ms
         else:
@@ -614,10 +654,10 @@ def run(
             q = mem_waiters[0]
             rq = waiting_req[q]
             bq = req_steps[rq][req_pos[rq]][2]
-            if block_state[bq] == 0 and not start_load(bq, now):
+            if block_state[bq] == ABSENT and not start_load(bq, now):
                 return
             mem_waiters.pop(0)
-            if block_state[bq] == 2:
+            if block_state[bq] == RESIDENT:
                 waiting_req[q] = -1
                 execute(q, rq, req_steps[rq][req_pos[rq]], now)
             else:
@@ -727,7 +767,7 @@ def run(
             *(block_ids[d] for d in new_plan.preload if d in block_ids),
         ]:
             # Best effort: a preload that does not fit is skipped.
-            if block_state[b] == 0:
+            if block_state[b] == ABSENT:
                 start_load(b, now, demand=False)
 
     load_residency(plan, 0.0)
@@ -737,13 +777,146 @@ def run(
         push(heap, (ch.at_ms, next(counter), SLO_CHANGE, i))
     changes = sorted(slo_changes, key=lambda c: c.at_ms)
 
+    def on_finish(r: int, now: float) -> None:
+        """A block finished: its processor is free and the block unpinned; the request's next block
+        becomes ready (after a transfer) or the request is done; the processor takes its next job."""
+        nonlocal executions
+        executions += 1
+        if closed_loop and now >= next_feedback[0]:
+            feedback(now)
+        steps = req_steps[r]
+        pos = req_pos[r]
+        p, _, b, _ = steps[pos]
+        busy[p] = False
+        block_pins[b] -= 1
+        wanted[b] -= 1
+        if mem_waiters and block_pins[b] == 0:
+            retry_memory(now)
+        pos += 1
+        if pos == len(steps):
+            done[r] = now
+        elif global_queue:
+            req_pos[r] = pos
+            req_prev[r] = p
+            if run_left[r] > 0:
+                # The rest of the assigned subgraph runs on at once, on the same processor: one
+                # invocation in Band, so the scheduler is not asked in between.
+                run_left[r] -= 1
+                step = global_step(r, p)
+                req_steps[r] = (*steps[:pos], step, *steps[pos + 1:])
+                take(p, r, step, now)
+                return
+            gq.append(r)
+        else:
+            req_pos[r] = pos
+            xfer = steps[pos][3]
+            if xfer > 0.0:
+                push(heap, (now + xfer, next(counter), READY, r))
+            else:
+                ready(r, now)
+        if global_queue:
+            schedule_global(now)
+            return
+        q = queues[p]
+        if q and not busy[p]:
+            r2 = next_live(q, p, now)
+            if r2 >= 0:
+                take(p, r2, req_steps[r2][req_pos[r2]], now)
+
+    def on_arrival(r: int, now: float) -> None:
+        """A request arrives: the policy routes it (admission may shed it); its blocks are wanted and
+        prefetched; its first block becomes ready (or it joins the global queue)."""
+        k = arr_k[r]
+        t0 = perf()
+        if shedding is not None:
+            shedding.arrive(task_names[k], now)
+        route = decide(task_names[k], plan, view)
+        shed = shedding is not None and not shedding.admit(route, plan, now)
+        decision_ns.append(perf() - t0)
+        if shed:
+            req_slo[r] = slo_lat[k]
+            req_shed[r] = True
+            return  # shed at arrival: never runs, counted as dropped
+        cr = compiled(route)
+        if cr.task_index != k:
+            raise ValueError(
+                f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'"
+            )
+        req_steps[r] = cr.steps
+        req_left[r] = cr.left_ms
+        if cr.options != last_variant[k]:
+            if last_variant[k] and warmup_ms <= now < duration_ms:
+                variant_switches[k] += 1
+            last_variant[k] = cr.options
+        req_slo[r] = slo_lat[k]
+        req_acc[r] = cr.accuracy
+        req_acc_bad[r] = (
+            cr.accuracy is not None and cr.accuracy < slo_acc[k] - 1e-12
+        )
+        for step in cr.steps:
+            wanted[step[2]] += 1
+        if prefetch:
+            for b in cr.blocks:
+                # Prefetch never evicts a block a dispatched request needs; the rest loads on demand.
+                if block_state[b] == ABSENT and not start_load(b, now, demand=False):
+                    break
+        if global_queue:
+            req_route[r] = route
+            gq.append(r)
+            schedule_global(now)
+            return
+        first_xfer = cr.steps[0][3]
+        if first_xfer > 0.0:
+            push(heap, (now + first_xfer, next(counter), READY, r))
+        else:
+            ready(r, now)
+
+    def on_load(b: int, now: float) -> None:
+        """A block's load finished: it is resident; the processors waiting for it start it."""
+        block_state[b] = RESIDENT
+        waiters = load_waiters[b]
+        load_waiters[b] = []
+        for p in waiters:
+            r = waiting_req[p]
+            waiting_req[p] = -1
+            execute(p, r, req_steps[r][req_pos[r]], now)
+        if mem_waiters:
+            retry_memory(now)
+
+    def on_plan_ready(i: int, now: float) -> None:
+        """A re-plan finished: its plan serves from now (the old one served meanwhile); its resident
+        set loads."""
+        nonlocal plan
+        plan = pending_plans[i]
+        in_flight_plans[0] -= 1
+        load_residency(plan, now)
+        if global_queue:
+            schedule_global(now)
+
+    def on_slo_change(i: int, now: float) -> None:
+        """A task's SLO changes: requests arriving from now carry it; the policy re-plans, and that
+        plan serves once its modelled solve time has passed."""
+        ch = changes[i]
+        k = task_names.index(ch.task)
+        tasks_now[k] = ch.apply(tasks_now[k])
+        slo_lat[k], slo_acc[k] = tasks_now[k].latency_slo_ms, tasks_now[k].min_accuracy
+        t0 = perf()
+        new_plan = policy.replan(replace(problem, tasks=tuple(tasks_now)), plan)
+        serve_later(new_plan, now, perf() - t0)
+
+    by_kind: dict[Event, Callable[[int, float], None]] = {
+        ARRIVAL: on_arrival, READY: ready, FINISH: on_finish, LOAD: on_load, SLO_CHANGE: on_slo_change,
+        PLAN_READY: on_plan_ready,
+    }
+    handlers = tuple(by_kind[e] for e in Event)  # indexed by the event kind
+
     i_arr = 0
     next_arr = arr_t[0] if n_req else float("inf")
     while True:
         if heap and heap[0][0] <= next_arr:
             now, _, kind, a = pop(heap)
         elif i_arr < n_req:
-            now, kind, a = next_arr, 0, i_arr
+            now, kind, a = next_arr, ARRIVAL, i_arr
             i_arr += 1
             next_arr = arr_t[i_arr] if i_arr < n_req else float("inf")
         else:
@@ -751,123 +924,7 @@ def run(
         if now > t_end:
             break
         st.now_ms = now
-        if kind == FINISH:
-            executions += 1
-            if closed_loop and now >= next_feedback[0]:
-                feedback(now)
-            r = a
-            steps = req_steps[r]
-            pos = req_pos[r]
-            p, _, b, _ = steps[pos]
-            busy[p] = False
-            block_pins[b] -= 1
-            wanted[b] -= 1
-            if mem_waiters and block_pins[b] == 0:
-                retry_memory(now)
-            pos += 1
-            if pos == len(steps):
-                done[r] = now
-            elif global_queue:
-                req_pos[r] = pos
-                req_prev[r] = p
-                if run_left[r] > 0:
-                    # The rest of the assigned subgraph runs on at once, on the same processor: one
-                    # invocation in Band, so the scheduler is not asked in between.
-                    run_left[r] -= 1
-                    step = global_step(r, p)
-                    req_steps[r] = (*steps[:pos], step, *steps[pos + 1:])
-                    take(p, r, step, now)
-                    continue
-                gq.append(r)
-            else:
-                req_pos[r] = pos
-                xfer = steps[pos][3]
-                if xfer > 0.0:
-                    push(heap, (now + xfer, next(counter), READY, r))
-                else:
-                    ready(r, now)
-            if global_queue:
-                schedule_global(now)
-                continue
-            q = queues[p]
-            if q and not busy[p]:
-                r2 = next_live(q, p, now)
-                if r2 >= 0:
-                    take(p, r2, req_steps[r2][req_pos[r2]], now)
-        elif kind == 0:
-            r = a
-            k = arr_k[r]
-            t0 = perf()
-            if shedding is not None:
-                shedding.arrive(task_names[k], now)
-            route = decide(task_names[k], plan, view)
-            shed = shedding is not None and not shedding.admit(route, plan, now)
-            decision_ns.append(perf() - t0)
-            if shed:
-                req_slo[r] = slo_lat[k]
-                req_shed[r] = True
-                continue  # shed at arrival: never runs, counted as dropped
-            cr = compiled(route)
-            if cr.task_index != k:
-                raise ValueError(
-                    f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'"
-                )
-            req_steps[r] = cr.steps
-            req_left[r] = cr.left_ms
-            if cr.options != last_variant[k]:
-                if last_variant[k] and warmup_ms <= now < duration_ms:
-                    variant_switches[k] += 1
-                last_variant[k] = cr.options
-            req_slo[r] = slo_lat[k]
-            req_acc[r] = cr.accuracy
-            req_acc_bad[r] = (
-                cr.accuracy is not None and cr.accuracy < slo_acc[k] - 1e-12
-            )
-            for step in cr.steps:
-                wanted[step[2]] += 1
-            if prefetch:
-                for b in cr.blocks:
-                    # Prefetch never evicts a block a dispatched request needs; the rest loads on demand.
-                    if block_state[b] == 0 and not start_load(b, now, demand=False):
-                        break
-            if global_queue:
-                req_route[r] = route
-                gq.append(r)
-                schedule_global(now)
-                continue
-            first_xfer = cr.steps[0][3]
-            if first_xfer > 0.0:
-                push(heap, (now + first_xfer, next(counter), READY, r))
-            else:
-                ready(r, now)
-        elif kind == READY:
-            ready(a, now)
-        elif kind == LOAD:
-            b = a
-            block_state[b] = 2
-            waiters = load_waiters[b]
-            load_waiters[b] = []
-            for p in waiters:
-                r = waiting_req[p]
-                waiting_req[p] = -1
-                execute(p, r, req_steps[r][req_pos[r]], now)
-            if mem_waiters:
-                retry_memory(now)
-        elif kind == PLAN_READY:
-            # The re-plan has finished: its plan serves from now (the old one served meanwhile).
-            plan = pending_plans[a]
-            in_flight_plans[0] -= 1
-            load_residency(plan, now)
-            if global_queue:
-                schedule_global(now)
-        else:  # SLO_CHANGE
-            ch = changes[a]
-            k = task_names.index(ch.task)
-            tasks_now[k] = ch.apply(tasks_now[k])
-            slo_lat[k], slo_acc[k] = tasks_now[k].latency_slo_ms, tasks_now[k].min_accuracy
-            t0 = perf()
-            new_plan = policy.replan(replace(problem, tasks=tuple(tasks_now)), plan)
-            serve_later(new_plan, now, perf() - t0)
+        handlers[kind](a, now)
 
     memory_changed(max(st.now_ms, duration_ms), 0.0)
     return RawRun(
@@ -882,12 +939,12 @@ def run(
         decision_ns=decision_ns,
         replan_ns=replan_ns,
         busy_ms=busy_ms,
-        memory_peak_mb=acc[0],
-        memory_area_mb_ms=acc[1],
-        loads=int(acc[3]),
-        load_ms=acc[4],
-        evictions=int(acc[5]),
-        task_switches=int(acc[6]),
+        memory_peak_mb=acc.memory_peak_mb,
+        memory_area_mb_ms=acc.memory_area_mb_ms,
+        loads=acc.loads,
+        load_ms=acc.load_ms,
+        evictions=acc.evictions,
+        task_switches=acc.task_switches,
         block_executions=executions,
         schedule=log,
         variant_switches=tuple(variant_switches),
