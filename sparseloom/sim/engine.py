@@ -4,7 +4,8 @@ Things and happenings are kept apart. The state is plain data
 (:class:`SimState`, per-processor lists, the memory table); the happenings are
 the event kinds below, each handled by one function that says what it changes
 and which events it schedules next. The loop holds a policy and never looks at
-its name; the only policy calls are ``decide`` (per request) and
+its name; it calls the policy's ``decide`` (per request), ``schedule`` (global queue),
+``recalibrate`` (closed loop) and
 ``replan(problem, plan)`` on an SLO change (``switch`` is not called here: the
 old plan serves until the re-plan's modelled solve time has passed, where the
 runtime switches at once; one of the differences one decision core removes).
