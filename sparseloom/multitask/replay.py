@@ -402,20 +402,22 @@ def measure_plan_ms(setting: Setting, repeats: int = 5) -> float:
     return float(np.median(per_tile))
 
 
-def measure_install_ms(setting: Setting, plan_ms: float = 0.0, cycles: int = 5) -> dict[str, float]:
+def measure_install_ms(setting: Setting, plan_ms: float = 0.0, switches: int = 64) -> dict[str, float]:
     """Per loading method, the fixed cost of a switch: what it takes beyond its reads and, at
     ``plan_ms`` per tile missing (:func:`measure_plan_ms`), working out its runs (median; measured),
     in the replay's own loop, so that the work between switches (dropping, planning, pre-loading,
     evicting the page cache) leaves the CPU's caches as a replayed switch finds them.
     Measured in isolation, back to back, the same installs take half as long (0.07 against 0.15 ms
-    on digits_resnet18 here). The sequence is the tasks in name order, ``cycles`` times over: not
-    a sequence the study models (5 cycles leave 16 switches after the first, loading, cycle; with 3,
-    the median of 8 moved by up to 2x between rounds). Pre-loading runs with a budget that holds
-    every tile, so after the first cycle its switches read nothing at all."""
+    on digits_resnet18 here). The sequence is the tasks in name order, cycled until ``switches``
+    switches follow the first, loading, cycle: not a sequence the study models. The median of 8
+    moved by up to 2x between rounds, that of 16 by 20-40% on switches that read nothing (0.15-0.2
+    ms); 64 cost about 2 s per round here, most of it monolithic loading. Pre-loading runs with a
+    budget that holds every tile, so after the first cycle its switches read nothing at all."""
     out: dict[str, float] = {}
     for name in METHODS:
         tasks = sorted(setting.manifests[METHODS[name].family])
         everything = sum(m.total_bytes() for m in setting.manifests[METHODS[name].family].values())
+        cycles = 1 + -(-switches // len(tasks))
         records, _ = replay(setting, name, tasks * cycles, 1.0, everything, 0.0, "correlated", False)
         out[name] = float(np.median([r.latency_ms - r.read_ms - r.tiles_loaded * plan_ms for r in records[len(tasks) :]]))
     return out

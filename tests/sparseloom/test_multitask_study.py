@@ -168,7 +168,7 @@ def test_planning_costs_per_tile_missing_and_the_fixed_cost_excludes_it(setting:
     mono, _ = replay(setting, "monolithic", seq, 1.0, 0, measure_accuracy=False)
     assert all(r.tiles_loaded == 0 for r in mono)
     # The fixed cost is what is left after planning: charging more per tile leaves less of it.
-    without, heavy = measure_install_ms(setting, 0.0, cycles=2), measure_install_ms(setting, 1.0, cycles=2)
+    without, heavy = measure_install_ms(setting, 0.0, switches=4), measure_install_ms(setting, 1.0, switches=4)
     assert heavy["aligned_differential"] < without["aligned_differential"]
 
 
