@@ -47,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     cache = args.cache or zoo.default_cache_dir()
     s = prepare(args.workload, soc_path=args.soc, policy=args.policy, duration_s=args.duration, seed=args.seed,
                 cache_dir=cache, progress=not args.no_progress)
-    cal = calibrate(s.problem, s.policy, s.soc, s.pool, s.arrivals, s.inputs, cache_dir=cache / "compiled",
-                    warmup_s=s.warmup_s, slo_changes=s.slo_changes,
+    cal = calibrate(s.problem, s.policy, s.soc, s.pool, s.experiment, s.arrivals, s.inputs, cache_dir=cache / "compiled",
                     probe_idle_ms=idle_gap_ms(s.workload, args.workload.parent))
     if args.write_profile is not None:
         device = f"sparseloom runtime on {platform.node() or 'this host'} ({platform.machine()})"

@@ -53,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
                  max_in_flight=args.max_in_flight) as rt:
         print(rt.plan.describe(), file=out)
         rt.warm(lambda m: print(m, file=sys.stderr) if not args.no_progress else None)
-        done = replay(rt, s.arrivals, s.inputs, slo_changes=s.slo_changes, every_s=args.every,
+        done = replay(rt, s.arrivals, s.inputs, slo_changes=s.experiment.slo_changes, every_s=args.every,
                       on_tick=lambda r: print(r.stats().describe(), file=out, flush=True), keep_futures=False)
         stats = rt.stats()
-        result = rt.result(duration_s=s.duration_s, warmup_s=s.warmup_s, seed=s.seed, origin_ms=done.start_ms)
+        exp = s.experiment
+        result = rt.result(duration_s=exp.duration_s, warmup_s=exp.warmup_s, seed=exp.seed, origin_ms=done.start_ms)
     if args.json:
         print(json.dumps({"stats": stats.to_dict(), "result": result_dict(result, "measured")}, indent=2))
     else:

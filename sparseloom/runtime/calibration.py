@@ -42,9 +42,9 @@ from scheduler.problem import Problem
 from sparseloom.runtime.engine import Runtime
 from sparseloom.runtime.replay import replay
 from sparseloom.runtime.stats import result_dict
-from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.sim.experiment import Experiment
 from sparseloom.sim.metrics import RunResult
-from sparseloom.sim.runner import Arrivals, simulate
+from sparseloom.sim.runner import Arrivals, simulate_in
 
 
 @dataclass(frozen=True)
@@ -207,12 +207,11 @@ def calibrate(
     policy: str,
     soc: SoCSpec,
     pool: Any,
+    experiment: Experiment,
     arrivals: Arrivals,
     inputs: Callable[[str], tuple[torch.Tensor, ...]],
     *,
     cache_dir: Path,
-    warmup_s: float = 0.0,
-    slo_changes: Sequence[SLOChangeEvent] = (),
     max_in_flight: int = 64,
     every_s: float = 0.0,
     on_tick: Callable[[Runtime], None] | None = None,
@@ -220,13 +219,16 @@ def calibrate(
     probe_requests: int = PROBE_REQUESTS,
     probe_idle_ms: float = IDLE_MS,
 ) -> Calibration:
-    """Run ``arrivals`` for real and in the simulator (same plan, same arrivals); measure the errors.
+    """Run ``arrivals`` (one seed of ``experiment``: its warm-up and SLO changes apply) for real and in
+    the simulator (same plan, same arrivals); measure the errors.
 
     ``problem`` must only name processors present here (see :func:`sparseloom.runtime.host.restrict`).
     Blocks the run executed at least ``min_samples`` times get a measured correction. ``probe_idle_ms``:
     the idle gap before each probe request (the workload's, as the profiler used: see
     :func:`sparseloom.assemble.idle_gap_ms`).
     """
+    if arrivals.duration_s != experiment.duration_s:
+        raise ValueError(f"the arrivals last {arrivals.duration_s:g} s, the experiment {experiment.duration_s:g} s")
     with Runtime(problem, registry.create(policy), soc, pool, cache_dir=cache_dir, max_in_flight=max_in_flight) as rt:
         plan = rt.plan
         rt.warm()
@@ -235,9 +237,10 @@ def calibrate(
             rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
         overheads = probe_overhead_ms(rt, inputs, probe_requests, probe_idle_ms)
         since = rt.recorder.completions
-        done = replay(rt, arrivals, inputs, slo_changes=slo_changes, every_s=every_s, on_tick=on_tick,
+        done = replay(rt, arrivals, inputs, slo_changes=experiment.slo_changes, every_s=every_s, on_tick=on_tick,
                       keep_futures=False)
-        real = rt.result(duration_s=arrivals.duration_s, warmup_s=warmup_s, seed=arrivals.seed, origin_ms=done.start_ms)
+        real = rt.result(duration_s=arrivals.duration_s, warmup_s=experiment.warmup_s, seed=arrivals.seed,
+                         origin_ms=done.start_ms)
         measured = rt.recorder.service_times_ms()
         sigma = rt.recorder.service_sigma()
         in_window = rt.recorder.overheads_ms(since)
@@ -259,9 +262,9 @@ def calibrate(
                     if m is not None and m[3] >= min_samples:
                         corrections.append(BlockCorrection(o.digest, k, ms, m[0], m[3], m[1], m[2]))
     unique = tuple({(c.digest, c.processor): c for c in corrections}.values())
-    def run(p: Problem, latency_cv: float = 0.0) -> RunResult:
-        return simulate(p, registry.create(policy), arrivals, warmup_s=warmup_s, slo_changes=slo_changes, plan=plan,
-                        latency_cv=latency_cv)
+    def run(p: Problem, latency_cv: float | None = None) -> RunResult:
+        at = experiment if latency_cv is None else replace(experiment, latency_cv=latency_cv)
+        return simulate_in(at, p, registry.create(policy), arrivals, plan=plan)
 
     sim = run(problem)
     adjusted = run(corrected_problem(problem, (), overhead))

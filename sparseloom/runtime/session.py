@@ -20,9 +20,8 @@ from sparseloom.errors import InputError, bad_argument
 from sparseloom.errors import Complaint
 from sparseloom.runtime.host import processors_present, restrict
 from sparseloom.runtime.inputs import cycling, zoo_examples
-from sparseloom.sim.engine import SLOChangeEvent
-from sparseloom.sim.experiment import slo_changes
-from sparseloom.sim.runner import Arrivals, arrival_specs, make_arrivals
+from sparseloom.sim.experiment import Experiment, slo_changes
+from sparseloom.sim.runner import Arrivals, arrival_specs, arrivals_in
 from sparseloom.workload import SoC, Workload, load_workload
 
 
@@ -36,11 +35,8 @@ class Session:
     soc: SoCSpec
     pool: Any
     policy: str
-    duration_s: float
-    warmup_s: float
-    seed: int
-    arrivals: Arrivals
-    slo_changes: tuple[SLOChangeEvent, ...]
+    experiment: Experiment  # one seed: the run's duration, warm-up, seed, SLO changes and transitions
+    arrivals: Arrivals  # that seed's arrivals
     inputs: Callable[[str], tuple[torch.Tensor, ...]]
     cache_dir: Path
 
@@ -84,10 +80,9 @@ def prepare(
         problem = restrict(assembled.problem, processors_present(assembled.soc))
     except ValueError as err:
         raise InputError([Complaint("soc.processors", "a processor present on this host", str(err), str(path))]) from None
-    arrivals = make_arrivals(
-        arrival_specs(workload.tasks), duration, run_seed, base_dir=path.parent,
-        transitions=scenario.transitions if scenario else None,
-    )
+    experiment = Experiment(duration, warmup, run_seed, 1, slo_changes(workload.tasks),
+                            scenario.transitions if scenario else None, str(path.parent))
+    arrivals = arrivals_in(experiment, arrival_specs(workload.tasks), run_seed)
     examples = {}
     for t in workload.tasks:
         spec = workload.model(t.model)
@@ -101,11 +96,8 @@ def prepare(
         soc=assembled.soc,
         pool=assembled.pool,
         policy=name,
-        duration_s=duration,
-        warmup_s=warmup,
-        seed=run_seed,
+        experiment=experiment,
         arrivals=arrivals,
-        slo_changes=slo_changes(workload.tasks),
         inputs=cycling(examples),
         cache_dir=cache_dir,
     )

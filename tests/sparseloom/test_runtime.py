@@ -25,6 +25,7 @@ from scheduler.routes import evaluate
 from sparseloom.runtime import Rejected, Runtime
 from sparseloom.runtime.replay import replay
 from sparseloom.sim import RunResult
+from sparseloom.sim.experiment import Experiment
 from sparseloom.sim.runner import Arrivals, make_arrivals
 from sparseloom.workload import Poisson
 from stitching.pool import Pool
@@ -337,8 +338,8 @@ def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, image
 
     problem = digits_problem(pool, ("cpu0",), latency_slo_ms=5.0, variants=("dense",))
     arrivals = make_arrivals({"digits": Poisson(process="poisson", rate_hz=100.0)}, 1.0, seed=0)
-    cal = calibrate(problem, "sparseloom", host_soc("torch", 1), pool, arrivals, lambda t: (images[:1],),
-                    cache_dir=dirs / "cc")
+    cal = calibrate(problem, "sparseloom", host_soc("torch", 1), pool, Experiment(duration_s=1.0), arrivals,
+                    lambda t: (images[:1],), cache_dir=dirs / "cc")
     assert cal.real.requests == arrivals.count == cal.simulated.requests
     assert {c.digest for c in cal.corrections} == {o.digest for opts in problem.tasks[0].positions for o in opts}
     assert all(c.measured_ms > 0 and c.samples >= 5 for c in cal.corrections)
