@@ -338,6 +338,7 @@ class Runtime:
                 self._recalibrating = True
                 self._replanner.submit(self._recalibrate, self.problem, self._feedback.copy())
             self._in_flight += 1
+            self.residency.want(digests)
             req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms)
             self._hand(req, steps[0])
         return fut
@@ -401,6 +402,7 @@ class Runtime:
             self._fail(req, err)
             return
         req.tensors = outs
+        self.residency.unwant((step.digest,))
         req.position += 1
         if req.position < len(req.steps):
             # A real hand-off: the next worker receives the output tensors themselves.
@@ -411,6 +413,8 @@ class Runtime:
         req.future.set_result(outs[0] if len(outs) == 1 else outs)
 
     def _finish(self, req: _Request) -> None:
+        """The request ends (done, dropped or failed): the blocks it has not run are no longer wanted."""
+        self.residency.unwant(s.digest for s in req.steps[req.position:])
         with self._lock:
             self._in_flight -= 1
 

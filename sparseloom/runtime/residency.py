@@ -5,15 +5,18 @@ each processor that runs it gets its own runner (a TVM executable loaded from
 the compile cache, or the torch module itself for ``executor: torch``). The
 budget counts the blocks' weight memory (``memory_mb`` per digest, the numbers
 the plan was made with) of resident blocks and of blocks being loaded. Blocks
-that a worker is running are pinned and never evicted; eviction takes the
-least recently used idle block, blocks outside the plan's resident set first.
+that a worker is running are pinned and never evicted; which idle blocks go is
+the rule the simulator uses too (:func:`sparseloom.core.eviction.victims`): least
+recently used first, blocks no dispatched request still needs before those it
+does (the engine says which with :meth:`Residency.want` / :meth:`Residency.unwant`),
+and the plan's resident set last within each.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -23,6 +26,7 @@ from backends.base import CompileOptions, Runner
 from backends.block import BlockSpec
 from backends.processor import ProcessorSpec
 from backends.tvm_backends import backend_for, runner_for
+from sparseloom.core.eviction import victims
 from stitching.pool import Pool
 
 
@@ -94,6 +98,8 @@ class Residency:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._cond = threading.Condition()
         self._protected: frozenset[str] = frozenset()
+        # Per digest: blocks of dispatched requests still to run (their own block included).
+        self._wanted: Counter[str] = Counter()
         self._used_mb = 0.0
         self._peak_mb = 0.0
         self._loads = 0
@@ -137,23 +143,28 @@ class Residency:
         self._peak_mb = max(self._peak_mb, self._used_mb)
         self._on_memory(self._clock(), delta_mb)
 
-    def _make_room(self, need_mb: float, evict_protected: bool) -> bool:
+    def want(self, digests: Iterable[str]) -> None:
+        """A request was dispatched: its blocks are needed until each has run (or it ends early)."""
+        with self._cond:
+            self._wanted.update(digests)
+
+    def unwant(self, digests: Iterable[str]) -> None:
+        """Blocks of a dispatched request that ran, or that it will no longer run."""
+        with self._cond:
+            self._wanted.subtract(digests)
+            for d in [d for d, n in self._wanted.items() if n <= 0]:
+                del self._wanted[d]
+
+    def _make_room(self, need_mb: float, demand: bool) -> bool:
         free = self._budget - self._used_mb
         if need_mb <= free + 1e-9:
             return True
         idle = [d for d, e in self._entries.items() if e.pins == 0 and not e.loading]
-        order = [d for d in idle if d not in self._protected]
-        if evict_protected:
-            order += [d for d in idle if d in self._protected]
-        victims: list[str] = []
-        for d in order:
-            if need_mb <= free + 1e-9:
-                break
-            victims.append(d)
-            free += self._entries[d].memory_mb
-        if need_mb > free + 1e-9:
+        chosen = victims(idle, need_mb, free, {d: self._entries[d].memory_mb for d in idle}, self._wanted,
+                         self._protected, demand)
+        if chosen is None:
             return False
-        for d in victims:
+        for d in chosen:
             e = self._entries.pop(d)
             self._evictions += 1
             self._change(-e.memory_mb)
@@ -182,7 +193,7 @@ class Residency:
                     if runner is not None:
                         return runner
                     break
-                if e is None and self._make_room(mb, evict_protected=True):
+                if e is None and self._make_room(mb, demand=True):
                     e = _Entry(digest, mb, pins=1)
                     self._entries[digest] = e
                     self._change(mb)
@@ -269,7 +280,7 @@ class Residency:
             if proc is None:
                 continue
             with self._cond:
-                if d in self._entries or not self._make_room(self.block_mb(d), evict_protected=False):
+                if d in self._entries or not self._make_room(self.block_mb(d), demand=False):
                     continue
             try:
                 self.acquire(d, proc)

@@ -54,7 +54,8 @@ Modelling choices:
   still needs; a block still missing when its processor takes it is loaded
   then (a demand load). Eviction takes the least recently used block that no
   processor holds: first blocks no dispatched request needs, then (demand
-  loads only) the others. The plan's resident set is loaded at the start and
+  loads only) the others; the runtime decides it with the same function
+  (:func:`sparseloom.core.eviction.victims`). The plan's resident set is loaded at the start and
   pinned while the whole set fits in the budget (evicted only as a last
   resort); its preload list is loaded after it as far as free memory allows.
 - A transfer of ``TaskSpec.output_mb`` costs ``Problem.transfer_ms`` when two
@@ -82,6 +83,7 @@ from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem, TaskSpec
+from sparseloom.core.eviction import victims
 
 class Event(IntEnum):
     """What happens at an instant: the kinds of the heap's entries (arrivals come from their own array)."""
@@ -552,35 +554,18 @@ def run(
         return cr
 
     def make_room(need: float, now: float, demand: bool) -> bool:
-        """Evict resident blocks no processor holds until ``need`` MB fit; False (evicting nothing) if they cannot.
-
-        Victims in order: blocks no dispatched request still needs (LRU
-        first, the plan's resident set last); then, for a demand load only,
-        blocks that queued requests will need.
-        """
+        """Evict idle resident blocks until ``need`` MB fit (the shared rule,
+        :func:`sparseloom.core.eviction.victims`); False, evicting nothing, when they cannot."""
         free = budget - st.memory_used_mb
         if need <= free + 1e-9:
             return True
-        state, pins, pinned = block_state, block_pins, st.plan_pinned
-        idle = [b for b in lru if pins[b] == 0 and state[b] == RESIDENT]
-        tiers = [
-            [b for b in idle if wanted[b] == 0 and b not in pinned],
-            [b for b in idle if wanted[b] == 0 and b in pinned],
-        ]
-        if demand:
-            tiers.append([b for b in idle if wanted[b] > 0 and b not in pinned])
-            tiers.append([b for b in idle if wanted[b] > 0 and b in pinned])
-        victims: list[int] = []
-        for b in itertools.chain.from_iterable(tiers):
-            if need <= free + 1e-9:
-                break
-            victims.append(b)
-            free += block_mb[b]
-        if need > free + 1e-9:
+        idle = [b for b in lru if block_pins[b] == 0 and block_state[b] == RESIDENT]
+        chosen = victims(idle, need, free, block_mb, wanted, st.plan_pinned, demand)
+        if chosen is None:
             return False
-        for b in victims:
+        for b in chosen:
             del lru[b]
-            state[b] = ABSENT
+            block_state[b] = ABSENT
             acc.evictions += 1
             memory_changed(now, -block_mb[b])
             if log is not None and now < log.until_ms:
