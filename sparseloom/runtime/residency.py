@@ -151,9 +151,12 @@ class Residency:
     def unwant(self, digests: Iterable[str]) -> None:
         """Blocks of a dispatched request that ran, or that it will no longer run."""
         with self._cond:
-            self._wanted.subtract(digests)
-            for d in [d for d, n in self._wanted.items() if n <= 0]:
-                del self._wanted[d]
+            for d in digests:
+                left = self._wanted[d] - 1
+                if left > 0:
+                    self._wanted[d] = left
+                else:
+                    self._wanted.pop(d, None)
 
     def _make_room(self, need_mb: float, demand: bool) -> bool:
         free = self._budget - self._used_mb

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,7 @@ class Experiment:
     base_dir: str = "."
     rate_scale: float = 1.0
     latency_cv: float = 0.0
-    profile_error: ProfileError | None = field(default=None)
+    profile_error: ProfileError | None = None
 
     def __post_init__(self) -> None:
         # Accept any sequence or path, keep a tuple and a string: the object pickles to workers and Ray.

@@ -25,7 +25,7 @@ from scheduler.problem import Problem
 from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
 from sparseloom.sim.engine import SLOChangeEvent
-from sparseloom.sim.experiment import Experiment, ProfileError, slo_changes
+from sparseloom.sim.experiment import Experiment, ProfileError
 from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
 from sparseloom.sim.parallel import PROCESS, Engine, map_jobs
 from sparseloom.workload import Arrival, Task, Transitions, Workload
@@ -42,8 +42,6 @@ REPLAN_MS_PER_WORK = 0.37
 def replan_delay_ms(plan: Plan) -> float:
     """Modelled time from an SLO change until the re-planned ``plan`` serves."""
     return plan.info.work * REPLAN_MS_PER_WORK
-
-
 
 
 @dataclass(frozen=True)

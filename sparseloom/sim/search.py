@@ -38,7 +38,7 @@ def boundary(passes: Callable[[float], bool], start: float, *, worse: float, low
     while the trial passes, or the other way while it fails, until both sides are found within
     [``lowest``, ``highest``]; then bisect geometrically until the two sides are within
     ``tolerance`` (relative). Every point tried lies within the limits."""
-    if not 0 < lowest <= start <= highest or worse in (0.0, 1.0) or worse < 0 or tolerance <= 0:
+    if not 0 < lowest <= start <= highest or worse <= 0 or worse == 1.0 or tolerance <= 0:
         raise ValueError(f"boundary needs 0 < lowest <= start <= highest, worse > 0 and != 1, tolerance > 0; got "
                          f"{lowest:g} <= {start:g} <= {highest:g}, worse {worse:g}, tolerance {tolerance:g}")
 
