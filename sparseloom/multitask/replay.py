@@ -383,8 +383,8 @@ def replay(
 def measure_plan_ms(setting: Setting, repeats: int = 5) -> float:
     """The cost of working out a switch's runs, per tile missing (median; measured): each aligned
     task's runs (:meth:`TileCache.runs`) worked out with nothing held, less the same with the task's
-    tiles held (nothing missing: no I/O beyond those tiles), divided by the task's tiles. A switch pays it before its first read, for every tile it
-    lacks; what it costs with nothing missing is in the fixed cost."""
+    tiles held (nothing missing), divided by the task's tiles. A switch pays it before its first
+    read, for every tile it lacks; what it costs with nothing missing is in the fixed cost."""
     r = _Replayer(setting, "aligned_differential", 1.0, 0, 0.0, measure_accuracy=False)
     per_tile: list[float] = []
     for _ in range(repeats):
