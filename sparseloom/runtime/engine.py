@@ -1,11 +1,12 @@
 """The runtime: a plan run for real on the host's processors, request by request, block by block.
 
 Each request gets its route from ``policy.decide(task, plan, view)`` where the
-view reads the live worker queues and the resident blocks. Its blocks then
-flow through the workers of the processors the route names: a worker runs a
-block (loading it from the pool on demand, within the memory budget) and hands
-the output tensors to the next block's worker. The result future receives the
-last block's real outputs.
+view reads the live worker queues and the resident blocks; admission, the blocks
+prefetched at dispatch, late drops and SLO changes follow the rules the simulator
+follows too (:mod:`sparseloom.core`). Its blocks then flow through the workers of
+the processors the route names: a worker runs a block (loading it from the pool
+when no prefetch has, within the memory budget) and hands the output tensors to
+the next block's worker. The result future receives the last block's real outputs.
 
 Overload protection: at most ``max_in_flight`` requests are admitted at once
 (each holds one queue slot at a time, so queues and activations stay bounded);
@@ -46,6 +47,9 @@ from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Policy, check_order
 from scheduler.problem import Problem
+from sparseloom.core.decisions import Decisions
+from sparseloom.core.dispatch import arrive, late
+from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
 from sparseloom.runtime.host import processors_present
 from sparseloom.runtime.residency import Residency
 from sparseloom.runtime.stats import Recorder, RuntimeStats, TaskStats, result
@@ -102,6 +106,7 @@ class Runtime:
 
     ``pool`` holds every block the problem names (by digest); compiled blocks are
     cached under ``cache_dir``. Every processor the problem names must be present here.
+    ``decisions``, when given, records each request's route and every load and eviction, in order.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class Runtime:
         max_in_flight: int = 64,
         shed_factor: float | None = None,
         memory_wait_s: float = 10.0,
+        decisions: Decisions | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -156,7 +162,9 @@ class Runtime:
             self.now_ms,
             self.recorder.memory,
             wait_s=memory_wait_s,
+            decisions=decisions,
         )
+        self._decisions = decisions
         by_deadline = check_order(policy)
         self.workers = [Worker(p.name, i, self._execute, by_deadline, self._worker_died)
                         for i, p in enumerate(problem.processors)]
@@ -168,6 +176,7 @@ class Runtime:
         self._feedback = Feedback()
         self._next_feedback_ms = FEEDBACK_EVERY_MS
         self._recalibrating = False
+        self._replans = Replans()
         self._replanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseloom-replan")
         self._process = psutil.Process()
         self._rss_peak_mb = self.rss_mb()
@@ -227,52 +236,48 @@ class Runtime:
         return total
 
     def set_slo(self, task: str, latency_ms: float | None = None, min_accuracy: float | None = None) -> Plan:
-        """Change a task's SLO: switch routes now (the policy's ``switch``, unless it returns None), then
-        re-plan in the background (``replan``) and install that plan when it is ready.
+        """Change a task's SLO as the simulator does (:func:`sparseloom.core.slo.retarget`): switch routes
+        now (the policy's ``switch``, unless it returns None), then re-plan in the background
+        (``replan``, on the plan then in force) and install that plan when it is ready, unless the SLOs
+        changed again meanwhile.
 
         Returns the plan in force once this call returns.
         """
+        if task not in self._task_index:
+            raise KeyError(task)
         with self._lock:
-            k = self._task_index[task]
-            tasks = list(self.problem.tasks)
-            t = tasks[k]
-            tasks[k] = replace(
-                t,
-                latency_slo_ms=t.latency_slo_ms if latency_ms is None else float(latency_ms),
-                min_accuracy=t.min_accuracy if min_accuracy is None else float(min_accuracy),
-            )
-            self.problem = replace(self.problem, tasks=tuple(tasks))
-            problem = self.problem
-            t0 = time.perf_counter_ns()
-            switched = self.policy.switch(self.plan, problem)
-            if switched is not None:
-                self.recorder.replan_ns.append(time.perf_counter_ns() - t0)
-                self.plan = switched
-        if switched is not None:
-            self._replanner.submit(self._apply, switched)
-        # The full re-plan the simulator makes on an SLO change, off the hot path.
-        self._replanner.submit(self._replan, problem)
-        return self.plan
+            change = retarget(self.policy, self.problem, SLOChangeEvent(self.now_ms(), task, latency_ms, min_accuracy),
+                              self.plan)
+            self.problem = change.problem
+            generation = self._replans.start()
+            if change.switched is not None:
+                self.recorder.replan_ns.append(change.switch_ns)
+                self.plan = change.switched
+            plan = self.plan
+        if change.switched is not None:
+            self._replanner.submit(self._apply, change.switched)
+        self._replanner.submit(self._replan, change.problem, generation)
+        return plan
 
-    def _replan(self, problem: Problem) -> None:
+    def _replan(self, problem: Problem, generation: int) -> None:
         t0 = time.perf_counter_ns()
-        self._install(self.policy.replan(problem, self.plan), problem, t0)
+        self._install(self.policy.replan(problem, self.plan), generation, t0)
 
-    def _recalibrate(self, problem: Problem, seen: Feedback) -> None:
+    def _recalibrate(self, problem: Problem, seen: Feedback, generation: int) -> None:
         try:
             t0 = time.perf_counter_ns()
             plan = self.policy.recalibrate(problem, self.plan, seen)
             if plan is not None:
-                self._install(plan, problem, t0)
+                self._install(plan, generation, t0)
         finally:
             self._recalibrating = False
 
-    def _install(self, plan: Plan, problem: Problem, t0_ns: int) -> None:
-        """Serve ``plan``, made for ``problem`` from ``t0_ns`` on, unless the problem changed since (a newer
-        SLO change re-plans again)."""
+    def _install(self, plan: Plan, generation: int, t0_ns: int) -> None:
+        """Serve ``plan``, made from ``t0_ns`` on for the SLOs of ``generation``, unless they changed since
+        (a newer SLO change re-plans again)."""
         with self._lock:
             self.recorder.replan_ns.append(time.perf_counter_ns() - t0_ns)
-            if problem is not self.problem:
+            if not self._replans.current(generation):
                 return
             self.plan = plan
         self._apply(plan)
@@ -298,12 +303,9 @@ class Runtime:
                 raise RuntimeError("the runtime is closed")
             now = self.now_ms()
             spec = self.problem.tasks[k]
-            t0 = time.perf_counter_ns()
-            if self._admission is not None:
-                self._admission.arrive(task, now)
-            route = self.policy.decide(task, self.plan, self._view)
-            admitted = self._admission is None or self._admission.admit(route, self.plan, now)
-            dec = time.perf_counter_ns() - t0
+            route, admitted, dec = arrive(self.policy, self._admission, task, self.plan, self._view, now)
+            if self._decisions is not None:
+                self._decisions.routes.append((task, tuple(route.options), tuple(route.processors)) if admitted else None)
             digests = self._digests(route)
             steps = tuple(
                 Step(
@@ -336,9 +338,10 @@ class Runtime:
             if self.policy.closed_loop and now >= self._next_feedback_ms and not self._recalibrating:
                 self._next_feedback_ms = now + FEEDBACK_EVERY_MS
                 self._recalibrating = True
-                self._replanner.submit(self._recalibrate, self.problem, self._feedback.copy())
+                self._replanner.submit(self._recalibrate, self.problem, self._feedback.copy(), self._replans.generation)
             self._in_flight += 1
             self.residency.want(digests)
+            self.residency.prefetch(digests, route.processors)
             req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms)
             self._hand(req, steps[0])
         return fut
@@ -378,7 +381,7 @@ class Runtime:
             # As in the simulator: a request that cannot finish by its deadline even if the rest runs at
             # once (expected latencies) is dropped, not run at the others' expense.
             left = sum(s.expected_ms for s in req.steps[req.position:])
-            if self.now_ms() + left > req.deadline_ms:
+            if late(self.now_ms(), left, req.deadline_ms):
                 self._finish(req)
                 self.recorder.reject(req.rid)
                 req.future.set_exception(Rejected(f"request dropped: {left:.2f} ms of blocks left, past its deadline"))
@@ -443,6 +446,7 @@ class Runtime:
         for w in self.workers:
             w.join(timeout=timeout_s)
         self._replanner.shutdown(wait=True)
+        self.residency.close()
         self._stop_monitor.set()
         self._monitor.join(timeout=1.0)
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sparseloom.runtime.engine import Runtime
-from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.core.slo import SLOChangeEvent
 from sparseloom.sim.runner import Arrivals
 
 

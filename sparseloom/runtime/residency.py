@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,8 @@ from backends.base import CompileOptions, Runner
 from backends.block import BlockSpec
 from backends.processor import ProcessorSpec
 from backends.tvm_backends import backend_for, runner_for
+from sparseloom.core.decisions import Decisions
+from sparseloom.core.dispatch import prefetch
 from sparseloom.core.eviction import victims
 from stitching.pool import Pool
 
@@ -72,7 +75,8 @@ class Residency:
     """The set of resident blocks of one runtime, kept within ``budget_mb``.
 
     ``memory_mb`` gives each digest's weight memory; ``on_memory(now_ms, delta_mb)``
-    is called on every change so the caller can integrate memory over time.
+    is called on every change so the caller can integrate memory over time. ``decisions``, when
+    given, records every load (as its memory is reserved) and eviction, in order.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Residency:
         clock_ms: Callable[[], float],
         on_memory: Callable[[float, float], None] = lambda t, d: None,
         wait_s: float = 30.0,
+        decisions: Decisions | None = None,
     ) -> None:
         self._pool = pool
         self._procs = dict(processors)
@@ -106,6 +111,9 @@ class Residency:
         self._load_ms = 0.0
         self._compile_s = 0.0
         self._evictions = 0
+        self._decisions = decisions
+        # One loader, as the simulator's one storage channel: prefetches load in the order they start.
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseloom-prefetch")
 
     @property
     def budget_mb(self) -> float:
@@ -171,20 +179,20 @@ class Residency:
             e = self._entries.pop(d)
             self._evictions += 1
             self._change(-e.memory_mb)
+            if self._decisions is not None:
+                self._decisions.evictions.append(d)
         return True
 
     # -- the hot path
 
     def acquire(self, digest: str, processor: str) -> Runner:
-        """Pin ``digest`` and return its runner on ``processor``, loading and compiling it when needed.
+        """Pin ``digest`` and return its runner on ``processor``, loading and compiling it when needed
+        (a demand load, which may evict blocks dispatched requests need).
 
-        Waits (up to the wait limit) while the budget is full of pinned blocks.
+        Waits (up to the wait limit) while the budget is full of pinned blocks, or while a prefetch
+        of the block is under way.
         """
-        mb = self.block_mb(digest)
-        if mb > self._budget + 1e-9:
-            raise BlockTooLarge(
-                f"block {digest[:12]} needs {mb:.2f} MB, more than the memory budget ({self._budget:.2f} MB)"
-            )
+        mb = self._fits(digest)
         deadline = time.monotonic() + self._wait_s
         with self._cond:
             while True:
@@ -197,9 +205,7 @@ class Residency:
                         return runner
                     break
                 if e is None and self._make_room(mb, demand=True):
-                    e = _Entry(digest, mb, pins=1)
-                    self._entries[digest] = e
-                    self._change(mb)
+                    e = self._reserve(digest, mb, pins=1)
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -209,14 +215,57 @@ class Residency:
                     )
                 self._cond.wait(timeout=min(left, 0.05))
         # Loading and compiling happen outside the lock; the entry is reserved and pinned.
+        return self._fill(e, processor, pinned=True)
+
+    def prefetch(self, digests: Sequence[str], processors: Sequence[str]) -> None:
+        """A request was dispatched: start loading its blocks that are not resident, in route order, on
+        the loader thread, by the rule the simulator uses (:func:`sparseloom.core.dispatch.prefetch`):
+        memory is reserved now, without evicting a block a dispatched request needs, and the first
+        block that does not fit ends the prefetch (the rest load on demand)."""
+        where = dict(zip(digests, processors))  # the first processor that runs each block compiles it
+        with self._cond:
+            started: list[_Entry] = []
+
+            def start(d: str) -> bool:
+                mb = self.block_mb(d)
+                if mb > self._budget + 1e-9 or not self._make_room(mb, demand=False):
+                    return False
+                started.append(self._reserve(d, mb, pins=0))
+                return True
+
+            prefetch(dict.fromkeys(digests), lambda d: d not in self._entries, start)
+        for e in started:
+            self._loader.submit(self._fill_quietly, e, where[e.digest])
+
+    def _fits(self, digest: str) -> float:
+        mb = self.block_mb(digest)
+        if mb > self._budget + 1e-9:
+            raise BlockTooLarge(
+                f"block {digest[:12]} needs {mb:.2f} MB, more than the memory budget ({self._budget:.2f} MB)"
+            )
+        return mb
+
+    def _reserve(self, digest: str, mb: float, pins: int) -> _Entry:
+        """A new entry, loading, its memory counted (callers hold the lock and have made room)."""
+        e = _Entry(digest, mb, pins=pins)
+        self._entries[digest] = e
+        self._change(mb)
+        if self._decisions is not None:
+            self._decisions.loads.append(digest)
+        return e
+
+    def _fill(self, e: _Entry, processor: str, pinned: bool) -> Runner:
+        """Load and compile the reserved entry ``e`` for ``processor`` (outside the lock); on failure
+        the reservation is undone and the error raised."""
         try:
             runner = self._runner(e, processor)
         except BaseException:
             with self._cond:
-                e.pins -= 1
+                if pinned:
+                    e.pins -= 1
                 if e.loading:
-                    self._entries.pop(digest, None)
-                    self._change(-mb)
+                    self._entries.pop(e.digest, None)
+                    self._change(-e.memory_mb)
                 self._cond.notify_all()
             raise
         with self._cond:
@@ -224,6 +273,17 @@ class Residency:
             e.loading = False
             self._cond.notify_all()
         return runner
+
+    def _fill_quietly(self, e: _Entry, processor: str) -> None:
+        """A prefetch's load: a failure undoes it, and the block loads on demand (which reports the error)."""
+        try:
+            self._fill(e, processor, pinned=False)
+        except Exception:  # noqa: BLE001, S110 - the demand load that follows raises it to the request
+            pass
+
+    def close(self) -> None:
+        """Stop the loader thread once the prefetches queued so far are done."""
+        self._loader.shutdown(wait=True)
 
     def release(self, digest: str) -> None:
         with self._cond:
@@ -283,13 +343,11 @@ class Residency:
             if proc is None:
                 continue
             with self._cond:
-                if d in self._entries or not self._make_room(self.block_mb(d), demand=False):
+                mb = self.block_mb(d)
+                if d in self._entries or mb > self._budget + 1e-9 or not self._make_room(mb, demand=False):
                     continue
-            try:
-                self.acquire(d, proc)
-            except (MemoryWaitTimeout, BlockTooLarge):
-                continue
-            self.release(d)
+                e = self._reserve(d, mb, pins=0)
+            self._fill(e, proc, pinned=False)
 
     def warm(self, digest: str, processor: str) -> float:
         """Compile ``digest`` for ``processor`` into the compile cache without making it resident; seconds spent."""

@@ -12,7 +12,7 @@ the writers of the table, results.json, plots and trace are in
 :mod:`sparseloom.sim.report`.
 """
 
-from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.core.slo import SLOChangeEvent
 from sparseloom.sim.metrics import Estimate, PolicySummary, RunResult, TaskMetrics
 from sparseloom.sim.parallel import ENGINES, Engine
 from sparseloom.sim.experiment import Experiment, ProfileError, slo_changes

@@ -5,10 +5,8 @@ Things and happenings are kept apart. The state is plain data
 the event kinds below, each handled by one function that says what it changes
 and which events it schedules next. The loop holds a policy and never looks at
 its name; it calls the policy's ``decide`` (per request), ``schedule`` (global queue),
-``recalibrate`` (closed loop) and
-``replan(problem, plan)`` on an SLO change (``switch`` is not called here: the
-old plan serves until the re-plan's modelled solve time has passed, where the
-runtime switches at once; one of the differences one decision core removes).
+``recalibrate`` (closed loop), and ``switch`` then ``replan`` on an SLO change, in the
+order the runtime calls them too (:mod:`sparseloom.core.slo`).
 
 Events (heap entries are plain tuples ``(time_ms, seq, kind, payload)`` so the
 hot loop makes no objects per event):
@@ -27,9 +25,11 @@ load        storage channel busy; memory reserved   start of the block(s) waitin
 finish      processor free; block unpinned          ready of the next block (after a transfer when
                                                     the processor changes), or request completion;
                                                     start of the next queued block
-slo_change  task SLO; the policy re-plans           plan ready, after the re-plan's modelled solve
+slo_change  task SLO; the policy's switch serves     loads of the switched plan's resident set;
+            at once (if it has one); it re-plans    plan ready, after the re-plan's modelled solve
                                                     time
-plan_ready  the new plan serves                     loads of the new plan's resident set
+plan_ready  the new plan serves (unless the SLOs    loads of the new plan's resident set
+            changed again since)
 ========== ======================================= ===============================================
 
 Each kind is one :class:`Event` with one handler in :func:`run` (``on_arrival``, ``ready``,
@@ -54,8 +54,8 @@ Modelling choices:
   still needs; a block still missing when its processor takes it is loaded
   then (a demand load). Eviction takes the least recently used block that no
   processor holds: first blocks no dispatched request needs, then (demand
-  loads only) the others; the runtime decides it with the same function
-  (:func:`sparseloom.core.eviction.victims`). The plan's resident set is loaded at the start and
+  loads only) the others. The runtime decides admission, prefetch, late drops,
+  eviction and SLO changes with the same functions (:mod:`sparseloom.core`). The plan's resident set is loaded at the start and
   pinned while the whole set fits in the budget (evicted only as a last
   resort); its preload list is loaded after it as far as free memory allows.
 - A transfer of ``TaskSpec.output_mb`` costs ``Problem.transfer_ms`` when two
@@ -83,7 +83,13 @@ from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem, TaskSpec
+from sparseloom.core.decisions import Decisions
+from sparseloom.core.dispatch import arrive, late
+from sparseloom.core.dispatch import prefetch as prefetch_blocks
 from sparseloom.core.eviction import victims
+from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
+
+
 
 class Event(IntEnum):
     """What happens at an instant: the kinds of the heap's entries (arrivals come from their own array)."""
@@ -129,24 +135,6 @@ Step = tuple[int, float, int, float]
 
 class BlockOverBudget(ValueError):
     """A route needs a block larger than the whole memory budget: it can never run."""
-
-
-@dataclass(frozen=True)
-class SLOChangeEvent:
-    """An SLO change of one task at ``at_ms``; ``None`` leaves that bound as it is."""
-
-    at_ms: float
-    task: str
-    latency_ms: float | None = None
-    min_accuracy: float | None = None
-
-    def apply(self, task: TaskSpec) -> TaskSpec:
-        """``task`` with this change's bounds in force."""
-        return replace(
-            task,
-            latency_slo_ms=task.latency_slo_ms if self.latency_ms is None else self.latency_ms,
-            min_accuracy=task.min_accuracy if self.min_accuracy is None else self.min_accuracy,
-        )
 
 
 @dataclass(frozen=True)
@@ -363,6 +351,7 @@ def run(
     replan_delay_ms: Callable[[Plan], float] | None = None,
     truth_scale: float = 1.0,
     block_error: Sequence[float] | None = None,
+    decisions: Decisions | None = None,
 ) -> RawRun:
     """Simulate one run; ``arrival_ms`` must be sorted and ``arrival_task`` index ``problem.tasks``.
 
@@ -386,8 +375,10 @@ def run(
     x ``block_error[block id]`` (ids in the order of the problem's options, see
     :func:`block_ids`); policies still see the profile's latency.
 
-    On an SLO change the policy re-plans (``policy.replan(problem, plan)``); the new plan serves
-    ``replan_delay_ms(new_plan)`` later (default 0) and the old plan serves meanwhile. A policy
+    On an SLO change the policy's ``switch`` (if it returns a plan) serves at once, as in the
+    runtime; then the policy re-plans (``policy.replan(problem, plan)``, on the plan in force); the
+    new plan serves ``replan_delay_ms(new_plan)`` later (default 0), unless another SLO change
+    came meanwhile, and the plan in force serves until then. A policy
     that declares ``closed_loop`` is shown the latencies observed so far (a
     :class:`scheduler.feedback.Feedback`, per block x processor) every FEEDBACK_EVERY_MS while no
     re-plan is pending; the plan ``policy.recalibrate`` returns, if any, is installed the same way.
@@ -401,6 +392,9 @@ def run(
     per-processor queues, a request that can no longer finish by its deadline even if its
     remaining blocks run at once (expected latencies and transfers) is dropped when its next
     block would start.
+
+    ``decisions``, when given, records each request's route and every load and eviction, in order
+    (to compare the run with the runtime's on the same scenario).
     """
     if latency_cv < 0:
         raise ValueError(f"latency_cv must be >= 0, got {latency_cv}")
@@ -463,8 +457,9 @@ def run(
     req_route: list[Route | None] = [None] * n_req
     req_prev = [-1] * n_req  # processor of the request's previous block (global queue)
     run_left = [0] * n_req  # blocks still to run back to back on the same processor (global queue)
-    pending_plans: list[Plan] = []
+    pending_plans: list[tuple[Plan, int]] = []  # (plan, the SLO generation it was made for)
     in_flight_plans = [0]  # re-plans decided but not yet serving
+    replans = Replans()
     closed_loop = bool(policy.closed_loop)
     # Per (block id x processor): executions, and their expected and observed latency sums.
     fb_n = [0] * (nblock * nproc)
@@ -489,7 +484,6 @@ def run(
     push = heapq.heappush
     pop = heapq.heappop
     perf = time.perf_counter_ns
-    decide = policy.decide
 
     log: ScheduleLog | None = None
     if trace_until_ms > 0:
@@ -568,6 +562,8 @@ def run(
             block_state[b] = ABSENT
             acc.evictions += 1
             memory_changed(now, -block_mb[b])
+            if decisions is not None:
+                decisions.evictions.append(digests[b])
             if log is not None and now < log.until_ms:
                 log.evictions.append((b, now))
         return True
@@ -580,6 +576,8 @@ def run(
         block_state[b] = LOADING
         lru[b] = None
         memory_changed(now, mb)
+        if decisions is not None:
+            decisions.loads.append(digests[b])
         begin = max(st.storage_free_ms, now)
         end = begin + mb / storage_rate
         st.storage_free_ms = end
@@ -634,6 +632,12 @@ def run(
             est = max(now, st.storage_free_ms) + block_mb[b] / storage_rate
         busy_until[p] = est + step[1]
 
+    def absent(b: int) -> bool:
+        return block_state[b] == ABSENT
+
+    def prefetch_one(b: int) -> bool:
+        return start_load(b, st.now_ms, demand=False)
+
     def retry_memory(now: float) -> None:
         """Memory may have room again: start the loads that processors wait for, in FIFO order."""
         while mem_waiters:
@@ -654,7 +658,7 @@ def run(
         step = req_steps[r][req_pos[r]]
         p = step[0]
         if not busy[p] and not queues[p]:
-            if drop_late and now + req_left[r][req_pos[r]] > arr_t[r] + req_slo[r]:
+            if drop_late and late(now, req_left[r][req_pos[r]], arr_t[r] + req_slo[r]):
                 drop(r)
                 return
             take(p, r, step, now)
@@ -673,7 +677,7 @@ def run(
         while q:
             r2 = pop(q)[1]
             queued[p] -= req_steps[r2][req_pos[r2]][1]
-            if drop_late and now + req_left[r2][req_pos[r2]] > arr_t[r2] + req_slo[r2]:
+            if drop_late and late(now, req_left[r2][req_pos[r2]], arr_t[r2] + req_slo[r2]):
                 drop(r2)
                 continue
             return r2
@@ -704,7 +708,7 @@ def run(
             r = head[i]
             if i in gone:
                 raise ValueError(f"policy {policy.name!r} scheduled job {i} twice in one call")
-            if proc is None or (drop_late and now > arr_t[r] + req_slo[r]):
+            if proc is None or (drop_late and late(now, 0.0, arr_t[r] + req_slo[r])):
                 gone.add(i)
                 drop(r)
                 continue
@@ -720,11 +724,12 @@ def run(
             gq[: len(head)] = [r for i, r in enumerate(head) if i not in gone]
 
     def serve_later(new_plan: Plan, now: float, wall_ns: int) -> None:
-        """A re-plan was made at ``now``: it serves once its modelled solve time has passed."""
+        """A re-plan was made at ``now``: it serves once its modelled solve time has passed (unless the
+        SLOs change again meanwhile)."""
         replan_ns.append(wall_ns)
         if log is not None and now < log.until_ms:
             log.replans.append((now, wall_ns / 1000.0))
-        pending_plans.append(new_plan)
+        pending_plans.append((new_plan, replans.generation))
         in_flight_plans[0] += 1
         delay = replan_delay_ms(new_plan) if replan_delay_ms is not None else 0.0
         push(heap, (now + max(0.0, delay), next(counter), PLAN_READY, len(pending_plans) - 1))
@@ -813,13 +818,11 @@ def run(
         """A request arrives: the policy routes it (admission may shed it); its blocks are wanted and
         prefetched; its first block becomes ready (or it joins the global queue)."""
         k = arr_k[r]
-        t0 = perf()
-        if shedding is not None:
-            shedding.arrive(task_names[k], now)
-        route = decide(task_names[k], plan, view)
-        shed = shedding is not None and not shedding.admit(route, plan, now)
-        decision_ns.append(perf() - t0)
-        if shed:
+        route, admitted, ns = arrive(policy, shedding, task_names[k], plan, view, now)
+        decision_ns.append(ns)
+        if decisions is not None:
+            decisions.routes.append((route.task, tuple(route.options), tuple(route.processors)) if admitted else None)
+        if not admitted:
             req_slo[r] = slo_lat[k]
             req_shed[r] = True
             return  # shed at arrival: never runs, counted as dropped
@@ -842,10 +845,7 @@ def run(
         for step in cr.steps:
             wanted[step[2]] += 1
         if prefetch:
-            for b in cr.blocks:
-                # Prefetch never evicts a block a dispatched request needs; the rest loads on demand.
-                if block_state[b] == ABSENT and not start_load(b, now, demand=False):
-                    break
+            prefetch_blocks(cr.blocks, absent, prefetch_one)
         if global_queue:
             req_route[r] = route
             gq.append(r)
@@ -870,24 +870,37 @@ def run(
             retry_memory(now)
 
     def on_plan_ready(i: int, now: float) -> None:
-        """A re-plan finished: its plan serves from now (the old one served meanwhile); its resident
-        set loads."""
+        """A re-plan finished: its plan serves from now (the old one served meanwhile) unless made for
+        SLOs changed since; its resident set loads."""
         nonlocal plan
-        plan = pending_plans[i]
+        new_plan, generation = pending_plans[i]
         in_flight_plans[0] -= 1
+        if not replans.current(generation):
+            return
+        plan = new_plan
         load_residency(plan, now)
         if global_queue:
             schedule_global(now)
 
     def on_slo_change(i: int, now: float) -> None:
-        """A task's SLO changes: requests arriving from now carry it; the policy re-plans, and that
-        plan serves once its modelled solve time has passed."""
+        """A task's SLO changes (:func:`sparseloom.core.slo.retarget`): requests arriving from now carry
+        it; the policy's quick switch, if any, serves at once; its re-plan, made on the plan then in
+        force, serves once its modelled solve time has passed."""
+        nonlocal plan
         ch = changes[i]
         k = task_names.index(ch.task)
-        tasks_now[k] = ch.apply(tasks_now[k])
+        change = retarget(policy, replace(problem, tasks=tuple(tasks_now)), ch, plan)
+        tasks_now[k] = change.problem.tasks[k]
         slo_lat[k], slo_acc[k] = tasks_now[k].latency_slo_ms, tasks_now[k].min_accuracy
+        replans.start()
+        if change.switched is not None:
+            replan_ns.append(change.switch_ns)
+            plan = change.switched
+            load_residency(plan, now)
+            if global_queue:
+                schedule_global(now)
         t0 = perf()
-        new_plan = policy.replan(replace(problem, tasks=tuple(tasks_now)), plan)
+        new_plan = policy.replan(change.problem, plan)
         serve_later(new_plan, now, perf() - t0)
 
     by_kind: dict[Event, Callable[[int, float], None]] = {

@@ -21,7 +21,7 @@ import numpy as np
 
 from scheduler.problem import Problem
 from sparseloom.sim import engine
-from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.core.slo import SLOChangeEvent
 from sparseloom.workload import Task, Transitions, Workload
 
 

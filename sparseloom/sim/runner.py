@@ -24,7 +24,7 @@ from scheduler.policy import Policy
 from scheduler.problem import Problem
 from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
-from sparseloom.sim.engine import SLOChangeEvent
+from sparseloom.core.slo import SLOChangeEvent
 from sparseloom.sim.experiment import Experiment, ProfileError
 from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
 from sparseloom.sim.parallel import PROCESS, Engine, map_jobs

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from backends.processor import ProcessorSpec, SoCSpec, TransferSpec, host_cpu
+from scheduler.plan import Plan, Route, SolveInfo
+from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
 from stitching.pool import ModelRequest, Pool, build_pool
 from stitching.prune import Recipe
@@ -71,3 +74,34 @@ def digits_problem(
         processors=tuple(ProcessorInfo(k, "cpu", 0.8) for k in processors),
         memory_budget_mb=memory_budget_mb,
     )
+
+
+class FixedRoutes(PolicyBase):
+    """A policy that cycles through given (variants, processors) routes: exercises placement and loads."""
+
+    def __init__(self, problem: Problem, routes: list[tuple[tuple[int, ...], tuple[str, ...]]]) -> None:
+        self.name = "fixed"
+        task = problem.tasks[0]
+        self.routes = [
+            Route(
+                task=task.name,
+                options=opts,
+                processors=procs,
+                latency_ms=sum(task.positions[p][o].latency_ms[k] for p, (o, k) in enumerate(zip(opts, procs))),
+                accuracy=task.accuracy(opts),
+                memory_mb=sum(task.positions[p][o].memory_mb for p, o in enumerate(opts)),
+                variants=tuple(task.positions[p][o].variant for p, o in enumerate(opts)),
+                digests=tuple(task.positions[p][o].digest for p, o in enumerate(opts)),
+                stage_latency_ms=tuple(task.positions[p][o].latency_ms[k] for p, (o, k) in enumerate(zip(opts, procs))),
+            )
+            for opts, procs in routes
+        ]
+        self._next = itertools.cycle(self.routes)
+
+    def plan(self, problem: Problem) -> Plan:
+        r = self.routes[0]
+        return Plan({r.task: r}, SolveInfo("fixed", "given", 0.0), resident=frozenset(r.digests), policy="fixed",
+                    slo_ms={t.name: t.latency_slo_ms for t in problem.tasks})
+
+    def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
+        return next(self._next)

@@ -30,7 +30,7 @@ from sparseloom.sim.runner import Arrivals, make_arrivals
 from sparseloom.workload import Poisson
 from stitching.pool import Pool
 from stitching.zoo import load as zoo_load
-from tests.sparseloom.runtime_helpers import digits_pool, digits_problem, host_soc
+from tests.sparseloom.runtime_helpers import FixedRoutes, digits_pool, digits_problem, host_soc
 
 
 @pytest.fixture(scope="module")
@@ -56,37 +56,6 @@ def chain(pool: Pool, digests: tuple[str, ...], x: torch.Tensor) -> torch.Tensor
         for d in digests:
             xs = pool.load_module(d).run(*xs)
     return xs[0]
-
-
-class FixedRoutes(PolicyBase):
-    """A policy that cycles through given (variants, processors) routes: exercises placement and loads."""
-
-    def __init__(self, problem: Problem, routes: list[tuple[tuple[int, ...], tuple[str, ...]]]) -> None:
-        self.name = "fixed"
-        task = problem.tasks[0]
-        self.routes = [
-            Route(
-                task=task.name,
-                options=opts,
-                processors=procs,
-                latency_ms=sum(task.positions[p][o].latency_ms[k] for p, (o, k) in enumerate(zip(opts, procs))),
-                accuracy=task.accuracy(opts),
-                memory_mb=sum(task.positions[p][o].memory_mb for p, o in enumerate(opts)),
-                variants=tuple(task.positions[p][o].variant for p, o in enumerate(opts)),
-                digests=tuple(task.positions[p][o].digest for p, o in enumerate(opts)),
-                stage_latency_ms=tuple(task.positions[p][o].latency_ms[k] for p, (o, k) in enumerate(zip(opts, procs))),
-            )
-            for opts, procs in routes
-        ]
-        self._next = itertools.cycle(self.routes)
-
-    def plan(self, problem: Problem) -> Plan:
-        r = self.routes[0]
-        return Plan({r.task: r}, SolveInfo("fixed", "given", 0.0), resident=frozenset(r.digests), policy="fixed",
-                    slo_ms={t.name: t.latency_slo_ms for t in problem.tasks})
-
-    def decide(self, task: str, plan: Plan, state: QueueView) -> Route:
-        return next(self._next)
 
 
 def test_tvm_outputs_equal_torch(pool: Pool, dirs: Path, images: torch.Tensor) -> None:

@@ -1,0 +1,52 @@
+"""A request's way in: its route and admission at arrival, the blocks loaded for it at dispatch, and
+when it is dropped as too late. One rule each, for the simulator and the runtime.
+
+- **Arrival** (:func:`arrive`): the policy's admission (if it declares one) sees the arrival, the
+  policy's ``decide`` picks the route on the driver's queue view, and admission keeps or sheds it.
+  The time of the whole decision is the request's decision time.
+- **Dispatch** (:func:`prefetch`): an admitted request's blocks that are not resident start loading
+  at once, in route order (the differential set of a task switch), as far as memory allows without
+  evicting a block a dispatched request needs; the first that does not fit, and those after it,
+  load when their processor takes them (a demand load, which may evict needed blocks).
+- **Late drop** (:func:`late`): with the policy's ``drop_late``, a request whose next block is about
+  to start is dropped when, even if its remaining blocks ran at once at their expected latencies
+  (transfers included), it would end past its deadline (arrival + the SLO in force at arrival).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from scheduler.admission import Admission
+from scheduler.plan import Plan, Route
+from scheduler.policy import Policy, QueueView
+
+K = TypeVar("K")
+
+
+def arrive(
+    policy: Policy, admission: Admission | None, task: str, plan: Plan, view: QueueView, now_ms: float
+) -> tuple[Route, bool, int]:
+    """The arriving request's route, whether it is admitted, and the decision's wall time (ns)."""
+    t0 = time.perf_counter_ns()
+    if admission is not None:
+        admission.arrive(task, now_ms)
+    route = policy.decide(task, plan, view)
+    admitted = admission is None or admission.admit(route, plan, now_ms)
+    return route, admitted, time.perf_counter_ns() - t0
+
+
+def prefetch(blocks: Iterable[K], missing: Callable[[K], bool], start: Callable[[K], bool]) -> None:
+    """Start the loads of a dispatched request's ``blocks`` (route order, each once) that are
+    ``missing``; ``start(b)`` begins one without evicting a needed block and returns False when it
+    cannot, which ends the prefetch (the rest load on demand)."""
+    for b in blocks:
+        if missing(b) and not start(b):
+            return
+
+
+def late(now_ms: float, left_ms: float, deadline_ms: float) -> bool:
+    """Whether a request with ``left_ms`` of expected work left, starting now, ends past its deadline."""
+    return now_ms + left_ms > deadline_ms
