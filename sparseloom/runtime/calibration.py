@@ -43,7 +43,7 @@ from sparseloom.runtime.engine import Runtime
 from sparseloom.runtime.replay import replay
 from sparseloom.runtime.stats import result_dict
 from sparseloom.sim.experiment import Experiment
-from sparseloom.sim.metrics import RunResult
+from sparseloom.core.metrics import RunResult
 from sparseloom.sim.runner import Arrivals, simulate_in
 
 

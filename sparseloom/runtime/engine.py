@@ -54,7 +54,7 @@ from sparseloom.runtime.host import processors_present
 from sparseloom.runtime.residency import Residency
 from sparseloom.runtime.stats import Recorder, RuntimeStats, TaskStats, result
 from sparseloom.runtime.workers import Worker, WorkerDied
-from sparseloom.sim.metrics import RunResult, run_result
+from sparseloom.core.metrics import RunResult, run_result
 
 
 class Rejected(RuntimeError):

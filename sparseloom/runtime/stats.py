@@ -2,7 +2,7 @@
 
 Every request's arrival, completion (or rejection), SLO in force and route
 accuracy is recorded; :meth:`Recorder.raw` turns them into the simulator's
-:class:`~sparseloom.sim.engine.RawRun`, so :func:`sparseloom.sim.metrics.run_result`
+:class:`~sparseloom.core.metrics.RawRun`, so :func:`sparseloom.core.metrics.run_result`
 computes the runtime's metrics exactly as it computes the simulator's. All
 figures here are *measured* on this host (wall-clock time, real outputs).
 """
@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sparseloom.sim.engine import RawRun
-from sparseloom.sim.metrics import Percentiles, RunResult, run_result
+from sparseloom.core.metrics import Percentiles, RawRun, RunResult, run_result
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ finds the highest load a policy sustains at <= 5% SLO violations;
 ``min_memory_budget`` the least memory it needs for the same;
 ``run_sweep`` compares policies over load, SLO-scale and memory points in
 parallel processes. Each takes an ``Engine``: a local process pool (the default) or Ray
-(:mod:`sparseloom.sim.cluster`). Metric definitions are in :mod:`sparseloom.sim.metrics`;
+(:mod:`sparseloom.sim.cluster`). Metric definitions are in :mod:`sparseloom.core.metrics`;
 the writers of the table, results.json, plots and trace are in
 :mod:`sparseloom.sim.report`.
 """
 
 from sparseloom.core.slo import SLOChangeEvent
-from sparseloom.sim.metrics import Estimate, PolicySummary, RunResult, TaskMetrics
+from sparseloom.core.metrics import Estimate, PolicySummary, RunResult, TaskMetrics
 from sparseloom.sim.parallel import ENGINES, Engine
 from sparseloom.sim.experiment import Experiment, ProfileError, slo_changes
 from sparseloom.sim.runner import (

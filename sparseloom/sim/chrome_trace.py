@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.problem import Problem
-from sparseloom.sim.engine import ScheduleLog
+from sparseloom.core.metrics import ScheduleLog
 from stitching.atomic import write_text
 
 

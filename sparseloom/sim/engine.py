@@ -73,7 +73,7 @@ import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 import numpy as np
@@ -87,6 +87,7 @@ from sparseloom.core.decisions import Decisions
 from sparseloom.core.dispatch import arrive, late
 from sparseloom.core.dispatch import prefetch as prefetch_blocks
 from sparseloom.core.eviction import victims
+from sparseloom.core.metrics import RawRun, ScheduleLog
 from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
 
 
@@ -155,27 +156,6 @@ class CompiledRoute:
 
 
 @dataclass
-class ScheduleLog:
-    """What ran where and when (first ``until_ms`` of simulated time), for the Chrome trace."""
-
-    until_ms: float
-    processors: tuple[str, ...]
-    tasks: tuple[str, ...]
-    blocks: tuple[str, ...]
-    # (processor index, request id, position, block id, start_ms, duration_ms)
-    executions: list[tuple[int, int, int, int, float, float]] = field(
-        default_factory=list
-    )
-    # (block id, start_ms, duration_ms)
-    loads: list[tuple[int, float, float]] = field(default_factory=list)
-    # (block id, time_ms)
-    evictions: list[tuple[int, float]] = field(default_factory=list)
-    # (time_ms, wall_us)
-    replans: list[tuple[float, float]] = field(default_factory=list)
-    request_task: list[int] = field(default_factory=list)
-
-
-@dataclass
 class SimState:
     """Everything the loop changes, as plain data (lists indexed by processor / block / request)."""
 
@@ -194,36 +174,6 @@ class SimState:
     plan_pinned: set[int]
     memory_used_mb: float
     storage_free_ms: float
-
-
-@dataclass
-class RawRun:
-    """The raw outcome of one engine run, turned into metrics by :mod:`sparseloom.sim.metrics`."""
-
-    task_names: tuple[str, ...]
-    processors: tuple[str, ...]
-    arrival_ms: list[float]
-    arrival_task: list[int]
-    done_ms: list[float]
-    latency_slo_ms: list[float]
-    accuracy: list[float | None]
-    accuracy_violated: list[bool]
-    decision_ns: list[int]
-    replan_ns: list[int]
-    busy_ms: list[float]
-    memory_peak_mb: float
-    memory_area_mb_ms: float
-    loads: int
-    load_ms: float
-    evictions: int
-    task_switches: int
-    block_executions: int
-    schedule: ScheduleLog | None
-    # Per task: how often a request's stitched variant differed from the task's previous request's,
-    # among requests arriving in the window.
-    variant_switches: tuple[int, ...] = ()
-    # Per request: shed at arrival by the policy's admission (scheduler.admission); never ran.
-    shed: list[bool] = field(default_factory=list)
 
 
 class _View:

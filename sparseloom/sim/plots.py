@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from sparseloom.sim.metrics import Estimate
+from sparseloom.core.metrics import Estimate
 from sparseloom.sim.runner import Comparison
 from stitching.atomic import write_bytes
 

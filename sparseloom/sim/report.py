@@ -26,7 +26,7 @@ import numpy as np
 
 from scheduler.problem import Problem
 from sparseloom.sim.chrome_trace import write_chrome_trace
-from sparseloom.sim.metrics import BATCHES, SOURCES, Estimate, PolicySummary, RunResult
+from sparseloom.core.metrics import BATCHES, SOURCES, Estimate, PolicySummary, RunResult
 from sparseloom.sim.plots import plot_latency_cdf, plot_violations
 from sparseloom.sim.runner import Comparison
 from stitching.atomic import write_json

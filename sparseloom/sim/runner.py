@@ -26,7 +26,7 @@ from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
 from sparseloom.core.slo import SLOChangeEvent
 from sparseloom.sim.experiment import Experiment, ProfileError
-from sparseloom.sim.metrics import PolicySummary, RunResult, run_result, summarise
+from sparseloom.core.metrics import PolicySummary, RunResult, run_result, summarise
 from sparseloom.sim.parallel import PROCESS, Engine, map_jobs
 from sparseloom.workload import Arrival, Task, Transitions, Workload
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sparseloom.sim import Experiment, SLOChangeEvent, compare
-from sparseloom.sim.metrics import BATCHES, estimate_rate
+from sparseloom.core.metrics import BATCHES, estimate_rate
 from sparseloom.sim.report import format_table, write_outputs
 from sparseloom.workload import Periodic, Poisson
 from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of

@@ -1,4 +1,5 @@
-"""Metrics of a simulated run, and their mean and 95% confidence interval over seeds.
+"""Metrics of a run, simulated or real, and their mean and 95% confidence interval over seeds: the
+statistics both drivers report (the runtime turns its records into the same :class:`RawRun`).
 
 Definitions (the measured window is ``[warmup_s, duration_s)``; requests that
 arrive during warm-up are not counted, and neither is busy time before it):
@@ -36,9 +37,10 @@ arrive during warm-up are not counted, and neither is busy time before it):
   measured with ``time.perf_counter_ns`` while simulating (all requests,
   warm-up included). **replan_ms**: wall-clock time of each re-plan.
 
-Latencies, throughput, accuracy, memory and utilisation are *modelled*: they
-come from the profile numbers in the problem. Decision and re-plan times are
-*measured* on the machine running the simulation.
+In a simulated run, latencies, throughput, accuracy, memory and utilisation
+are *modelled*: they come from the profile numbers in the problem; decision
+and re-plan times are *measured* on the machine running the simulation. In a
+runtime run every figure is measured on the host.
 
 Intervals (:class:`Estimate`) are 95% percentile-bootstrap intervals, so they
 never leave the range of what they estimate (a rate stays in [0, 1]): a rate
@@ -51,11 +53,62 @@ give the same interval on every machine.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparseloom.sim.engine import RawRun, ScheduleLog
+
+@dataclass
+class ScheduleLog:
+    """What ran where and when (first ``until_ms`` of simulated time), for the Chrome trace."""
+
+    until_ms: float
+    processors: tuple[str, ...]
+    tasks: tuple[str, ...]
+    blocks: tuple[str, ...]
+    # (processor index, request id, position, block id, start_ms, duration_ms)
+    executions: list[tuple[int, int, int, int, float, float]] = field(
+        default_factory=list
+    )
+    # (block id, start_ms, duration_ms)
+    loads: list[tuple[int, float, float]] = field(default_factory=list)
+    # (block id, time_ms)
+    evictions: list[tuple[int, float]] = field(default_factory=list)
+    # (time_ms, wall_us)
+    replans: list[tuple[float, float]] = field(default_factory=list)
+    request_task: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RawRun:
+    """The raw outcome of one engine run, turned into metrics by this module's :func:`run_result`."""
+
+    task_names: tuple[str, ...]
+    processors: tuple[str, ...]
+    arrival_ms: list[float]
+    arrival_task: list[int]
+    done_ms: list[float]
+    latency_slo_ms: list[float]
+    accuracy: list[float | None]
+    accuracy_violated: list[bool]
+    decision_ns: list[int]
+    replan_ns: list[int]
+    busy_ms: list[float]
+    memory_peak_mb: float
+    memory_area_mb_ms: float
+    loads: int
+    load_ms: float
+    evictions: int
+    task_switches: int
+    block_executions: int
+    schedule: ScheduleLog | None
+    # Per task: how often a request's stitched variant differed from the task's previous request's,
+    # among requests arriving in the window.
+    variant_switches: tuple[int, ...] = ()
+    # Per request: shed at arrival by the policy's admission (scheduler.admission); never ran.
+    shed: list[bool] = field(default_factory=list)
+
+
 
 SOURCES: Mapping[str, str] = {
     "slo_violation_rate": "modelled",
