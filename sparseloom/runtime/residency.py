@@ -227,19 +227,21 @@ class Residency:
             started: list[_Entry] = []
 
             def start(d: str) -> bool:
-                mb = self.block_mb(d)
-                if mb > self._budget + 1e-9 or not self._make_room(mb, demand=False):
-                    return False
-                started.append(self._reserve(d, mb, pins=0))
-                return True
+                e = self._reserve_quietly(d)
+                if e is not None:
+                    started.append(e)
+                return e is not None
 
             prefetch(dict.fromkeys(digests), lambda d: d not in self._entries, start)
         for e in started:
             self._loader.submit(self._fill_quietly, e, where[e.digest])
 
+    def _within(self, mb: float) -> bool:
+        return mb <= self._budget + 1e-9  # slack for float sums of block sizes
+
     def _fits(self, digest: str) -> float:
         mb = self.block_mb(digest)
-        if mb > self._budget + 1e-9:
+        if not self._within(mb):
             raise BlockTooLarge(
                 f"block {digest[:12]} needs {mb:.2f} MB, more than the memory budget ({self._budget:.2f} MB)"
             )
@@ -253,6 +255,15 @@ class Residency:
         if self._decisions is not None:
             self._decisions.loads.append(digest)
         return e
+
+    def _reserve_quietly(self, digest: str) -> _Entry | None:
+        """Reserve ``digest`` for a load no request waits on (a prefetch or a plan's pre-load), or None
+        when it is resident already or does not fit without evicting a block a dispatched request needs
+        (callers hold the lock)."""
+        mb = self.block_mb(digest)
+        if digest in self._entries or not self._within(mb) or not self._make_room(mb, demand=False):
+            return None
+        return self._reserve(digest, mb, pins=0)
 
     def _fill(self, e: _Entry, processor: str, pinned: bool) -> Runner:
         """Load and compile the reserved entry ``e`` for ``processor`` (outside the lock); on failure
@@ -336,18 +347,16 @@ class Residency:
         """
         resident = tuple(resident)
         with self._cond:
-            fits = sum(self.block_mb(d) for d in set(resident)) <= self._budget + 1e-9
+            fits = self._within(sum(self.block_mb(d) for d in set(resident)))
             self._protected = frozenset(resident) if fits else frozenset()
         for d in (*resident, *preload):
             proc = placement.get(d)
             if proc is None:
                 continue
             with self._cond:
-                mb = self.block_mb(d)
-                if d in self._entries or mb > self._budget + 1e-9 or not self._make_room(mb, demand=False):
-                    continue
-                e = self._reserve(d, mb, pins=0)
-            self._fill(e, proc, pinned=False)
+                e = self._reserve_quietly(d)
+            if e is not None:
+                self._fill(e, proc, pinned=False)
 
     def warm(self, digest: str, processor: str) -> float:
         """Compile ``digest`` for ``processor`` into the compile cache without making it resident; seconds spent."""
