@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseloom.assemble import idle_gap_ms
+    from sparseloom.assemble import idle_gaps_ms
     from sparseloom.runtime.calibration import (
         calibrate,
         corrected_profile,
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     s = prepare(args.workload, soc_path=args.soc, policy=args.policy, duration_s=args.duration, seed=args.seed,
                 cache_dir=cache, progress=not args.no_progress)
     cal = calibrate(s.problem, s.policy, s.soc, s.pool, s.experiment, s.arrivals, s.inputs, cache_dir=cache / "compiled",
-                    probe_idle_ms=idle_gap_ms(s.workload, args.workload.parent))
+                    probe_gaps_ms=idle_gaps_ms(s.workload, args.workload.parent))
     if args.write_profile is not None:
         device = f"sparseloom runtime on {platform.node() or 'this host'} ({platform.machine()})"
         corrected_profile(s.assembled.profile, cal.corrections, device).save(args.write_profile)

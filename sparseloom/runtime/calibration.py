@@ -7,12 +7,16 @@ violation rate in percentage points. Three simulations are compared with the
 real run:
 
 - ``simulated``: the profile's block latencies as they are;
-- ``adjusted``: the profile plus the runtime's per-request overhead over it, per
-  task (decision, admission, waking the worker, blocks starting colder or warmer
-  than the profiler timed them, completion): the median of latency minus the
-  plan's expected block latencies on probe requests sent one at a time, each
-  after the idle gap the workload leaves, *before and after* the measured
-  window: no number from the window itself goes in (out of sample);
+- ``adjusted``: the profile plus the runtime's cost over it, per task, as a
+  function of how long the processor idled before the request's first block
+  (decision, admission, waking the worker, blocks starting colder or warmer
+  than the profiler timed them, completion), and of whether the processor last
+  ran the same task (warm) or another (cold), with its spread: a
+  :class:`sparseloom.sim.wake.Wake` of latency minus the plan's expected block
+  latencies on probe requests sent one at a time after each of several idle
+  gaps (:func:`sparseloom.assemble.idle_gaps_ms`), each task twice in a row
+  (cold, then warm), *before and after* the measured window: no number from
+  the window itself goes in (out of sample);
 - ``corrected``: each block's run time measured *in* the window (a lognormal
   with the measured mean and median, drawn by the simulator with
   ``latency_cv``), plus
@@ -45,6 +49,7 @@ from sparseloom.runtime.stats import result_dict
 from sparseloom.sim.experiment import Experiment
 from sparseloom.core.metrics import RunResult
 from sparseloom.sim.runner import Arrivals, simulate_in
+from sparseloom.sim.wake import Wake, WakeCurve
 
 
 @dataclass(frozen=True)
@@ -97,9 +102,9 @@ class Calibration:
     adjusted_error: Fidelity
     after: Fidelity
     corrections: tuple[BlockCorrection, ...]
-    # Median per-request latency over the profile's block latencies on idle workers (ms), on probe requests.
-    overhead_ms: Mapping[str, float] = field(default_factory=dict)
-    overhead_samples: int = 0
+    # Per task, latency over the profile's block latencies by idle gap and warmth, on probe requests (measured).
+    wake: Mapping[str, Wake] = field(default_factory=dict)
+    probe_samples: int = 0  # probe requests per task and gap, warm and cold together
     # Median of the same in the measured window (in sample), charged by the corrected simulation.
     window_overhead_ms: float = 0.0
     # Spread of block run times fitted on their mean and p50, given to the corrected simulation as its latency_cv.
@@ -115,8 +120,16 @@ class Calibration:
             "error_profile": _finite(vars(self.before)),
             "error_adjusted": _finite(vars(self.adjusted_error)),
             "error_in_sample": _finite(vars(self.after)),
-            "overhead_ms": {"per_task_median": dict(self.overhead_ms), "samples_per_task": self.overhead_samples,
-                            "source": "measured", "in_window_median": self.window_overhead_ms},
+            "overhead_ms": {
+                "source": "measured",
+                "samples_per_task_and_gap": self.probe_samples,
+                "per_task_median_by_gap_ms": {
+                    t: {kind: {f"{g:g}": v for g, v in c.median_ms().items()}
+                        for kind, c in (("warm", w.warm), ("cold", w.cold)) if c is not None}
+                    for t, w in self.wake.items()
+                },
+                "in_window_median": self.window_overhead_ms,
+            },
             "latency_cv": self.latency_cv,
             "corrections": [
                 _finite({**vars(c), "ratio": c.ratio}) for c in self.corrections
@@ -198,7 +211,9 @@ def corrected_profile(profile: Profile, corrections: Sequence[BlockCorrection], 
     return replace(profile, entries=tuple(entries), meta={**profile.meta, "calibrated_by": "sparseloom calibrate"})
 
 
-# Probe requests per task for the per-request overhead, before the window and again after it.
+# Probe rounds before the window and again after it; each sends every task twice per idle gap,
+# so there are 100 samples per task and gap (warm and cold together): every 5%-quantile of a
+# wake curve rests on a few of them even where only half are warm.
 PROBE_REQUESTS = 25
 
 
@@ -217,15 +232,15 @@ def calibrate(
     on_tick: Callable[[Runtime], None] | None = None,
     min_samples: int = 5,
     probe_requests: int = PROBE_REQUESTS,
-    probe_idle_ms: float = IDLE_MS,
+    probe_gaps_ms: Sequence[float] = (0.0, IDLE_MS),
 ) -> Calibration:
     """Run ``arrivals`` (one seed of ``experiment``: its warm-up and SLO changes apply) for real and in
     the simulator (same plan, same arrivals); measure the errors.
 
     ``problem`` must only name processors present here (see :func:`sparseloom.runtime.host.restrict`).
-    Blocks the run executed at least ``min_samples`` times get a measured correction. ``probe_idle_ms``:
-    the idle gap before each probe request (the workload's, as the profiler used: see
-    :func:`sparseloom.assemble.idle_gap_ms`).
+    Blocks the run executed at least ``min_samples`` times get a measured correction. ``probe_gaps_ms``:
+    the idle gaps the wake curve is probed at (the workload's: see
+    :func:`sparseloom.assemble.idle_gaps_ms`; by default back to back and the profiler's default gap).
     """
     if arrivals.duration_s != experiment.duration_s:
         raise ValueError(f"the arrivals last {arrivals.duration_s:g} s, the experiment {experiment.duration_s:g} s")
@@ -235,7 +250,7 @@ def calibrate(
         # One request per task before the clock starts, so lazily initialised kernels are not measured.
         for t in problem.tasks:
             rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
-        overheads = probe_overhead_ms(rt, inputs, probe_requests, probe_idle_ms)
+        probes = probe_wake(rt, inputs, probe_requests, probe_gaps_ms)
         since = rt.recorder.completions
         done = replay(rt, arrivals, inputs, slo_changes=experiment.slo_changes, every_s=every_s, on_tick=on_tick,
                       keep_futures=False)
@@ -246,9 +261,10 @@ def calibrate(
         in_window = rt.recorder.overheads_ms(since)
         # Probed again after the window: the host's load drifts (other processes), so probes on both
         # sides of the window bracket it; still none of the window's own requests.
-        for name, samples in probe_overhead_ms(rt, inputs, probe_requests, probe_idle_ms).items():
-            overheads[name] += samples
-    overhead = {t: statistics.median(v) for t, v in overheads.items() if v}
+        for name, by_key in probe_wake(rt, inputs, probe_requests, probe_gaps_ms).items():
+            for key, samples in by_key.items():
+                probes[name].setdefault(key, []).extend(samples)
+    wake = {t: w for t, by_key in probes.items() if (w := _wake(by_key)) is not None}
     # The median: below ~50% utilisation most requests find the worker idle, so queueing (which the
     # simulator models itself) stays out of it.
     window_overhead = statistics.median(in_window) if in_window else 0.0
@@ -262,28 +278,48 @@ def calibrate(
                     if m is not None and m[3] >= min_samples:
                         corrections.append(BlockCorrection(o.digest, k, ms, m[0], m[3], m[1], m[2]))
     unique = tuple({(c.digest, c.processor): c for c in corrections}.values())
-    def run(p: Problem, latency_cv: float | None = None) -> RunResult:
-        at = experiment if latency_cv is None else replace(experiment, latency_cv=latency_cv)
+    def run(p: Problem, at: Experiment) -> RunResult:
         return simulate_in(at, p, registry.create(policy), arrivals, plan=plan)
 
-    sim = run(problem)
-    adjusted = run(corrected_problem(problem, (), overhead))
-    fixed = run(corrected_problem(problem, unique, window_overhead), cv)
+    sim = run(problem, experiment)
+    adjusted = run(problem, replace(experiment, wake=tuple(wake.items())))
+    fixed = run(corrected_problem(problem, unique, window_overhead), replace(experiment, latency_cv=cv))
     return Calibration(policy, real, sim, adjusted, fixed, fidelity(real, sim), fidelity(real, adjusted),
-                       fidelity(real, fixed), unique, overhead, 2 * probe_requests, window_overhead, cv)
+                       fidelity(real, fixed), unique, wake, 4 * probe_requests, window_overhead, cv)
 
 
-def probe_overhead_ms(rt: Runtime, inputs: Callable[[str], tuple[torch.Tensor, ...]], requests: int,
-                      idle_ms: float = IDLE_MS) -> dict[str, list[float]]:
-    """Per task, the runtime's latency over the plan's expected block latencies on idle workers (ms):
-    ``requests`` requests per task, one at a time, each after ``idle_ms`` idle (measured)."""
-    out: dict[str, list[float]] = {t.name: [] for t in rt.problem.tasks}
+def _wake(by_key: Mapping[tuple[bool, float], Sequence[float]]) -> Wake | None:
+    def curve(warm: bool) -> WakeCurve | None:
+        samples = {g: s for (w, g), s in by_key.items() if w == warm and s}
+        return WakeCurve.measured(samples) if samples else None
+
+    warm, cold = curve(True), curve(False)
+    return Wake(warm, cold) if warm or cold else None
+
+
+def probe_wake(rt: Runtime, inputs: Callable[[str], tuple[torch.Tensor, ...]], requests: int,
+               gaps_ms: Sequence[float]) -> dict[str, dict[tuple[bool, float], list[float]]]:
+    """Per task, keyed by (warm, idle gap in ms), the runtime's latency over the plan's expected
+    block latencies (ms, measured): ``requests`` rounds; in each, per gap and task, two requests,
+    each after that long idle. The first follows another task's request (cold; with one task, it is
+    warm too), the second follows the first (warm). The very first request is not counted: what ran
+    before it is not known."""
+    if not gaps_ms or any(g < 0 for g in gaps_ms):
+        raise ValueError(f"probe gaps must be one or more idle times >= 0 ms, got {tuple(gaps_ms)}")
+    out: dict[str, dict[tuple[bool, float], list[float]]] = {t.name: {} for t in rt.problem.tasks}
+    last: str | None = None
     for _ in range(requests):
-        for t in rt.problem.tasks:
-            time.sleep(idle_ms / 1e3)
-            since = rt.recorder.completions
-            rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
-            out[t.name] += rt.recorder.overheads_ms(since, over="expected")
+        for g in gaps_ms:
+            for t in rt.problem.tasks:
+                for _ in range(2):
+                    if g > 0:
+                        time.sleep(g / 1e3)
+                    since = rt.recorder.completions
+                    rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
+                    if last is not None:
+                        key = (last == t.name, float(g))
+                        out[t.name].setdefault(key, []).extend(rt.recorder.overheads_ms(since, over="expected"))
+                    last = t.name
     return out
 
 
@@ -305,9 +341,10 @@ def summary_lines(cal: Calibration) -> list[str]:
         f"  error, profile only:                       {cal.before.describe()}",
         f"  error, profile + runtime overhead:         {cal.adjusted_error.describe()}",
         f"  error, in-sample block latencies:          {cal.after.describe()}",
-        (f"  runtime per request (median): over the profile on {cal.overhead_samples} probe requests per task around "
-         f"the window {', '.join(f'{t} {v:.3f} ms' for t, v in cal.overhead_ms.items())}; "
-         f"over measured block run times in it {cal.window_overhead_ms:.3f} ms"),
+        *(f"  runtime over the profile, {t} {kind} (median of probe requests around the window, "
+          f"{cal.probe_samples} per idle gap): " + ", ".join(f"{v:+.3f} ms after {g:g} ms" for g, v in c.median_ms().items())
+          for t, w in cal.wake.items() for kind, c in (("warm", w.warm), ("cold", w.cold)) if c is not None),
+        f"  runtime over measured block run times in the window (median): {cal.window_overhead_ms:.3f} ms",
         (f"  {len(cal.corrections)} block latencies measured in the window, median ratio "
          f"measured/profile {_median([c.ratio for c in cal.corrections]):.2f}, spread (cv) {cal.latency_cv:.2f}"),
     ]

@@ -29,6 +29,7 @@ from sparseloom.sim.runner import (
 )
 from sparseloom.sim.search import MinimalBudget, SustainableRate, max_sustainable_rate, min_memory_budget
 from sparseloom.sim.sweep import SweepPoint, apply_point, at_point, run_sweep
+from sparseloom.sim.wake import Wake, WakeCurve
 
 __all__ = [
     "ENGINES",
@@ -45,6 +46,8 @@ __all__ = [
     "SustainableRate",
     "SweepPoint",
     "TaskMetrics",
+    "Wake",
+    "WakeCurve",
     "apply_point",
     "arrival_specs",
     "at_point",

@@ -89,6 +89,7 @@ from sparseloom.core.dispatch import prefetch as prefetch_blocks
 from sparseloom.core.eviction import victims
 from sparseloom.core.metrics import RawRun, ScheduleLog
 from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
+from sparseloom.sim.wake import Wake
 
 
 
@@ -302,6 +303,8 @@ def run(
     truth_scale: float = 1.0,
     block_error: Sequence[float] | None = None,
     decisions: Decisions | None = None,
+    wake: Sequence[Wake | None] = (),
+    wake_rng: np.random.Generator | None = None,
 ) -> RawRun:
     """Simulate one run; ``arrival_ms`` must be sorted and ``arrival_task`` index ``problem.tasks``.
 
@@ -345,6 +348,12 @@ def run(
 
     ``decisions``, when given, records each request's route and every load and eviction, in order
     (to compare the run with the runtime's on the same scenario).
+
+    ``wake``, per task (indexed as ``problem.tasks``; empty or None for none): the runtime's cost
+    beyond the profile of a request's first block, by the time its processor sat idle before taking
+    it and whether the processor's previous block was the same task's
+    (:class:`sparseloom.sim.wake.Wake`); each charge is drawn at a uniform level from ``wake_rng``
+    (the median when None). Policies still see the profile's latency.
     """
     if latency_cv < 0:
         raise ValueError(f"latency_cv must be >= 0, got {latency_cv}")
@@ -352,6 +361,8 @@ def run(
         raise ValueError(f"truth_scale must be > 0, got {truth_scale}")
     if latency_cv > 0 and latency_rng is None:
         raise ValueError("latency_cv > 0 needs a latency_rng")
+    if wake and len(wake) != len(problem.tasks):
+        raise ValueError(f"wake needs one curve (or None) per task, got {len(wake)} for {len(problem.tasks)} tasks")
     task_names = tuple(t.name for t in problem.tasks)
     processors = tuple(p.name for p in problem.processors)
     proc_index = {name: i for i, name in enumerate(processors)}
@@ -458,6 +469,17 @@ def run(
     exact = all(f == 1.0 for f in truth)
     sigma = float(np.sqrt(np.log1p(latency_cv**2)))
     noise: list[float] = []
+    wake_by_task = list(wake) if wake and any(w is not None for w in wake) else None
+    idle_since = [0.0] * nproc  # when each processor last finished a block (truth)
+    woke_after = [0.0] * nproc  # how long it had idled when it took its current block
+    levels: list[float] = []
+
+    def wake_level() -> float:
+        if wake_rng is None:
+            return 0.5
+        if not levels:
+            levels.extend(wake_rng.random(65536).tolist())
+        return levels.pop()
 
     def noise_factor() -> float:
         # Drawn in chunks: one numpy call per 64k executions, not one per execution.
@@ -543,14 +565,21 @@ def run(
         lat = step[1] * noise_factor() if noisy else step[1]
         if not exact:
             lat *= truth[step[2]]
-        end = now + lat
-        # Policies see the expected finish (the profile's latency), not the drawn one.
-        busy_until[p] = now + step[1]
         if closed_loop:
+            # What the runtime's feedback sees: the block's own run time, without the wake-up cost.
             i = step[2] * nproc + p
             fb_n[i] += 1
             fb_expected[i] += step[1]
             fb_observed[i] += lat
+        if wake_by_task is not None and req_pos[r] == 0:
+            k = arr_k[r]
+            w = wake_by_task[k]
+            if w is not None:
+                lat = max(0.0, lat + w.curve(last_task[p] == k).cost(woke_after[p], wake_level()))
+        end = now + lat
+        idle_since[p] = end
+        # Policies see the expected finish (the profile's latency), not the drawn one.
+        busy_until[p] = now + step[1]
         lru_touch(step[2])
         push(heap, (end, next(counter), FINISH, r))
         k = arr_k[r]
@@ -568,6 +597,7 @@ def run(
         """The processor takes the request's block: run it now, or hold the processor while it loads."""
         b = step[2]
         busy[p] = True
+        woke_after[p] = now - idle_since[p]
         block_pins[b] += 1
         state = block_state[b]
         if state == RESIDENT:

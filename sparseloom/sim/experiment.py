@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import numpy as np
 from scheduler.problem import Problem
 from sparseloom.sim import engine
 from sparseloom.core.slo import SLOChangeEvent
+from sparseloom.sim.wake import Wake
 from sparseloom.workload import Task, Transitions, Workload
 
 
@@ -59,6 +60,9 @@ class Experiment:
     task's arrival rate (the searches and sweeps scale it further, relative to this).
     ``latency_cv``: lognormal spread of each block execution around its latency (per run, drawn
     from the seed). ``profile_error``: how the truth departs from the profile; None for not at all.
+    ``wake``: per task name, the runtime's cost of a request's first block beyond the profile by the
+    processor's idle gap and warmth (:class:`sparseloom.sim.wake.Wake`, measured by ``sparseloom
+    calibrate``); tasks without one are charged the profile alone.
     """
 
     duration_s: float
@@ -71,10 +75,13 @@ class Experiment:
     rate_scale: float = 1.0
     latency_cv: float = 0.0
     profile_error: ProfileError | None = None
+    wake: tuple[tuple[str, Wake], ...] = ()
 
     def __post_init__(self) -> None:
         # Accept any sequence or path, keep a tuple and a string: the object pickles to workers and Ray.
         object.__setattr__(self, "slo_changes", tuple(self.slo_changes))
+        wake = self.wake.items() if isinstance(self.wake, Mapping) else self.wake
+        object.__setattr__(self, "wake", tuple(sorted(wake, key=lambda kv: kv[0])))
         object.__setattr__(self, "base_dir", str(self.base_dir))
         if not self.duration_s > 0:
             raise ValueError(f"duration_s must be > 0, got {self.duration_s:g}")
@@ -86,6 +93,14 @@ class Experiment:
             raise ValueError(f"rate_scale must be > 0, got {self.rate_scale:g}")
         if self.latency_cv < 0:
             raise ValueError(f"latency_cv must be >= 0, got {self.latency_cv:g}")
+
+    def wake_curves(self, problem: Problem) -> tuple[Wake | None, ...]:
+        """The wake curve of each of ``problem``'s tasks, in its order (None where there is none)."""
+        by_task = dict(self.wake)
+        unknown = set(by_task) - {t.name for t in problem.tasks}
+        if unknown:
+            raise ValueError(f"wake curves for tasks not in the problem: {', '.join(sorted(unknown))}")
+        return tuple(by_task.get(t.name) for t in problem.tasks)
 
     @property
     def seed_list(self) -> tuple[int, ...]:

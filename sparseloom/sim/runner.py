@@ -26,6 +26,7 @@ from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
 from sparseloom.core.slo import SLOChangeEvent
 from sparseloom.sim.experiment import Experiment, ProfileError
+from sparseloom.sim.wake import Wake
 from sparseloom.core.metrics import PolicySummary, RunResult, run_result, summarise
 from sparseloom.sim.parallel import PROCESS, Engine, map_jobs
 from sparseloom.workload import Arrival, Task, Transitions, Workload
@@ -113,13 +114,15 @@ def simulate(
     prefetch: bool = True,
     latency_cv: float = 0.0,
     profile_error: ProfileError | None = None,
+    wake: Sequence[Wake | None] = (),
 ) -> RunResult:
     """Simulate one policy on one seed's arrivals (plans first unless ``plan`` is given).
 
     ``prefetch``: load a request's missing blocks when it is dispatched;
     ``latency_cv``: lognormal spread of each block execution's latency around
     the profile's value, drawn from a stream keyed by the arrivals' seed (see
-    :func:`sparseloom.sim.engine.run`).
+    :func:`sparseloom.sim.engine.run`); ``wake``: each task's first-block cost by idle gap, its
+    levels drawn from another stream keyed by the seed.
     """
     duration_s = arrivals.duration_s
     if not 0.0 <= warmup_s < duration_s:
@@ -149,6 +152,8 @@ def simulate(
         replan_delay_ms=replan_delay_ms,
         truth_scale=profile_error.scale if profile_error else 1.0,
         block_error=profile_error.block_factors(problem) if profile_error else None,
+        wake=wake,
+        wake_rng=np.random.default_rng([arrivals.seed, zlib.crc32(b"wake")]),
     )
     wall = time.perf_counter() - t0
     return run_result(
@@ -184,7 +189,8 @@ def simulate_in(
 ) -> RunResult:
     """:func:`simulate` with the experiment's warm-up, SLO changes, latency spread and profile error."""
     return simulate(problem, policy, arrivals, warmup_s=experiment.warmup_s, slo_changes=experiment.slo_changes, plan=plan,
-                    trace_until_s=trace_until_s, latency_cv=experiment.latency_cv, profile_error=experiment.profile_error)
+                    trace_until_s=trace_until_s, latency_cv=experiment.latency_cv, profile_error=experiment.profile_error,
+                    wake=experiment.wake_curves(problem))
 
 
 def arrivals_in(experiment: Experiment, specs: Mapping[str, Arrival], seed: int, rate_scale: float = 1.0) -> Arrivals:

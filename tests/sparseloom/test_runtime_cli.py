@@ -41,7 +41,9 @@ def test_run_and_calibrate_on_the_host(repo_root: Path, capsys: pytest.CaptureFi
     assert cal["real"]["source"] == "measured" and cal["simulated"]["source"].startswith("modelled")
     for error in ("error_profile", "error_adjusted", "error_in_sample"):
         assert set(cal[error]) == {"p50_error_pct", "p99_error_pct", "violation_error_points", "throughput_error_pct"}
-    assert cal["overhead_ms"]["source"] == "measured" and cal["overhead_ms"]["samples_per_task"] > 0 and set(cal["overhead_ms"]["per_task_median"]) == {"digits"}
+    overhead = cal["overhead_ms"]
+    assert overhead["source"] == "measured" and overhead["samples_per_task_and_gap"] > 0
+    assert set(overhead["per_task_median_by_gap_ms"]) == {"digits"} and overhead["per_task_median_by_gap_ms"]["digits"]["warm"]
     assert cal["corrections"] and all(c["measured_ms"] > 0 for c in cal["corrections"])
     written = json.loads(profile.read_text())
     assert any(e["source"] == "measured" and "sparseloom calibrate" in e["note"] for e in written["entries"])

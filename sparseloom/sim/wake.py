@@ -1,0 +1,103 @@
+"""What a request's first block costs beyond the profile, by how long its processor sat idle before it.
+
+The runtime spends time on a request that no block profile holds: the decision and admission, waking
+the worker thread, caches and thread pools gone cold while the processor idled, completing the
+request. Most of it grows with the idle gap before the request's first block (a worker that just
+finished a block picks the next one up at once, with warm caches; one asleep for 20 ms does not), and
+it varies from request to request. A :class:`WakeCurve` holds that cost as measured: at each of a few
+idle gaps, the quantiles of the cost over probe requests. The simulator charges a request's first
+block ``cost(gap, u)``: the gap its processor really idled before that block started, and ``u`` a
+uniform draw, so both the curve and its spread are modelled (``u = 0.5``: the median curve).
+
+The cost also depends on what the processor ran last. After a block of the same task its weights and
+code are still in cache (warm); after another task's (say a 40 ms MiniLM block after a 0.4 ms CNN
+one) they are not (cold). A :class:`Wake` holds a task's two curves, and the simulator picks by the
+task of the processor's previous block.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# Probability levels each gap's samples are summarised at: every 5%, so a 25-sample probe is kept
+# at about its own resolution and the draw still reaches the probe's extremes (0 and 1).
+LEVELS = tuple(i / 20 for i in range(21))
+
+
+@dataclass(frozen=True)
+class WakeCurve:
+    """Cost over the profile (ms, negative where the profile overestimates) of a request's first
+    block after its processor idled ``gaps_ms[i]``: ``cost_ms[i][j]`` is the ``LEVELS[j]`` quantile.
+
+    Between gaps the cost is linear in the gap; beyond the first and last gap it stays flat.
+    """
+
+    gaps_ms: tuple[float, ...]
+    cost_ms: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not self.gaps_ms or len(self.gaps_ms) != len(self.cost_ms):
+            raise ValueError(f"a wake curve needs one row of costs per gap, got {len(self.gaps_ms)} gaps "
+                             f"and {len(self.cost_ms)} rows")
+        if any(b <= a for a, b in zip(self.gaps_ms, self.gaps_ms[1:])) or self.gaps_ms[0] < 0:
+            raise ValueError(f"wake curve gaps must be >= 0 and increasing, got {self.gaps_ms}")
+        for row in self.cost_ms:
+            if len(row) != len(LEVELS) or not all(math.isfinite(c) for c in row):
+                raise ValueError(f"each wake curve row needs {len(LEVELS)} finite costs (one per level)")
+            if any(b < a for a, b in zip(row, row[1:])):
+                raise ValueError("each wake curve row must be quantiles (non-decreasing)")
+
+    @classmethod
+    def measured(cls, samples_ms: Mapping[float, Sequence[float]]) -> WakeCurve:
+        """The curve of probe samples: per idle gap (ms), the measured costs (ms); gaps without
+        samples are left out."""
+        gaps = sorted(g for g, s in samples_ms.items() if len(s))
+        if not gaps:
+            raise ValueError("a wake curve needs samples at one idle gap at least")
+        rows = tuple(tuple(float(x) for x in np.quantile(np.asarray(samples_ms[g], dtype=float), LEVELS)) for g in gaps)
+        return cls(tuple(float(g) for g in gaps), rows)
+
+    def cost(self, gap_ms: float, u: float = 0.5) -> float:
+        """The cost after ``gap_ms`` idle at probability level ``u`` in [0, 1]."""
+        x = u * (len(LEVELS) - 1)
+        j = min(int(x), len(LEVELS) - 2)
+        f = x - j
+        gaps = self.gaps_ms
+        i = bisect.bisect_right(gaps, gap_ms)
+        if i == 0 or i == len(gaps):
+            row = self.cost_ms[0 if i == 0 else -1]
+            return row[j] + f * (row[j + 1] - row[j])
+        g0, g1 = gaps[i - 1], gaps[i]
+        w = (gap_ms - g0) / (g1 - g0)
+        a, b = self.cost_ms[i - 1], self.cost_ms[i]
+        lo = a[j] + w * (b[j] - a[j])
+        hi = a[j + 1] + w * (b[j + 1] - a[j + 1])
+        return lo + f * (hi - lo)
+
+    def median_ms(self) -> dict[float, float]:
+        """The median cost per measured gap (for reports)."""
+        mid = LEVELS.index(0.5)
+        return {g: row[mid] for g, row in zip(self.gaps_ms, self.cost_ms)}
+
+
+@dataclass(frozen=True)
+class Wake:
+    """A task's first-block cost after a block of the same task on that processor (``warm``) and
+    after another task's or none (``cold``; None where never measured: the warm curve serves)."""
+
+    warm: WakeCurve | None
+    cold: WakeCurve | None = None
+
+    def __post_init__(self) -> None:
+        if self.warm is None and self.cold is None:
+            raise ValueError("a wake needs a warm or a cold curve")
+
+    def curve(self, warm: bool) -> WakeCurve:
+        c = (self.warm or self.cold) if warm else (self.cold or self.warm)
+        assert c is not None
+        return c

@@ -1,0 +1,132 @@
+"""The runtime's first-block cost by idle gap and warmth (sparseloom.sim.wake) and how the simulator charges it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparseloom.sim import Arrivals, simulate
+from sparseloom.sim.experiment import Experiment
+from sparseloom.sim.runner import simulate_in
+from sparseloom.sim.wake import LEVELS, Wake, WakeCurve
+from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
+
+
+def flat(ms: float) -> tuple[float, ...]:
+    return tuple(ms for _ in LEVELS)
+
+
+def test_curve_is_linear_between_gaps_flat_beyond_and_spans_its_quantiles() -> None:
+    curve = WakeCurve.measured({0.0: [0.0, 0.1, 0.2], 10.0: [1.0, 1.1, 1.2]})
+    assert curve.gaps_ms == (0.0, 10.0)
+    assert curve.cost(0.0) == pytest.approx(0.1) and curve.cost(10.0) == pytest.approx(1.1)
+    assert curve.cost(5.0) == pytest.approx(0.6) and curve.cost(2.5) == pytest.approx(0.35)
+    assert curve.cost(50.0) == pytest.approx(1.1) and curve.cost(-1.0) == pytest.approx(0.1)
+    # The draw's level spans the measured samples: lowest at 0, highest at 1, linear in between.
+    assert curve.cost(10.0, 0.0) == pytest.approx(1.0) and curve.cost(10.0, 1.0) == pytest.approx(1.2)
+    assert curve.cost(5.0, 0.25) == pytest.approx(0.55)
+    assert curve.median_ms() == {0.0: pytest.approx(0.1), 10.0: pytest.approx(1.1)}
+
+
+def test_curve_rejects_what_is_not_a_curve() -> None:
+    with pytest.raises(ValueError, match="increasing"):
+        WakeCurve((2.0, 1.0), (flat(0.0), flat(0.0)))
+    with pytest.raises(ValueError, match="one row of costs per gap"):
+        WakeCurve((0.0, 1.0), (flat(0.0),))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        WakeCurve((0.0,), (tuple(reversed([float(i) for i in range(len(LEVELS))])),))
+    with pytest.raises(ValueError, match="samples"):
+        WakeCurve.measured({1.0: []})
+    with pytest.raises(ValueError, match="warm or a cold"):
+        Wake(None, None)
+
+
+def test_wake_picks_warm_or_cold_and_falls_back_to_the_one_it_has() -> None:
+    warm, cold = WakeCurve((0.0,), (flat(0.1),)), WakeCurve((0.0,), (flat(0.9),))
+    assert Wake(warm, cold).curve(True) is warm and Wake(warm, cold).curve(False) is cold
+    assert Wake(warm).curve(False) is warm and Wake(None, cold).curve(True) is cold
+
+
+def _one_task() -> tuple[object, FixedPolicy]:
+    task = chain_task("a", [{"cpu": 2.0}, {"cpu": 3.0}], memory_mb=1.0)
+    problem = problem_of([task], memory_budget_mb=100.0, storage_mb_per_ms=1e6)
+    return problem, FixedPolicy("fixed", {"a": ((0, 0), ("cpu", "cpu"))})
+
+
+def test_first_block_is_charged_by_the_processors_real_idle_gap() -> None:
+    problem, policy = _one_task()
+    # Costs 0 ms back to back and 1 ms after 10 ms idle or more (the same at every level).
+    wake = Wake(WakeCurve((0.0, 10.0), (flat(0.0), flat(1.0))))
+    # Request 0 at 100 ms (idle since 0: flat beyond 10 ms); request 1 arrives while 0 runs (queued:
+    # gap 0); request 2 comes 5 ms after request 1 finishes (half way up the curve).
+    arrivals = Arrivals(0, 1.0, {"a": np.asarray([100.0, 101.0, 117.0])})
+    res = simulate(problem, policy, arrivals, wake=(wake,))
+    assert res.latencies_ms["a"][0] == pytest.approx(1.0 + 5.0)
+    # Request 1 starts at 106 (request 0 ends there), runs 5 ms: done at 111, 10 ms after arriving.
+    assert res.latencies_ms["a"][1] == pytest.approx(10.0)
+    # Request 2: idle 111 -> 117 = 6 ms, cost 0.6 ms.
+    assert res.latencies_ms["a"][2] == pytest.approx(0.6 + 5.0)
+    # Without a curve the profile alone is charged.
+    plain = simulate(problem, policy, arrivals)
+    assert [plain.latencies_ms["a"][i] for i in range(3)] == pytest.approx([5.0, 9.0, 5.0])
+
+
+def test_cold_curve_serves_after_another_tasks_block_and_cost_never_makes_latency_negative() -> None:
+    a = chain_task("a", [{"cpu": 2.0}], memory_mb=1.0)
+    b = chain_task("b", [{"cpu": 1.0}], memory_mb=1.0)
+    problem = problem_of([a, b], memory_budget_mb=100.0, storage_mb_per_ms=1e6)
+    policy = FixedPolicy("fixed", {"a": ((0,), ("cpu",)), "b": ((0,), ("cpu",))})
+    wake_a = Wake(WakeCurve((0.0,), (flat(0.5),)), WakeCurve((0.0,), (flat(2.0),)))
+    wake_b = Wake(WakeCurve((0.0,), (flat(-5.0),)))  # the profile overestimates b by more than its latency
+    # a at 100 (nothing ran before: cold), a at 200 (after a: warm), b at 300, a at 400 (after b: cold).
+    arrivals = Arrivals(0, 1.0, {"a": np.asarray([100.0, 200.0, 400.0]), "b": np.asarray([300.0])})
+    res = simulate(problem, policy, arrivals, wake=(wake_a, wake_b))
+    assert [res.latencies_ms["a"][i] for i in range(3)] == pytest.approx([4.0, 2.5, 4.0])
+    assert res.latencies_ms["b"][0] == pytest.approx(0.0, abs=1e-5)  # (a 1e-6 ms load)
+
+
+def test_spread_is_drawn_from_the_seed_and_the_median_level_is_the_median_curve() -> None:
+    problem, policy = _one_task()
+    spread = Wake(WakeCurve((0.0,), (tuple(np.linspace(0.0, 2.0, len(LEVELS)).tolist()),)))
+    arrivals = Arrivals(0, 10.0, {"a": np.arange(0.0, 10_000.0, 50.0)})
+    one = simulate(problem, policy, arrivals, wake=(spread,)).latencies_ms["a"]
+    again = simulate(problem, policy, arrivals, wake=(spread,)).latencies_ms["a"]
+    assert np.array_equal(one, again)
+    # Costs drawn uniformly over [0, 2] ms: the latencies spread over [5, 7] with median near 6.
+    assert one.min() >= 5.0 - 1e-9 and one.max() <= 7.0 + 1e-9 and np.median(one) == pytest.approx(6.0, abs=0.15)
+
+
+def test_experiment_carries_wake_curves_by_task_name() -> None:
+    problem, policy = _one_task()
+    wake = Wake(WakeCurve((0.0,), (flat(1.0),)))
+    at = Experiment(duration_s=1.0, wake={"a": wake})
+    assert at.wake == (("a", wake),) and at.wake_curves(problem) == (wake,)
+    arrivals = Arrivals(0, 1.0, {"a": np.asarray([100.0])})
+    assert simulate_in(at, problem, policy, arrivals).latencies_ms["a"][0] == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="not in the problem: b"):
+        Experiment(duration_s=1.0, wake={"b": wake}).wake_curves(problem)
+
+
+def test_feedback_sees_block_run_times_without_the_wake_cost() -> None:
+    from scheduler.feedback import Feedback
+    from sparseloom.sim import engine
+
+    problem, policy = _one_task()
+    seen: list[Feedback] = []
+
+    class Watching(FixedPolicy):
+        closed_loop = True
+
+        def recalibrate(self, problem, plan, feedback):  # type: ignore[no-untyped-def]
+            seen.append(feedback)
+            return None
+
+    watch = Watching("fixed", policy.routes)
+    times = np.arange(0.0, 3_000.0, 20.0)
+    wake = Wake(WakeCurve((0.0,), (flat(1.0),)))
+    raw = engine.run(problem, watch, watch.plan(problem), times, np.zeros(len(times), dtype=int),
+                     duration_ms=3_000.0, wake=(wake,))
+    assert raw.done_ms[0] - raw.arrival_ms[0] == pytest.approx(6.0)
+    # The runtime's feedback times each block alone, so the first block's 1 ms wake cost is not in it.
+    ratios = seen[-1].ratios()
+    assert set(ratios) == {("a-b0", "cpu"), ("a-b1", "cpu")} and all(r == pytest.approx(1.0) for r in ratios.values())
