@@ -130,3 +130,22 @@ def test_feedback_sees_block_run_times_without_the_wake_cost() -> None:
     # The runtime's feedback times each block alone, so the first block's 1 ms wake cost is not in it.
     ratios = seen[-1].ratios()
     assert set(ratios) == {("a-b0", "cpu"), ("a-b1", "cpu")} and all(r == pytest.approx(1.0) for r in ratios.values())
+
+
+def test_probe_gaps_are_the_workloads_arrival_gap_quantiles_capped_where_costs_stop_growing() -> None:
+    import math
+    from pathlib import Path
+
+    from sparseloom.assemble import GAP_QUANTILES, MAX_IDLE_MS, idle_gap_ms, idle_gaps_ms
+    from sparseloom.workload import load_workload
+
+    root = Path(__file__).resolve().parents[2] / "workloads" / "scenarios"
+    one = load_workload(root / "host_calibrate.yaml")  # 200 requests/s
+    two = load_workload(root / "host_two_models.yaml")  # 48 requests/s in all
+    gaps = idle_gaps_ms(one, root)
+    assert gaps == tuple(round(-1000.0 * math.log1p(-q) / 200.0, 1) for q in GAP_QUANTILES)
+    assert gaps[0] == 0.0 and idle_gap_ms(one, root) in gaps  # the profiler's gap is probed too
+    # At a quarter of the load the gaps stretch 4x, until the cap.
+    slow = idle_gaps_ms(two, root)
+    assert slow[-1] == MAX_IDLE_MS and slow[:3] == pytest.approx([0.0, 2.2, 6.0], abs=0.05)
+    assert all(b > a for a, b in zip(slow, slow[1:]))
