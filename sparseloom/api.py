@@ -33,6 +33,7 @@ from scheduler import registry
 from scheduler.plan import Plan
 from scheduler.problem import Problem
 from sparseloom import workload as wl
+from sparseloom.core.overload import MAX_IN_FLIGHT
 from sparseloom.errors import Complaint, InputError, bad_argument
 from sparseloom.runtime import Runtime, RuntimeStats, processors_present, restrict
 from stitching import zoo
@@ -97,7 +98,7 @@ class Pipeline:
         *,
         policy: str = "sparseloom",
         cache_dir: str | Path | None = None,
-        max_in_flight: int = 64,
+        max_in_flight: int = MAX_IN_FLIGHT,
         shed_factor: float | None = None,
         progress: bool = True,
     ) -> None:
@@ -353,7 +354,7 @@ class Pipeline:
         *,
         policy: str = "sparseloom",
         cache_dir: str | Path,
-        max_in_flight: int = 64,
+        max_in_flight: int = MAX_IN_FLIGHT,
         shed_factor: float | None = None,
     ) -> Pipeline:
         """A running pipeline over an already-built planning problem (its options' digests in ``pool``).

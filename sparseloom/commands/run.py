@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from sparseloom.core.overload import MAX_IN_FLIGHT
 from sparseloom.errors import InputError, Complaint, bad_argument
 from stitching import zoo
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default=None, help="policy name (default: the scenario's first policy)")
     p.add_argument("--seed", type=int, default=None, help="arrival seed (default: the scenario's)")
     p.add_argument("--every", type=float, default=5.0, help="seconds between statistics prints (default 5)")
-    p.add_argument("--max-in-flight", type=int, default=64, help="admission limit: requests in flight at once")
+    p.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="admission limit: requests in flight at once")
     p.add_argument("--cache", type=Path, default=None, help="cache directory (pools, profiles, compiled blocks)")
     p.add_argument("--json", action="store_true", help="print the final statistics and metrics as JSON")
     p.add_argument("--no-progress", action="store_true")

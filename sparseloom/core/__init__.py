@@ -5,6 +5,8 @@ simulated clock and the wall clock decide it the same way:
 
 - :mod:`sparseloom.core.dispatch`: a request's route and admission at arrival, the blocks prefetched
   at dispatch, and the late-drop rule;
+- :mod:`sparseloom.core.overload`: a deployment's limits at arrival (requests in flight, expected
+  finish against the SLO);
 - :mod:`sparseloom.core.eviction`: which resident blocks to evict for a load;
 - :mod:`sparseloom.core.slo`: an SLO change (quick switch, re-plan, which re-plan may serve);
 - :mod:`sparseloom.core.metrics`: the statistics of a run, simulated or real;

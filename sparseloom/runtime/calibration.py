@@ -43,6 +43,7 @@ from backends.profile import Profile, ProfileEntry
 from backends.profiler import IDLE_MS
 from scheduler import registry
 from scheduler.problem import Problem
+from sparseloom.core.overload import MAX_IN_FLIGHT
 from sparseloom.runtime.engine import Runtime
 from sparseloom.runtime.replay import replay
 from sparseloom.runtime.stats import result_dict
@@ -227,7 +228,7 @@ def calibrate(
     inputs: Callable[[str], tuple[torch.Tensor, ...]],
     *,
     cache_dir: Path,
-    max_in_flight: int = 64,
+    max_in_flight: int = MAX_IN_FLIGHT,
     every_s: float = 0.0,
     on_tick: Callable[[Runtime], None] | None = None,
     min_samples: int = 5,
@@ -245,6 +246,7 @@ def calibrate(
     if arrivals.duration_s != experiment.duration_s:
         raise ValueError(f"the arrivals last {arrivals.duration_s:g} s, the experiment {experiment.duration_s:g} s")
     with Runtime(problem, registry.create(policy), soc, pool, cache_dir=cache_dir, max_in_flight=max_in_flight) as rt:
+        limits = rt.overload
         plan = rt.plan
         rt.warm()
         # One request per task before the clock starts, so lazily initialised kernels are not measured.
@@ -279,7 +281,8 @@ def calibrate(
                         corrections.append(BlockCorrection(o.digest, k, ms, m[0], m[3], m[1], m[2]))
     unique = tuple({(c.digest, c.processor): c for c in corrections}.values())
     def run(p: Problem, at: Experiment) -> RunResult:
-        return simulate_in(at, p, registry.create(policy), arrivals, plan=plan)
+        # The runtime's overload limits apply to each simulation too.
+        return simulate_in(replace(at, overload=limits), p, registry.create(policy), arrivals, plan=plan)
 
     sim = run(problem, experiment)
     adjusted = run(problem, replace(experiment, wake=tuple(wake.items())))

@@ -49,6 +49,7 @@ from scheduler.policy import Policy, check_order
 from scheduler.problem import Problem
 from sparseloom.core.decisions import Decisions
 from sparseloom.core.dispatch import arrive, late
+from sparseloom.core.overload import MAX_IN_FLIGHT, Overload
 from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
 from sparseloom.runtime.host import processors_present
 from sparseloom.runtime.residency import Residency
@@ -118,13 +119,12 @@ class Runtime:
         *,
         cache_dir: Path,
         plan: Plan | None = None,
-        max_in_flight: int = 64,
+        max_in_flight: int = MAX_IN_FLIGHT,
         shed_factor: float | None = None,
         memory_wait_s: float = 10.0,
         decisions: Decisions | None = None,
     ) -> None:
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.overload = Overload(max_in_flight, shed_factor)  # validates both
         if policy.queue != "processor":
             # Band's global queue is honoured by the simulator; the runtime's workers keep one
             # queue each, so running such a policy here would silently be another policy.
@@ -145,8 +145,6 @@ class Runtime:
         self.policy = policy
         self._t0 = time.perf_counter_ns()
         self._lock = threading.RLock()
-        self._max_in_flight = max_in_flight
-        self._shed = shed_factor
         self._in_flight = 0
         self._closed = False
         self._task_index = {t.name: i for i, t in enumerate(problem.tasks)}
@@ -322,15 +320,8 @@ class Runtime:
             )
             self._current[task] = route
             self.recorder.variant(k, tuple(route.options))
-            reason = None
-            if self._in_flight >= self._max_in_flight:
-                reason = f"{self._in_flight} requests in flight (limit {self._max_in_flight})"
-            elif not admitted:
-                reason = "shed: its blocks would make more cheaper requests miss than it serves"
-            elif self._shed is not None:
-                expected = self._expected_finish(steps)
-                if expected > self._shed * spec.latency_slo_ms:
-                    reason = f"expected to finish in {expected:.1f} ms, over {self._shed:g} x SLO"
+            reason = self.overload.refusal(self._in_flight, admitted, spec.latency_slo_ms,
+                                           ((p, s.expected_ms) for p, s in zip(route.processors, steps)), self._view)
             if reason is not None:
                 self.recorder.reject(rid)
                 fut.set_exception(Rejected(f"request of {task!r} rejected: {reason}"))
@@ -368,12 +359,6 @@ class Runtime:
         print(f"sparseloom runtime: {message}", file=sys.stderr)
         for req in pending:
             self._fail(req, WorkerDied(message))
-
-    def _expected_finish(self, steps: tuple[Step, ...]) -> float:
-        t = 0.0
-        for s in steps:
-            t = max(t, self._view.backlog_ms(self.workers[s.processor].processor)) + s.expected_ms
-        return t
 
     def _execute(self, worker: Worker[_Request], req: _Request) -> None:
         step = req.steps[req.position]

@@ -88,6 +88,7 @@ from sparseloom.core.dispatch import arrive, late
 from sparseloom.core.dispatch import prefetch as prefetch_blocks
 from sparseloom.core.eviction import victims
 from sparseloom.core.metrics import RawRun, ScheduleLog
+from sparseloom.core.overload import Overload
 from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
 from sparseloom.sim.wake import Wake
 
@@ -305,6 +306,7 @@ def run(
     decisions: Decisions | None = None,
     wake: Sequence[Wake | None] = (),
     wake_rng: np.random.Generator | None = None,
+    overload: Overload | None = None,
 ) -> RawRun:
     """Simulate one run; ``arrival_ms`` must be sorted and ``arrival_task`` index ``problem.tasks``.
 
@@ -354,6 +356,10 @@ def run(
     it and whether the processor's previous block was the same task's
     (:class:`sparseloom.sim.wake.Wake`); each charge is drawn at a uniform level from ``wake_rng``
     (the median when None). Policies still see the profile's latency.
+
+    ``overload``: the runtime's limits at arrival (:class:`sparseloom.core.overload.Overload`: requests
+    in flight, expected finish against the SLO); a request refused is shed, as by admission. None
+    (the default) for none.
     """
     if latency_cv < 0:
         raise ValueError(f"latency_cv must be >= 0, got {latency_cv}")
@@ -435,6 +441,7 @@ def run(
     load_waiters: list[list[int]] = [[] for _ in range(nblock)]
     mem_waiters: list[int] = []  # processors waiting for memory room
     wanted = [0] * nblock  # block steps of dispatched requests not yet run
+    in_flight = [0]  # admitted requests not yet finished or dropped
     busy_ms = [0.0] * nproc
     last_task = [-1] * nproc
     last_variant: list[tuple[int, ...]] = [()] * len(task_names)
@@ -649,6 +656,7 @@ def run(
     def drop(r: int) -> None:
         """The request will not run on (it stays unfinished: metrics count it as dropped); its blocks
         still to come are no longer wanted."""
+        in_flight[0] -= 1
         for step in req_steps[r][req_pos[r]:]:
             wanted[step[2]] -= 1
 
@@ -766,6 +774,7 @@ def run(
         pos += 1
         if pos == len(steps):
             done[r] = now
+            in_flight[0] -= 1
         elif global_queue:
             req_pos[r] = pos
             req_prev[r] = p
@@ -802,15 +811,20 @@ def run(
         decision_ns.append(ns)
         if decisions is not None:
             decisions.routes.append((route.task, tuple(route.options), tuple(route.processors)) if admitted else None)
-        if not admitted:
-            req_slo[r] = slo_lat[k]
-            req_shed[r] = True
-            return  # shed at arrival: never runs, counted as dropped
         cr = compiled(route)
         if cr.task_index != k:
             raise ValueError(
                 f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'"
             )
+        if overload is not None and overload.refusal(
+            in_flight[0], admitted, slo_lat[k], ((processors[s[0]], s[1]) for s in cr.steps), view
+        ) is not None:
+            admitted = False
+        if not admitted:
+            req_slo[r] = slo_lat[k]
+            req_shed[r] = True
+            return  # shed at arrival: never runs, counted as dropped
+        in_flight[0] += 1
         req_steps[r] = cr.steps
         req_left[r] = cr.left_ms
         if cr.options != last_variant[k]:

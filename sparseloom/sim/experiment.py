@@ -21,6 +21,7 @@ import numpy as np
 
 from scheduler.problem import Problem
 from sparseloom.sim import engine
+from sparseloom.core.overload import Overload
 from sparseloom.core.slo import SLOChangeEvent
 from sparseloom.sim.wake import Wake
 from sparseloom.workload import Task, Transitions, Workload
@@ -62,7 +63,9 @@ class Experiment:
     from the seed). ``profile_error``: how the truth departs from the profile; None for not at all.
     ``wake``: per task name, the runtime's cost of a request's first block beyond the profile by the
     processor's idle gap and warmth (:class:`sparseloom.sim.wake.Wake`, measured by ``sparseloom
-    calibrate``); tasks without one are charged the profile alone.
+    calibrate``); tasks without one are charged the profile alone. ``overload``: the runtime's
+    limits at arrival (requests in flight, expected finish against the SLO) to simulate too; None
+    for none (the comparisons' default: no policy is refused a request by a deployment's limit).
     """
 
     duration_s: float
@@ -76,6 +79,7 @@ class Experiment:
     latency_cv: float = 0.0
     profile_error: ProfileError | None = None
     wake: tuple[tuple[str, Wake], ...] = ()
+    overload: Overload | None = None
 
     def __post_init__(self) -> None:
         # Accept any sequence or path, keep a tuple and a string: the object pickles to workers and Ray.

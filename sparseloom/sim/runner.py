@@ -24,6 +24,7 @@ from scheduler.policy import Policy
 from scheduler.problem import Problem
 from sparseloom.arrivals import active_windows, generate_arrivals, within
 from sparseloom.sim import engine
+from sparseloom.core.overload import Overload
 from sparseloom.core.slo import SLOChangeEvent
 from sparseloom.sim.experiment import Experiment, ProfileError
 from sparseloom.sim.wake import Wake
@@ -115,6 +116,7 @@ def simulate(
     latency_cv: float = 0.0,
     profile_error: ProfileError | None = None,
     wake: Sequence[Wake | None] = (),
+    overload: Overload | None = None,
 ) -> RunResult:
     """Simulate one policy on one seed's arrivals (plans first unless ``plan`` is given).
 
@@ -122,7 +124,7 @@ def simulate(
     ``latency_cv``: lognormal spread of each block execution's latency around
     the profile's value, drawn from a stream keyed by the arrivals' seed (see
     :func:`sparseloom.sim.engine.run`); ``wake``: each task's first-block cost by idle gap, its
-    levels drawn from another stream keyed by the seed.
+    levels drawn from another stream keyed by the seed; ``overload``: the runtime's limits at arrival.
     """
     duration_s = arrivals.duration_s
     if not 0.0 <= warmup_s < duration_s:
@@ -154,6 +156,7 @@ def simulate(
         block_error=profile_error.block_factors(problem) if profile_error else None,
         wake=wake,
         wake_rng=np.random.default_rng([arrivals.seed, zlib.crc32(b"wake")]),
+        overload=overload,
     )
     wall = time.perf_counter() - t0
     return run_result(
@@ -190,7 +193,7 @@ def simulate_in(
     """:func:`simulate` with the experiment's warm-up, SLO changes, latency spread and profile error."""
     return simulate(problem, policy, arrivals, warmup_s=experiment.warmup_s, slo_changes=experiment.slo_changes, plan=plan,
                     trace_until_s=trace_until_s, latency_cv=experiment.latency_cv, profile_error=experiment.profile_error,
-                    wake=experiment.wake_curves(problem))
+                    wake=experiment.wake_curves(problem), overload=experiment.overload)
 
 
 def arrivals_in(experiment: Experiment, specs: Mapping[str, Arrival], seed: int, rate_scale: float = 1.0) -> Arrivals:
