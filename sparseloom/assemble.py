@@ -204,22 +204,6 @@ def idle_gap_ms(workload: Workload, base_dir: Path) -> float:
     return round(min(MAX_IDLE_MS, 1000.0 * math.log(2) / rate_hz), 1) if rate_hz > 0 else MAX_IDLE_MS
 
 
-# Where ``sparseloom calibrate`` probes the runtime's wake-up cost: quantiles of the gap between
-# Poisson arrivals at the tasks' total rate, from back to back (0) to the 90th percentile, at most
-# MAX_IDLE_MS. They only need to span the idle gaps the run will see: the simulator evaluates the
-# curve at each block's real idle gap, linear between probed gaps and flat beyond them.
-GAP_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)
-
-
-def idle_gaps_ms(workload: Workload, base_dir: Path) -> tuple[float, ...]:
-    """The idle gaps (ms, increasing) at which to probe the runtime's first-block cost for
-    ``workload``: :data:`GAP_QUANTILES` of its arrival gaps, at most ``MAX_IDLE_MS``."""
-    rate_hz = sum(mean_rate_hz(t.arrival, base_dir=base_dir) for t in workload.tasks)
-    if rate_hz <= 0:
-        return (0.0, MAX_IDLE_MS)
-    return tuple(sorted({round(min(MAX_IDLE_MS, -1000.0 * math.log1p(-q) / rate_hz), 1) for q in GAP_QUANTILES}))
-
-
 def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = True, repeats: int = 20,
                  tune_trials: int = 0, compile_absent: bool = False, idle_ms: float | None = None,
                  calibrate_on_host: bool = False) -> Profile:

@@ -34,12 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseloom.assemble import idle_gaps_ms
     from sparseloom.runtime.calibration import (
         calibrate,
         corrected_profile,
+        probe_arrivals,
         summary_lines,
     )
+    from sparseloom.sim.runner import arrival_specs
     from sparseloom.runtime.session import prepare
 
     if args.write_profile is not None and not args.write_profile.parent.is_dir():
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     s = prepare(args.workload, soc_path=args.soc, policy=args.policy, duration_s=args.duration, seed=args.seed,
                 cache_dir=cache, progress=not args.no_progress)
     cal = calibrate(s.problem, s.policy, s.soc, s.pool, s.experiment, s.arrivals, s.inputs, cache_dir=cache / "compiled",
-                    probe_gaps_ms=idle_gaps_ms(s.workload, args.workload.parent))
+                    probes=probe_arrivals(s.experiment, arrival_specs(s.workload.tasks), s.arrivals.seed))
     if args.write_profile is not None:
         device = f"sparseloom runtime on {platform.node() or 'this host'} ({platform.machine()})"
         corrected_profile(s.assembled.profile, cal.corrections, device).save(args.write_profile)

@@ -8,15 +8,19 @@ real run:
 
 - ``simulated``: the profile's block latencies as they are;
 - ``adjusted``: the profile plus the runtime's cost over it, per task, as a
-  function of how long the processor idled before the request's first block
+  function of how long the worker idled before the request's first block
   (decision, admission, waking the worker, blocks starting colder or warmer
-  than the profiler timed them, completion), and of whether the processor last
+  than the profiler timed them, completion), and of whether the worker last
   ran the same task (warm) or another (cold), with its spread: a
-  :class:`sparseloom.sim.wake.Wake` of latency minus the plan's expected block
-  latencies on probe requests sent one at a time after each of several idle
-  gaps (:func:`sparseloom.assemble.idle_gaps_ms`), each task twice in a row
-  (cold, then warm), *before and after* the measured window: no number from
-  the window itself goes in (out of sample);
+  :class:`sparseloom.sim.wake.Wake` measured on *probe runs*, other seeds'
+  arrivals of the same workload replayed for real just before the measured
+  window and again just after it (:func:`probe_arrivals`). Each of their
+  requests gives its first block's worker idle gap, warmth, and latency beyond
+  the plan's expected block latencies from when that worker took it. So the
+  cost is measured under the workload's own load, not on isolated requests
+  (which on this host cost 0.2-0.3 ms more after long gaps than the same
+  requests inside a run), and no number from the window itself goes in (out
+  of sample);
 - ``corrected``: each block's run time measured *in* the window (a lognormal
   with the measured mean and median, drawn by the simulator with
   ``latency_cv``), plus
@@ -36,21 +40,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from backends.processor import SoCSpec
 from backends.profile import Profile, ProfileEntry
-from backends.profiler import IDLE_MS
 from scheduler import registry
 from scheduler.problem import Problem
 from sparseloom.core.overload import MAX_IN_FLIGHT
 from sparseloom.runtime.engine import Runtime
 from sparseloom.runtime.replay import replay
 from sparseloom.runtime.stats import result_dict
-from sparseloom.sim.experiment import Experiment
+from sparseloom.sim.experiment import Experiment, ProfileError
 from sparseloom.core.metrics import RunResult
-from sparseloom.sim.runner import Arrivals, simulate_in
+from sparseloom.sim.runner import Arrivals, arrivals_in, simulate_in
 from sparseloom.sim.wake import Wake, WakeCurve
+from sparseloom.workload import Arrival
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,9 @@ class Calibration:
     adjusted_error: Fidelity
     after: Fidelity
     corrections: tuple[BlockCorrection, ...]
-    # Per task, latency over the profile's block latencies by idle gap and warmth, on probe requests (measured).
+    # Per task, latency over the profile's block latencies by idle gap and warmth, on the probe runs (measured).
     wake: Mapping[str, Wake] = field(default_factory=dict)
-    probe_samples: int = 0  # probe requests per task and gap, warm and cold together
+    probe_samples: int = 0  # requests the probe runs completed, all tasks
     # Median of the same in the measured window (in sample), charged by the corrected simulation.
     window_overhead_ms: float = 0.0
     # Spread of block run times fitted on their mean and p50, given to the corrected simulation as its latency_cv.
@@ -123,7 +128,7 @@ class Calibration:
             "error_in_sample": _finite(vars(self.after)),
             "overhead_ms": {
                 "source": "measured",
-                "samples_per_task_and_gap": self.probe_samples,
+                "probe_requests": self.probe_samples,
                 "per_task_median_by_gap_ms": {
                     t: {kind: {f"{g:g}": v for g, v in c.median_ms().items()}
                         for kind, c in (("warm", w.warm), ("cold", w.cold)) if c is not None}
@@ -212,10 +217,18 @@ def corrected_profile(profile: Profile, corrections: Sequence[BlockCorrection], 
     return replace(profile, entries=tuple(entries), meta={**profile.meta, "calibrated_by": "sparseloom calibrate"})
 
 
-# Probe rounds before the window and again after it; each sends every task twice per idle gap,
-# so there are 100 samples per task and gap (warm and cold together): every 5%-quantile of a
-# wake curve rests on a few of them even where only half are warm.
-PROBE_REQUESTS = 25
+# Each probe run replays this long of another seed's arrivals, before the window and again after
+# it: at 8-200 requests/s per task that is 80-2000 requests per task and side, tens per gap bin.
+PROBE_S = 10.0
+# Probe runs take seeds this far from the window's, so no probe replays the arrivals that the
+# calibration of a nearby seed measures.
+PROBE_SEED_OFFSET = 1_000_003
+# A wake curve's positive idle gaps are cut into this many bins of equal count (plus the queued
+# requests, gap 0): more bins follow the curve's shape closer, fewer keep more samples per bin for
+# its spread (5%-quantiles).
+GAP_BINS = 4
+# Fewer samples than this for a task's warm or cold curve, and the other curve serves for both.
+MIN_CURVE_SAMPLES = 20
 
 
 def calibrate(
@@ -232,16 +245,16 @@ def calibrate(
     every_s: float = 0.0,
     on_tick: Callable[[Runtime], None] | None = None,
     min_samples: int = 5,
-    probe_requests: int = PROBE_REQUESTS,
-    probe_gaps_ms: Sequence[float] = (0.0, IDLE_MS),
+    probes: Sequence[Arrivals] = (),
 ) -> Calibration:
     """Run ``arrivals`` (one seed of ``experiment``: its warm-up and SLO changes apply) for real and in
     the simulator (same plan, same arrivals); measure the errors.
 
     ``problem`` must only name processors present here (see :func:`sparseloom.runtime.host.restrict`).
-    Blocks the run executed at least ``min_samples`` times get a measured correction. ``probe_gaps_ms``:
-    the idle gaps the wake curve is probed at (the workload's: see
-    :func:`sparseloom.assemble.idle_gaps_ms`; by default back to back and the profiler's default gap).
+    Blocks the run executed at least ``min_samples`` times get a measured correction. ``probes``:
+    other seeds' arrivals of the same workload (see :func:`probe_arrivals`), the first half replayed
+    before the window and the rest after it, whose requests measure the wake curves; none, and the
+    adjusted simulation is the profile's.
     """
     if arrivals.duration_s != experiment.duration_s:
         raise ValueError(f"the arrivals last {arrivals.duration_s:g} s, the experiment {experiment.duration_s:g} s")
@@ -252,7 +265,8 @@ def calibrate(
         # One request per task before the clock starts, so lazily initialised kernels are not measured.
         for t in problem.tasks:
             rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
-        probes = probe_wake(rt, inputs, probe_requests, probe_gaps_ms)
+        half = (len(probes) + 1) // 2
+        measured_probes = probe_runs(rt, probes[:half], inputs)
         since = rt.recorder.completions
         done = replay(rt, arrivals, inputs, slo_changes=experiment.slo_changes, every_s=every_s, on_tick=on_tick,
                       keep_futures=False)
@@ -263,10 +277,15 @@ def calibrate(
         in_window = rt.recorder.overheads_ms(since)
         # Probed again after the window: the host's load drifts (other processes), so probes on both
         # sides of the window bracket it; still none of the window's own requests.
-        for name, by_key in probe_wake(rt, inputs, probe_requests, probe_gaps_ms).items():
-            for key, samples in by_key.items():
-                probes[name].setdefault(key, []).extend(samples)
-    wake = {t: w for t, by_key in probes.items() if (w := _wake(by_key)) is not None}
+        measured_probes += probe_runs(rt, probes[half:], inputs)
+    # Out of sample, from the probe runs: each block's run time, and per request what the runtime took
+    # beyond its blocks' (those mean) run times from when its first block's worker took it.
+    block_ms, factors = truth_of(problem, measured_probes, min_samples)
+    expected = {o.digest: min(o.latency_ms.values()) for t in problem.tasks for opts in t.positions for o in opts}
+    names = [t.name for t in problem.tasks]
+    wake = {names[k]: w for k in range(len(names))
+            if (w := wake_of([(g, warm, took - sum(block_ms.get(d, expected[d]) for d in ds))
+                              for t, g, warm, took, ds in measured_probes.requests if t == k])) is not None}
     # The median: below ~50% utilisation most requests find the worker idle, so queueing (which the
     # simulator models itself) stays out of it.
     window_overhead = statistics.median(in_window) if in_window else 0.0
@@ -285,45 +304,87 @@ def calibrate(
         return simulate_in(replace(at, overload=limits), p, registry.create(policy), arrivals, plan=plan)
 
     sim = run(problem, experiment)
-    adjusted = run(problem, replace(experiment, wake=tuple(wake.items())))
+    adjusted = run(problem, replace(experiment, wake=tuple(wake.items()),
+                                    profile_error=ProfileError(factors=tuple(factors.items()))))
     fixed = run(corrected_problem(problem, unique, window_overhead), replace(experiment, latency_cv=cv))
     return Calibration(policy, real, sim, adjusted, fixed, fidelity(real, sim), fidelity(real, adjusted),
-                       fidelity(real, fixed), unique, wake, 4 * probe_requests, window_overhead, cv)
+                       fidelity(real, fixed), unique, wake, len(measured_probes.requests), window_overhead, cv)
 
 
-def _wake(by_key: Mapping[tuple[bool, float], Sequence[float]]) -> Wake | None:
+def probe_arrivals(experiment: Experiment, specs: Mapping[str, Arrival], seed: int) -> tuple[Arrivals, Arrivals]:
+    """The two probe runs of a calibration of ``seed``: :data:`PROBE_S` of the workload's arrivals
+    (``specs``, per task) at seeds :data:`PROBE_SEED_OFFSET` away, for before and after the window."""
+    at = replace(experiment, duration_s=PROBE_S, warmup_s=0.0, slo_changes=())
+    return tuple(arrivals_in(at, specs, seed + PROBE_SEED_OFFSET + i) for i in range(2))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Probes:
+    """What probe runs measured: per request (task index, idle gap of its first block's worker, warm,
+    ms from when that worker took it to its end, its blocks' digests), and every block run as
+    ((digest, processor), ms)."""
+
+    requests: tuple[tuple[int, float, bool, float, tuple[str, ...]], ...] = ()
+    blocks: tuple[tuple[tuple[str, str], float], ...] = ()
+
+    def __add__(self, other: Probes) -> Probes:
+        return Probes(self.requests + other.requests, self.blocks + other.blocks)
+
+
+def probe_runs(rt: Runtime, runs: Sequence[Arrivals], inputs: Callable[[str], tuple[torch.Tensor, ...]]) -> Probes:
+    """Replay each probe run on ``rt``; what its requests and blocks measured."""
+    out = Probes()
+    for run in runs:
+        since = rt.recorder.completions
+        rt.recorder.tap()
+        try:
+            replay(rt, run, inputs, keep_futures=False)
+        finally:
+            blocks = rt.recorder.untap()
+        out += Probes(tuple(rt.recorder.wake_samples(since)), tuple(blocks))
+    return out
+
+
+def truth_of(problem: Problem, probes: Probes, min_samples: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Per block digest run at least ``min_samples`` times in the probe runs: its mean run time
+    (ms), and that over the profile's latency on the processors it ran on (the truth factor)."""
+    runs: dict[tuple[str, str], list[float]] = {}
+    for key, ms in probes.blocks:
+        runs.setdefault(key, []).append(ms)
+    profile = {(o.digest, k): v for t in problem.tasks for opts in t.positions for o in opts
+               for k, v in o.latency_ms.items()}
+    mean: dict[str, list[float]] = {}
+    over: dict[str, list[float]] = {}
+    for (d, k), v in runs.items():
+        if len(v) >= min_samples and profile.get((d, k), 0.0) > 0:
+            mean.setdefault(d, []).extend(v)
+            over.setdefault(d, []).append(statistics.fmean(v) / profile[(d, k)])
+    return ({d: statistics.fmean(v) for d, v in mean.items()}, {d: statistics.fmean(v) for d, v in over.items()})
+
+
+def wake_of(samples: Sequence[tuple[float, bool, float]]) -> Wake | None:
+    """A task's :class:`Wake` from its (idle gap, warm, cost) samples: per warmth with at least
+    :data:`MIN_CURVE_SAMPLES`, the queued requests (gap 0) and :data:`GAP_BINS` equal-count bins of the
+    positive gaps, each at its median gap."""
     def curve(warm: bool) -> WakeCurve | None:
-        samples = {g: s for (w, g), s in by_key.items() if w == warm and s}
-        return WakeCurve.measured(samples) if samples else None
+        mine = [(g, c) for g, w, c in samples if w == warm]
+        if len(mine) < MIN_CURVE_SAMPLES:
+            return None
+        by_gap: dict[float, list[float]] = {}
+        queued = [c for g, c in mine if g <= 0.0]
+        if queued:
+            by_gap[0.0] = queued
+        idle = sorted((g, c) for g, c in mine if g > 0.0)
+        for part in np.array_split(np.arange(len(idle)), min(GAP_BINS, len(idle))) if idle else ():
+            gap = float(np.median([idle[i][0] for i in part]))
+            if gap > 0.0 and gap not in by_gap:  # ties (equal medians) join the first such bin
+                by_gap[gap] = [idle[i][1] for i in part]
+            elif gap > 0.0:
+                by_gap[gap] += [idle[i][1] for i in part]
+        return WakeCurve.measured(by_gap)
 
     warm, cold = curve(True), curve(False)
     return Wake(warm, cold) if warm or cold else None
-
-
-def probe_wake(rt: Runtime, inputs: Callable[[str], tuple[torch.Tensor, ...]], requests: int,
-               gaps_ms: Sequence[float]) -> dict[str, dict[tuple[bool, float], list[float]]]:
-    """Per task, keyed by (warm, idle gap in ms), the runtime's latency over the plan's expected
-    block latencies (ms, measured): ``requests`` rounds; in each, per gap and task, two requests,
-    each after that long idle. The first follows another task's request (cold; with one task, it is
-    warm too), the second follows the first (warm). The very first request is not counted: what ran
-    before it is not known."""
-    if not gaps_ms or any(g < 0 for g in gaps_ms):
-        raise ValueError(f"probe gaps must be one or more idle times >= 0 ms, got {tuple(gaps_ms)}")
-    out: dict[str, dict[tuple[bool, float], list[float]]] = {t.name: {} for t in rt.problem.tasks}
-    last: str | None = None
-    for _ in range(requests):
-        for g in gaps_ms:
-            for t in rt.problem.tasks:
-                for _ in range(2):
-                    if g > 0:
-                        time.sleep(g / 1e3)
-                    since = rt.recorder.completions
-                    rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
-                    if last is not None:
-                        key = (last == t.name, float(g))
-                        out[t.name].setdefault(key, []).extend(rt.recorder.overheads_ms(since, over="expected"))
-                    last = t.name
-    return out
 
 
 def summary_lines(cal: Calibration) -> list[str]:
@@ -344,8 +405,8 @@ def summary_lines(cal: Calibration) -> list[str]:
         f"  error, profile only:                       {cal.before.describe()}",
         f"  error, profile + runtime overhead:         {cal.adjusted_error.describe()}",
         f"  error, in-sample block latencies:          {cal.after.describe()}",
-        *(f"  runtime over the profile, {t} {kind} (median of probe requests around the window, "
-          f"{cal.probe_samples} per idle gap): " + ", ".join(f"{v:+.3f} ms after {g:g} ms" for g, v in c.median_ms().items())
+        *(f"  runtime over the profile, {t} {kind} (median per idle gap, {cal.probe_samples} probe-run requests around "
+          f"the window): " + ", ".join(f"{v:+.3f} ms after {g:.2g} ms" for g, v in c.median_ms().items())
           for t, w in cal.wake.items() for kind, c in (("warm", w.warm), ("cold", w.cold)) if c is not None),
         f"  runtime over measured block run times in the window (median): {cal.window_overhead_ms:.3f} ms",
         (f"  {len(cal.corrections)} block latencies measured in the window, median ratio "

@@ -78,8 +78,14 @@ class _Request:
     tensors: tuple[torch.Tensor, ...]
     future: Future[Any]
     deadline_ms: float  # arrival + the latency SLO in force at arrival (runtime clock)
+    arrival_ms: float = 0.0
     position: int = 0
     run_ms: float = 0.0  # time its blocks ran so far (measured)
+    # Its first block's worker: when it took the request (its arrival, or the end of the block before
+    # if busy then), how long it had idled, whether its previous block was the same task's.
+    taken_ms: float = 0.0
+    woke_after_ms: float = 0.0
+    warm: bool = False
 
 
 class _View:
@@ -333,7 +339,7 @@ class Runtime:
             self._in_flight += 1
             self.residency.want(digests)
             self.residency.prefetch(digests, route.processors)
-            req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms)
+            req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms, now)
             self._hand(req, steps[0])
         return fut
 
@@ -362,6 +368,10 @@ class Runtime:
 
     def _execute(self, worker: Worker[_Request], req: _Request) -> None:
         step = req.steps[req.position]
+        if req.position == 0:
+            req.taken_ms = max(req.arrival_ms, worker.idle_since_ms)
+            req.woke_after_ms = max(0.0, req.arrival_ms - worker.idle_since_ms)
+            req.warm = worker.last_task == req.task
         if self.policy.drop_late:
             # As in the simulator: a request that cannot finish by its deadline even if the rest runs at
             # once (expected latencies) is dropped, not run at the others' expense.
@@ -378,6 +388,7 @@ class Runtime:
                 worker.started(start, step.expected_ms)
                 outs = runner(*aligned(req.tensors))
                 end = self.now_ms()
+                worker.idle_since_ms, worker.last_task = end, req.task
                 # The block's run time alone (a load, if any, is not in it).
                 self.recorder.executed(worker.index, req.task, end - start, step.digest)
                 if self.policy.closed_loop:
@@ -396,7 +407,8 @@ class Runtime:
             # A real hand-off: the next worker receives the output tensors themselves.
             self._hand(req, req.steps[req.position])
             return
-        self.recorder.done(req.rid, self.now_ms(), req.run_ms, sum(s.expected_ms for s in req.steps))
+        self.recorder.done(req.rid, self.now_ms(), req.run_ms, sum(s.expected_ms for s in req.steps),
+                           (req.woke_after_ms, req.warm, req.taken_ms, tuple(s.digest for s in req.steps)))
         self._finish(req)
         req.future.set_result(outs[0] if len(outs) == 1 else outs)
 

@@ -152,6 +152,11 @@ class Recorder:
         self.service_ms: dict[tuple[str, str], deque[float]] = {}
         self.overhead_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
         self.excess_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
+        # Per finished request: (task, its first block's worker idle gap, warm, time from when that
+        # worker took it to its end, its blocks' digests), for the simulator's wake model.
+        self.wake_ms: deque[tuple[int, float, bool, float, tuple[str, ...]]] = deque(maxlen=SAMPLES_PER_BLOCK)
+        # Every block run since tap() began one, as ((digest, processor), ms); None while not tapped.
+        self._tap: list[tuple[tuple[str, str], float]] | None = None
         self.completions = 0
         self._mem_mb = 0.0
         self._mem_last_ms = 0.0
@@ -188,13 +193,18 @@ class Recorder:
         self._base += n
         self.dropped += n
 
-    def done(self, rid: int, now_ms: float, run_ms: float, expected_ms: float) -> None:
+    def done(self, rid: int, now_ms: float, run_ms: float, expected_ms: float,
+             woke: tuple[float, bool, float, tuple[str, ...]] | None = None) -> None:
+        """Request ``rid`` finished; ``woke``: its first block's worker (idle gap, warm, when it took
+        it) and its blocks' digests."""
         with self._lock:
             i = rid - self._base
             self.done_ms[i] = now_ms
             self.finished[i] = True
             self.overhead_ms.append(now_ms - self.arrival_ms[i] - run_ms)
             self.excess_ms.append(now_ms - self.arrival_ms[i] - expected_ms)
+            if woke is not None:
+                self.wake_ms.append((self.task[i], woke[0], woke[1], now_ms - woke[2], woke[3]))
             self.completions += 1
 
     def reject(self, rid: int, error: bool = False) -> None:
@@ -221,6 +231,8 @@ class Recorder:
             if samples is None:
                 samples = self.service_ms[key] = deque(maxlen=SAMPLES_PER_BLOCK)
             samples.append(ms)
+            if self._tap is not None:
+                self._tap.append((key, ms))
             self.busy_ms[proc] += ms
             self.block_executions += 1
             if self._last_task[proc] not in (-1, task):
@@ -276,6 +288,17 @@ class Recorder:
                 variant_switches=tuple(self.variant_switches),
             )
 
+    def tap(self) -> None:
+        """Start keeping every block run (see :meth:`untap`)."""
+        with self._lock:
+            self._tap = []
+
+    def untap(self) -> list[tuple[tuple[str, str], float]]:
+        """The block runs since :meth:`tap`, as ((digest, processor), ms); stops keeping them."""
+        with self._lock:
+            out, self._tap = self._tap or [], None
+        return out
+
     def service_times_ms(self) -> dict[tuple[str, str], tuple[float, float, float, int]]:
         """Per (digest, processor): mean, p50 and p90 of the measured run times (ms), and the sample count."""
         out: dict[tuple[str, str], tuple[float, float, float, int]] = {}
@@ -297,6 +320,14 @@ class Recorder:
                  for mean, p50, _, n in self.service_times_ms().values() if n > 1]
         total = sum(n for _, n in pairs)
         return sum(sg * n for sg, n in pairs) / total if total else 0.0
+
+    def wake_samples(self, since: int = 0) -> list[tuple[int, float, bool, float, tuple[str, ...]]]:
+        """Each request completed after the first ``since``, oldest first, at most the latest 4096:
+        (task index, idle gap of its first block's worker, warm, ms from when that worker took it to
+        its end, its blocks' digests), see :attr:`wake_ms`."""
+        with self._lock:
+            n = min(self.completions - since, len(self.wake_ms))
+            return list(self.wake_ms)[len(self.wake_ms) - n:] if n > 0 else []
 
     def overheads_ms(self, since: int = 0, over: str = "run") -> list[float]:
         """Each request completed after the first ``since`` (see :attr:`completions`), oldest first, at

@@ -51,6 +51,10 @@ class Worker(threading.Thread, Generic[Job]):
         self.error: BaseException | None = None
         self.queued_ms = 0.0
         self.busy_until_ms = 0.0
+        # When its last block ended and whose task it was (-1: none yet): a request's first block
+        # here is warm after the same task's block, and woke the worker after the gap since.
+        self.idle_since_ms = 0.0
+        self.last_task = -1
 
     def put(self, job: Job, expected_ms: float, deadline_ms: float) -> None:
         """Queue ``job``; ``deadline_ms`` orders it when the queue is served earliest deadline first."""

@@ -31,25 +31,33 @@ from sparseloom.workload import Task, Transitions, Workload
 class ProfileError:
     """How the truth differs from the profile every policy plans on: each block runs at the profile's
     latency x ``scale`` x a per-block lognormal factor (mean 1, coefficient of variation
-    ``block_cv``, drawn once per block digest from ``seed``)."""
+    ``block_cv``, drawn once per block digest from ``seed``) x its factor in ``factors`` (per digest,
+    measured: ``sparseloom calibrate`` gives the runtime's block run times over the profile's)."""
 
     scale: float = 1.0
     block_cv: float = 0.0
     seed: int = 0
+    factors: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.scale > 0 or self.block_cv < 0:
             raise ValueError(f"profile error needs scale > 0 and block_cv >= 0, got {self.scale}, {self.block_cv}")
+        object.__setattr__(self, "factors", tuple(sorted(dict(self.factors).items())))
+        if any(not f > 0 for _, f in self.factors):
+            raise ValueError("profile error factors must be > 0")
 
     def block_factors(self, problem: Problem) -> list[float] | None:
-        if self.block_cv == 0:
+        if self.block_cv == 0 and not self.factors:
             return None
         ids = engine.block_ids(problem)
         sigma = math.sqrt(math.log1p(self.block_cv**2))
+        measured = dict(self.factors)
         out = [1.0] * len(ids)
         for digest, b in ids.items():
-            rng = np.random.default_rng([self.seed, zlib.crc32(digest.encode())])
-            out[b] = float(rng.lognormal(-sigma * sigma / 2.0, sigma))
+            if self.block_cv > 0:
+                rng = np.random.default_rng([self.seed, zlib.crc32(digest.encode())])
+                out[b] = float(rng.lognormal(-sigma * sigma / 2.0, sigma))
+            out[b] *= measured.get(digest, 1.0)
         return out
 
 

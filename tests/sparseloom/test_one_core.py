@@ -32,7 +32,7 @@ from sparseloom.runtime.replay import replay
 from sparseloom.sim import engine
 from sparseloom.sim.runner import Arrivals
 from stitching.pool import Pool
-from tests.sparseloom.runtime_helpers import FixedRoutes, digits_pool, digits_problem, host_soc
+from tests.sparseloom.runtime_helpers import FixedRoutes, digits_problem, host_soc
 
 GAP_MS = 30.0
 # How long a re-plan takes in both drivers (modelled in the simulator, slept in the runtime): long
@@ -41,16 +41,6 @@ GAP_MS = 30.0
 REPLAN_MS = 200.0
 # Long enough after a change for that re-plan to have landed in both drivers.
 QUIET_MS = 1500.0
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("one_core")
-
-
-@pytest.fixture(scope="module")
-def pool(dirs: Path) -> Pool:
-    return digits_pool(dirs / "pool", dirs / "cache")
 
 
 def both(problem: Problem, make: Callable[[], Policy], times: dict[str, np.ndarray], changes: Sequence[SLOChangeEvent],

@@ -42,7 +42,7 @@ def test_run_and_calibrate_on_the_host(repo_root: Path, capsys: pytest.CaptureFi
     for error in ("error_profile", "error_adjusted", "error_in_sample"):
         assert set(cal[error]) == {"p50_error_pct", "p99_error_pct", "violation_error_points", "throughput_error_pct"}
     overhead = cal["overhead_ms"]
-    assert overhead["source"] == "measured" and overhead["samples_per_task_and_gap"] > 0
+    assert overhead["source"] == "measured" and overhead["probe_requests"] > 0
     assert set(overhead["per_task_median_by_gap_ms"]) == {"digits"} and overhead["per_task_median_by_gap_ms"]["digits"]["warm"]
     assert cal["corrections"] and all(c["measured_ms"] > 0 for c in cal["corrections"])
     written = json.loads(profile.read_text())

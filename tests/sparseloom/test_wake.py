@@ -132,20 +132,42 @@ def test_feedback_sees_block_run_times_without_the_wake_cost() -> None:
     assert set(ratios) == {("a-b0", "cpu"), ("a-b1", "cpu")} and all(r == pytest.approx(1.0) for r in ratios.values())
 
 
-def test_probe_gaps_are_the_workloads_arrival_gap_quantiles_capped_where_costs_stop_growing() -> None:
-    import math
-    from pathlib import Path
 
-    from sparseloom.assemble import GAP_QUANTILES, MAX_IDLE_MS, idle_gap_ms, idle_gaps_ms
-    from sparseloom.workload import load_workload
+def test_probe_samples_become_warm_and_cold_curves_by_gap_bins() -> None:
+    from sparseloom.runtime.calibration import GAP_BINS, MIN_CURVE_SAMPLES, wake_of
 
-    root = Path(__file__).resolve().parents[2] / "workloads" / "scenarios"
-    one = load_workload(root / "host_calibrate.yaml")  # 200 requests/s
-    two = load_workload(root / "host_two_models.yaml")  # 48 requests/s in all
-    gaps = idle_gaps_ms(one, root)
-    assert gaps == tuple(round(-1000.0 * math.log1p(-q) / 200.0, 1) for q in GAP_QUANTILES)
-    assert gaps[0] == 0.0 and idle_gap_ms(one, root) in gaps  # the profiler's gap is probed too
-    # At a quarter of the load the gaps stretch 4x, until the cap.
-    slow = idle_gaps_ms(two, root)
-    assert slow[-1] == MAX_IDLE_MS and slow[:3] == pytest.approx([0.0, 2.2, 6.0], abs=0.05)
-    assert all(b > a for a, b in zip(slow, slow[1:]))
+    rng = np.random.default_rng(0)
+    # A known cost: 0.05 ms per ms idle up to 10 ms, +1 ms when cold, noise of +-0.05 ms; a third queued.
+    gaps = np.where(rng.random(600) < 1 / 3, 0.0, rng.exponential(5.0, 600))
+    warm = rng.random(600) < 0.5
+    cost = 0.05 * np.minimum(gaps, 10.0) + np.where(warm, 0.0, 1.0) + rng.uniform(-0.05, 0.05, 600)
+    wake = wake_of(list(zip(gaps.tolist(), warm.tolist(), cost.tolist())))
+    assert wake is not None and wake.warm is not None and wake.cold is not None
+    assert wake.warm.gaps_ms[0] == 0.0 and len(wake.warm.gaps_ms) == 1 + GAP_BINS
+    for g in (0.0, 2.0, 5.0):
+        assert wake.curve(True).cost(g) == pytest.approx(0.05 * g, abs=0.08)
+        assert wake.curve(False).cost(g) == pytest.approx(1.0 + 0.05 * g, abs=0.08)
+    # The spread is kept: the curve's extremes reach the noise's.
+    assert wake.curve(True).cost(0.0, 1.0) - wake.curve(True).cost(0.0, 0.0) > 0.08
+    # Too few cold samples: no cold curve, the warm one serves for both.
+    few = [(1.0, False, 1.0)] * (MIN_CURVE_SAMPLES - 1) + [(1.0, True, 0.0)] * MIN_CURVE_SAMPLES
+    thin = wake_of(few)
+    assert thin is not None and thin.cold is None and thin.curve(False).cost(1.0) == pytest.approx(0.0)
+    assert wake_of([]) is None
+
+
+def test_measured_block_factors_make_the_truth_while_policies_plan_on_the_profile() -> None:
+    from sparseloom.runtime.calibration import Probes, truth_of
+    from sparseloom.sim.experiment import ProfileError
+
+    problem, policy = _one_task()
+    # Probe runs saw block 0 run at 3 ms (profile 2) five times, block 1 only twice (too few).
+    probes = Probes(blocks=tuple([(("a-b0", "cpu"), 3.0)] * 5 + [(("a-b1", "cpu"), 9.0)] * 2))
+    block_ms, factors = truth_of(problem, probes, min_samples=5)  # type: ignore[arg-type]
+    assert block_ms == {"a-b0": 3.0} and factors == {"a-b0": pytest.approx(1.5)}
+    at = Experiment(duration_s=1.0, profile_error=ProfileError(factors=tuple(factors.items())))
+    arrivals = Arrivals(0, 1.0, {"a": np.asarray([100.0])})
+    res = simulate_in(at, problem, policy, arrivals)
+    assert res.latencies_ms["a"][0] == pytest.approx(3.0 + 3.0)
+    with pytest.raises(ValueError, match="factors must be > 0"):
+        ProfileError(factors=(("a-b0", 0.0),))
