@@ -11,17 +11,20 @@ when it is dropped as too late. One rule each, for the simulator and the runtime
 - **Late drop** (:func:`late`): with the policy's ``drop_late``, a request whose next block is about
   to start is dropped when, even if its remaining blocks ran at once at their expected latencies
   (transfers included), it would end past its deadline (arrival + the SLO in force at arrival).
+- **Global queue** (:func:`assign`, Band's ``Schedule(JobQueue&)``): for a ``queue == "global"``
+  policy, which waiting jobs start their next block(s) on which idle processor, and which are
+  dropped (the policy names them, or with ``drop_late`` their deadline has passed).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from scheduler.admission import Admission
 from scheduler.plan import Plan, Route
-from scheduler.policy import Policy, QueueView
+from scheduler.policy import Job, Policy, QueueView
 
 K = TypeVar("K")
 
@@ -50,3 +53,26 @@ def prefetch(blocks: Iterable[K], missing: Callable[[K], bool], start: Callable[
 def late(now_ms: float, left_ms: float, deadline_ms: float) -> bool:
     """Whether a request with ``left_ms`` of expected work left, starting now, ends past its deadline."""
     return now_ms + left_ms > deadline_ms
+
+
+def assign(policy: Policy, jobs: Sequence[Job], idle: frozenset[str], plan: Plan, view: QueueView,
+           now_ms: float) -> list[tuple[int, str | None, int]]:
+    """The global queue's next moves, in the order the policy gave them: (index into ``jobs``,
+    processor, blocks to run there back to back), or (index, None, 0) for a job dropped. A processor
+    given one job in this call takes no second; a job named twice is the policy's error."""
+    out: list[tuple[int, str | None, int]] = []
+    gone: set[int] = set()
+    taken: set[str] = set()
+    for i, proc, count in policy.schedule(jobs, idle, plan, view):
+        if i in gone:
+            raise ValueError(f"policy {policy.name!r} scheduled job {i} twice in one call")
+        if proc is None or (policy.drop_late and late(now_ms, 0.0, jobs[i].deadline_ms)):
+            gone.add(i)
+            out.append((i, None, 0))
+            continue
+        if proc in taken or proc not in idle:
+            continue  # the processor is taken: the job keeps its place
+        gone.add(i)
+        taken.add(proc)
+        out.append((i, proc, max(1, count)))
+    return out

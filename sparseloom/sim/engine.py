@@ -84,7 +84,7 @@ from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem, TaskSpec
 from sparseloom.core.decisions import Decisions
-from sparseloom.core.dispatch import arrive, late
+from sparseloom.core.dispatch import arrive, assign, late
 from sparseloom.core.dispatch import prefetch as prefetch_blocks
 from sparseloom.core.eviction import victims
 from sparseloom.core.metrics import RawRun, ScheduleLog
@@ -692,19 +692,14 @@ def run(
         jobs = [Job(r, task_names[arr_k[r]], req_route[r], req_pos[r], arr_t[r],  # type: ignore[arg-type]
                     arr_t[r] + req_slo[r], processors[req_prev[r]] if req_prev[r] >= 0 else None) for r in head]
         gone: set[int] = set()
-        for i, proc, count in policy.schedule(jobs, idle, plan, view):
+        for i, proc, count in assign(policy, jobs, idle, plan, view, now):
             r = head[i]
-            if i in gone:
-                raise ValueError(f"policy {policy.name!r} scheduled job {i} twice in one call")
-            if proc is None or (drop_late and late(now, 0.0, arr_t[r] + req_slo[r])):
-                gone.add(i)
+            gone.add(i)
+            if proc is None:
                 drop(r)
                 continue
             p = proc_index[proc]
-            if busy[p]:
-                continue  # the processor is taken: the job keeps its place
-            gone.add(i)
-            run_left[r] = max(1, count) - 1
+            run_left[r] = count - 1
             step = global_step(r, p)
             req_steps[r] = (*req_steps[r][: req_pos[r]], step, *req_steps[r][req_pos[r] + 1:])
             take(p, r, step, now)
