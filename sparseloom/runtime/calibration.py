@@ -115,13 +115,17 @@ class Calibration:
     window_overhead_ms: float = 0.0
     # Spread of block run times fitted on their mean and p50, given to the corrected simulation as its latency_cv.
     latency_cv: float = 0.0
+    # Per task: how much its requests' median service time (from when the worker took them) moved
+    # from the probe run before the window to the one after, in % (measured): the host's drift
+    # across the window, which no out-of-sample model can follow.
+    drift_pct: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
             "real": result_dict(self.real, "measured"),
             "simulated": result_dict(self.simulated, "modelled (profile)"),
-            "adjusted": result_dict(self.adjusted, "modelled (profile + measured runtime overhead, out of sample)"),
+            "adjusted": result_dict(self.adjusted, "modelled (block run times and wake-up cost measured on probe runs, out of sample)"),
             "corrected": result_dict(self.corrected, "modelled (block run times measured in the window, in sample)"),
             "error_profile": _finite(vars(self.before)),
             "error_adjusted": _finite(vars(self.adjusted_error)),
@@ -137,6 +141,7 @@ class Calibration:
                 "in_window_median": self.window_overhead_ms,
             },
             "latency_cv": self.latency_cv,
+            "probe_drift_pct": _finite(dict(self.drift_pct)),
             "corrections": [
                 _finite({**vars(c), "ratio": c.ratio}) for c in self.corrections
             ],
@@ -266,7 +271,7 @@ def calibrate(
         for t in problem.tasks:
             rt.submit(t.name, *inputs(t.name)).exception(timeout=120)
         half = (len(probes) + 1) // 2
-        measured_probes = probe_runs(rt, probes[:half], inputs)
+        before = measured_probes = probe_runs(rt, probes[:half], inputs)
         since = rt.recorder.completions
         done = replay(rt, arrivals, inputs, slo_changes=experiment.slo_changes, every_s=every_s, on_tick=on_tick,
                       keep_futures=False)
@@ -277,7 +282,8 @@ def calibrate(
         in_window = rt.recorder.overheads_ms(since)
         # Probed again after the window: the host's load drifts (other processes), so probes on both
         # sides of the window bracket it; still none of the window's own requests.
-        measured_probes += probe_runs(rt, probes[half:], inputs)
+        after = probe_runs(rt, probes[half:], inputs)
+        measured_probes += after
     # Out of sample, from the probe runs: each block's run time, and per request what the runtime took
     # beyond its blocks' (those mean) run times from when its first block's worker took it.
     block_ms, factors = truth_of(problem, measured_probes, min_samples)
@@ -308,7 +314,8 @@ def calibrate(
                                     profile_error=ProfileError(factors=tuple(factors.items()))))
     fixed = run(corrected_problem(problem, unique, window_overhead), replace(experiment, latency_cv=cv))
     return Calibration(policy, real, sim, adjusted, fixed, fidelity(real, sim), fidelity(real, adjusted),
-                       fidelity(real, fixed), unique, wake, len(measured_probes.requests), window_overhead, cv)
+                       fidelity(real, fixed), unique, wake, len(measured_probes.requests), window_overhead, cv,
+                       drift(names, before, after))
 
 
 def probe_arrivals(experiment: Experiment, specs: Mapping[str, Arrival], seed: int) -> tuple[Arrivals, Arrivals]:
@@ -362,6 +369,18 @@ def truth_of(problem: Problem, probes: Probes, min_samples: int) -> tuple[dict[s
     return ({d: statistics.fmean(v) for d, v in mean.items()}, {d: statistics.fmean(v) for d, v in over.items()})
 
 
+def drift(names: Sequence[str], before: Probes, after: Probes) -> dict[str, float]:
+    """Per task with requests in both probe runs: the change of their median service time (from when
+    the first block's worker took them to their end), after against before, in %."""
+    out: dict[str, float] = {}
+    for k, name in enumerate(names):
+        a = [took for t, _, _, took, _ in before.requests if t == k]
+        b = [took for t, _, _, took, _ in after.requests if t == k]
+        if a and b and statistics.median(a) > 0:
+            out[name] = (statistics.median(b) / statistics.median(a) - 1.0) * 100.0
+    return out
+
+
 def wake_of(samples: Sequence[tuple[float, bool, float]]) -> Wake | None:
     """A task's :class:`Wake` from its (idle gap, warm, cost) samples: per warmth with at least
     :data:`MIN_CURVE_SAMPLES`, the queued requests (gap 0) and :data:`GAP_BINS` equal-count bins of the
@@ -400,15 +419,17 @@ def summary_lines(cal: Calibration) -> list[str]:
         f"calibration of policy {cal.policy} ({cal.real.requests} requests in the window)",
         line("runtime (measured)", cal.real),
         line("simulator (profile)", cal.simulated),
-        line("simulator (+ overhead)", cal.adjusted),
+        line("simulator (probe runs)", cal.adjusted),
         line("simulator (in-sample)", cal.corrected),
         f"  error, profile only:                       {cal.before.describe()}",
-        f"  error, profile + runtime overhead:         {cal.adjusted_error.describe()}",
+        f"  error, probe-run blocks + wake (out of s.): {cal.adjusted_error.describe()}",
         f"  error, in-sample block latencies:          {cal.after.describe()}",
-        *(f"  runtime over the profile, {t} {kind} (median per idle gap, {cal.probe_samples} probe-run requests around "
+        *(f"  runtime over probe-run block times, {t} {kind} (median per idle gap, {cal.probe_samples} probe-run requests around "
           f"the window): " + ", ".join(f"{v:+.3f} ms after {g:.2g} ms" for g, v in c.median_ms().items())
           for t, w in cal.wake.items() for kind, c in (("warm", w.warm), ("cold", w.cold)) if c is not None),
         f"  runtime over measured block run times in the window (median): {cal.window_overhead_ms:.3f} ms",
+        ("  host drift across the window (median service time, probe run after vs before): "
+         + (", ".join(f"{t} {v:+.1f}%" for t, v in cal.drift_pct.items()) or "n/a")),
         (f"  {len(cal.corrections)} block latencies measured in the window, median ratio "
          f"measured/profile {_median([c.ratio for c in cal.corrections]):.2f}, spread (cv) {cal.latency_cv:.2f}"),
     ]

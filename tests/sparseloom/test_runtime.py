@@ -314,6 +314,7 @@ def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, image
     wake = cal.wake["digits"]
     assert wake.cold is None and wake.warm is not None and len(wake.warm.gaps_ms) >= 2
     assert cal.window_overhead_ms > 0
+    assert set(cal.drift_pct) == {"digits"} and math.isfinite(cal.drift_pct["digits"])
     shifted = corrected_problem(problem, (), 0.25)
     first, second = shifted.tasks[0].positions
     assert first[0].latency_ms["cpu0"] == pytest.approx(problem.tasks[0].positions[0][0].latency_ms["cpu0"] + 0.25)

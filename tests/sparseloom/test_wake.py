@@ -171,3 +171,12 @@ def test_measured_block_factors_make_the_truth_while_policies_plan_on_the_profil
     assert res.latencies_ms["a"][0] == pytest.approx(3.0 + 3.0)
     with pytest.raises(ValueError, match="factors must be > 0"):
         ProfileError(factors=(("a-b0", 0.0),))
+
+
+def test_drift_compares_the_median_service_time_of_the_probe_runs_per_task() -> None:
+    from sparseloom.runtime.calibration import Probes, drift
+
+    before = Probes(requests=((0, 1.0, True, 2.0, ()), (0, 1.0, True, 4.0, ()), (1, 0.0, False, 10.0, ())))
+    after = Probes(requests=((0, 1.0, True, 3.3, ()), (0, 1.0, True, 3.3, ())))
+    # digits: median 3.0 -> 3.3 (+10%); text ran only before: no figure.
+    assert drift(["digits", "text"], before, after) == {"digits": pytest.approx(10.0)}
