@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sparseloom.core.overload import MAX_IN_FLIGHT
-from sparseloom.errors import InputError, Complaint, bad_argument
+from sparseloom.errors import bad_argument
 from stitching import zoo
 
 
@@ -47,9 +47,6 @@ def run(args: argparse.Namespace) -> int:
                 cache_dir=cache, progress=not args.no_progress)
     out = sys.stderr if args.json else sys.stdout
     policy = registry.create(s.policy)
-    if policy.queue != "processor":
-        raise InputError([Complaint("--policy", "a policy with per-processor queues (the runtime has no global "
-                                  "queue yet)", f"{s.policy} (queue: {policy.queue})")])
     with Runtime(s.problem, policy, s.soc, s.pool, cache_dir=cache / "compiled",
                  max_in_flight=args.max_in_flight) as rt:
         print(rt.plan.describe(), file=out)

@@ -19,4 +19,7 @@ class Decisions:
     # Block digests, in the order their loads began (memory reserved) and their evictions happened.
     loads: list[str] = field(default_factory=list)
     evictions: list[str] = field(default_factory=list)
+    # Global-queue policies (Band): every block handed to a processor, as (request's task, block
+    # position, processor), in the order the assignments were made.
+    assignments: list[tuple[str, int, str]] = field(default_factory=list)
 

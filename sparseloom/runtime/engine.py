@@ -18,6 +18,11 @@ blocks would make more cheaper requests miss than it serves is shed at arrival
 block would start too late to finish by its deadline is dropped, both as in the
 simulator. Nothing blocks the caller of :meth:`submit`.
 
+A global-queue policy (Band's) keeps its requests in one queue instead: whenever one arrives or a
+worker idles, its ``schedule`` hands queued jobs' next blocks to idle workers by the simulator's
+rule (:func:`sparseloom.core.dispatch.assign`), and a request whose assigned blocks have run
+rejoins the queue's tail.
+
 SLO changes switch routes at once with the policy's ``switch`` (unless it
 returns None) and re-plan off the hot path with ``replan``; requests keep
 flowing on the current plan meanwhile, as in the simulator. A ``closed_loop``
@@ -45,10 +50,10 @@ from backends.processor import SoCSpec
 from scheduler.admission import Admission
 from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
-from scheduler.policy import Policy, check_order
+from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem
 from sparseloom.core.decisions import Decisions
-from sparseloom.core.dispatch import arrive, late
+from sparseloom.core.dispatch import arrive, assign, late
 from sparseloom.core.overload import MAX_IN_FLIGHT, Overload
 from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
 from sparseloom.runtime.host import processors_present
@@ -79,6 +84,9 @@ class _Request:
     future: Future[Any]
     deadline_ms: float  # arrival + the latency SLO in force at arrival (runtime clock)
     arrival_ms: float = 0.0
+    route: Route | None = None  # kept for a global-queue policy, which places each block as it goes
+    previous: int = -1  # processor of its previous block (global queue)
+    run_left: int = 0  # blocks still to run back to back on the same processor (global queue)
     position: int = 0
     run_ms: float = 0.0  # time its blocks ran so far (measured)
     # Its first block's worker: when it took the request (its arrival, or the end of the block before
@@ -131,11 +139,6 @@ class Runtime:
         decisions: Decisions | None = None,
     ) -> None:
         self.overload = Overload(max_in_flight, shed_factor)  # validates both
-        if policy.queue != "processor":
-            # Band's global queue is honoured by the simulator; the runtime's workers keep one
-            # queue each, so running such a policy here would silently be another policy.
-            raise ValueError(f"policy {policy.name!r} needs a {policy.queue} queue, which the runtime does not "
-                             "have yet; simulate it, or run a per-processor-queue policy")
         procs = {p.name: p for p in soc.processors}
         missing = [p.name for p in problem.processors if p.name not in procs]
         if missing:
@@ -170,7 +173,10 @@ class Runtime:
         )
         self._decisions = decisions
         by_deadline = check_order(policy)
-        self.workers = [Worker(p.name, i, self._execute, by_deadline, self._worker_died)
+        self._global = policy.queue == "global"
+        self._gq: list[_Request] = []  # requests waiting for their next block, in order (global queue)
+        self.workers = [Worker(p.name, i, self._execute, by_deadline, self._worker_died,
+                               self._on_idle if self._global else None)
                         for i, p in enumerate(problem.processors)]
         # Processor -> the error its worker died of: reported by the run, never waited on.
         self.dead_workers: dict[str, str] = {}
@@ -339,9 +345,59 @@ class Runtime:
             self._in_flight += 1
             self.residency.want(digests)
             self.residency.prefetch(digests, route.processors)
-            req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms, now)
-            self._hand(req, steps[0])
+            req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms, now, route)
+            if self._global:
+                self._gq.append(req)
+                self._schedule_global()
+            else:
+                self._hand(req, steps[0])
         return fut
+
+    def _on_idle(self, worker: Worker[_Request]) -> None:
+        with self._lock:
+            self._schedule_global()
+
+    def _schedule_global(self) -> None:
+        """Ask the policy which waiting requests run next where (Band's ``Schedule(JobQueue&)``, by
+        the simulator's rule: :func:`sparseloom.core.dispatch.assign`); callers hold the lock."""
+        if not self._gq or self._closed:
+            return
+        idle = frozenset(w.processor for w in self.workers if w.idle)
+        if not idle:
+            return
+        head = self._gq[: max(1, int(self.policy.window))]
+        names = [t.name for t in self.problem.tasks]
+        procs = [p.name for p in self.problem.processors]
+        jobs = [Job(r.rid, names[r.task], r.route, r.position, r.arrival_ms, r.deadline_ms,  # type: ignore[arg-type]
+                    procs[r.previous] if r.previous >= 0 else None) for r in head]
+        gone: set[int] = set()
+        for i, proc, count in assign(self.policy, jobs, idle, self.plan, self._view, self.now_ms()):
+            req = head[i]
+            gone.add(i)
+            if proc is None:
+                self._finish(req)
+                self.recorder.reject(req.rid)
+                req.future.set_exception(Rejected("request dropped by the global queue's schedule (past its deadline)"))
+                continue
+            req.run_left = count - 1
+            self._place(req, self._proc_index[proc])
+        if gone:
+            self._gq[: len(head)] = [r for i, r in enumerate(head) if i not in gone]
+
+    def _place(self, req: _Request, p: int) -> None:
+        """Hand the request's next block to processor ``p``'s worker (global queue), its expected
+        latency there plus the move from its previous processor, as the simulator charges it."""
+        task = self.problem.tasks[req.task]
+        pos = req.position
+        assert req.route is not None
+        opt = task.positions[pos][req.route.options[pos]]
+        proc = self.problem.processors[p].name
+        move = self.problem.transfer_ms(task.output_mb[pos - 1]) if req.previous not in (-1, p) else 0.0
+        step = Step(p, req.steps[pos].digest, float(opt.latency_ms[proc]) + move, float(opt.latency_ms[proc]))
+        req.steps = (*req.steps[:pos], step, *req.steps[pos + 1:])
+        if self._decisions is not None:
+            self._decisions.assignments.append((task.name, pos, proc))
+        self._hand(req, step)
 
     def _hand(self, req: _Request, step: Step) -> None:
         """Queue ``req`` on ``step``'s worker, or fail it at once when that worker has died."""
@@ -372,7 +428,7 @@ class Runtime:
             req.taken_ms = max(req.arrival_ms, worker.idle_since_ms)
             req.woke_after_ms = max(0.0, req.arrival_ms - worker.idle_since_ms)
             req.warm = worker.last_task == req.task
-        if self.policy.drop_late:
+        if self.policy.drop_late and not self._global:  # the global queue drops at assignment
             # As in the simulator: a request that cannot finish by its deadline even if the rest runs at
             # once (expected latencies) is dropped, not run at the others' expense.
             left = sum(s.expected_ms for s in req.steps[req.position:])
@@ -404,6 +460,15 @@ class Runtime:
         self.residency.unwant((step.digest,))
         req.position += 1
         if req.position < len(req.steps):
+            if self._global:
+                with self._lock:
+                    req.previous = worker.index
+                    if req.run_left > 0:
+                        req.run_left -= 1
+                        self._place(req, worker.index)
+                    else:  # Band's follow-up job: back to the queue's tail, scheduled when this worker idles
+                        self._gq.append(req)
+                return
             # A real hand-off: the next worker receives the output tensors themselves.
             self._hand(req, req.steps[req.position])
             return

@@ -33,6 +33,7 @@ class Worker(threading.Thread, Generic[Job]):
         execute: Callable[[Worker[Job], Job], None],
         by_deadline: bool = True,
         on_death: Callable[[Worker[Job], BaseException, list[Job]], None] | None = None,
+        on_idle: Callable[[Worker[Job]], None] | None = None,
     ) -> None:
         super().__init__(name=f"sparseloom-worker-{name}", daemon=True)
         self.processor = name
@@ -46,6 +47,7 @@ class Worker(threading.Thread, Generic[Job]):
         self._cond = threading.Condition()
         self._stopping = False
         self._on_death = on_death
+        self._on_idle = on_idle
         self._running: Job | None = None
         # Set when the thread died of an error ``execute`` let through: later puts fail at once.
         self.error: BaseException | None = None
@@ -68,6 +70,12 @@ class Worker(threading.Thread, Generic[Job]):
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        """Running nothing and nothing queued."""
+        with self._cond:
+            return not self._busy and not self._queue and self.error is None
 
     def started(self, now_ms: float, expected_ms: float) -> None:
         self.busy_until_ms = now_ms + expected_ms
@@ -106,3 +114,5 @@ class Worker(threading.Thread, Generic[Job]):
             with self._cond:
                 self._busy = False
                 self._running = None
+            if self._on_idle is not None and not self._queue:
+                self._on_idle(self)

@@ -702,6 +702,8 @@ def run(
             run_left[r] = count - 1
             step = global_step(r, p)
             req_steps[r] = (*req_steps[r][: req_pos[r]], step, *req_steps[r][req_pos[r] + 1:])
+            if decisions is not None:
+                decisions.assignments.append((task_names[arr_k[r]], req_pos[r], proc))
             take(p, r, step, now)
         if gone:
             gq[: len(head)] = [r for i, r in enumerate(head) if i not in gone]
@@ -779,6 +781,8 @@ def run(
                 run_left[r] -= 1
                 step = global_step(r, p)
                 req_steps[r] = (*steps[:pos], step, *steps[pos + 1:])
+                if decisions is not None:
+                    decisions.assignments.append((task_names[arr_k[r]], pos, processors[p]))
                 take(p, r, step, now)
                 return
             gq.append(r)

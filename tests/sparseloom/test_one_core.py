@@ -124,3 +124,22 @@ def test_both_drivers_load_and_evict_alike_when_routes_cycle_through_a_tight_bud
     assert ran.routes == simulated.routes
     assert ran.loads == simulated.loads
     assert ran.evictions == simulated.evictions
+
+
+@pytest.mark.parametrize("name", ["band-heft", "band-lsf"])
+def test_both_drivers_run_bands_global_queue_alike(name: str, pool: Pool, dirs: Path) -> None:
+    full = digits_problem(pool, variants=("dense",))
+    # Block 0 is fastest on cpu0, block 1 on cpu1 (modelled: the policies plan on these), so Band's
+    # schedulers move a request between processors.
+    fast = ({"cpu0": 0.2, "cpu1": 0.6}, {"cpu0": 0.6, "cpu1": 0.2})
+    task = full.tasks[0]
+    positions = tuple(tuple(dataclasses.replace(o, latency_ms=dict(fast[p])) for o in opts)
+                      for p, opts in enumerate(task.positions))
+    problem = dataclasses.replace(full, tasks=(dataclasses.replace(task, positions=positions),))
+
+    simulated, ran = both(problem, lambda: registry.create(name), {"digits": np.arange(12) * GAP_MS + 5.0}, (),
+                          pool, dirs / "cc")
+
+    assert len(simulated.assignments) >= 12 and {a[2] for a in simulated.assignments} == {"cpu0", "cpu1"}
+    assert ran.assignments == simulated.assignments
+    assert ran.routes == simulated.routes and ran.loads == simulated.loads

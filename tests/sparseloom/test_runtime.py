@@ -346,13 +346,15 @@ def test_records_stay_bounded_and_totals_count_everything() -> None:
     assert raw.arrival_ms[-1] == 999.0 and len(raw.arrival_ms) == len(rec.arrival_ms)
 
 
-def test_runtime_refuses_a_policy_whose_queue_it_does_not_have(tmp_path: Path) -> None:
-    """Band's global queue runs in the simulator; the runtime says so instead of running another policy."""
-    from tests.sparseloom.simdoubles import chain_task, problem_of
-
-    problem = problem_of([chain_task("a", [{"cpu0": 1.0}])], ("cpu0",), memory_budget_mb=10.0)
-    with pytest.raises(ValueError, match="global queue"):
-        Runtime(problem, registry.create("band-lsf"), host_soc("tvm", 1), None, cache_dir=tmp_path)
+@pytest.mark.parametrize("name", ["band-lsf", "band-heft"])
+def test_bands_global_queue_runs_for_real_with_real_outputs(name: str, pool: Pool, dirs: Path, images: torch.Tensor) -> None:
+    problem = digits_problem(pool, variants=("dense",))
+    digests = tuple(opts[0].digest for opts in problem.tasks[0].positions)
+    with Runtime(problem, registry.create(name), host_soc(), pool, cache_dir=dirs / "cc") as rt:
+        outs = [rt.submit("digits", images[i : i + 1]) for i in range(8)]
+        for i, f in enumerate(outs):
+            torch.testing.assert_close(f.result(timeout=60), chain(pool, digests, images[i : i + 1]), rtol=1e-4, atol=1e-4)
+        assert rt.stats().errors == 0 and rt.in_flight == 0
 
 
 def test_the_runtime_closes_the_loop_on_measured_block_latencies(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
