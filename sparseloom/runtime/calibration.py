@@ -322,7 +322,7 @@ def probe_arrivals(experiment: Experiment, specs: Mapping[str, Arrival], seed: i
     """The two probe runs of a calibration of ``seed``: :data:`PROBE_S` of the workload's arrivals
     (``specs``, per task) at seeds :data:`PROBE_SEED_OFFSET` away, for before and after the window."""
     at = replace(experiment, duration_s=PROBE_S, warmup_s=0.0, slo_changes=())
-    return tuple(arrivals_in(at, specs, seed + PROBE_SEED_OFFSET + i) for i in range(2))  # type: ignore[return-value]
+    return arrivals_in(at, specs, seed + PROBE_SEED_OFFSET), arrivals_in(at, specs, seed + PROBE_SEED_OFFSET + 1)
 
 
 @dataclass(frozen=True)
@@ -395,11 +395,8 @@ def wake_of(samples: Sequence[tuple[float, bool, float]]) -> Wake | None:
             by_gap[0.0] = queued
         idle = sorted((g, c) for g, c in mine if g > 0.0)
         for part in np.array_split(np.arange(len(idle)), min(GAP_BINS, len(idle))) if idle else ():
-            gap = float(np.median([idle[i][0] for i in part]))
-            if gap > 0.0 and gap not in by_gap:  # ties (equal medians) join the first such bin
-                by_gap[gap] = [idle[i][1] for i in part]
-            elif gap > 0.0:
-                by_gap[gap] += [idle[i][1] for i in part]
+            # Bins whose median gaps tie are one bin.
+            by_gap.setdefault(float(np.median([idle[i][0] for i in part])), []).extend(idle[i][1] for i in part)
         return WakeCurve.measured(by_gap)
 
     warm, cold = curve(True), curve(False)

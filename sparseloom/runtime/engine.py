@@ -366,10 +366,9 @@ class Runtime:
         if not idle:
             return
         head = self._gq[: max(1, int(self.policy.window))]
-        names = [t.name for t in self.problem.tasks]
-        procs = [p.name for p in self.problem.processors]
-        jobs = [Job(r.rid, names[r.task], r.route, r.position, r.arrival_ms, r.deadline_ms,  # type: ignore[arg-type]
-                    procs[r.previous] if r.previous >= 0 else None) for r in head]
+        tasks, procs = self.problem.tasks, self.problem.processors
+        jobs = [Job(r.rid, tasks[r.task].name, r.route, r.position, r.arrival_ms, r.deadline_ms,  # type: ignore[arg-type]
+                    procs[r.previous].name if r.previous >= 0 else None) for r in head]
         gone: set[int] = set()
         for i, proc, count in assign(self.policy, jobs, idle, self.plan, self._view, self.now_ms()):
             req = head[i]
