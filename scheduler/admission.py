@@ -72,7 +72,7 @@ class Admission:
         self._use(plan)
         h = 0.0
         rates: dict[str, float] = {}  # each task's rate read once, however many blocks it sits behind
-        blocks = route.stage_latency_ms or self._block_ms(route)
+        blocks = route.step_latency_ms or self._block_ms(route)
         for k, b in zip(route.processors, blocks):
             for task, slack, service in self._users.get(k, ()):
                 if b > slack and service < route.latency_ms:

@@ -23,7 +23,7 @@ def _wait(k: str, backlog: dict[str, float], state: QueueView) -> float:
 def finish_ms(route: Route, backlog: dict[str, float], state: QueueView) -> float:
     """Expected completion (from now) of ``route`` if queued now: each block waits for its processor."""
     t = 0.0
-    for k, s in zip(route.processors, route.stage_latency_ms):
+    for k, s in zip(route.processors, route.step_latency_ms):
         t = max(t, _wait(k, backlog, state))
         t += s
     return t
@@ -151,42 +151,42 @@ def place_whole(task: str, plan: Plan, state: QueueView, backlog: dict[str, floa
     """The planned blocks all on the one processor that finishes them first given the live backlogs
     (no partitioning: the paper's NP baselines move a whole variant, never split it)."""
     planned = plan.routes[task]
-    units = plan.unit_latency_ms.get(task)
-    if not units:
+    blocks_ms = plan.block_latency_ms.get(task)
+    if not blocks_ms:
         return planned
     seen: dict[str, float] = {} if backlog is None else backlog
     best_k, best_f = "", float("inf")
-    for k in units[0]:
-        if not all(k in lat for lat in units):
+    for k in blocks_ms[0]:
+        if not all(k in lat for lat in blocks_ms):
             continue
         w = _wait(k, seen, state)
-        f = max(0.0, w) + sum(lat[k] for lat in units)
+        f = max(0.0, w) + sum(lat[k] for lat in blocks_ms)
         if f < best_f:
             best_k, best_f = k, f
-    procs = (best_k,) * len(units)
+    procs = (best_k,) * len(blocks_ms)
     if not best_k or procs == planned.processors:
         return planned
-    return with_processors(planned, procs, units, plan.unit_transfer_ms[task])
+    return with_processors(planned, procs, blocks_ms, plan.block_transfer_ms[task])
 
 
 def place_blocks(task: str, plan: Plan, state: QueueView, backlog: dict[str, float] | None = None) -> Route:
     """The planned blocks placed at request time for the least expected finish over all processor
     sequences (:func:`earliest_finish`). ``backlog``: the backlogs this decision has already read."""
     planned = plan.routes[task]
-    units = plan.unit_latency_ms.get(task)
-    if not units:
+    blocks_ms = plan.block_latency_ms.get(task)
+    if not blocks_ms:
         return planned
-    moves = plan.unit_transfer_ms[task]
+    moves = plan.block_transfer_ms[task]
     seen: dict[str, float] = {} if backlog is None else backlog
-    procs, _ = earliest_finish(units, moves, lambda k: _wait(k, seen, state))
+    procs, _ = earliest_finish(blocks_ms, moves, lambda k: _wait(k, seen, state))
     if procs == planned.processors:
         return planned
-    return with_processors(planned, procs, units, moves)
+    return with_processors(planned, procs, blocks_ms, moves)
 
 
-def earliest_finish(units: Sequence[Mapping[str, float]], moves: Sequence[float], wait: Callable[[str], float],
+def earliest_finish(blocks_ms: Sequence[Mapping[str, float]], moves: Sequence[float], wait: Callable[[str], float],
                     start: int = 0, previous: str | None = None) -> tuple[tuple[str, ...], float]:
-    """The processor for each of ``units`` (a task's blocks from position ``start`` on) with the least
+    """The processor for each of ``blocks_ms`` (a task's blocks from position ``start`` on) with the least
     expected finish from now, and that finish: an exact DP over positions (waiting is monotone in
     the ready time). ``wait(k)``: processor ``k``'s backlog; ``moves[p]``: the transfer after
     position ``p`` when the next block runs elsewhere; ``previous``: where block ``start - 1`` ran.
@@ -196,7 +196,7 @@ def earliest_finish(units: Sequence[Mapping[str, float]], moves: Sequence[float]
     finish: dict[str, float] = {}
     back: list[dict[str, str]] = []
     first_move = moves[start - 1] if previous is not None and start > 0 else 0.0
-    for n, lat in enumerate(units):
+    for n, lat in enumerate(blocks_ms):
         nxt: dict[str, float] = {}
         prev: dict[str, str] = {}
         move = moves[start + n - 1] if n else 0.0
@@ -220,7 +220,7 @@ def earliest_finish(units: Sequence[Mapping[str, float]], moves: Sequence[float]
         back.append(prev)
     last = min(finish, key=finish.__getitem__)
     seq = [last]
-    for n in range(len(units) - 1, 0, -1):
+    for n in range(len(blocks_ms) - 1, 0, -1):
         seq.append(back[n][seq[-1]])
     return tuple(reversed(seq)), finish[last]
 
@@ -228,22 +228,22 @@ def earliest_finish(units: Sequence[Mapping[str, float]], moves: Sequence[float]
 def with_processors(
     route: Route,
     procs: tuple[str, ...],
-    units: Sequence[Mapping[str, float]],
+    blocks_ms: Sequence[Mapping[str, float]],
     moves: Sequence[float],
 ) -> Route:
     last = len(procs) - 1
-    stages = tuple(
-        units[p][k] + (moves[p] if p < last and procs[p + 1] != k else 0.0)
+    steps = tuple(
+        blocks_ms[p][k] + (moves[p] if p < last and procs[p + 1] != k else 0.0)
         for p, k in enumerate(procs)
     )
     return Route(
         task=route.task,
         options=route.options,
         processors=procs,
-        latency_ms=sum(stages),
+        latency_ms=sum(steps),
         accuracy=route.accuracy,
         memory_mb=route.memory_mb,
         variants=route.variants,
         digests=route.digests,
-        stage_latency_ms=stages,
+        step_latency_ms=steps,
     )

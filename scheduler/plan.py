@@ -24,7 +24,7 @@ class Route:
     # transfer to the next position when that runs elsewhere (sums to latency_ms).
     variants: tuple[str, ...] = ()
     digests: tuple[str, ...] = ()
-    stage_latency_ms: tuple[float, ...] = ()
+    step_latency_ms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         blocks = [
@@ -34,8 +34,8 @@ class Route:
                 "variant": self.variants[p] if self.variants else None,
                 "digest": self.digests[p] if self.digests else None,
                 "processor": self.processors[p],
-                "stage_latency_ms": self.stage_latency_ms[p]
-                if self.stage_latency_ms
+                "step_latency_ms": self.step_latency_ms[p]
+                if self.step_latency_ms
                 else None,
             }
             for p, o in enumerate(self.options)
@@ -124,10 +124,10 @@ class Plan:
     # dispatch rules of the others): per task, per position of the planned route, the block's
     # latency on each processor that can run it, and the transfer cost after the position when
     # the next one runs elsewhere.
-    unit_latency_ms: Mapping[str, tuple[Mapping[str, float], ...]] = field(
+    block_latency_ms: Mapping[str, tuple[Mapping[str, float], ...]] = field(
         default_factory=dict
     )
-    unit_transfer_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    block_transfer_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     # The latency factors (observed / profile, per block x processor) the plan was made on: empty
     # for a plan on the profile itself (see scheduler.feedback).
     latency_factors: Mapping[tuple[str, str], float] = field(default_factory=dict)

@@ -288,15 +288,15 @@ def with_unit_latencies(plan: Plan, problem: Problem) -> Plan:
     """The plan with, per task, each planned block's latency on every processor that can run it and
     the transfer cost after each position: what placing blocks at request time needs."""
     names = {k.name for k in problem.processors}
-    units: dict[str, tuple[dict[str, float], ...]] = {}
+    blocks_ms: dict[str, tuple[dict[str, float], ...]] = {}
     moves: dict[str, tuple[float, ...]] = {}
     for t in problem.tasks:
         if t.name not in plan.routes:
             continue
         r = plan.routes[t.name]
-        units[t.name] = tuple(
+        blocks_ms[t.name] = tuple(
             {k: ms for k, ms in t.positions[p][o].latency_ms.items() if k in names}
             for p, o in enumerate(r.options)
         )
         moves[t.name] = tuple(problem.transfer_ms(mb) for mb in t.output_mb)
-    return replace(plan, unit_latency_ms=units, unit_transfer_ms=moves)
+    return replace(plan, block_latency_ms=blocks_ms, block_transfer_ms=moves)

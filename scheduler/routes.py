@@ -70,17 +70,17 @@ def evaluate(
     processors: tuple[str, ...],
 ) -> Route:
     """The route ``options``/``processors`` of ``task`` with its modelled latency, accuracy and memory."""
-    stages: list[float] = []
+    steps: list[float] = []
     digests: list[str] = []
     variants: list[str] = []
     mem: dict[str, float] = {}
     last = len(options) - 1
     for p, (o, k) in enumerate(zip(options, processors, strict=True)):
         opt = task.positions[p][o]
-        stage = opt.latency_ms[k]
+        step = opt.latency_ms[k]
         if p < last and processors[p + 1] != k:
-            stage += problem.transfer_ms(task.output_mb[p])
-        stages.append(stage)
+            step += problem.transfer_ms(task.output_mb[p])
+        steps.append(step)
         digests.append(opt.digest)
         variants.append(opt.variant)
         mem[opt.digest] = max(mem.get(opt.digest, 0.0), opt.memory_mb)
@@ -88,12 +88,12 @@ def evaluate(
         task=task.name,
         options=tuple(options),
         processors=tuple(processors),
-        latency_ms=sum(stages),
+        latency_ms=sum(steps),
         accuracy=task.accuracy(tuple(options)),
         memory_mb=sum(mem.values()),
         variants=tuple(variants),
         digests=tuple(digests),
-        stage_latency_ms=tuple(stages),
+        step_latency_ms=tuple(steps),
     )
 
 

@@ -176,10 +176,10 @@ def shortest(job: Job, plan: Plan, waiting: dict[str, float], state: QueueView) 
     """Band's ``GetShortestLatencyWithUnitSubgraph`` for the job's remaining blocks: the processor per
     block with the least expected finish (from now) given the workers' waiting times, that finish,
     and the latency of the plan's first subgraph (its leading run on one processor)."""
-    units: Sequence[Mapping[str, float]] = plan.unit_latency_ms[job.task][job.position:]
-    procs, finish = earliest_finish(units, plan.unit_transfer_ms[job.task], lambda k: _wait(k, waiting, state),
+    blocks_ms: Sequence[Mapping[str, float]] = plan.block_latency_ms[job.task][job.position:]
+    procs, finish = earliest_finish(blocks_ms, plan.block_transfer_ms[job.task], lambda k: _wait(k, waiting, state),
                                     job.position, job.previous)
     first = 0.0
     for n in range(_run_length(procs)):
-        first += units[n][procs[0]]
+        first += blocks_ms[n][procs[0]]
     return procs, finish, first

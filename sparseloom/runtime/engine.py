@@ -321,7 +321,7 @@ class Runtime:
                 Step(
                     self._proc_index[p],
                     d,
-                    route.stage_latency_ms[i] if route.stage_latency_ms else float(spec.positions[i][route.options[i]].latency_ms[p]),
+                    route.step_latency_ms[i] if route.step_latency_ms else float(spec.positions[i][route.options[i]].latency_ms[p]),
                     float(spec.positions[i][route.options[i]].latency_ms[p]),
                 )
                 for i, (d, p) in enumerate(zip(digests, route.processors))

@@ -21,8 +21,8 @@ def _problem():  # type: ignore[no-untyped-def]
 
 
 def _plan() -> Plan:
-    routes = {"cheap": Route("cheap", (0,), ("cpu",), CHEAP_MS, None, 1.0, stage_latency_ms=(CHEAP_MS,)),
-              "heavy": Route("heavy", (0,), ("cpu",), HEAVY_MS, None, 1.0, stage_latency_ms=(HEAVY_MS,))}
+    routes = {"cheap": Route("cheap", (0,), ("cpu",), CHEAP_MS, None, 1.0, step_latency_ms=(CHEAP_MS,)),
+              "heavy": Route("heavy", (0,), ("cpu",), HEAVY_MS, None, 1.0, step_latency_ms=(HEAVY_MS,))}
     return Plan(routes, SolveInfo("fixed", "ok", 0.0), slo_ms={"cheap": CHEAP_SLO, "heavy": 100.0})
 
 
@@ -53,7 +53,7 @@ def test_the_heavy_request_is_shed_only_while_cheap_requests_arrive_fast_enough_
 def test_two_tasks_of_equal_cost_never_shed_each_other() -> None:
     problem = problem_of([chain_task("a", [{"cpu": 10.0}], slo_ms=12.0), chain_task("b", [{"cpu": 10.0}], slo_ms=12.0)],
                          memory_budget_mb=10)
-    routes = {t: Route(t, (0,), ("cpu",), 10.0, None, 1.0, stage_latency_ms=(10.0,)) for t in ("a", "b")}
+    routes = {t: Route(t, (0,), ("cpu",), 10.0, None, 1.0, step_latency_ms=(10.0,)) for t in ("a", "b")}
     plan = Plan(routes, SolveInfo("fixed", "ok", 0.0), slo_ms={"a": 12.0, "b": 12.0})
     a = Admission(problem)
     now = max(_feed(a, "a", 0.5, 40), _feed(a, "b", 0.5, 40))

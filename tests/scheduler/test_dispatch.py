@@ -116,7 +116,7 @@ def test_band_shortest_plan_is_the_earliest_finishing_placement() -> None:
     for _ in range(30):
         q = FixedQueues({k.name: rng.uniform(0.0, 6.0) for k in problem.processors})
         for t in problem.tasks:
-            units = plan.unit_latency_ms[t.name]
+            units = plan.block_latency_ms[t.name]
             best = min(
                 finish_ms(lsf_route(plan, t.name, seq), {}, q)
                 for seq in itertools.product(*[list(u) for u in units])
@@ -175,7 +175,7 @@ def test_place_dispatch_moves_the_planned_blocks_off_a_busy_processor() -> None:
     assert late.latency_ms == min(a.latency_ms for a in plan.alternatives["t"])
     # Re-planning (and switching) keeps what placement needs.
     switched = policy.switch(plan, replace(PROBLEM, tasks=(replace(TASK, latency_slo_ms=4.0),)))
-    assert len(switched.unit_latency_ms["t"]) == len(switched.routes["t"].digests)
+    assert len(switched.block_latency_ms["t"]) == len(switched.routes["t"].digests)
 
 
 def lsf_route(plan, task, seq):  # type: ignore[no-untyped-def]
@@ -184,8 +184,8 @@ def lsf_route(plan, task, seq):  # type: ignore[no-untyped-def]
     return with_processors(
         plan.routes[task],
         tuple(seq),
-        plan.unit_latency_ms[task],
-        plan.unit_transfer_ms[task],
+        plan.block_latency_ms[task],
+        plan.block_transfer_ms[task],
     )
 
 

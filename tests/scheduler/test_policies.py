@@ -242,7 +242,7 @@ def test_partitioned_policies_place_their_blocks_per_request_with_the_same_machi
         assert policy.decide(t.name, plan, FixedQueues()) == planned
         busy = {k.name: (1e3 if k.name in planned.processors else 0.0) for k in GENEROUS.processors}
         moved = policy.decide(t.name, plan, FixedQueues(busy))
-        if any(k not in planned.processors for k in plan.unit_latency_ms[t.name][0]):
+        if any(k not in planned.processors for k in plan.block_latency_ms[t.name][0]):
             assert moved.processors != planned.processors
 
 

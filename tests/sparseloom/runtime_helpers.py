@@ -92,7 +92,7 @@ class FixedRoutes(PolicyBase):
                 memory_mb=sum(task.positions[p][o].memory_mb for p, o in enumerate(opts)),
                 variants=tuple(task.positions[p][o].variant for p, o in enumerate(opts)),
                 digests=tuple(task.positions[p][o].digest for p, o in enumerate(opts)),
-                stage_latency_ms=tuple(task.positions[p][o].latency_ms[k] for p, (o, k) in enumerate(zip(opts, procs))),
+                step_latency_ms=tuple(task.positions[p][o].latency_ms[k] for p, (o, k) in enumerate(zip(opts, procs))),
             )
             for opts, procs in routes
         ]
