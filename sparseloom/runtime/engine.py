@@ -360,7 +360,7 @@ class Runtime:
     def _schedule_global(self) -> None:
         """Ask the policy which waiting requests run next where (Band's ``Schedule(JobQueue&)``, by
         the simulator's rule: :func:`sparseloom.core.dispatch.assign`); callers hold the lock."""
-        if not self._gq or self._closed:
+        if not self._gq:  # closing only stops admission: queued requests still finish
             return
         idle = frozenset(w.processor for w in self.workers if w.idle)
         if not idle:

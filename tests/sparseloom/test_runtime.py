@@ -355,6 +355,9 @@ def test_bands_global_queue_runs_for_real_with_real_outputs(name: str, pool: Poo
         for i, f in enumerate(outs):
             torch.testing.assert_close(f.result(timeout=60), chain(pool, digests, images[i : i + 1]), rtol=1e-4, atol=1e-4)
         assert rt.stats().errors == 0 and rt.in_flight == 0
+        # Closing stops admission; the requests still queued for their next block finish.
+        late = [rt.submit("digits", images[i : i + 1]) for i in range(8)]
+    assert all(f.done() and f.exception() is None for f in late)
 
 
 def test_the_runtime_closes_the_loop_on_measured_block_latencies(pool: Pool, dirs: Path, images: torch.Tensor) -> None:
