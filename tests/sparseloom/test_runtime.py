@@ -310,7 +310,9 @@ def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, image
         assert opts[0].latency_ms["cpu0"] == c.measured_ms and opts[0].latency_source == "measured"
     # The wake curves come from the probe runs' requests, before and after the window (out of
     # sample); with one task every request follows the same task's, so there is a warm curve only.
-    assert cal.probe_samples == sum(p.count for p in probes) and set(cal.wake) == {"digits"}
+    # Every completed probe request is a sample (a real run may shed or drop a few of them).
+    sent = sum(p.count for p in probes)
+    assert 0.9 * sent <= cal.probe_samples <= sent and set(cal.wake) == {"digits"}
     wake = cal.wake["digits"]
     assert wake.cold is None and wake.warm is not None and len(wake.warm.gaps_ms) >= 2
     assert cal.window_overhead_ms > 0
@@ -348,7 +350,8 @@ def test_records_stay_bounded_and_totals_count_everything() -> None:
 
 @pytest.mark.parametrize("name", ["band-lsf", "band-heft"])
 def test_bands_global_queue_runs_for_real_with_real_outputs(name: str, pool: Pool, dirs: Path, images: torch.Tensor) -> None:
-    problem = digits_problem(pool, variants=("dense",))
+    # A loose SLO: Band drops late jobs, and this test is about outputs and draining, not deadlines.
+    problem = digits_problem(pool, variants=("dense",), latency_slo_ms=10_000.0)
     digests = tuple(opts[0].digest for opts in problem.tasks[0].positions)
     with Runtime(problem, registry.create(name), host_soc(), pool, cache_dir=dirs / "cc") as rt:
         outs = [rt.submit("digits", images[i : i + 1]) for i in range(8)]
