@@ -15,8 +15,11 @@ real run:
   :class:`sparseloom.sim.wake.Wake` measured on *probe runs*, other seeds'
   arrivals of the same workload replayed for real just before the measured
   window and again just after it (:func:`probe_arrivals`). Each of their
-  requests gives its first block's worker idle gap, warmth, and latency beyond
-  the plan's expected block latencies from when that worker took it. So the
+  requests gives its first block's worker idle gap, warmth, and two costs: from
+  when that worker took it to its last block's start, beyond the blocks run
+  before (the start cost, charged on the first block), and from that start to
+  its end, beyond that block's run time (the finish cost, charged on the last
+  block; see :mod:`sparseloom.sim.wake` for why the split matters). So the
   cost is measured under the workload's own load, not on isolated requests
   (which on this host cost 0.2-0.3 ms more after long gaps than the same
   requests inside a run), and no number from the window itself goes in (out
@@ -49,7 +52,7 @@ from scheduler.problem import Problem
 from sparseloom.core.overload import MAX_IN_FLIGHT
 from sparseloom.runtime.engine import Runtime
 from sparseloom.runtime.replay import replay
-from sparseloom.runtime.stats import result_dict
+from sparseloom.runtime.stats import WakeSample, result_dict
 from sparseloom.sim.experiment import Experiment, ProfileError
 from sparseloom.core.metrics import RunResult
 from sparseloom.sim.runner import Arrivals, arrivals_in, simulate_in
@@ -133,8 +136,7 @@ class Calibration:
                 "source": "measured",
                 "probe_requests": self.probe_samples,
                 "per_task_median_by_gap_ms": {
-                    t: {kind: {f"{g:g}": v for g, v in c.median_ms().items()}
-                        for kind, c in (("warm", w.warm), ("cold", w.cold)) if c is not None}
+                    t: {kind: {f"{g:g}": v for g, v in c.median_ms().items()} for kind, c in _curves(w)}
                     for t, w in self.wake.items()
                 },
                 "in_window_median": self.window_overhead_ms,
@@ -288,9 +290,12 @@ def calibrate(
     block_ms, factors = truth_of(problem, measured_probes, min_samples)
     expected = {o.digest: min(o.latency_ms.values()) for t in problem.tasks for opts in t.positions for o in opts}
     names = [t.name for t in problem.tasks]
+    def mean_ms(ds: Sequence[str]) -> float:
+        return sum(block_ms.get(d, expected[d]) for d in ds)
+
     wake = {names[k]: w for k in range(len(names))
-            if (w := wake_of([(g, warm, took - sum(block_ms.get(d, expected[d]) for d in ds))
-                              for t, g, warm, took, ds in measured_probes.requests if t == k])) is not None}
+            if (w := wake_of([(g, warm, head - mean_ms(ds[:-1]), tail - mean_ms(ds[-1:]))
+                              for t, g, warm, head, tail, ds in measured_probes.requests if t == k])) is not None}
     # The median: below ~50% utilisation most requests find the worker idle, so queueing (which the
     # simulator models itself) stays out of it.
     window_overhead = statistics.median(in_window) if in_window else 0.0
@@ -326,11 +331,10 @@ def probe_arrivals(experiment: Experiment, specs: Mapping[str, Arrival], seed: i
 
 @dataclass(frozen=True)
 class Probes:
-    """What probe runs measured: per request (task index, idle gap of its first block's worker, warm,
-    ms from when that worker took it to its end, its blocks' digests), and every block run as
-    ((digest, processor), ms)."""
+    """What probe runs measured: per request a :data:`~sparseloom.runtime.stats.WakeSample`, and every
+    block run as ((digest, processor), ms)."""
 
-    requests: tuple[tuple[int, float, bool, float, tuple[str, ...]], ...] = ()
+    requests: tuple[WakeSample, ...] = ()
     blocks: tuple[tuple[tuple[str, str], float], ...] = ()
 
     def __add__(self, other: Probes) -> Probes:
@@ -373,19 +377,19 @@ def drift(names: Sequence[str], before: Probes, after: Probes) -> dict[str, floa
     the first block's worker took them to their end), after against before, in %."""
     out: dict[str, float] = {}
     for k, name in enumerate(names):
-        a = [took for t, _, _, took, _ in before.requests if t == k]
-        b = [took for t, _, _, took, _ in after.requests if t == k]
+        a = [head + tail for t, _, _, head, tail, _ in before.requests if t == k]
+        b = [head + tail for t, _, _, head, tail, _ in after.requests if t == k]
         if a and b and statistics.median(a) > 0:
             out[name] = (statistics.median(b) / statistics.median(a) - 1.0) * 100.0
     return out
 
 
-def wake_of(samples: Sequence[tuple[float, bool, float]]) -> Wake | None:
-    """A task's :class:`Wake` from its (idle gap, warm, cost) samples: per warmth with at least
-    :data:`MIN_CURVE_SAMPLES`, the queued requests (gap 0) and :data:`GAP_BINS` equal-count bins of the
-    positive gaps, each at its median gap."""
-    def curve(warm: bool) -> WakeCurve | None:
-        mine = [(g, c) for g, w, c in samples if w == warm]
+def wake_of(samples: Sequence[tuple[float, bool, float, float]]) -> Wake | None:
+    """A task's :class:`Wake` from its (idle gap, warm, start cost, finish cost) samples: start
+    curves per warmth with at least :data:`MIN_CURVE_SAMPLES`, and a finish curve of all of them."""
+    def curve(mine: Sequence[tuple[float, float]]) -> WakeCurve | None:
+        """The queued requests (gap 0) and :data:`GAP_BINS` equal-count bins of the positive gaps,
+        each at its median gap."""
         if len(mine) < MIN_CURVE_SAMPLES:
             return None
         by_gap: dict[float, list[float]] = {}
@@ -398,8 +402,14 @@ def wake_of(samples: Sequence[tuple[float, bool, float]]) -> Wake | None:
             by_gap.setdefault(float(np.median([idle[i][0] for i in part])), []).extend(idle[i][1] for i in part)
         return WakeCurve.measured(by_gap)
 
-    warm, cold = curve(True), curve(False)
-    return Wake(warm, cold) if warm or cold else None
+    warm = curve([(g, c) for g, w, c, _ in samples if w])
+    cold = curve([(g, c) for g, w, c, _ in samples if not w])
+    return Wake(warm, cold, curve([(g, f) for g, _, _, f in samples])) if warm or cold else None
+
+
+def _curves(w: Wake) -> list[tuple[str, WakeCurve]]:
+    """A wake's measured curves by name: the start cost warm and cold, the finish cost."""
+    return [(kind, c) for kind, c in (("warm", w.warm), ("cold", w.cold), ("finish", w.finish)) if c is not None]
 
 
 def summary_lines(cal: Calibration) -> list[str]:
@@ -422,7 +432,7 @@ def summary_lines(cal: Calibration) -> list[str]:
         f"  error, in-sample block latencies:          {cal.after.describe()}",
         *(f"  runtime over probe-run block times, {t} {kind} (median per idle gap, {cal.probe_samples} probe-run requests around "
           f"the window): " + ", ".join(f"{v:+.3f} ms after {g:.2g} ms" for g, v in c.median_ms().items())
-          for t, w in cal.wake.items() for kind, c in (("warm", w.warm), ("cold", w.cold)) if c is not None),
+          for t, w in cal.wake.items() for kind, c in _curves(w)),
         f"  runtime over measured block run times in the window (median): {cal.window_overhead_ms:.3f} ms",
         ("  host drift across the window (median service time, probe run after vs before): "
          + (", ".join(f"{t} {v:+.1f}%" for t, v in cal.drift_pct.items()) or "n/a")),

@@ -94,6 +94,7 @@ class _Request:
     taken_ms: float = 0.0
     woke_after_ms: float = 0.0
     warm: bool = False
+    block_start_ms: float = 0.0  # when its latest block started running (at the end: its last block)
 
 
 class _View:
@@ -439,7 +440,7 @@ class Runtime:
         try:
             runner = self.residency.acquire(step.digest, worker.processor)
             try:
-                start = self.now_ms()
+                start = req.block_start_ms = self.now_ms()
                 worker.started(start, step.expected_ms)
                 outs = runner(*aligned(req.tensors))
                 end = self.now_ms()
@@ -472,7 +473,8 @@ class Runtime:
             self._hand(req, req.steps[req.position])
             return
         self.recorder.done(req.rid, self.now_ms(), req.run_ms, sum(s.expected_ms for s in req.steps),
-                           (req.woke_after_ms, req.warm, req.taken_ms, tuple(s.digest for s in req.steps)))
+                           (req.woke_after_ms, req.warm, req.taken_ms, req.block_start_ms,
+                            tuple(s.digest for s in req.steps)))
         self._finish(req)
         req.future.set_result(outs[0] if len(outs) == 1 else outs)
 

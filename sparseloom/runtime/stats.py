@@ -105,6 +105,11 @@ def _finite(value: Any) -> Any:
 # Service-time samples kept per (block, processor) for calibration.
 SAMPLES_PER_BLOCK = 4096
 
+# A finished request, for the simulator's wake model: (task index, idle gap of its first block's
+# worker before it (ms), warm (that worker last ran the same task), ms from when that worker took it
+# to the start of its last block, ms from that start to its end, its blocks' digests).
+WakeSample = tuple[int, float, bool, float, float, tuple[str, ...]]
+
 
 # Per-request records kept for statistics; older finished ones are dropped beyond this.
 MAX_RECORDS = 200_000
@@ -152,9 +157,10 @@ class Recorder:
         self.service_ms: dict[tuple[str, str], deque[float]] = {}
         self.overhead_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
         self.excess_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
-        # Per finished request: (task, its first block's worker idle gap, warm, time from when that
-        # worker took it to its end, its blocks' digests), for the simulator's wake model.
-        self.wake_ms: deque[tuple[int, float, bool, float, tuple[str, ...]]] = deque(maxlen=SAMPLES_PER_BLOCK)
+        # Per finished request, for the simulator's wake model: (task, its first block's worker idle
+        # gap, warm, time from when that worker took it to its last block's start, time from that
+        # start to its end, its blocks' digests).
+        self.wake_ms: deque[WakeSample] = deque(maxlen=SAMPLES_PER_BLOCK)
         # Every block run since tap() began one, as ((digest, processor), ms); None while not tapped.
         self._tap: list[tuple[tuple[str, str], float]] | None = None
         self.completions = 0
@@ -194,9 +200,9 @@ class Recorder:
         self.dropped += n
 
     def done(self, rid: int, now_ms: float, run_ms: float, expected_ms: float,
-             woke: tuple[float, bool, float, tuple[str, ...]] | None = None) -> None:
+             woke: tuple[float, bool, float, float, tuple[str, ...]] | None = None) -> None:
         """Request ``rid`` finished; ``woke``: its first block's worker (idle gap, warm, when it took
-        it) and its blocks' digests."""
+        it), when its last block started, and its blocks' digests."""
         with self._lock:
             i = rid - self._base
             self.done_ms[i] = now_ms
@@ -204,7 +210,8 @@ class Recorder:
             self.overhead_ms.append(now_ms - self.arrival_ms[i] - run_ms)
             self.excess_ms.append(now_ms - self.arrival_ms[i] - expected_ms)
             if woke is not None:
-                self.wake_ms.append((self.task[i], woke[0], woke[1], now_ms - woke[2], woke[3]))
+                gap, warm, taken, last_start, digests = woke
+                self.wake_ms.append((self.task[i], gap, warm, last_start - taken, now_ms - last_start, digests))
             self.completions += 1
 
     def reject(self, rid: int, error: bool = False) -> None:
@@ -321,10 +328,9 @@ class Recorder:
         total = sum(n for _, n in pairs)
         return sum(sg * n for sg, n in pairs) / total if total else 0.0
 
-    def wake_samples(self, since: int = 0) -> list[tuple[int, float, bool, float, tuple[str, ...]]]:
-        """Each request completed after the first ``since``, oldest first, at most the latest 4096:
-        (task index, idle gap of its first block's worker, warm, ms from when that worker took it to
-        its end, its blocks' digests), see :attr:`wake_ms`."""
+    def wake_samples(self, since: int = 0) -> list[WakeSample]:
+        """Each request completed after the first ``since``, oldest first, at most the latest 4096
+        (see :data:`WakeSample`)."""
         with self._lock:
             n = min(self.completions - since, len(self.wake_ms))
             return list(self.wake_ms)[len(self.wake_ms) - n:] if n > 0 else []

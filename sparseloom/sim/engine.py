@@ -479,6 +479,7 @@ def run(
     wake_by_task = list(wake) if wake and any(w is not None for w in wake) else None
     idle_since = [0.0] * nproc  # when each processor last finished a block (truth)
     woke_after = [0.0] * nproc  # how long it had idled when it took its current block
+    req_gap = [0.0] * n_req if wake_by_task is not None else []  # that idle gap at each request's first block
     levels: list[float] = []
 
     def wake_level() -> float:
@@ -578,11 +579,18 @@ def run(
             fb_n[i] += 1
             fb_expected[i] += step[1]
             fb_observed[i] += lat
-        if wake_by_task is not None and req_pos[r] == 0:
+        if wake_by_task is not None:
             k = arr_k[r]
             w = wake_by_task[k]
             if w is not None:
-                lat = max(0.0, lat + w.curve(last_task[p] == k).cost(woke_after[p], wake_level()))
+                # The start cost on the first block, the finish cost on the last (see sim.wake).
+                pos = req_pos[r]
+                if pos == 0:
+                    req_gap[r] = woke_after[p]
+                    lat += w.curve(last_task[p] == k).cost(woke_after[p], wake_level())
+                if w.finish is not None and pos == len(req_steps[r]) - 1:
+                    lat += w.finish.cost(req_gap[r], wake_level())
+                lat = max(0.0, lat)
         end = now + lat
         idle_since[p] = end
         # Policies see the expected finish (the profile's latency), not the drawn one.

@@ -1,18 +1,26 @@
-"""What a request's first block costs beyond the profile, by how long its processor sat idle before it.
+"""What a request costs beyond the profile, by how long its processor sat idle before its first block.
 
 The runtime spends time on a request that no block profile holds: the decision and admission, waking
-the worker thread, caches and thread pools gone cold while the processor idled, completing the
-request. Most of it grows with the idle gap before the request's first block (a worker that just
-finished a block picks the next one up at once, with warm caches; one asleep for 20 ms does not), and
-it varies from request to request. A :class:`WakeCurve` holds that cost as measured: at each of a few
-idle gaps, the quantiles of the cost over probe requests. The simulator charges a request's first
-block ``cost(gap, u)``: the gap its processor really idled before that block started, and ``u`` a
-uniform draw, so both the curve and its spread are modelled (``u = 0.5``: the median curve).
+the worker thread, caches and thread pools gone cold while the processor idled, handing the request
+from block to block, completing it. Most of it grows with the idle gap before the request's first
+block (a worker that just finished a block picks the next one up at once, with warm caches; one
+asleep for 20 ms does not), and it varies from request to request. A :class:`WakeCurve` holds such a
+cost as measured: at each of a few idle gaps, the quantiles of the cost over probe requests. The
+simulator draws ``cost(gap, u)``: the gap the processor really idled before the request's first block
+started, and ``u`` a uniform draw, so both the curve and its spread are modelled (``u = 0.5``: the
+median curve).
 
-The cost also depends on what the processor ran last. After a block of the same task its weights and
-code are still in cache (warm); after another task's (say a 40 ms MiniLM block after a 0.4 ms CNN
-one) they are not (cold). A :class:`Wake` holds a task's two curves, and the simulator picks by the
-task of the processor's previous block.
+Where in the request the cost falls matters as much as its size: a policy that drops late requests
+checks each block against the deadline when it is about to start. So the cost is held in two parts,
+as the runtime measures them. The *start* cost (from when the worker took the request to its last
+block's start, beyond the blocks run before it) is charged to the first block: it comes before every
+later block's check. The *finish* cost (from the last block's start to the request's end, beyond that
+block's run time: its spread and the completion) is charged to the last block, after the last check.
+
+The start cost also depends on what the processor ran last. After a block of the same task its
+weights and code are still in cache (warm); after another task's (say a 40 ms MiniLM block after a
+0.4 ms CNN one) they are not (cold). A :class:`Wake` holds a task's two start curves, the simulator
+picking by the task of the processor's previous block, and its finish curve.
 """
 
 from __future__ import annotations
@@ -31,8 +39,8 @@ LEVELS = tuple(i / 20 for i in range(21))
 
 @dataclass(frozen=True)
 class WakeCurve:
-    """Cost over the profile (ms, negative where the profile overestimates) of a request's first
-    block after its processor idled ``gaps_ms[i]``: ``cost_ms[i][j]`` is the ``LEVELS[j]`` quantile.
+    """A request's cost over the profile (ms, negative where the profile overestimates) after its
+    first block's processor idled ``gaps_ms[i]``: ``cost_ms[i][j]`` is the ``LEVELS[j]`` quantile.
 
     Between gaps the cost is linear in the gap; beyond the first and last gap it stays flat.
     """
@@ -87,11 +95,13 @@ class WakeCurve:
 
 @dataclass(frozen=True)
 class Wake:
-    """A task's first-block cost after a block of the same task on that processor (``warm``) and
-    after another task's or none (``cold``; None where never measured: the warm curve serves)."""
+    """A task's start cost after a block of the same task on that processor (``warm``) and after
+    another task's or none (``cold``; None where never measured: the warm curve serves), and its
+    finish cost (None: none charged), both by the first block's idle gap (see the module docstring)."""
 
     warm: WakeCurve | None
     cold: WakeCurve | None = None
+    finish: WakeCurve | None = None
 
     def __post_init__(self) -> None:
         if self.warm is None and self.cold is None:

@@ -217,10 +217,19 @@ def test_result_has_the_simulators_shape(pool: Pool, dirs: Path, images: torch.T
     problem = digits_problem(pool, ("cpu0",))
     with Runtime(problem, registry.create("sparseloom"), host_soc("torch", 1), pool, cache_dir=dirs / "cc") as rt:
         arrivals = Arrivals(0, 0.5, {"digits": np.arange(0.0, 500.0, 25.0)})
+        rt.recorder.tap()
         done = replay(rt, arrivals, lambda t: (images[:1],))
+        runs = rt.recorder.untap()
+        samples = rt.recorder.wake_samples()
         res = rt.result(duration_s=0.5, origin_ms=done.start_ms)
     assert isinstance(res, RunResult)
     assert res.requests == 20 and res.completed == 20
+    # One request at a time, two blocks each: the start cost's span holds the first block's run, the
+    # finish cost's the last block's (the split the simulator charges them by).
+    assert len(samples) == 20 and len(runs) == 40 and all(len(s[5]) == 2 for s in samples)
+    for i, (_, gap, warm, head, tail, _) in enumerate(samples):
+        assert gap > 0 and warm == (i > 0)
+        assert head >= runs[2 * i][1] and tail >= runs[2 * i + 1][1]
     assert res.per_task["digits"].latency_ms.p50 > 0
     assert 0 < res.utilisation["cpu0"] < 1
 
@@ -315,6 +324,7 @@ def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, image
     assert 0.9 * sent <= cal.probe_samples <= sent and set(cal.wake) == {"digits"}
     wake = cal.wake["digits"]
     assert wake.cold is None and wake.warm is not None and len(wake.warm.gaps_ms) >= 2
+    assert wake.finish is not None and len(wake.finish.gaps_ms) >= 2
     assert cal.window_overhead_ms > 0
     assert set(cal.drift_pct) == {"digits"} and math.isfinite(cal.drift_pct["digits"])
     shifted = corrected_problem(problem, (), 0.25)

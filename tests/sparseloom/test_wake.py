@@ -71,6 +71,32 @@ def test_first_block_is_charged_by_the_processors_real_idle_gap() -> None:
     assert [plain.latencies_ms["a"][i] for i in range(3)] == pytest.approx([5.0, 9.0, 5.0])
 
 
+def test_start_cost_falls_before_the_last_blocks_late_check_and_finish_cost_after_it() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Dropping(FixedPolicy):
+        drop_late: bool = True
+
+    task = chain_task("a", [{"cpu": 2.0}, {"cpu": 3.0}], memory_mb=1.0, slo_ms=6.0)
+    problem = problem_of([task], memory_budget_mb=100.0, storage_mb_per_ms=1e6)
+    policy = Dropping("fixed", {"a": ((0, 0), ("cpu", "cpu"))})
+    arrivals = Arrivals(0, 1.0, {"a": np.asarray([100.0])})
+    # 1.5 ms at the start: block 1 ends at 3.5 ms, and 3.5 + 3 ms left is past the 6 ms deadline.
+    start = simulate(problem, policy, arrivals, wake=(Wake(WakeCurve((0.0,), (flat(1.5),))),))
+    assert start.completed == 0
+    # The same 1.5 ms at the finish: block 2 starts at 2 ms (in time) and the request ends at 6.5 ms.
+    finish = Wake(WakeCurve((0.0,), (flat(0.0),)), finish=WakeCurve((0.0,), (flat(1.5),)))
+    late = simulate(problem, policy, arrivals, wake=(finish,))
+    assert late.completed == 1 and late.latencies_ms["a"][0] == pytest.approx(6.5)
+    # A one-block request pays both on its one block.
+    one = chain_task("a", [{"cpu": 2.0}], memory_mb=1.0)
+    both = Wake(WakeCurve((0.0,), (flat(0.5),)), finish=WakeCurve((0.0,), (flat(1.5),)))
+    single = simulate(problem_of([one], memory_budget_mb=100.0, storage_mb_per_ms=1e6),
+                      FixedPolicy("fixed", {"a": ((0,), ("cpu",))}), arrivals, wake=(both,))
+    assert single.latencies_ms["a"][0] == pytest.approx(4.0)
+
+
 def test_cold_curve_serves_after_another_tasks_block_and_cost_never_makes_latency_negative() -> None:
     a = chain_task("a", [{"cpu": 2.0}], memory_mb=1.0)
     b = chain_task("b", [{"cpu": 1.0}], memory_mb=1.0)
@@ -141,16 +167,19 @@ def test_probe_samples_become_warm_and_cold_curves_by_gap_bins() -> None:
     gaps = np.where(rng.random(600) < 1 / 3, 0.0, rng.exponential(5.0, 600))
     warm = rng.random(600) < 0.5
     cost = 0.05 * np.minimum(gaps, 10.0) + np.where(warm, 0.0, 1.0) + rng.uniform(-0.05, 0.05, 600)
-    wake = wake_of(list(zip(gaps.tolist(), warm.tolist(), cost.tolist())))
+    finish = 0.02 * np.minimum(gaps, 10.0) + rng.uniform(-0.05, 0.05, 600)
+    wake = wake_of(list(zip(gaps.tolist(), warm.tolist(), cost.tolist(), finish.tolist())))
     assert wake is not None and wake.warm is not None and wake.cold is not None
     assert wake.warm.gaps_ms[0] == 0.0 and len(wake.warm.gaps_ms) == 1 + GAP_BINS
     for g in (0.0, 2.0, 5.0):
         assert wake.curve(True).cost(g) == pytest.approx(0.05 * g, abs=0.08)
         assert wake.curve(False).cost(g) == pytest.approx(1.0 + 0.05 * g, abs=0.08)
+        # The finish cost is one curve over both warmths.
+        assert wake.finish is not None and wake.finish.cost(g) == pytest.approx(0.02 * g, abs=0.08)
     # The spread is kept: the curve's extremes reach the noise's.
     assert wake.curve(True).cost(0.0, 1.0) - wake.curve(True).cost(0.0, 0.0) > 0.08
     # Too few cold samples: no cold curve, the warm one serves for both.
-    few = [(1.0, False, 1.0)] * (MIN_CURVE_SAMPLES - 1) + [(1.0, True, 0.0)] * MIN_CURVE_SAMPLES
+    few = [(1.0, False, 1.0, 0.0)] * (MIN_CURVE_SAMPLES - 1) + [(1.0, True, 0.0, 0.0)] * MIN_CURVE_SAMPLES
     thin = wake_of(few)
     assert thin is not None and thin.cold is None and thin.curve(False).cost(1.0) == pytest.approx(0.0)
     assert wake_of([]) is None
@@ -176,7 +205,7 @@ def test_measured_block_factors_make_the_truth_while_policies_plan_on_the_profil
 def test_drift_compares_the_median_service_time_of_the_probe_runs_per_task() -> None:
     from sparseloom.runtime.calibration import Probes, drift
 
-    before = Probes(requests=((0, 1.0, True, 2.0, ()), (0, 1.0, True, 4.0, ()), (1, 0.0, False, 10.0, ())))
-    after = Probes(requests=((0, 1.0, True, 3.3, ()), (0, 1.0, True, 3.3, ())))
+    before = Probes(requests=((0, 1.0, True, 1.5, 0.5, ()), (0, 1.0, True, 3.0, 1.0, ()), (1, 0.0, False, 9.0, 1.0, ())))
+    after = Probes(requests=((0, 1.0, True, 3.0, 0.3, ()), (0, 1.0, True, 3.3, 0.0, ())))
     # digits: median 3.0 -> 3.3 (+10%); text ran only before: no figure.
     assert drift(["digits", "text"], before, after) == {"digits": pytest.approx(10.0)}
