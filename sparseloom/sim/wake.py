@@ -32,9 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Probability levels each gap's samples are summarised at: every 5%, so a 25-sample probe is kept
-# at about its own resolution and the draw still reaches the probe's extremes (0 and 1).
-LEVELS = tuple(i / 20 for i in range(21))
+# Probability levels each gap's samples are summarised at: every 5% in the body, and closer towards
+# the extremes (0 and 1, which the draw still reaches). The draw is linear between levels, so the
+# last step carries its whole share of probability: with even 5% steps, one probe request preempted
+# for 7 ms among 700 (0.14%) was drawn for 5% of requests at 3.5 ms on average, and the simulated p99
+# came out 40% over the measured. A 0.1% last step keeps such outliers near their own frequency
+# while a bin of a few hundred samples (probe runs: 80-2000 requests per task) still resolves it.
+_TAIL = (0.001, 0.005, 0.01, 0.02)
+LEVELS = (0.0, *_TAIL, *(i / 20 for i in range(1, 20)), *(1.0 - t for t in reversed(_TAIL)), 1.0)
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,8 @@ class WakeCurve:
 
     def cost(self, gap_ms: float, u: float = 0.5) -> float:
         """The cost after ``gap_ms`` idle at probability level ``u`` in [0, 1]."""
-        x = u * (len(LEVELS) - 1)
-        j = min(int(x), len(LEVELS) - 2)
-        f = x - j
+        j = min(max(bisect.bisect_right(LEVELS, u) - 1, 0), len(LEVELS) - 2)
+        f = (u - LEVELS[j]) / (LEVELS[j + 1] - LEVELS[j])
         gaps = self.gaps_ms
         i = bisect.bisect_right(gaps, gap_ms)
         if i == 0 or i == len(gaps):

@@ -28,6 +28,18 @@ def test_curve_is_linear_between_gaps_flat_beyond_and_spans_its_quantiles() -> N
     assert curve.median_ms() == {0.0: pytest.approx(0.1), 10.0: pytest.approx(1.1)}
 
 
+def test_a_rare_outlier_is_drawn_about_as_often_as_it_was_measured() -> None:
+    # 700 probe requests near 0.1 ms and one preempted for 7 ms: the draw's mean and its share above
+    # 1 ms stay near the samples' own (0.14%; under 0.5%), where even 5% levels drew it for ~5% of requests.
+    rng = np.random.default_rng(1)
+    samples = np.append(rng.uniform(0.05, 0.15, 700), 7.0)
+    curve = WakeCurve.measured({0.0: samples.tolist()})
+    drawn = np.asarray([curve.cost(0.0, u) for u in rng.random(200_000)])
+    assert drawn.mean() == pytest.approx(samples.mean(), abs=0.01)
+    assert (drawn > 1.0).mean() < 0.005 and drawn.max() > 3.0
+    assert np.quantile(drawn, 0.99) == pytest.approx(np.quantile(samples, 0.99), abs=0.02)
+
+
 def test_curve_rejects_what_is_not_a_curve() -> None:
     with pytest.raises(ValueError, match="increasing"):
         WakeCurve((2.0, 1.0), (flat(0.0), flat(0.0)))
@@ -113,7 +125,7 @@ def test_cold_curve_serves_after_another_tasks_block_and_cost_never_makes_latenc
 
 def test_spread_is_drawn_from_the_seed_and_the_median_level_is_the_median_curve() -> None:
     problem, policy = _one_task()
-    spread = Wake(WakeCurve((0.0,), (tuple(np.linspace(0.0, 2.0, len(LEVELS)).tolist()),)))
+    spread = Wake(WakeCurve((0.0,), (tuple(2.0 * u for u in LEVELS),)))
     arrivals = Arrivals(0, 10.0, {"a": np.arange(0.0, 10_000.0, 50.0)})
     one = simulate(problem, policy, arrivals, wake=(spread,)).latencies_ms["a"]
     again = simulate(problem, policy, arrivals, wake=(spread,)).latencies_ms["a"]
