@@ -345,7 +345,7 @@ def probe_runs(rt: Runtime, runs: Sequence[Arrivals], inputs: Callable[[str], tu
     """Replay each probe run on ``rt``; what its requests and blocks measured."""
     out = Probes()
     for run in runs:
-        since = rt.recorder.completions
+        since = rt.recorder.wakes
         rt.recorder.tap()
         try:
             replay(rt, run, inputs, keep_futures=False)
@@ -377,8 +377,8 @@ def drift(names: Sequence[str], before: Probes, after: Probes) -> dict[str, floa
     the first block's worker took them to their end), after against before, in %."""
     out: dict[str, float] = {}
     for k, name in enumerate(names):
-        a = [head + tail for t, _, _, head, tail, _ in before.requests if t == k]
-        b = [head + tail for t, _, _, head, tail, _ in after.requests if t == k]
+        a = [head + tail for t, _, _, head, tail, _ in before.requests if t == k and math.isfinite(tail)]
+        b = [head + tail for t, _, _, head, tail, _ in after.requests if t == k and math.isfinite(tail)]
         if a and b and statistics.median(a) > 0:
             out[name] = (statistics.median(b) / statistics.median(a) - 1.0) * 100.0
     return out
@@ -386,7 +386,8 @@ def drift(names: Sequence[str], before: Probes, after: Probes) -> dict[str, floa
 
 def wake_of(samples: Sequence[tuple[float, bool, float, float]]) -> Wake | None:
     """A task's :class:`Wake` from its (idle gap, warm, start cost, finish cost) samples: start
-    curves per warmth with at least :data:`MIN_CURVE_SAMPLES`, and a finish curve of all of them."""
+    curves per warmth with at least :data:`MIN_CURVE_SAMPLES`, and a finish curve of those with a
+    finish cost (NaN: a dropped request's, never measured)."""
     def curve(mine: Sequence[tuple[float, float]]) -> WakeCurve | None:
         """The queued requests (gap 0) and :data:`GAP_BINS` equal-count bins of the positive gaps,
         each at its median gap."""
@@ -404,7 +405,8 @@ def wake_of(samples: Sequence[tuple[float, bool, float, float]]) -> Wake | None:
 
     warm = curve([(g, c) for g, w, c, _ in samples if w])
     cold = curve([(g, c) for g, w, c, _ in samples if not w])
-    return Wake(warm, cold, curve([(g, f) for g, _, _, f in samples])) if warm or cold else None
+    finish = curve([(g, f) for g, _, _, f in samples if math.isfinite(f)])
+    return Wake(warm, cold, finish) if warm or cold else None
 
 
 def _curves(w: Wake) -> list[tuple[str, WakeCurve]]:

@@ -432,9 +432,14 @@ class Runtime:
             # As in the simulator: a request that cannot finish by its deadline even if the rest runs at
             # once (expected latencies) is dropped, not run at the others' expense.
             left = sum(s.expected_ms for s in req.steps[req.position:])
-            if late(self.now_ms(), left, req.deadline_ms):
+            now = self.now_ms()
+            if late(now, left, req.deadline_ms):
                 self._finish(req)
-                self.recorder.reject(req.rid)
+                # Dropped after a block ran: its start cost so far is a wake sample too, so the
+                # probes' costs are not only those of the requests fast enough to finish.
+                woke = None if req.position == 0 else (
+                    req.woke_after_ms, req.warm, req.taken_ms, now, tuple(s.digest for s in req.steps[: req.position + 1]))
+                self.recorder.reject(req.rid, woke=woke)
                 req.future.set_exception(Rejected(f"request dropped: {left:.2f} ms of blocks left, past its deadline"))
                 return
         try:

@@ -107,7 +107,9 @@ SAMPLES_PER_BLOCK = 4096
 
 # A finished request, for the simulator's wake model: (task index, idle gap of its first block's
 # worker before it (ms), warm (that worker last ran the same task), ms from when that worker took it
-# to the start of its last block, ms from that start to its end, its blocks' digests).
+# to the start of its last block, ms from that start to its end, its blocks' digests). A request
+# dropped by a late check after a block ran: the check's time stands for its last block's start, its
+# digests end at that block, and its finish cost is NaN (never measured).
 WakeSample = tuple[int, float, bool, float, float, tuple[str, ...]]
 
 
@@ -161,6 +163,7 @@ class Recorder:
         # gap, warm, time from when that worker took it to its last block's start, time from that
         # start to its end, its blocks' digests).
         self.wake_ms: deque[WakeSample] = deque(maxlen=SAMPLES_PER_BLOCK)
+        self.wakes = 0  # wake samples taken, all of the run
         # Every block run since tap() began one, as ((digest, processor), ms); None while not tapped.
         self._tap: list[tuple[tuple[str, str], float]] | None = None
         self.completions = 0
@@ -212,10 +215,19 @@ class Recorder:
             if woke is not None:
                 gap, warm, taken, last_start, digests = woke
                 self.wake_ms.append((self.task[i], gap, warm, last_start - taken, now_ms - last_start, digests))
+                self.wakes += 1
             self.completions += 1
 
-    def reject(self, rid: int, error: bool = False) -> None:
+    def reject(self, rid: int, error: bool = False,
+               woke: tuple[float, bool, float, float, tuple[str, ...]] | None = None) -> None:
+        """Request ``rid`` was dropped or failed; ``woke`` as in :meth:`done`, with the time of the
+        late check that dropped it for its last block's start and the blocks up to that one: a wake
+        sample with no finish cost (NaN)."""
         with self._lock:
+            if woke is not None:
+                gap, warm, taken, checked, digests = woke
+                self.wake_ms.append((self.task[rid - self._base], gap, warm, checked - taken, math.nan, digests))
+                self.wakes += 1
             i = rid - self._base
             self.total_rejected[self.task[i]] += 1
             self.finished[i] = True
@@ -329,10 +341,11 @@ class Recorder:
         return sum(sg * n for sg, n in pairs) / total if total else 0.0
 
     def wake_samples(self, since: int = 0) -> list[WakeSample]:
-        """Each request completed after the first ``since``, oldest first, at most the latest 4096
-        (see :data:`WakeSample`)."""
+        """The wake samples after the first ``since`` (see :attr:`wakes`), oldest first, at most the
+        latest 4096: one per completed request, and one per request dropped after a block ran (see
+        :data:`WakeSample`)."""
         with self._lock:
-            n = min(self.completions - since, len(self.wake_ms))
+            n = min(self.wakes - since, len(self.wake_ms))
             return list(self.wake_ms)[len(self.wake_ms) - n:] if n > 0 else []
 
     def overheads_ms(self, since: int = 0, over: str = "run") -> list[float]:

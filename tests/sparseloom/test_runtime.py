@@ -174,6 +174,21 @@ def test_a_request_that_cannot_finish_in_time_is_dropped_as_in_the_simulator(
             stats = rt.stats()
         assert (stats.rejected, stats.completed) == ((1, 0) if drop else (0, 1))
         assert stats.slo_violation_rate == 1.0
+        # Dropped before any block ran: queueing, which the simulator models itself, not a wake sample.
+        assert rt.recorder.wakes == (0 if drop else 1)
+
+
+def test_a_request_dropped_after_a_block_ran_is_a_wake_sample_without_a_finish_cost() -> None:
+    from sparseloom.runtime.stats import Recorder
+
+    rec = Recorder(["a"], ["cpu"])
+    done, dropped = rec.arrive(0.0, 0, 5.0, None, False, 0), rec.arrive(1.0, 0, 5.0, None, False, 0)
+    rec.done(done, 4.0, 3.0, 3.0, (2.0, True, 0.5, 2.5, ("b0", "b1")))
+    rec.reject(dropped, woke=(0.0, True, 4.0, 6.0, ("b0", "b1")))
+    first, second = rec.wake_samples()
+    assert first == (0, 2.0, True, 2.0, 1.5, ("b0", "b1"))
+    assert second[:4] == (0, 0.0, True, 2.0) and math.isnan(second[4]) and second[5] == ("b0", "b1")
+    assert rec.wakes == 2 and rec.wake_samples(1) == [second] and rec.completions == 1
 
 
 class _CheapAndHeavy(PolicyBase):
@@ -319,7 +334,8 @@ def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, image
         assert opts[0].latency_ms["cpu0"] == c.measured_ms and opts[0].latency_source == "measured"
     # The wake curves come from the probe runs' requests, before and after the window (out of
     # sample); with one task every request follows the same task's, so there is a warm curve only.
-    # Every completed probe request is a sample (a real run may shed or drop a few of them).
+    # Every completed probe request is a sample, and every one dropped after a block ran (a real run
+    # may shed a few before any).
     sent = sum(p.count for p in probes)
     assert 0.9 * sent <= cal.probe_samples <= sent and set(cal.wake) == {"digits"}
     wake = cal.wake["digits"]

@@ -191,6 +191,9 @@ def test_probe_samples_become_warm_and_cold_curves_by_gap_bins() -> None:
     # The spread is kept: the curve's extremes reach the noise's.
     assert wake.curve(True).cost(0.0, 1.0) - wake.curve(True).cost(0.0, 0.0) > 0.08
     # Too few cold samples: no cold curve, the warm one serves for both.
+    # A dropped request's sample has a start cost and no finish cost.
+    dropped = wake_of([(1.0, True, 0.5, float("nan"))] * MIN_CURVE_SAMPLES)
+    assert dropped is not None and dropped.finish is None and dropped.curve(True).cost(1.0) == pytest.approx(0.5)
     few = [(1.0, False, 1.0, 0.0)] * (MIN_CURVE_SAMPLES - 1) + [(1.0, True, 0.0, 0.0)] * MIN_CURVE_SAMPLES
     thin = wake_of(few)
     assert thin is not None and thin.cold is None and thin.curve(False).cost(1.0) == pytest.approx(0.0)
@@ -217,7 +220,9 @@ def test_measured_block_factors_make_the_truth_while_policies_plan_on_the_profil
 def test_drift_compares_the_median_service_time_of_the_probe_runs_per_task() -> None:
     from sparseloom.runtime.calibration import Probes, drift
 
-    before = Probes(requests=((0, 1.0, True, 1.5, 0.5, ()), (0, 1.0, True, 3.0, 1.0, ()), (1, 0.0, False, 9.0, 1.0, ())))
+    nan = float("nan")  # a dropped request's: no service time, no part of the median
+    before = Probes(requests=((0, 1.0, True, 1.5, 0.5, ()), (0, 1.0, True, 3.0, 1.0, ()), (0, 1.0, True, 9.0, nan, ()),
+                              (1, 0.0, False, 9.0, 1.0, ())))
     after = Probes(requests=((0, 1.0, True, 3.0, 0.3, ()), (0, 1.0, True, 3.3, 0.0, ())))
     # digits: median 3.0 -> 3.3 (+10%); text ran only before: no figure.
     assert drift(["digits", "text"], before, after) == {"digits": pytest.approx(10.0)}
