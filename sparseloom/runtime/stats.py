@@ -111,6 +111,9 @@ SAMPLES_PER_BLOCK = 4096
 # dropped by a late check after a block ran: the check's time stands for its last block's start, its
 # digests end at that block, and its finish cost is NaN (never measured).
 WakeSample = tuple[int, float, bool, float, float, tuple[str, ...]]
+# What the runtime hands the recorder for one: (idle gap, warm, when the worker took the request,
+# when its last block started or the check dropped it, its blocks' digests up to that one).
+Woke = tuple[float, bool, float, float, tuple[str, ...]]
 
 
 # Per-request records kept for statistics; older finished ones are dropped beyond this.
@@ -159,9 +162,7 @@ class Recorder:
         self.service_ms: dict[tuple[str, str], deque[float]] = {}
         self.overhead_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
         self.excess_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
-        # Per finished request, for the simulator's wake model: (task, its first block's worker idle
-        # gap, warm, time from when that worker took it to its last block's start, time from that
-        # start to its end, its blocks' digests).
+        # For the simulator's wake model: per finished request, and per request dropped after a block ran.
         self.wake_ms: deque[WakeSample] = deque(maxlen=SAMPLES_PER_BLOCK)
         self.wakes = 0  # wake samples taken, all of the run
         # Every block run since tap() began one, as ((digest, processor), ms); None while not tapped.
@@ -203,7 +204,7 @@ class Recorder:
         self.dropped += n
 
     def done(self, rid: int, now_ms: float, run_ms: float, expected_ms: float,
-             woke: tuple[float, bool, float, float, tuple[str, ...]] | None = None) -> None:
+             woke: Woke | None = None) -> None:
         """Request ``rid`` finished; ``woke``: its first block's worker (idle gap, warm, when it took
         it), when its last block started, and its blocks' digests."""
         with self._lock:
@@ -219,16 +220,16 @@ class Recorder:
             self.completions += 1
 
     def reject(self, rid: int, error: bool = False,
-               woke: tuple[float, bool, float, float, tuple[str, ...]] | None = None) -> None:
+               woke: Woke | None = None) -> None:
         """Request ``rid`` was dropped or failed; ``woke`` as in :meth:`done`, with the time of the
         late check that dropped it for its last block's start and the blocks up to that one: a wake
         sample with no finish cost (NaN)."""
         with self._lock:
+            i = rid - self._base
             if woke is not None:
                 gap, warm, taken, checked, digests = woke
-                self.wake_ms.append((self.task[rid - self._base], gap, warm, checked - taken, math.nan, digests))
+                self.wake_ms.append((self.task[i], gap, warm, checked - taken, math.nan, digests))
                 self.wakes += 1
-            i = rid - self._base
             self.total_rejected[self.task[i]] += 1
             self.finished[i] = True
             self.rejected[i] = True
