@@ -322,10 +322,13 @@ def calibrate(
                        drift(names, before, after))
 
 
-def probe_arrivals(experiment: Experiment, specs: Mapping[str, Arrival], seed: int) -> tuple[Arrivals, Arrivals]:
-    """The two probe runs of a calibration of ``seed``: :data:`PROBE_S` of the workload's arrivals
+def probe_arrivals(experiment: Experiment, specs: Mapping[str, Arrival], seed: int,
+                   seconds: float = PROBE_S) -> tuple[Arrivals, Arrivals]:
+    """The two probe runs of a calibration of ``seed``: ``seconds`` of the workload's arrivals
     (``specs``, per task) at seeds :data:`PROBE_SEED_OFFSET` away, for before and after the window."""
-    at = replace(experiment, duration_s=PROBE_S, warmup_s=0.0, slo_changes=())
+    if not seconds > 0:
+        raise ValueError(f"probe runs need a positive duration, got {seconds:g} s")
+    at = replace(experiment, duration_s=seconds, warmup_s=0.0, slo_changes=())
     return arrivals_in(at, specs, seed + PROBE_SEED_OFFSET), arrivals_in(at, specs, seed + PROBE_SEED_OFFSET + 1)
 
 

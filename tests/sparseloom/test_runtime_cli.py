@@ -25,6 +25,13 @@ def test_bad_flags_exit_2_with_a_located_message(
     assert main([command, str(tmp_path / "missing.yaml"), "--cache", str(tmp_path)]) == 2
 
 
+def test_calibrate_refuses_probe_runs_of_no_length(repo_root: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("0", "-1", "nan"):
+        assert main(["calibrate", str(repo_root / HOST), "--probe-seconds", bad, "--cache", str(tmp_path)]) == 2
+        assert "--probe-seconds: expected seconds in (0, 3600]" in capsys.readouterr().err
+
+
 def test_run_and_calibrate_on_the_host(repo_root: Path, capsys: pytest.CaptureFixture[str],
                                        tmp_path: Path) -> None:
     if not Path(sparseloom.__file__).with_name("assemble.py").is_file():
@@ -35,14 +42,15 @@ def test_run_and_calibrate_on_the_host(repo_root: Path, capsys: pytest.CaptureFi
     assert data["result"]["source"] == "measured" and data["result"]["requests"] > 0
     assert data["stats"]["per_task"]["digits"]["completed"] > 0
     profile = tmp_path / "profile.json"
-    assert main(["calibrate", workload, "--duration", "3", "--json", "--no-progress",
+    # Short probe runs (2 s each side at 200 requests/s) keep the test short; the flag is honoured.
+    assert main(["calibrate", workload, "--duration", "3", "--probe-seconds", "2", "--json", "--no-progress",
                  "--write-profile", str(profile)]) == 0
     cal = json.loads(capsys.readouterr().out)
     assert cal["real"]["source"] == "measured" and cal["simulated"]["source"].startswith("modelled")
     for error in ("error_profile", "error_adjusted", "error_in_sample"):
         assert set(cal[error]) == {"p50_error_pct", "p99_error_pct", "violation_error_points", "throughput_error_pct"}
     overhead = cal["overhead_ms"]
-    assert overhead["source"] == "measured" and overhead["probe_requests"] > 0
+    assert overhead["source"] == "measured" and 0 < overhead["probe_requests"] <= 2 * 2 * 200 * 1.3
     assert set(overhead["per_task_median_by_gap_ms"]) == {"digits"} and overhead["per_task_median_by_gap_ms"]["digits"]["warm"]
     assert cal["corrections"] and all(c["measured_ms"] > 0 for c in cal["corrections"])
     written = json.loads(profile.read_text())
