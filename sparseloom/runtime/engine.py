@@ -435,10 +435,11 @@ class Runtime:
             now = self.now_ms()
             if late(now, left, req.deadline_ms):
                 self._finish(req)
-                # Dropped after a block ran: its start cost so far is a wake sample too, so the
-                # probes' costs are not only those of the requests fast enough to finish.
-                woke = None if req.position == 0 else (
-                    req.woke_after_ms, req.warm, req.taken_ms, now, tuple(s.digest for s in req.steps[: req.position + 1]))
+                # Its start cost so far is a wake sample too, so the probes' costs are not only those
+                # of the requests fast enough to finish: at the first block, the worker's pick-up
+                # (waking, the last request's completion), which on a loaded host alone can take
+                # milliseconds and makes most late drops.
+                woke = (req.woke_after_ms, req.warm, req.taken_ms, now, tuple(s.digest for s in req.steps[: req.position + 1]))
                 self.recorder.reject(req.rid, woke=woke)
                 req.future.set_exception(Rejected(f"request dropped: {left:.2f} ms of blocks left, past its deadline"))
                 return

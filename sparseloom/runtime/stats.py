@@ -108,8 +108,8 @@ SAMPLES_PER_BLOCK = 4096
 # A finished request, for the simulator's wake model: (task index, idle gap of its first block's
 # worker before it (ms), warm (that worker last ran the same task), ms from when that worker took it
 # to the start of its last block, ms from that start to its end, its blocks' digests). A request
-# dropped by a late check after a block ran: the check's time stands for its last block's start, its
-# digests end at that block, and its finish cost is NaN (never measured).
+# dropped by a late check (before its first block or a later one): the check's time stands for its
+# last block's start, its digests end at that block, and its finish cost is NaN (never measured).
 WakeSample = tuple[int, float, bool, float, float, tuple[str, ...]]
 # What the runtime hands the recorder for one: (idle gap, warm, when the worker took the request,
 # when its last block started or the check dropped it, its blocks' digests up to that one).
@@ -162,7 +162,7 @@ class Recorder:
         self.service_ms: dict[tuple[str, str], deque[float]] = {}
         self.overhead_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
         self.excess_ms: deque[float] = deque(maxlen=SAMPLES_PER_BLOCK)
-        # For the simulator's wake model: per finished request, and per request dropped after a block ran.
+        # For the simulator's wake model: per finished request, and per request dropped by a late check.
         self.wake_ms: deque[WakeSample] = deque(maxlen=SAMPLES_PER_BLOCK)
         self.wakes = 0  # wake samples taken, all of the run
         # Every block run since tap() began one, as ((digest, processor), ms); None while not tapped.
@@ -343,7 +343,7 @@ class Recorder:
 
     def wake_samples(self, since: int = 0) -> list[WakeSample]:
         """The wake samples after the first ``since`` (see :attr:`wakes`), oldest first, at most the
-        latest 4096: one per completed request, and one per request dropped after a block ran (see
+        latest 4096: one per completed request, and one per request dropped by a late check (see
         :data:`WakeSample`)."""
         with self._lock:
             n = min(self.wakes - since, len(self.wake_ms))

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -355,7 +356,9 @@ def run(
     beyond the profile of a request's first block, by the time its processor sat idle before taking
     it and whether the processor's previous block was the same task's
     (:class:`sparseloom.sim.wake.Wake`); each charge is drawn at a uniform level from ``wake_rng``
-    (the median when None). Policies still see the profile's latency.
+    (the median when None). Policies still see the profile's latency. The start cost is drawn when
+    the processor takes the first block, before the late check there, as the runtime's worker picks
+    a request up (wakes, finishes its last one) before it checks it.
 
     ``overload``: the runtime's limits at arrival (:class:`sparseloom.core.overload.Overload`: requests
     in flight, expected finish against the SLO); a request refused is shed, as by admission. None
@@ -481,6 +484,8 @@ def run(
     woke_after = [0.0] * nproc  # how long it had idled when it took its current block
     req_gap = [0.0] * n_req if wake_by_task is not None else []  # that idle gap at each request's first block
     levels: list[float] = []
+    # A request's start cost, drawn when its first block is taken (before the late check); NaN: none yet.
+    req_start = [math.nan] * n_req if wake_by_task is not None else []
 
     def wake_level() -> float:
         if wake_rng is None:
@@ -587,7 +592,8 @@ def run(
                 pos = req_pos[r]
                 if pos == 0:
                     req_gap[r] = woke_after[p]
-                    lat += w.curve(last_task[p] == k).cost(woke_after[p], wake_level())
+                    c = req_start[r]
+                    lat += w.curve(last_task[p] == k).cost(woke_after[p], wake_level()) if c != c else c
                 if w.finish is not None and pos == len(req_steps[r]) - 1:
                     lat += w.finish.cost(req_gap[r], wake_level())
                 lat = max(0.0, lat)
@@ -648,12 +654,22 @@ def run(
             else:
                 load_waiters[bq].append(q)
 
+    def picked_up(r: int, p: int, now: float) -> float:
+        """When processor ``p``, taking request ``r``'s block at ``now``, gets to check it: after the
+        start cost (drawn here, charged by execute) at its first block, at once at the others."""
+        if req_start and req_pos[r] == 0:
+            w = wake_by_task[arr_k[r]]  # type: ignore[index]
+            if w is not None:
+                c = req_start[r] = w.curve(last_task[p] == arr_k[r]).cost(now - idle_since[p], wake_level())
+                return now + max(0.0, c)
+        return now
+
     def ready(r: int, now: float) -> None:
         """Block ready: it joins its processor's queue (and starts if the processor is free)."""
         step = req_steps[r][req_pos[r]]
         p = step[0]
         if not busy[p] and not queues[p]:
-            if drop_late and late(now, req_left[r][req_pos[r]], arr_t[r] + req_slo[r]):
+            if drop_late and late(picked_up(r, p, now), req_left[r][req_pos[r]], arr_t[r] + req_slo[r]):
                 drop(r)
                 return
             take(p, r, step, now)
@@ -673,7 +689,7 @@ def run(
         while q:
             r2 = pop(q)[1]
             queued[p] -= req_steps[r2][req_pos[r2]][1]
-            if drop_late and late(now, req_left[r2][req_pos[r2]], arr_t[r2] + req_slo[r2]):
+            if drop_late and late(picked_up(r2, p, now), req_left[r2][req_pos[r2]], arr_t[r2] + req_slo[r2]):
                 drop(r2)
                 continue
             return r2

@@ -13,8 +13,11 @@ median curve).
 Where in the request the cost falls matters as much as its size: a policy that drops late requests
 checks each block against the deadline when it is about to start. So the cost is held in two parts,
 as the runtime measures them. The *start* cost (from when the worker took the request to its last
-block's start, beyond the blocks run before it) is charged to the first block: it comes before every
-later block's check. The *finish* cost (from the last block's start to the request's end, beyond that
+block's start, beyond the blocks run before it) is charged to the first block, and counts before that
+block's own check: the runtime's worker picks a request up (wakes, completes its previous one) before
+it checks it, and on a loaded host that pick-up alone can outlast a tight SLO's slack. A request a
+check drops is a sample too (its cost up to the check), or the curve would hold only the requests
+fast enough to pass. The *finish* cost (from the last block's start to the request's end, beyond that
 block's run time: its spread and the completion) is charged to the last block, after the last check.
 
 The start cost also depends on what the processor ran last. After a block of the same task its

@@ -174,8 +174,13 @@ def test_a_request_that_cannot_finish_in_time_is_dropped_as_in_the_simulator(
             stats = rt.stats()
         assert (stats.rejected, stats.completed) == ((1, 0) if drop else (0, 1))
         assert stats.slo_violation_rate == 1.0
-        # Dropped before any block ran: queueing, which the simulator models itself, not a wake sample.
-        assert rt.recorder.wakes == (0 if drop else 1)
+        # Dropped before any block ran, it is still a wake sample: the worker's pick-up from when it
+        # took the request (queueing before that, which the simulator models itself, is not in it)
+        # to the check, with no finish cost.
+        assert rt.recorder.wakes == 1
+        (_, gap, _, head, tail, digests), = rt.recorder.wake_samples()
+        assert gap >= 0.0 and head >= 0.0 and len(digests) == (1 if drop else len(problem.tasks[0].positions))
+        assert math.isnan(tail) if drop else tail > 0.0
 
 
 def test_a_request_dropped_after_a_block_ran_is_a_wake_sample_without_a_finish_cost() -> None:
@@ -334,8 +339,8 @@ def test_calibrate_measures_errors_and_corrections(pool: Pool, dirs: Path, image
         assert opts[0].latency_ms["cpu0"] == c.measured_ms and opts[0].latency_source == "measured"
     # The wake curves come from the probe runs' requests, before and after the window (out of
     # sample); with one task every request follows the same task's, so there is a warm curve only.
-    # Every completed probe request is a sample, and every one dropped after a block ran (a real run
-    # may shed a few before any).
+    # Every completed probe request is a sample, and every one a late check dropped (a real run may
+    # refuse a few at arrival, which never reach a worker).
     sent = sum(p.count for p in probes)
     assert 0.9 * sent <= cal.probe_samples <= sent and set(cal.wake) == {"digits"}
     wake = cal.wake["digits"]

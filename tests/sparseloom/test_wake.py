@@ -83,7 +83,7 @@ def test_first_block_is_charged_by_the_processors_real_idle_gap() -> None:
     assert [plain.latencies_ms["a"][i] for i in range(3)] == pytest.approx([5.0, 9.0, 5.0])
 
 
-def test_start_cost_falls_before_the_last_blocks_late_check_and_finish_cost_after_it() -> None:
+def test_start_cost_falls_before_the_first_blocks_late_check_and_finish_cost_after_the_last() -> None:
     from dataclasses import dataclass
 
     @dataclass
@@ -94,9 +94,13 @@ def test_start_cost_falls_before_the_last_blocks_late_check_and_finish_cost_afte
     problem = problem_of([task], memory_budget_mb=100.0, storage_mb_per_ms=1e6)
     policy = Dropping("fixed", {"a": ((0, 0), ("cpu", "cpu"))})
     arrivals = Arrivals(0, 1.0, {"a": np.asarray([100.0])})
-    # 1.5 ms at the start: block 1 ends at 3.5 ms, and 3.5 + 3 ms left is past the 6 ms deadline.
+    # 1.5 ms at the start, before the first block's check (the runtime's worker picks a request up,
+    # then checks it): 1.5 + 5 ms left is past the 6 ms deadline, so no block runs at all.
     start = simulate(problem, policy, arrivals, wake=(Wake(WakeCurve((0.0,), (flat(1.5),))),))
-    assert start.completed == 0
+    assert start.completed == 0 and start.utilisation["cpu"] == 0.0
+    # 0.9 ms passes that check (5.9 ms) and the second block's (2.9 + 3 ms): the request ends at 5.9 ms.
+    tight = simulate(problem, policy, arrivals, wake=(Wake(WakeCurve((0.0,), (flat(0.9),))),))
+    assert tight.completed == 1 and tight.latencies_ms["a"][0] == pytest.approx(5.9)
     # The same 1.5 ms at the finish: block 2 starts at 2 ms (in time) and the request ends at 6.5 ms.
     finish = Wake(WakeCurve((0.0,), (flat(0.0),)), finish=WakeCurve((0.0,), (flat(1.5),)))
     late = simulate(problem, policy, arrivals, wake=(finish,))
