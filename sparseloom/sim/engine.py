@@ -592,8 +592,8 @@ def run(
                 pos = req_pos[r]
                 if pos == 0:
                     req_gap[r] = woke_after[p]
-                    c = req_start[r]
-                    lat += w.curve(last_task[p] == k).cost(woke_after[p], wake_level()) if c != c else c
+                    c = req_start[r]  # drawn at the check, or NaN where the policy does not check
+                    lat += w.curve(last_task[p] == k).cost(woke_after[p], wake_level()) if math.isnan(c) else c
                 if w.finish is not None and pos == len(req_steps[r]) - 1:
                     lat += w.finish.cost(req_gap[r], wake_level())
                 lat = max(0.0, lat)
@@ -656,9 +656,11 @@ def run(
 
     def picked_up(r: int, p: int, now: float) -> float:
         """When processor ``p``, taking request ``r``'s block at ``now``, gets to check it: after the
-        start cost (drawn here, charged by execute) at its first block, at once at the others."""
-        if req_start and req_pos[r] == 0:
-            w = wake_by_task[arr_k[r]]  # type: ignore[index]
+        start cost (drawn here, charged by execute) at its first block, at once at the others. A
+        request dropped there does not hold the processor for its pick-up (a wake-up, not work)."""
+        if req_pos[r] == 0:
+            assert wake_by_task is not None
+            w = wake_by_task[arr_k[r]]
             if w is not None:
                 c = req_start[r] = w.curve(last_task[p] == arr_k[r]).cost(now - idle_since[p], wake_level())
                 return now + max(0.0, c)
@@ -669,7 +671,8 @@ def run(
         step = req_steps[r][req_pos[r]]
         p = step[0]
         if not busy[p] and not queues[p]:
-            if drop_late and late(picked_up(r, p, now), req_left[r][req_pos[r]], arr_t[r] + req_slo[r]):
+            if drop_late and late(picked_up(r, p, now) if req_start else now, req_left[r][req_pos[r]],
+                                  arr_t[r] + req_slo[r]):
                 drop(r)
                 return
             take(p, r, step, now)
@@ -689,7 +692,8 @@ def run(
         while q:
             r2 = pop(q)[1]
             queued[p] -= req_steps[r2][req_pos[r2]][1]
-            if drop_late and late(picked_up(r2, p, now), req_left[r2][req_pos[r2]], arr_t[r2] + req_slo[r2]):
+            if drop_late and late(picked_up(r2, p, now) if req_start else now, req_left[r2][req_pos[r2]],
+                                  arr_t[r2] + req_slo[r2]):
                 drop(r2)
                 continue
             return r2
