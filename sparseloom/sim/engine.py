@@ -473,6 +473,9 @@ def run(
         st.queues,
     )
     block_state, block_pins, lru = st.block_state, st.block_pins, st.lru
+    # The blocks whose state is ABSENT, kept beside block_state: a dispatch's prefetch asks it per
+    # block (a set lookup, no call into Python), and skips the asking when every block is in.
+    absent_blocks = set(range(nblock))
     lru_touch = lru.move_to_end
     noisy = latency_cv > 0
     truth = [truth_scale * (1.0 if block_error is None else float(block_error[b])) for b in range(nblock)]
@@ -545,6 +548,7 @@ def run(
         for b in chosen:
             del lru[b]
             block_state[b] = ABSENT
+            absent_blocks.add(b)
             acc.evictions += 1
             memory_changed(now, -block_mb[b])
             if decisions is not None:
@@ -559,6 +563,7 @@ def run(
         if not make_room(mb, now, demand):
             return False
         block_state[b] = LOADING
+        absent_blocks.discard(b)
         lru[b] = None
         memory_changed(now, mb)
         if decisions is not None:
@@ -632,9 +637,6 @@ def run(
             mem_waiters.append(p)
             est = max(now, st.storage_free_ms) + block_mb[b] / storage_rate
         busy_until[p] = est + step[1]
-
-    def absent(b: int) -> bool:
-        return block_state[b] == ABSENT
 
     def prefetch_one(b: int) -> bool:
         return start_load(b, st.now_ms, demand=False)
@@ -865,8 +867,8 @@ def run(
         )
         for step in cr.steps:
             wanted[step[2]] += 1
-        if prefetch:
-            prefetch_blocks(cr.blocks, absent, prefetch_one)
+        if prefetch and absent_blocks:
+            prefetch_blocks(cr.blocks, absent_blocks.__contains__, prefetch_one)
         if global_queue:
             req_route[r] = route
             gq.append(r)
