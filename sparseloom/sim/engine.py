@@ -497,6 +497,11 @@ def run(
             levels.extend(wake_rng.random(65536).tolist())
         return levels.pop()
 
+    def start_cost(w: Wake, k: int, p: int, gap: float) -> float:
+        """A draw of task ``k``'s start cost on processor ``p`` after ``gap`` ms idle (warm when ``p``
+        last ran ``k``)."""
+        return w.curve(last_task[p] == k).cost(gap, wake_level())
+
     def noise_factor() -> float:
         # Drawn in chunks: one numpy call per 64k executions, not one per execution.
         if not noise:
@@ -598,7 +603,7 @@ def run(
                 if pos == 0:
                     req_gap[r] = woke_after[p]
                     c = req_start[r]  # drawn at the check, or NaN where the policy does not check
-                    lat += w.curve(last_task[p] == k).cost(woke_after[p], wake_level()) if math.isnan(c) else c
+                    lat += start_cost(w, k, p, woke_after[p]) if math.isnan(c) else c
                 if w.finish is not None and pos == len(req_steps[r]) - 1:
                     lat += w.finish.cost(req_gap[r], wake_level())
                 lat = max(0.0, lat)
@@ -664,7 +669,7 @@ def run(
             assert wake_by_task is not None
             w = wake_by_task[arr_k[r]]
             if w is not None:
-                c = req_start[r] = w.curve(last_task[p] == arr_k[r]).cost(now - idle_since[p], wake_level())
+                c = req_start[r] = start_cost(w, arr_k[r], p, now - idle_since[p])
                 return now + max(0.0, c)
         return now
 
