@@ -34,6 +34,8 @@ from sparseloom.sim.runner import Arrivals
 from stitching.pool import Pool
 from tests.sparseloom.runtime_helpers import FixedRoutes, digits_problem, host_soc
 
+pytestmark = pytest.mark.wallclock  # drives the real runtime on the wall clock: run alone, not beside other tests
+
 GAP_MS = 30.0
 # How long a re-plan takes in both drivers (modelled in the simulator, slept in the runtime): long
 # enough that a request dispatched 1 ms after an SLO change has finished, on a loaded host too,

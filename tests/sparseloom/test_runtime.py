@@ -32,6 +32,8 @@ from stitching.pool import Pool
 from stitching.zoo import load as zoo_load
 from tests.sparseloom.runtime_helpers import FixedRoutes, digits_problem, host_soc
 
+pytestmark = pytest.mark.wallclock  # drives the real runtime on the wall clock: run alone, not beside other tests
+
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:

@@ -10,6 +10,8 @@ import pytest
 import sparseloom
 from sparseloom.cli import main
 
+pytestmark = pytest.mark.wallclock  # drives the real runtime on the wall clock: run alone, not beside other tests
+
 HOST = Path("workloads") / "scenarios" / "host_calibrate.yaml"
 
 

@@ -14,10 +14,10 @@ import pytest
 import sparseloom
 
 # build() needs sparseloom.assemble from this same checkout (an installed copy elsewhere may differ).
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not Path(sparseloom.__file__).with_name("assemble.py").is_file(),
     reason="sparseloom/assemble.py is not in this checkout",
-)
+), pytest.mark.wallclock]
 
 
 def test_two_models_example_runs_and_switches_slo(repo_root: Path, capsys: pytest.CaptureFixture[str],
