@@ -12,8 +12,6 @@ from sparseloom.core.eviction import victims
 from sparseloom.runtime.residency import Residency
 from tests.sparseloom.runtime_helpers import digits_pool, host_soc
 
-pytestmark = pytest.mark.wallclock  # drives the real runtime on the wall clock: run alone, not beside other tests
-
 
 def test_tiers_unwanted_before_wanted_and_the_plan_set_last_within_each() -> None:
     # LRU order a, b, c, d; each 1 MB. b is wanted by a dispatched request; a and c are in the plan's set.

@@ -11,8 +11,6 @@ from sparseloom.runtime.workers import Worker
 from sparseloom.sim import Arrivals, simulate
 from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
 
-pytestmark = pytest.mark.wallclock  # drives the real runtime on the wall clock: run alone, not beside other tests
-
 
 def _two_tasks() -> tuple[FixedPolicy, Arrivals]:
     # "slow" (SLO 100 ms) occupies the CPU from t=0 for 10 ms; a second "slow" request joins its queue
