@@ -23,6 +23,14 @@ worker idles, its ``schedule`` hands queued jobs' next blocks to idle workers by
 rule (:func:`sparseloom.core.dispatch.assign`), and a request whose assigned blocks have run
 rejoins the queue's tail.
 
+The cyclic garbage collector's full collections would scan every object torch and TVM
+hold, with the GIL held: one took 191 ms mid-run on this host (digits requests have a
+2 ms SLO), so the replay and every worker stalled and the requests behind them missed.
+With ``freeze_heap`` (the default) the runtime moves the objects alive once its blocks
+are loaded, and again after :meth:`warm`, to the collector's permanent generation
+(``gc.freeze``), so collections scan only what the run creates; :meth:`close` hands them
+back (``gc.unfreeze``, process-wide: a second runtime open in the same process is thawed too).
+
 SLO changes switch routes at once with the policy's ``switch`` (unless it
 returns None) and re-plan off the hot path with ``replan``; requests keep
 flowing on the current plan meanwhile, as in the simulator. A ``closed_loop``
@@ -33,6 +41,7 @@ the profile) every FEEDBACK_EVERY_MS, as in the simulator, and the plan its
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -123,6 +132,8 @@ class Runtime:
     ``pool`` holds every block the problem names (by digest); compiled blocks are
     cached under ``cache_dir``. Every processor the problem names must be present here.
     ``decisions``, when given, records each request's route and every load and eviction, in order.
+    ``freeze_heap``: keep the objects alive at start out of the garbage collector's scans until
+    :meth:`close` (see the module docstring); off for a caller that manages ``gc.freeze`` itself.
     """
 
     def __init__(
@@ -138,6 +149,7 @@ class Runtime:
         shed_factor: float | None = None,
         memory_wait_s: float = 10.0,
         decisions: Decisions | None = None,
+        freeze_heap: bool = True,
     ) -> None:
         self.overload = Overload(max_in_flight, shed_factor)  # validates both
         procs = {p.name: p for p in soc.processors}
@@ -202,6 +214,15 @@ class Runtime:
         self._monitor.start()
         self._t0 = time.perf_counter_ns()  # requests count from here, after the initial loads
         self.recorder.restart_clock()
+        self._freeze_heap = freeze_heap
+        self._freeze()
+
+    def _freeze(self) -> None:
+        """Keep what is alive now out of the collector's full collections (see the module docstring).
+        No gc.collect() first: it takes as long as the pause avoided, and garbage frozen here is
+        collected after close thaws it."""
+        if self._freeze_heap:
+            gc.freeze()
 
     # -- time and memory
 
@@ -244,6 +265,7 @@ class Runtime:
         for d, k in sorted(pairs):
             progress(f"compile {d[:12]} for {k}")
             total += self.residency.warm(d, k)
+        self._freeze()
         return total
 
     def set_slo(self, task: str, latency_ms: float | None = None, min_accuracy: float | None = None) -> Plan:
@@ -518,6 +540,8 @@ class Runtime:
         self.residency.close()
         self._stop_monitor.set()
         self._monitor.join(timeout=1.0)
+        if self._freeze_heap:
+            gc.unfreeze()
 
     def __enter__(self) -> Self:
         return self
