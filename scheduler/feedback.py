@@ -53,24 +53,45 @@ class Feedback:
         }
 
 
+# A factor observed on one block stands for an unobserved block on the same processor only when
+# their profiled latencies are within this ratio of each other. Part of what a block costs beyond
+# its profile is per call (dispatch, waking a worker, cold caches), so the ratio of a short block
+# says little about a long one: on the 2-core host, digits blocks of 0.05-0.13 ms ran at 1.0-3.5x
+# their profile and MiniLM blocks of 5.7-12.4 ms at 1.1-1.2x (calibrate's window, measured). Taking
+# a digits block's 3.45 for MiniLM's blocks priced them at the SLO, and admission then shed every
+# MiniLM request, so none ran and the guess was never corrected. A wider span lets one observed
+# block correct more of its processor (a processor slowed as a whole); a narrower one keeps
+# ratios from transferring across that per-call part. 4 covers one model's blocks at their
+# sparsities here (digits: 2.8x apart, MiniLM: 2.2x) and not the 40x between models.
+COMPARABLE_SPAN = 4.0
+
+
 @dataclass(frozen=True)
 class Correction:
-    """Latency factors to apply to a problem: per observed pair, and per processor for the blocks
-    never observed there (the median of that processor's observed pairs)."""
+    """Latency factors to apply to a problem: per observed pair, and for a block never observed on
+    a processor, the median factor of that processor's observed pairs of comparable latency (within
+    COMPARABLE_SPAN of the block's own; none, and its profile stands)."""
 
     pairs: dict[tuple[str, str], float]
-    processors: dict[str, float]
+    # Per processor: (expected ms per execution, factor) of each pair observed there.
+    observed: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
     @staticmethod
     def of(feedback: Feedback) -> Correction:
         pairs = feedback.ratios()
-        by_proc: dict[str, list[float]] = {}
-        for (_, k), r in pairs.items():
-            by_proc.setdefault(k, []).append(r)
-        return Correction(pairs, {k: sorted(v)[len(v) // 2] for k, v in by_proc.items()})
+        by_proc: dict[str, list[tuple[float, float]]] = {}
+        for key, r in pairs.items():
+            by_proc.setdefault(key[1], []).append((feedback.expected_ms[key] / feedback.count[key], r))
+        return Correction(pairs, {k: tuple(sorted(v)) for k, v in by_proc.items()})
 
-    def factor(self, digest: str, processor: str) -> float:
-        return self.pairs.get((digest, processor), self.processors.get(processor, 1.0))
+    def factor(self, digest: str, processor: str, expected_ms: float) -> float:
+        """The factor for ``digest`` on ``processor``, whose profiled latency is ``expected_ms``."""
+        own = self.pairs.get((digest, processor))
+        if own is not None:
+            return own
+        near = sorted(r for ms, r in self.observed.get(processor, ())
+                      if expected_ms > 0 and 1.0 / COMPARABLE_SPAN <= ms / expected_ms <= COMPARABLE_SPAN)
+        return near[len(near) // 2] if near else 1.0
 
     def worst_error(self, made_on: Mapping[tuple[str, str], float]) -> float:
         """The largest relative difference, over the pairs observed here, between these factors and
@@ -86,8 +107,8 @@ class Correction:
         for t in problem.tasks:
             for pos in t.positions:
                 for o in pos:
-                    for k in o.latency_ms:
-                        f = self.factor(o.digest, k)
+                    for k, ms in o.latency_ms.items():
+                        f = self.factor(o.digest, k, ms)
                         if f != 1.0:
                             out[(o.digest, k)] = f
         return out
@@ -98,7 +119,7 @@ class Correction:
             return problem
         tasks = tuple(
             replace(t, positions=tuple(
-                tuple(replace(o, latency_ms={k: ms * self.factor(o.digest, k) for k, ms in o.latency_ms.items()})
+                tuple(replace(o, latency_ms={k: ms * self.factor(o.digest, k, ms) for k, ms in o.latency_ms.items()})
                       for o in pos) for pos in t.positions))
             for t in problem.tasks
         )

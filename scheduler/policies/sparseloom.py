@@ -66,8 +66,9 @@ class SparseLoomPolicy(PolicyBase):
         return replace(plan, latency_factors=correction.factors(problem))
 
     def recalibrate(self, problem: Problem, plan: Plan, feedback: Feedback) -> Plan | None:
-        """A plan on the observed latencies (per block x processor; unobserved blocks by their
-        processor's median factor) once one differs from what ``plan`` assumed by REPLAN_ERROR."""
+        """A plan on the observed latencies (per block x processor; an unobserved block by the
+        median factor of its processor's observed blocks of comparable latency) once one differs
+        from what ``plan`` assumed by REPLAN_ERROR."""
         correction = Correction.of(feedback)
         if correction.worst_error(plan.latency_factors) <= REPLAN_ERROR:
             return None
@@ -81,7 +82,7 @@ class SparseLoomPolicy(PolicyBase):
         path on an SLO or memory change, after :meth:`switch`."""
         if not plan.latency_factors:
             return self._plan(problem, self.replan_settings)
-        return self._plan_on(problem, Correction(dict(plan.latency_factors), {}))
+        return self._plan_on(problem, Correction(dict(plan.latency_factors)))
 
     def switch(self, plan: Plan, problem: Problem) -> Plan:
         """Adapt ``plan`` to a changed problem (SLOs, rates, memory budget) at once, without the ILP."""
