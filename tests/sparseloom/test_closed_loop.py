@@ -55,3 +55,24 @@ def test_errors_within_the_threshold_do_not_replan(factor: float, replans: int) 
     # Above the threshold: once on "a" alone (and "b" taken to be as far off), once "b" is seen right.
     raw = _run(SparseLoomPolicy(), factor)
     assert len(raw.replan_ns) == replans
+
+
+def test_a_short_blocks_factor_does_not_price_a_long_unobserved_block_out_of_service() -> None:
+    # "df" (0.1 ms) really takes 3.5x its profile, as a short block's per-call cost makes it; the
+    # long "dt" (12 ms) runs at its profile but is not observed MIN_SAMPLES times for 2 s. Priced at
+    # df's 3.5x (42 ms, past text's 30 ms SLO), text would be shed at admission and never observed.
+    df, dt = Option("f", "df", 1.0, {"cpu": 0.1}), Option("t", "dt", 1.0, {"cpu": 12.0})
+    digits = TaskSpec("digits", "m", 10.0, 0.0, 200.0, ((df,),), (0.0,))
+    text = TaskSpec("text", "n", 30.0, 0.0, 10.0, ((dt,),), (0.0,))
+    problem = Problem((digits, text), (ProcessorInfo("cpu", "cpu"),), 100.0)
+    d_times, t_times = np.arange(0.0, 3000.0, 5.0), np.arange(2.5, 3000.0, 100.0)
+    times = np.concatenate([d_times, t_times])
+    tasks = np.concatenate([np.zeros(d_times.size, dtype=int), np.ones(t_times.size, dtype=int)])
+    order = np.argsort(times, kind="stable")
+    policy = SparseLoomPolicy()
+    raw = engine.run(problem, policy, policy.plan(problem), times[order], tasks[order],
+                     duration_ms=3000.0, block_error=[3.5, 1.0])
+    assert raw.replan_ns  # the loop did close on df
+    lat = np.asarray(raw.done_ms) - np.asarray(raw.arrival_ms)
+    served = lat[np.asarray(raw.arrival_task) == 1]
+    assert served.size == t_times.size and bool(np.all(served <= 30.0)), served
