@@ -8,6 +8,8 @@ when it is dropped as too late. One rule each, for the simulator and the runtime
   at once, in route order (the differential set of a task switch), as far as memory allows without
   evicting a block a dispatched request needs; the first that does not fit, and those after it,
   load when their processor takes them (a demand load, which may evict needed blocks).
+- **Queue order** (:func:`queue_key`): a block waiting for its processor is served earliest
+  deadline first, ties by arrival, or first come, first served, as the policy declares.
 - **Late drop** (:func:`late`): with the policy's ``drop_late``, a request whose next block is about
   to start is dropped when, even if its remaining blocks ran at once at their expected latencies
   (transfers included), it would end past its deadline (arrival + the SLO in force at arrival).
@@ -25,8 +27,15 @@ from typing import TypeVar
 from scheduler.admission import Admission
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, QueueView
+from scheduler.problem import Problem
 
 K = TypeVar("K")
+
+
+def admission_for(policy: Policy, problem: Problem) -> Admission | None:
+    """The policy's admission control, when it declares one; a global queue (Band) has none: its
+    schedule drops what it will not run."""
+    return Admission(problem) if policy.admission and policy.queue == "processor" else None
 
 
 def arrive(
@@ -48,6 +57,12 @@ def prefetch(blocks: Iterable[K], missing: Callable[[K], bool], start: Callable[
     for b in blocks:
         if missing(b) and not start(b):
             return
+
+
+def queue_key(by_deadline: bool, deadline_ms: float, arrival: int, joined: int) -> tuple[float, int]:
+    """A queued block's place in its processor's queue (smallest first): its request's deadline, ties by
+    the request's ``arrival`` order, or (FIFO) the order ``joined`` in which blocks joined queues."""
+    return (deadline_ms if by_deadline else float(joined), arrival)
 
 
 def late(now_ms: float, left_ms: float, deadline_ms: float) -> bool:

@@ -29,8 +29,8 @@ arrive during warm-up are not counted, and neither is busy time before it):
   blocks (time held waiting for a load is not counted).
 - **task_switches**: how many times a processor started a block of a different
   task than its previous block, in the window. **variant_switches**: how many
-  times a request of a task arriving in the window was given a different stitched
-  variant than the task's previous request (summed over tasks). **loads** / **load_ms**: block
+  times an admitted request of a task arriving in the window was given a different stitched
+  variant than the task's previous admitted request (summed over tasks; :class:`VariantSwitches`). **loads** / **load_ms**: block
   loads from storage and the storage time they took in the window;
   **evictions**: blocks evicted to make room.
 - **decision_us** p50/p99: wall-clock time of each ``policy.decide`` call,
@@ -102,12 +102,31 @@ class RawRun:
     task_switches: int
     block_executions: int
     schedule: ScheduleLog | None
-    # Per task: how often a request's stitched variant differed from the task's previous request's,
-    # among requests arriving in the window.
-    variant_switches: tuple[int, ...] = ()
+    # Per task: the arrival times of admitted requests given another stitched variant than the
+    # task's previous admitted request (VariantSwitches); the metric counts those in the window.
+    variant_switch_ms: tuple[tuple[float, ...], ...] = ()
     # Per request: shed at arrival by the policy's admission (scheduler.admission); never ran.
     shed: list[bool] = field(default_factory=list)
 
+
+
+class VariantSwitches:
+    """When each task's stitched variant changed, as both drivers record it: the arrival time of each
+    admitted request given another variant than the task's previous admitted request."""
+
+    __slots__ = ("_last", "at_ms")
+
+    def __init__(self, tasks: int) -> None:
+        self._last: list[tuple[int, ...]] = [()] * tasks
+        self.at_ms: list[list[float]] = [[] for _ in range(tasks)]
+
+    def see(self, task: int, options: tuple[int, ...], now_ms: float) -> None:
+        """An admitted request of ``task`` arriving at ``now_ms`` runs stitched variant ``options``."""
+        last = self._last[task]
+        if options != last:
+            if last:
+                self.at_ms[task].append(now_ms)
+            self._last[task] = options
 
 
 SOURCES: Mapping[str, str] = {
@@ -297,7 +316,7 @@ def run_result(
             for i, p in enumerate(raw.processors)
         },
         task_switches=raw.task_switches,
-        variant_switches=int(sum(raw.variant_switches)),
+        variant_switches=sum(1 for ts in raw.variant_switch_ms for t in ts if warm_ms <= t < dur_ms),
         loads=raw.loads,
         load_ms=raw.load_ms,
         evictions=raw.evictions,

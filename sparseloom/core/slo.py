@@ -5,6 +5,10 @@ then on; the policy's quick ``switch`` (if it has one) serves at once; its full 
 the plan then in force, serves once it is ready. The simulator charges that re-plan its modelled
 solve time, the runtime its wall time off the hot path. A re-plan made for SLOs that have changed
 again meanwhile is not installed (:class:`Replans`): the newer change's re-plan supersedes it.
+
+A closed-loop policy is shown what was observed (:meth:`Replans.feedback_due`) at the first arrival
+FEEDBACK_EVERY_MS after it was last shown, unless a re-plan is still to serve: that plan may already
+answer what it would see.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from scheduler.feedback import FEEDBACK_EVERY_MS
 from scheduler.plan import Plan
 from scheduler.policy import Policy
 from scheduler.problem import Problem, TaskSpec
@@ -62,12 +67,16 @@ def retarget(policy: Policy, problem: Problem, change: SLOChangeEvent, plan: Pla
 
 class Replans:
     """Which re-plan may still serve: each SLO change starts a generation, and only a plan made in the
-    newest generation is installed (one made for SLOs changed since would undo the newer change)."""
+    newest generation is installed (one made for SLOs changed since would undo the newer change).
+    Also how many re-plans (for SLO changes or the closed loop) are made but not yet served or
+    discarded, and when the closed loop is next due."""
 
-    __slots__ = ("generation",)
+    __slots__ = ("generation", "in_flight", "next_feedback_ms")
 
     def __init__(self) -> None:
         self.generation = 0
+        self.in_flight = 0
+        self.next_feedback_ms = FEEDBACK_EVERY_MS
 
     def start(self) -> int:
         """A change happened: the generation a re-plan made for it belongs to."""
@@ -77,3 +86,11 @@ class Replans:
     def current(self, generation: int) -> bool:
         """Whether a plan made in ``generation`` is still for the SLOs in force."""
         return generation == self.generation
+
+    def feedback_due(self, now_ms: float) -> bool:
+        """Whether a closed-loop policy is to be shown what was observed now (an arrival at ``now_ms``);
+        when it is, the next showing is FEEDBACK_EVERY_MS later."""
+        if now_ms < self.next_feedback_ms or self.in_flight:
+            return False
+        self.next_feedback_ms = now_ms + FEEDBACK_EVERY_MS
+        return True

@@ -42,6 +42,7 @@ the profile) every FEEDBACK_EVERY_MS, as in the simulator, and the plan its
 from __future__ import annotations
 
 import gc
+import itertools
 import sys
 import threading
 import time
@@ -56,14 +57,15 @@ import torch
 
 from backends.base import cache_options
 from backends.processor import SoCSpec
-from scheduler.admission import Admission
 from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem
 from sparseloom.core.decisions import Decisions
-from sparseloom.core.dispatch import arrive, assign, late
+from sparseloom.core.dispatch import admission_for, arrive, assign, late, queue_key
+from sparseloom.core.expected import expected, placed_ms
 from sparseloom.core.overload import MAX_IN_FLIGHT, Overload
+from sparseloom.core.residency import plan_loads, route_digests
 from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
 from sparseloom.runtime.host import processors_present
 from sparseloom.runtime.residency import Residency
@@ -80,7 +82,7 @@ class Rejected(RuntimeError):
 class Step:
     processor: int
     digest: str
-    expected_ms: float  # the block and the transfer after it, as the route expects
+    expected_ms: float  # the block, as the plan expects it (sparseloom.core.expected)
     block_ms: float  # the block alone, from the profile (what the closed loop compares against)
 
 
@@ -92,6 +94,7 @@ class _Request:
     tensors: tuple[torch.Tensor, ...]
     future: Future[Any]
     deadline_ms: float  # arrival + the latency SLO in force at arrival (runtime clock)
+    left_ms: tuple[float, ...] = ()  # per position, the expected work left from its start (core.expected)
     arrival_ms: float = 0.0
     route: Route | None = None  # kept for a global-queue policy, which places each block as it goes
     previous: int = -1  # processor of its previous block (global queue)
@@ -185,20 +188,19 @@ class Runtime:
             decisions=decisions,
         )
         self._decisions = decisions
-        by_deadline = check_order(policy)
         self._global = policy.queue == "global"
         self._gq: list[_Request] = []  # requests waiting for their next block, in order (global queue)
-        self.workers = [Worker(p.name, i, self._execute, by_deadline, self._worker_died,
+        self._by_deadline = check_order(policy)
+        self._joined = itertools.count()  # FIFO keys: the order blocks join their queues
+        self.workers = [Worker(p.name, i, self._execute, self._worker_died,
                                self._on_idle if self._global else None)
                         for i, p in enumerate(problem.processors)]
         # Processor -> the error its worker died of: reported by the run, never waited on.
         self.dead_workers: dict[str, str] = {}
         self._view = _View(self)
-        self._admission = Admission(problem) if policy.admission and policy.queue == "processor" else None
+        self._admission = admission_for(policy, problem)
         self._current: dict[str, Route] = {}
         self._feedback = Feedback()
-        self._next_feedback_ms = FEEDBACK_EVERY_MS
-        self._recalibrating = False
         self._replans = Replans()
         self._replanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseloom-replan")
         self._process = psutil.Process()
@@ -238,21 +240,8 @@ class Runtime:
 
     # -- plans
 
-    def _placement(self, plan: Plan) -> dict[str, str]:
-        where: dict[str, str] = {}
-        for route in (*plan.routes.values(), *(r for a in plan.alternatives.values() for r in a)):
-            for d, k in zip(self._digests(route), route.processors):
-                where.setdefault(d, k)
-        return where
-
     def _apply(self, plan: Plan) -> None:
-        self.residency.apply_plan(sorted(plan.resident), plan.preload, self._placement(plan))
-
-    def _digests(self, route: Route) -> tuple[str, ...]:
-        if route.digests:
-            return route.digests
-        t = self.problem.task(route.task)
-        return tuple(t.positions[p][o].digest for p, o in enumerate(route.options))
+        self.residency.apply_plan(plan.resident, plan_loads(self.problem, plan))
 
     def warm(self, progress: Callable[[str], None] = lambda s: None) -> float:
         """Compile every block of every planned route and alternative into the compile cache; seconds spent."""
@@ -260,7 +249,7 @@ class Runtime:
         pairs = {
             (d, k)
             for r in (*self.plan.routes.values(), *(x for a in self.plan.alternatives.values() for x in a))
-            for d, k in zip(self._digests(r), r.processors)
+            for d, k in zip(route_digests(self.problem, r), r.processors)
         }
         for d, k in sorted(pairs):
             progress(f"compile {d[:12]} for {k}")
@@ -283,18 +272,27 @@ class Runtime:
                               self.plan)
             self.problem = change.problem
             generation = self._replans.start()
+            self._replans.in_flight += 1
             if change.switched is not None:
                 self.recorder.replan_ns.append(change.switch_ns)
                 self.plan = change.switched
+                if self._global:
+                    self._schedule_global()
             plan = self.plan
         if change.switched is not None:
             self._replanner.submit(self._apply, change.switched)
-        self._replanner.submit(self._replan, change.problem, generation)
+        self._replanner.submit(self._replan, change.problem, plan, generation)
         return plan
 
-    def _replan(self, problem: Problem, generation: int) -> None:
-        t0 = time.perf_counter_ns()
-        self._install(self.policy.replan(problem, self.plan), generation, t0)
+    def _replan(self, problem: Problem, plan: Plan, generation: int) -> None:
+        """Re-plan on ``plan``, the one in force at the SLO change (as the simulator does), not on one
+        a recalibration installed since."""
+        try:
+            t0 = time.perf_counter_ns()
+            self._install(self.policy.replan(problem, plan), generation, t0)
+        finally:
+            with self._lock:
+                self._replans.in_flight -= 1
 
     def _recalibrate(self, problem: Problem, seen: Feedback, generation: int) -> None:
         try:
@@ -303,7 +301,8 @@ class Runtime:
             if plan is not None:
                 self._install(plan, generation, t0)
         finally:
-            self._recalibrating = False
+            with self._lock:
+                self._replans.in_flight -= 1
 
     def _install(self, plan: Plan, generation: int, t0_ns: int) -> None:
         """Serve ``plan``, made from ``t0_ns`` on for the SLOs of ``generation``, unless they changed since
@@ -314,6 +313,9 @@ class Runtime:
                 return
             self.plan = plan
         self._apply(plan)
+        if self._global:  # the new plan may place waiting jobs, as the simulator asks on a plan's arrival
+            with self._lock:
+                self._schedule_global()
 
     def wait_replans(self) -> None:
         """Block until background re-plans and loads queued so far have finished."""
@@ -336,17 +338,17 @@ class Runtime:
                 raise RuntimeError("the runtime is closed")
             now = self.now_ms()
             spec = self.problem.tasks[k]
+            if self.policy.closed_loop and self._replans.feedback_due(now):
+                # Shown at the arrival, before its decision, as in the simulator (core.slo).
+                self._replans.in_flight += 1
+                self._replanner.submit(self._recalibrate, self.problem, self._feedback.copy(), self._replans.generation)
             route, admitted, dec = arrive(self.policy, self._admission, task, self.plan, self._view, now)
             if self._decisions is not None:
                 self._decisions.routes.append((task, tuple(route.options), tuple(route.processors)) if admitted else None)
-            digests = self._digests(route)
+            digests = route_digests(self.problem, route)
+            exp = expected(self.problem, route)
             steps = tuple(
-                Step(
-                    self._proc_index[p],
-                    d,
-                    route.step_latency_ms[i] if route.step_latency_ms else float(spec.positions[i][route.options[i]].latency_ms[p]),
-                    float(spec.positions[i][route.options[i]].latency_ms[p]),
-                )
+                Step(self._proc_index[p], d, exp.block_ms[i], float(spec.positions[i][route.options[i]].latency_ms[p]))
                 for i, (d, p) in enumerate(zip(digests, route.processors))
             )
             acc = spec.accuracy(route.options)
@@ -354,21 +356,17 @@ class Runtime:
                 now, k, spec.latency_slo_ms, acc, acc is not None and acc < spec.min_accuracy - 1e-12, dec
             )
             self._current[task] = route
-            self.recorder.variant(k, tuple(route.options))
             reason = self.overload.refusal(self._in_flight, admitted, spec.latency_slo_ms,
                                            ((p, s.expected_ms) for p, s in zip(route.processors, steps)), self._view)
             if reason is not None:
                 self.recorder.reject(rid)
                 fut.set_exception(Rejected(f"request of {task!r} rejected: {reason}"))
                 return fut
-            if self.policy.closed_loop and now >= self._next_feedback_ms and not self._recalibrating:
-                self._next_feedback_ms = now + FEEDBACK_EVERY_MS
-                self._recalibrating = True
-                self._replanner.submit(self._recalibrate, self.problem, self._feedback.copy(), self._replans.generation)
+            self.recorder.variant(k, tuple(route.options), now)
             self._in_flight += 1
             self.residency.want(digests)
             self.residency.prefetch(digests, route.processors)
-            req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms, now, route)
+            req = _Request(rid, k, steps, tuple(inputs), fut, now + spec.latency_slo_ms, exp.left_ms, now, route)
             if self._global:
                 self._gq.append(req)
                 self._schedule_global()
@@ -412,10 +410,11 @@ class Runtime:
         task = self.problem.tasks[req.task]
         pos = req.position
         assert req.route is not None
-        opt = task.positions[pos][req.route.options[pos]]
+        option = req.route.options[pos]
         proc = self.problem.processors[p].name
-        move = self.problem.transfer_ms(task.output_mb[pos - 1]) if req.previous not in (-1, p) else 0.0
-        step = Step(p, req.steps[pos].digest, float(opt.latency_ms[proc]) + move, float(opt.latency_ms[proc]))
+        previous = self.problem.processors[req.previous].name if req.previous >= 0 else None
+        step = Step(p, req.steps[pos].digest, placed_ms(self.problem, task, pos, option, previous, proc),
+                    float(task.positions[pos][option].latency_ms[proc]))
         req.steps = (*req.steps[:pos], step, *req.steps[pos + 1:])
         if self._decisions is not None:
             self._decisions.assignments.append((task.name, pos, proc))
@@ -424,7 +423,8 @@ class Runtime:
     def _hand(self, req: _Request, step: Step) -> None:
         """Queue ``req`` on ``step``'s worker, or fail it at once when that worker has died."""
         try:
-            self.workers[step.processor].put(req, step.expected_ms, req.deadline_ms)
+            key = queue_key(self._by_deadline, req.deadline_ms, req.rid, next(self._joined))
+            self.workers[step.processor].put(req, step.expected_ms, key)
         except WorkerDied as err:
             self._fail(req, err)
 
@@ -453,7 +453,7 @@ class Runtime:
         if self.policy.drop_late and not self._global:  # the global queue drops at assignment
             # As in the simulator: a request that cannot finish by its deadline even if the rest runs at
             # once (expected latencies) is dropped, not run at the others' expense.
-            left = sum(s.expected_ms for s in req.steps[req.position:])
+            left = req.left_ms[req.position]
             now = self.now_ms()
             if late(now, left, req.deadline_ms):
                 self._finish(req)

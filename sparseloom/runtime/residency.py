@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -339,20 +339,14 @@ class Residency:
 
     # -- plans
 
-    def apply_plan(self, resident: Iterable[str], preload: Iterable[str], placement: Mapping[str, str]) -> None:
-        """Protect the plan's resident set, then load it and the preload list as room allows.
-
-        ``placement`` names a processor per digest to compile for (blocks compile per processor);
-        a block that does not fit without evicting a pinned or protected block is skipped.
-        """
-        resident = tuple(resident)
+    def apply_plan(self, resident: Collection[str], loads: Sequence[tuple[str, str]]) -> None:
+        """Protect the plan's ``resident`` set (when it fits as a whole), then make ``loads`` resident
+        ((digest, processor to compile for), :func:`sparseloom.core.residency.plan_loads`) as room
+        allows; a block that does not fit without evicting a pinned or protected block is skipped."""
         with self._cond:
             fits = self._within(sum(self.block_mb(d) for d in set(resident)))
             self._protected = frozenset(resident) if fits else frozenset()
-        for d in (*resident, *preload):
-            proc = placement.get(d)
-            if proc is None:
-                continue
+        for d, proc in loads:
             with self._cond:
                 e = self._reserve_quietly(d)
             if e is not None:

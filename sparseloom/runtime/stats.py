@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sparseloom.core.metrics import Percentiles, RawRun, RunResult, run_result
+from sparseloom.core.metrics import Percentiles, RawRun, RunResult, VariantSwitches, run_result
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,7 @@ class Recorder:
         self.busy_ms = [0.0] * len(processors)
         self.block_executions = 0
         self.task_switches = 0
-        self.variant_switches = [0] * len(tasks)
-        self._last_variant: list[tuple[int, ...]] = [()] * len(tasks)
+        self.variants = VariantSwitches(len(tasks))
         self.errors = 0
         self._last_task = [-1] * len(processors)
         # Per (digest, processor): measured block run times (ms). Per finished request: what the
@@ -236,13 +235,10 @@ class Recorder:
             if error:
                 self.errors += 1
 
-    def variant(self, task: int, options: tuple[int, ...]) -> None:
-        """A request of ``task`` was given stitched variant ``options``; counts a change of variant."""
+    def variant(self, task: int, options: tuple[int, ...], now_ms: float) -> None:
+        """An admitted request of ``task`` arriving at ``now_ms`` runs stitched variant ``options``."""
         with self._lock:
-            if options != self._last_variant[task]:
-                if self._last_variant[task]:
-                    self.variant_switches[task] += 1
-                self._last_variant[task] = options
+            self.variants.see(task, options, now_ms)
 
     def executed(self, proc: int, task: int, ms: float, digest: str) -> None:
         with self._lock:
@@ -305,7 +301,7 @@ class Recorder:
                 task_switches=self.task_switches,
                 block_executions=self.block_executions,
                 schedule=None,
-                variant_switches=tuple(self.variant_switches),
+                variant_switch_ms=tuple(tuple(t - origin_ms for t in ts) for ts in self.variants.at_ms),
             )
 
     def tap(self) -> None:

@@ -1,7 +1,8 @@
 """One worker thread per processor: a queue of block steps, run one at a time.
 
-The queue is served earliest deadline first (ties by arrival) or first come, first served, as
-the policy declares (``Policy.order``), exactly as the simulator serves its processors.
+The queue is served in the order of the keys the runtime gives (:func:`sparseloom.core.dispatch.queue_key`:
+earliest deadline first, ties by arrival, or first come, first served, as the policy declares), exactly
+as the simulator serves its processors.
 The worker knows nothing about plans or policies: it pops a job, calls the
 runtime's ``execute`` on it, and keeps the two figures a policy reads
 through the queue view: when the running block is expected to finish, and the
@@ -31,7 +32,6 @@ class Worker(threading.Thread, Generic[Job]):
         name: str,
         index: int,
         execute: Callable[[Worker[Job], Job], None],
-        by_deadline: bool = True,
         on_death: Callable[[Worker[Job], BaseException, list[Job]], None] | None = None,
         on_idle: Callable[[Worker[Job]], None] | None = None,
     ) -> None:
@@ -39,9 +39,8 @@ class Worker(threading.Thread, Generic[Job]):
         self.processor = name
         self.index = index
         self._execute = execute
-        self._by_deadline = by_deadline
-        # A heap of (deadline or joining order, joining order, job, expected_ms).
-        self._queue: list[tuple[float, int, Job, float]] = []
+        # A heap of (key, joining order, job, expected_ms).
+        self._queue: list[tuple[tuple[float, int], int, Job, float]] = []
         self._joined = itertools.count()
         self._busy = False
         self._cond = threading.Condition()
@@ -58,13 +57,12 @@ class Worker(threading.Thread, Generic[Job]):
         self.idle_since_ms = 0.0
         self.last_task = -1
 
-    def put(self, job: Job, expected_ms: float, deadline_ms: float) -> None:
-        """Queue ``job``; ``deadline_ms`` orders it when the queue is served earliest deadline first."""
+    def put(self, job: Job, expected_ms: float, key: tuple[float, int]) -> None:
+        """Queue ``job``, served in ``key`` order (smallest first)."""
         with self._cond:
             if self.error is not None:
                 raise WorkerDied(f"the {self.processor} worker died ({self.error!r}); it takes no more requests")
-            n = next(self._joined)
-            heapq.heappush(self._queue, (deadline_ms if self._by_deadline else float(n), n, job, expected_ms))
+            heapq.heappush(self._queue, (key, next(self._joined), job, expected_ms))
             self.queued_ms += expected_ms
             self._cond.notify()
 

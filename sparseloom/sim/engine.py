@@ -79,17 +79,18 @@ from enum import IntEnum
 
 import numpy as np
 
-from scheduler.admission import Admission
 from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem, TaskSpec
 from sparseloom.core.decisions import Decisions
-from sparseloom.core.dispatch import arrive, assign, late
+from sparseloom.core.dispatch import admission_for, arrive, assign, late
 from sparseloom.core.dispatch import prefetch as prefetch_blocks
 from sparseloom.core.eviction import victims
-from sparseloom.core.metrics import RawRun, ScheduleLog
+from sparseloom.core.expected import expected, placed_ms
+from sparseloom.core.metrics import RawRun, ScheduleLog, VariantSwitches
 from sparseloom.core.overload import Overload
+from sparseloom.core.residency import plan_loads
 from sparseloom.core.slo import Replans, SLOChangeEvent, retarget
 from sparseloom.sim.wake import Wake
 
@@ -133,8 +134,9 @@ class _Counters:
         self.evictions = 0
         self.task_switches = 0
 
-# A compiled block step: (processor index, latency_ms, block id, transfer_ms before it).
-Step = tuple[int, float, int, float]
+# A compiled block step: (processor index, profiled latency_ms, block id, transfer_ms before it,
+# expected latency_ms: what queues, sheds and drops go by, sparseloom.core.expected).
+Step = tuple[int, float, int, float, float]
 
 
 class BlockOverBudget(ValueError):
@@ -150,9 +152,9 @@ class CompiledRoute:
     # The route's distinct block ids in run order.
     blocks: tuple[int, ...]
     accuracy: float | None
-    service_ms: float
     # Per position: the expected time from that block's start to the request's end (later
-    # transfers included), what a request still needs when a processor takes that block.
+    # transfers included), what a request still needs when a processor takes that block
+    # (sparseloom.core.expected).
     left_ms: tuple[float, ...] = ()
     # The stitched variant: the option index per position.
     options: tuple[int, ...] = ()
@@ -245,9 +247,6 @@ def compile_route(
             f"route for task '{task.name}' has {len(route.options)} options and "
             f"{len(route.processors)} processors; the task has {n} positions"
         )
-    steps: list[Step] = []
-    prev: str | None = None
-    service = 0.0
     for pos, (oi, proc) in enumerate(zip(route.options, route.processors)):
         if not 0 <= oi < len(task.positions[pos]):
             raise ValueError(f"task '{task.name}' position {pos}: no option {oi}")
@@ -265,24 +264,15 @@ def compile_route(
                 f"task '{task.name}' position {pos}: block {opt.variant} needs {opt.memory_mb:g} MB, "
                 f"more than the memory budget ({problem.memory_budget_mb:g} MB)"
             )
-        xfer = (
-            problem.transfer_ms(task.output_mb[pos - 1])
-            if prev is not None and proc != prev
-            else 0.0
-        )
-        lat = float(opt.latency_ms[proc])
-        steps.append((proc_index[proc], lat, block_ids[opt.digest], xfer))
-        service += xfer + lat
-        prev = proc
+    exp = expected(problem, route)
+    steps: list[Step] = []
+    for pos, (oi, proc) in enumerate(zip(route.options, route.processors)):
+        opt = task.positions[pos][oi]
+        steps.append((proc_index[proc], float(opt.latency_ms[proc]), block_ids[opt.digest], exp.transfer_ms[pos],
+                      exp.block_ms[pos]))
     blocks = tuple(dict.fromkeys(step[2] for step in steps))
-    left: list[float] = []
-    after = 0.0
-    for step in reversed(steps):
-        after += step[1]
-        left.append(after)
-        after += step[3]
     return CompiledRoute(
-        ti, tuple(steps), blocks, task.accuracy(route.options), service, tuple(reversed(left)), tuple(route.options)
+        ti, tuple(steps), blocks, task.accuracy(route.options), exp.left_ms, tuple(route.options)
     )
 
 
@@ -336,8 +326,8 @@ def run(
     new plan serves ``replan_delay_ms(new_plan)`` later (default 0), unless another SLO change
     came meanwhile, and the plan in force serves until then. A policy
     that declares ``closed_loop`` is shown the latencies observed so far (a
-    :class:`scheduler.feedback.Feedback`, per block x processor) every FEEDBACK_EVERY_MS while no
-    re-plan is pending; the plan ``policy.recalibrate`` returns, if any, is installed the same way.
+    :class:`scheduler.feedback.Feedback`, per block x processor) at the first arrival FEEDBACK_EVERY_MS
+    after the last showing, while no re-plan is pending (:meth:`sparseloom.core.slo.Replans.feedback_due`); the plan ``policy.recalibrate`` returns, if any, is installed the same way.
 
     ``policy.queue == "global"`` (Band): requests wait in one queue, in order; whenever a request
     arrives or a processor frees, ``policy.schedule`` hands the next block(s) of queued requests
@@ -419,7 +409,7 @@ def run(
     replan_ns: list[int] = []
     drop_late = bool(policy.drop_late)
     global_queue = policy.queue == "global"
-    shedding = Admission(problem) if policy.admission and not global_queue else None
+    shedding = admission_for(policy, problem)
     by_deadline = check_order(policy)
     joined = itertools.count()  # FIFO keys: the order blocks join their queue
     window = max(1, int(policy.window))
@@ -428,15 +418,12 @@ def run(
     req_prev = [-1] * n_req  # processor of the request's previous block (global queue)
     run_left = [0] * n_req  # blocks still to run back to back on the same processor (global queue)
     pending_plans: list[tuple[Plan, int]] = []  # (plan, the SLO generation it was made for)
-    in_flight_plans = [0]  # re-plans decided but not yet serving
     replans = Replans()
     closed_loop = bool(policy.closed_loop)
     # Per (block id x processor): executions, and their expected and observed latency sums.
     fb_n = [0] * (nblock * nproc)
     fb_expected = [0.0] * (nblock * nproc)
     fb_observed = [0.0] * (nblock * nproc)
-    next_feedback = [FEEDBACK_EVERY_MS]
-    opt_latency = [[[opt.latency_ms for opt in pos] for pos in t.positions] for t in problem.tasks]
     opt_block = [[[block_ids[opt.digest] for opt in pos] for pos in t.positions] for t in problem.tasks]
 
     # Per-processor waiting state: the request whose block waits for a load, or -1.
@@ -447,8 +434,7 @@ def run(
     in_flight = [0]  # admitted requests not yet finished or dropped
     busy_ms = [0.0] * nproc
     last_task = [-1] * nproc
-    last_variant: list[tuple[int, ...]] = [()] * len(task_names)
-    variant_switches = [0] * len(task_names)
+    variants = VariantSwitches(len(task_names))
 
     heap: list[tuple[float, int, int, int]] = []
     counter = itertools.count()
@@ -609,8 +595,8 @@ def run(
                 lat = max(0.0, lat)
         end = now + lat
         idle_since[p] = end
-        # Policies see the expected finish (the profile's latency), not the drawn one.
-        busy_until[p] = now + step[1]
+        # Policies see the expected finish (sparseloom.core.expected), not the drawn one.
+        busy_until[p] = now + step[4]
         lru_touch(step[2])
         push(heap, (end, next(counter), FINISH, r))
         k = arr_k[r]
@@ -641,7 +627,7 @@ def run(
         else:
             mem_waiters.append(p)
             est = max(now, st.storage_free_ms) + block_mb[b] / storage_rate
-        busy_until[p] = est + step[1]
+        busy_until[p] = est + step[4]
 
     def prefetch_one(b: int) -> bool:
         return start_load(b, st.now_ms, demand=False)
@@ -684,8 +670,9 @@ def run(
                 return
             take(p, r, step, now)
         else:
+            # core.dispatch.queue_key, written out: (key, r) is that key, r the arrival order.
             push(queues[p], (arr_t[r] + req_slo[r] if by_deadline else float(next(joined)), r))
-            queued[p] += step[1]
+            queued[p] += step[4]
 
     def drop(r: int) -> None:
         """The request will not run on (it stays unfinished: metrics count it as dropped); its blocks
@@ -698,7 +685,7 @@ def run(
         """The next request of processor ``p``'s queue to run, dropping late ones when the policy does."""
         while q:
             r2 = pop(q)[1]
-            queued[p] -= req_steps[r2][req_pos[r2]][1]
+            queued[p] -= req_steps[r2][req_pos[r2]][4]
             if drop_late and late(picked_up(r2, p, now) if req_start else now, req_left[r2][req_pos[r2]],
                                   arr_t[r2] + req_slo[r2]):
                 drop(r2)
@@ -713,8 +700,9 @@ def run(
         assert route is not None
         pos = req_pos[r]
         o = route.options[pos]
-        xfer = problem.transfer_ms(problem.tasks[k].output_mb[pos - 1]) if req_prev[r] not in (-1, p) else 0.0
-        return (p, float(opt_latency[k][pos][o][processors[p]]) + xfer, opt_block[k][pos][o], 0.0)
+        prev = processors[req_prev[r]] if req_prev[r] >= 0 else None
+        ms = placed_ms(problem, problem.tasks[k], pos, o, prev, processors[p])
+        return (p, ms, opt_block[k][pos][o], 0.0, ms)
 
     def schedule_global(now: float) -> None:
         """Ask the policy which queued requests run next where (Band's ``Schedule(JobQueue&)``)."""
@@ -750,15 +738,12 @@ def run(
         if log is not None and now < log.until_ms:
             log.replans.append((now, wall_ns / 1000.0))
         pending_plans.append((new_plan, replans.generation))
-        in_flight_plans[0] += 1
+        replans.in_flight += 1
         delay = replan_delay_ms(new_plan) if replan_delay_ms is not None else 0.0
         push(heap, (now + max(0.0, delay), next(counter), PLAN_READY, len(pending_plans) - 1))
 
     def feedback(now: float) -> None:
         """Show a closed-loop policy what it observed so far; install the plan it asks for."""
-        next_feedback[0] = now + FEEDBACK_EVERY_MS
-        if in_flight_plans[0]:
-            return
         fb = Feedback()
         for i, n in enumerate(fb_n):
             if n:
@@ -769,16 +754,15 @@ def run(
             serve_later(new_plan, now, perf() - t0)
 
     def load_residency(new_plan: Plan, now: float) -> None:
-        """Pin the plan's resident set when it fits, then load it and the preload list as room allows."""
-        resident = [block_ids[d] for d in sorted(new_plan.resident) if d in block_ids]
+        """Pin the plan's resident set when it fits, then load the blocks it asks for as room allows
+        (:func:`sparseloom.core.residency.plan_loads`)."""
+        resident = [block_ids[d] for d in new_plan.resident if d in block_ids]
         total = sum(block_mb[b] for b in resident)
         st.plan_pinned = set(resident) if total <= budget + 1e-9 else set()
-        for b in [
-            *resident,
-            *(block_ids[d] for d in new_plan.preload if d in block_ids),
-        ]:
-            # Best effort: a preload that does not fit is skipped.
-            if block_state[b] == ABSENT:
+        for d, _ in plan_loads(problem, new_plan):
+            b = block_ids.get(d)
+            # Best effort: a load that does not fit is skipped.
+            if b is not None and block_state[b] == ABSENT:
                 start_load(b, now, demand=False)
 
     load_residency(plan, 0.0)
@@ -793,11 +777,9 @@ def run(
         becomes ready (after a transfer) or the request is done; the processor takes its next job."""
         nonlocal executions
         executions += 1
-        if closed_loop and now >= next_feedback[0]:
-            feedback(now)
         steps = req_steps[r]
         pos = req_pos[r]
-        p, _, b, _ = steps[pos]
+        p, _, b, _, _ = steps[pos]
         busy[p] = False
         block_pins[b] -= 1
         wanted[b] -= 1
@@ -841,6 +823,8 @@ def run(
         """A request arrives: the policy routes it (admission may shed it); its blocks are wanted and
         prefetched; its first block becomes ready (or it joins the global queue)."""
         k = arr_k[r]
+        if closed_loop and replans.feedback_due(now):
+            feedback(now)
         route, admitted, ns = arrive(policy, shedding, task_names[k], plan, view, now)
         decision_ns.append(ns)
         if decisions is not None:
@@ -851,7 +835,7 @@ def run(
                 f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'"
             )
         if overload is not None and overload.refusal(
-            in_flight[0], admitted, slo_lat[k], ((processors[s[0]], s[1]) for s in cr.steps), view
+            in_flight[0], admitted, slo_lat[k], ((processors[s[0]], s[4]) for s in cr.steps), view
         ) is not None:
             admitted = False
         if not admitted:
@@ -861,10 +845,7 @@ def run(
         in_flight[0] += 1
         req_steps[r] = cr.steps
         req_left[r] = cr.left_ms
-        if cr.options != last_variant[k]:
-            if last_variant[k] and warmup_ms <= now < duration_ms:
-                variant_switches[k] += 1
-            last_variant[k] = cr.options
+        variants.see(k, cr.options, now)
         req_slo[r] = slo_lat[k]
         req_acc[r] = cr.accuracy
         req_acc_bad[r] = (
@@ -902,7 +883,7 @@ def run(
         SLOs changed since; its resident set loads."""
         nonlocal plan
         new_plan, generation = pending_plans[i]
-        in_flight_plans[0] -= 1
+        replans.in_flight -= 1
         if not replans.current(generation):
             return
         plan = new_plan
@@ -974,6 +955,6 @@ def run(
         task_switches=acc.task_switches,
         block_executions=executions,
         schedule=log,
-        variant_switches=tuple(variant_switches),
+        variant_switch_ms=tuple(map(tuple, variants.at_ms)),
         shed=req_shed,
     )

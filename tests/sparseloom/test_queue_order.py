@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from sparseloom.core.dispatch import queue_key
 from sparseloom.runtime.workers import Worker
 from sparseloom.sim import Arrivals, simulate
 from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
@@ -55,10 +56,10 @@ def test_runtime_worker_serves_its_queue_in_the_declared_order(by_deadline: bool
         if len(ran) == 3:
             done.set()
 
-    w: Worker[str] = Worker("cpu", 0, execute, by_deadline)
+    w: Worker[str] = Worker("cpu", 0, execute)
     # Queued before the thread starts, so the order is the queue's alone.
-    for job, deadline in (("a", 30.0), ("b", 10.0), ("c", 20.0)):
-        w.put(job, 1.0, deadline)
+    for joined, (job, deadline) in enumerate((("a", 30.0), ("b", 10.0), ("c", 20.0))):
+        w.put(job, 1.0, queue_key(by_deadline, deadline, joined, joined))
     assert w.queued_ms == 3.0
     w.start()
     assert done.wait(5.0)
@@ -84,3 +85,10 @@ def test_a_request_that_cannot_finish_in_time_is_dropped_before_it_takes_the_pro
     else:
         np.testing.assert_allclose(res.latencies_ms["urgent"], [19.0])
         np.testing.assert_allclose(res.latencies_ms["slow"], [10.0, 28.0])
+
+
+def test_equal_deadlines_are_served_in_arrival_order_whatever_order_they_joined() -> None:
+    # Two requests with one deadline: the later arrival's block joined first (its predecessor ran
+    # on another processor). Both drivers serve the earlier arrival first.
+    assert queue_key(True, 20.0, 3, 7) < queue_key(True, 20.0, 5, 6)
+    assert queue_key(False, 20.0, 5, 6) < queue_key(False, 10.0, 3, 7)
