@@ -218,18 +218,34 @@ def _workers(workers: int | None, jobs: Sequence[_RunJob]) -> int:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Every policy on the same arrivals, over the same seeds."""
+    """Every policy on the same arrivals, over the same seeds: the experiment's settings, whole."""
 
-    duration_s: float
-    warmup_s: float
-    seeds: tuple[int, ...]
-    rate_scale: float
+    experiment: Experiment
     policies: Mapping[str, PolicySummary]
     plans: Mapping[str, Plan]
     plan_wall_s: Mapping[str, float]
-    slo_changes: tuple[SLOChangeEvent, ...] = ()
     # Per seed, the fraction of the window's requests every policy misses (:func:`unavoidable_rate`).
     unavoidable: tuple[float, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        return self.experiment.duration_s
+
+    @property
+    def warmup_s(self) -> float:
+        return self.experiment.warmup_s
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.experiment.seed_list
+
+    @property
+    def rate_scale(self) -> float:
+        return self.experiment.rate_scale
+
+    @property
+    def slo_changes(self) -> tuple[SLOChangeEvent, ...]:
+        return self.experiment.slo_changes
 
     @property
     def unavoidable_rate(self) -> float:
@@ -237,12 +253,13 @@ class Comparison:
         return float(np.mean(self.unavoidable)) if self.unavoidable else 0.0
 
 
-def unavoidable_rate(problem: Problem, arrivals: Arrivals, warmup_s: float,
-                     changes: Sequence[SLOChangeEvent] = (), profile_error: ProfileError | None = None) -> float:
-    """The fraction of the window's requests whose latency SLO, in force at arrival, is below their
-    task's fastest accurate variant (:func:`scheduler.bounds.fastest_accurate_ms`, on the truth's
-    latencies): they miss under every policy, so no comparison can credit or blame a policy for them."""
-    error = profile_error or ProfileError()
+def unavoidable_rate(problem: Problem, arrivals: Arrivals, experiment: Experiment) -> float:
+    """The fraction of the window's requests whose latency SLO, in force at arrival (the experiment's
+    SLO changes), is below their task's fastest accurate variant
+    (:func:`scheduler.bounds.fastest_accurate_ms`, on the truth's latencies, the experiment's profile
+    error): they miss under every policy, so no comparison can credit or blame a policy for them."""
+    warmup_s, changes = experiment.warmup_s, experiment.slo_changes
+    error = experiment.profile_error or ProfileError()
     factors = error.block_factors(problem)
     # Per-block factors are drawn per digest; the least of them keeps the bound a bound.
     scale = error.scale * (min(factors) if factors else 1.0)
@@ -304,7 +321,7 @@ def compare(
     floors: list[float] = []
     for s in seed_list:
         arrivals = arrivals_in(experiment, specs, s)
-        floors.append(unavoidable_rate(problem, arrivals, experiment.warmup_s, experiment.slo_changes, experiment.profile_error))
+        floors.append(unavoidable_rate(problem, arrivals, experiment))
         for policy in policies:
             jobs.append(_RunJob(problem, policy, arrivals, experiment, plans[policy.name],
                                 trace_until_s if s == seed_list[0] else 0.0))
@@ -321,14 +338,10 @@ def compare(
         runs[res.policy].append(replace(res, plan_wall_s=plan_wall[res.policy]))
     bar.close()
     return Comparison(
-        duration_s=experiment.duration_s,
-        warmup_s=experiment.warmup_s,
-        seeds=seed_list,
-        rate_scale=experiment.rate_scale,
+        experiment=experiment,
         policies={n: summarise(n, runs[n]) for n in names},
         plans=plans,
         plan_wall_s=plan_wall,
-        slo_changes=experiment.slo_changes,
         unavoidable=tuple(floors),
     )
 

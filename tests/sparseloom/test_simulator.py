@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scheduler.plan import Plan
-from scheduler.problem import Option, Problem, TaskSpec
+from scheduler.problem import Block, Problem, TaskSpec
 from sparseloom.sim import (
     Arrivals,
     Experiment,
@@ -448,7 +448,7 @@ def test_a_replan_costs_simulated_time_while_the_old_plan_serves() -> None:
     between still take the old route. More solver work, a later switch."""
     from sparseloom.sim.runner import REPLAN_MS_PER_WORK
 
-    slow, fast = Option("slow", "s0", 1.0, {"cpu": 4.0}), Option("fast", "f0", 1.0, {"cpu": 1.0})
+    slow, fast = Block("slow", "s0", 1.0, {"cpu": 4.0}), Block("fast", "f0", 1.0, {"cpu": 1.0})
     task = TaskSpec("a", "m", 10.0, 0.0, 10.0, ((slow, fast),), (0.0,))
     problem = problem_of([task], memory_budget_mb=10.0)
 
@@ -507,8 +507,8 @@ def test_a_variant_refuted_by_measurement_is_planned_away_before_the_run() -> No
     from scheduler import registry
     from sparseloom.sim import compare
 
-    slow = Option("slow", "s0", 1.0, {"cpu": 4.0}, 0.0)
-    fast = Option("fast", "f0", 1.0, {"cpu": 1.0}, -0.01)
+    slow = Block("slow", "s0", 1.0, {"cpu": 4.0}, 0.0)
+    fast = Block("fast", "f0", 1.0, {"cpu": 1.0}, -0.01)
     task = TaskSpec("a", "m", 10.0, 0.85, 10.0, ((slow, fast),), (0.0,), base_accuracy=0.9)
     problem = problem_of([task], memory_budget_mb=10.0)
     truth = {(0,): 0.9, (1,): 0.80}
@@ -539,10 +539,11 @@ def test_unavoidable_violations_are_the_requests_whose_slo_is_below_the_fastest_
     arrivals = Arrivals(0, 10.0, {"slow": np.arange(500.0, 10_000.0, 1000.0),
                                   "fast": np.arange(500.0, 10_000.0, 1000.0)})
     change = SLOChangeEvent(4000.0, "slow", latency_ms=5.0)
-    assert unavoidable_rate(problem, arrivals, 1.0, [change]) == pytest.approx(6 / 18)
-    assert unavoidable_rate(problem, arrivals, 1.0) == 0.0
+    changed = Experiment(duration_s=10.0, warmup_s=1.0, slo_changes=(change,))
+    assert unavoidable_rate(problem, arrivals, changed) == pytest.approx(6 / 18)
+    assert unavoidable_rate(problem, arrivals, Experiment(duration_s=10.0, warmup_s=1.0)) == 0.0
     # The truth at 1.5x the profile puts 'slow' (12 ms) over its first SLO too.
-    assert unavoidable_rate(problem, arrivals, 1.0, [change], ProfileError(scale=1.5)) == pytest.approx(9 / 18)
+    assert unavoidable_rate(problem, arrivals, replace(changed, profile_error=ProfileError(scale=1.5))) == pytest.approx(9 / 18)
     policy = FixedPolicy("fixed", {"slow": ((0,), ("cpu",)), "fast": ((0,), ("cpu",))})
     cmp = compare(problem, [policy], {"slow": Periodic(process="periodic", period_ms=100.0),
                                       "fast": Periodic(process="periodic", period_ms=100.0)},
