@@ -95,7 +95,7 @@ class Correction:
 
     def worst_error(self, made_on: Mapping[tuple[str, str], float]) -> float:
         """The largest relative difference, over the pairs observed here, between these factors and
-        those a plan was made on (``Plan.latency_factors``; 1 where absent), as exp(|log ratio|) - 1."""
+        those a plan was made on (``scheduler.policies.sparseloom.latency_factors``; 1 where absent), as exp(|log ratio|) - 1."""
         worst = 0.0
         for key, r in self.pairs.items():
             worst = max(worst, abs(math.log(r / made_on.get(key, 1.0))))

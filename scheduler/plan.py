@@ -11,7 +11,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Route:
-    """How one request of a task runs: per position, the option index and the processor."""
+    """How one request of a task runs: its stitched variant (per position, the index of its block
+    among the position's blocks: ``options``) and the processor of each block."""
 
     task: str
     options: tuple[int, ...]
@@ -128,9 +129,6 @@ class Plan:
         default_factory=dict
     )
     block_transfer_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    # The latency factors (observed / profile, per block x processor) the plan was made on: empty
-    # for a plan on the profile itself (see scheduler.feedback).
-    latency_factors: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:

@@ -5,7 +5,8 @@ closed loop that re-plans on the latencies it observes when they stray from the 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scheduler.dispatch import RULES, check_rule, dispatch
@@ -24,6 +25,25 @@ DISPATCH = RULES
 # the profiler's medians), so noise alone does not re-plan; below the 20-25% errors of the
 # profile-error axis (factors 0.8, 1.25), which it is there to catch.
 REPLAN_ERROR = 0.15
+
+
+@dataclass(frozen=True)
+class CorrectedPlan(Plan):
+    """A plan made on latencies corrected by what the closed loop observed: it carries the factors
+    (observed / profile, per block x processor, see scheduler.feedback) it was made on, so that the
+    next correction is judged against them and an SLO change's switch and re-plan keep them. A plan on
+    the profile itself is a plain :class:`Plan`. This policy's data, not every plan's."""
+
+    latency_factors: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+
+def latency_factors(plan: Plan) -> Mapping[tuple[str, str], float]:
+    """The factors ``plan`` was made on; empty for a plan on the profile."""
+    return plan.latency_factors if isinstance(plan, CorrectedPlan) else {}
+
+
+def _corrected(plan: Plan, factors: Mapping[tuple[str, str], float]) -> Plan:
+    return CorrectedPlan(**vars(plan), latency_factors=factors) if factors else plan
 
 
 class SparseLoomPolicy(PolicyBase):
@@ -62,15 +82,14 @@ class SparseLoomPolicy(PolicyBase):
 
     def _plan_on(self, problem: Problem, correction: Correction) -> Plan:
         """The re-plan for ``problem`` with its latencies corrected, recording the factors it used."""
-        plan = self._plan(correction.apply(problem), self.replan_settings)
-        return replace(plan, latency_factors=correction.factors(problem))
+        return _corrected(self._plan(correction.apply(problem), self.replan_settings), correction.factors(problem))
 
     def recalibrate(self, problem: Problem, plan: Plan, feedback: Feedback) -> Plan | None:
         """A plan on the observed latencies (per block x processor; an unobserved block by the
         median factor of its processor's observed blocks of comparable latency) once one differs
         from what ``plan`` assumed by REPLAN_ERROR."""
         correction = Correction.of(feedback)
-        if correction.worst_error(plan.latency_factors) <= REPLAN_ERROR:
+        if correction.worst_error(latency_factors(plan)) <= REPLAN_ERROR:
             return None
         return self._plan_on(problem, correction)
 
@@ -80,13 +99,16 @@ class SparseLoomPolicy(PolicyBase):
     def replan(self, problem: Problem, plan: Plan) -> Plan:
         """Full ILP re-plan, on the latency factors ``plan`` was made on; the runtime calls it off the hot
         path on an SLO or memory change, after :meth:`switch`."""
-        if not plan.latency_factors:
+        made_on = latency_factors(plan)
+        if not made_on:
             return self._plan(problem, self.replan_settings)
-        return self._plan_on(problem, Correction(dict(plan.latency_factors)))
+        return self._plan_on(problem, Correction(dict(made_on)))
 
     def switch(self, plan: Plan, problem: Problem) -> Plan:
-        """Adapt ``plan`` to a changed problem (SLOs, rates, memory budget) at once, without the ILP."""
-        return with_unit_latencies(switch_plan(plan, problem, self.name, self.settings.objective), problem)
+        """Adapt ``plan`` to a changed problem (SLOs, rates, memory budget) at once, without the ILP; the
+        switched plan keeps the latency factors ``plan`` was made on, so the re-plan after it does too."""
+        switched = with_unit_latencies(switch_plan(plan, problem, self.name, self.settings.objective), problem)
+        return _corrected(switched, latency_factors(plan))
 
 
 def switch_plan(

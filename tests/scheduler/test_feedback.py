@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from scheduler.feedback import COMPARABLE_SPAN, MIN_SAMPLES, Correction, Feedback
-from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 
 
 def _problem() -> Problem:
-    pos = (Option("a", "da", 1.0, {"cpu": 2.0, "gpu": 1.0}), Option("b", "db", 1.0, {"cpu": 4.0, "gpu": 3.0}))
+    pos = (Block("a", "da", 1.0, {"cpu": 2.0, "gpu": 1.0}), Block("b", "db", 1.0, {"cpu": 4.0, "gpu": 3.0}))
     task = TaskSpec("t", "m", 10.0, 0.0, 10.0, (pos,), (0.0,))
     return Problem((task,), (ProcessorInfo("cpu", "cpu"), ProcessorInfo("gpu", "gpu")), 100.0)
 
@@ -46,7 +46,7 @@ def test_worst_error_is_relative_to_what_the_plan_assumed() -> None:
 
 
 def _one_block(ms: float) -> Problem:
-    task = TaskSpec("t", "m", 10.0, 0.0, 10.0, ((Option("c", "dc", 1.0, {"cpu": ms}),),), (0.0,))
+    task = TaskSpec("t", "m", 10.0, 0.0, 10.0, ((Block("c", "dc", 1.0, {"cpu": ms}),),), (0.0,))
     return Problem((task,), (ProcessorInfo("cpu", "cpu"),), 100.0)
 
 
@@ -74,3 +74,24 @@ def test_an_unobserved_block_takes_the_median_of_the_comparable_factors() -> Non
     assert c.factor("dc", "cpu", 4.0) == pytest.approx(1.2)
     assert c.factor("dc", "cpu", 0.2) == pytest.approx(3.5)
     assert c.factor("dc", "gpu", 4.0) == 1.0
+
+
+def test_the_closed_loops_factors_survive_an_slo_switch_and_the_replan_after_it() -> None:
+    # The policy learns that block "da" runs 3x its profile on the cpu; an SLO change then switches
+    # the plan and re-plans on it. Both keep the factors: a re-plan on the profile would undo what the
+    # closed loop learnt.
+    from dataclasses import replace
+
+    from scheduler.policies.sparseloom import SparseLoomPolicy, latency_factors
+
+    problem = _problem()
+    policy = SparseLoomPolicy()
+    fb = Feedback()
+    fb.add("da", "cpu", 2.0 * MIN_SAMPLES, 6.0 * MIN_SAMPLES, MIN_SAMPLES)
+    corrected = policy.recalibrate(problem, policy.plan(problem), fb)
+    assert corrected is not None and latency_factors(corrected)[("da", "cpu")] == pytest.approx(3.0)
+    looser = replace(problem, tasks=(replace(problem.tasks[0], latency_slo_ms=20.0),))
+    switched = policy.switch(corrected, looser)
+    assert switched is not None and latency_factors(switched) == latency_factors(corrected)
+    assert latency_factors(policy.replan(looser, switched)) == latency_factors(corrected)
+    assert latency_factors(policy.plan(problem)) == {}

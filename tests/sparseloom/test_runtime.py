@@ -19,6 +19,7 @@ import sparseloom as sl
 from scheduler import registry
 from scheduler.feedback import FEEDBACK_EVERY_MS, MIN_SAMPLES
 from scheduler.plan import Plan, Route, SolveInfo
+from scheduler.policies.sparseloom import latency_factors
 from scheduler.policy import PolicyBase, QueueView
 from scheduler.problem import Problem
 from scheduler.routes import evaluate
@@ -314,11 +315,13 @@ def test_bad_api_use_raises_input_error(repo_root: Path, tmp_path: Path) -> None
 def _absent_processor(tmp_path: Path) -> None:
     """A pipeline over an SoC whose only processor (an NPU) is not on this host."""
     from backends.processor import PeakRates, ProcessorSpec, SoCSpec, TransferSpec
-    from scheduler.problem import Option, ProcessorInfo, TaskSpec
+    from scheduler.problem import Block, ProcessorInfo, TaskSpec
 
-    npu = ProcessorSpec("npu0", "npu", {"kind": "llvm"}, PeakRates(100.0), 10.0)
-    soc = SoCSpec("phone", 1000.0, 1.0, TransferSpec(0.0, 1.0), (npu,))
-    opt = Option("dense", "0" * 64, 1.0, {"npu0": 1.0})
+    npu = ProcessorSpec(name="npu0", kind="npu", target={"kind": "llvm"}, peak_gops=PeakRates(fp32=100.0),
+                        memory_bandwidth_gbps=10.0, source="test")
+    soc = SoCSpec(name="phone", memory_mb=1000.0, storage_read_gbps=1.0,
+                  transfer=TransferSpec(latency_us=0.0, bandwidth_gbps=1.0), processors=(npu,), source="test")
+    opt = Block("dense", "0" * 64, 1.0, {"npu0": 1.0})
     problem = Problem((TaskSpec("t", "m", 5.0, 0.0, 1.0, ((opt,),), (0.0,)),), (ProcessorInfo("npu0", "npu"),), 10.0)
     sl.Pipeline.from_problem(problem, soc, None, cache_dir=tmp_path)
 
@@ -413,7 +416,7 @@ def test_the_runtime_closes_the_loop_on_measured_block_latencies(pool: Pool, dir
             time.sleep(FEEDBACK_EVERY_MS / 1000.0)
             rt.submit("digits", images[:1]).result(timeout=10)
             rt.wait_replans()
-            factors = rt.plan.latency_factors
+            factors = latency_factors(rt.plan)
             replans = rt.stats().replans
         if closed:
             assert replans >= 1
