@@ -1,43 +1,81 @@
-"""Processor and SoC descriptions as plain frozen data for the backends.
+"""Processor and SoC descriptions: the one definition of these types, for the backends and the
+workload language alike.
 
-Field names mirror the workload YAML schema (``sparseloom.workload.Processor`` /
-``SoC``) so the sparseloom layer can build these with a one-line adapter;
-backends never import sparseloom.
+They are frozen pydantic models with the workload YAML's field names and bounds, so the YAML
+(``sparseloom.workload``) validates straight into them, with located errors, and code that builds
+one (``host_cpu``, a user's own SoC) is checked by the same rules. Backends never import sparseloom.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 ProcessorKind = Literal["cpu", "gpu", "dsp", "npu"]
 Executor = Literal["tvm", "torch"]
 Dtype = Literal["fp32", "fp16", "int8"]
+# Operator families an NPU or DSP may declare; backends match them against graph operators.
+OpName = Literal[
+    "conv2d",
+    "linear",
+    "matmul",
+    "add",
+    "mul",
+    "relu",
+    "gelu",
+    "softmax",
+    "layer_norm",
+    "batch_norm",
+    "pool",
+    "reshape",
+    "concat",
+    "attention",
+]
 
 # Patterns a block may carry; "dense" and "int8" are not sparsity patterns.
 SPARSITY_PATTERNS: tuple[str, ...] = ("structured", "unstructured", "2:4", "block")
 
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", max_length=64)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Source = Annotated[str, Field(min_length=3)]
 
-@dataclass(frozen=True)
-class PeakRates:
-    """Peak arithmetic throughput per dtype in GOP/s (0 means unsupported)."""
 
-    fp32: float
-    fp16: float = 0.0
-    int8: float = 0.0
+class Spec(BaseModel):
+    """Base of the SoC types: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _target_dict(value: Any) -> Any:
+    # A bare kind ("llvm", "cuda") is shorthand for {"kind": ...}.
+    return {"kind": value} if isinstance(value, str) else value
+
+
+class PeakRates(Spec):
+    """Peak arithmetic throughput per dtype, in GOP/s (0 = unsupported)."""
+
+    fp32: NonNegative
+    fp16: NonNegative = 0.0
+    int8: NonNegative = 0.0
 
     def for_dtype(self, dtype: str) -> float:
         return {"fp32": self.fp32, "fp16": self.fp16, "int8": self.int8}.get(dtype, 0.0)
 
 
-@dataclass(frozen=True)
-class SparsitySupport:
-    """Fraction (0..1) of skipped work a processor turns into saved time, per pattern."""
+class SparsitySupport(Spec):
+    """How well a processor turns each sparsity pattern into speed: per pattern, the fraction (0..1)
+    of skipped work that becomes saved time. Structured pruning shrinks tensors, so it helps
+    everywhere by default."""
 
-    structured: float = 1.0
-    unstructured: float = 0.0
-    nm_2_4: float = 0.0
-    block: float = 0.0
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    structured: Fraction = 1.0
+    unstructured: Fraction = 0.0
+    nm_2_4: Fraction = Field(default=0.0, alias="2:4")
+    block: Fraction = 0.0
 
     def efficiency(self, pattern: str) -> float:
         return {
@@ -48,72 +86,76 @@ class SparsitySupport:
         }.get(pattern, 0.0)
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Spec):
     """One public per-model result on a processor, which its modelled efficiency is fitted to.
 
     ``gop`` is the work of one inference (2 x MACs, in 1e9 operations), ``weight_mb`` and
-    ``activation_mb`` the bytes it moves once; ``latency_ms`` is the published time of one
-    inference (single-stream latency, or 1000 / offline throughput per stream).
+    ``activation_mb`` the bytes it moves once (MB = 1e6 bytes); ``latency_ms`` is the published time
+    of one inference (single-stream latency, or 1000 / offline throughput per stream).
     """
 
-    model: str
-    dtype: str
-    gop: float
-    weight_mb: float
-    latency_ms: float
-    source: str
-    activation_mb: float = 0.0
+    model: Annotated[str, Field(min_length=1, max_length=64)]
+    dtype: Dtype
+    gop: Positive
+    weight_mb: NonNegative
+    activation_mb: NonNegative = 0.0
+    latency_ms: Positive
+    source: Source
 
 
-@dataclass(frozen=True)
-class ProcessorSpec:
-    """One compute unit of an SoC, as the backends need it."""
+class ProcessorSpec(Spec):
+    """One compute unit of an SoC."""
 
-    name: str
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: Name
     kind: ProcessorKind
-    target: dict[str, str | int]
-    peak_gops: PeakRates
-    memory_bandwidth_gbps: float
+    target: Annotated[dict[str, str | int], BeforeValidator(_target_dict)]
     executor: Executor = "tvm"
-    launch_overhead_us: float = 0.0
-    sparsity: SparsitySupport = field(default_factory=SparsitySupport)
-    dtypes: tuple[str, ...] = ("fp32", "fp16", "int8")
-    ops: tuple[str, ...] | None = None
-    source: str = "unspecified"
+    peak_gops: PeakRates
+    memory_bandwidth_gbps: Positive
+    launch_overhead_us: NonNegative = 0.0
+    sparsity: SparsitySupport = SparsitySupport()
+    dtypes: tuple[Dtype, ...] = ("fp32", "fp16", "int8")
+    ops: tuple[OpName, ...] | None = None
+    source: Source
     # Public per-model results its modelled efficiency is fitted to (see backends.costmodel.fit_references).
-    references: tuple[Reference, ...] = ()
+    references: Annotated[tuple[Reference, ...], Field(max_length=32, alias="reference")] = ()
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> ProcessorSpec:
         if "kind" not in self.target:
-            raise ValueError(f"processor {self.name!r}: target needs a 'kind'")
+            raise ValueError("target needs a 'kind' (for example llvm, cuda, opencl)")
         if self.executor == "torch" and self.kind != "cpu":
-            raise ValueError(f"processor {self.name!r}: executor 'torch' runs on the host CPU only")
-        if self.memory_bandwidth_gbps <= 0:
-            raise ValueError(f"processor {self.name!r}: memory_bandwidth_gbps must be > 0")
+            raise ValueError("executor 'torch' runs on the host CPU only; use kind 'cpu'")
+        for ref in self.references:
+            if ref.latency_ms * 1e3 <= self.launch_overhead_us:
+                raise ValueError(f"reference {ref.model!r}: latency_ms {ref.latency_ms} is not longer than "
+                                 f"launch_overhead_us {self.launch_overhead_us}")
+            if ref.dtype not in self.dtypes:
+                raise ValueError(f"reference {ref.model!r}: dtype {ref.dtype} is not among the processor's dtypes")
+        return self
 
     def __hash__(self) -> int:  # target is a dict; hash its sorted items
         return hash((self.name, self.kind, tuple(sorted(self.target.items())), self.executor))
 
 
-@dataclass(frozen=True)
-class TransferSpec:
+class TransferSpec(Spec):
     """Cost of moving an activation between two processors of one SoC."""
 
-    latency_us: float
-    bandwidth_gbps: float
+    latency_us: NonNegative
+    bandwidth_gbps: Positive
 
 
-@dataclass(frozen=True)
-class SoCSpec:
-    """A heterogeneous SoC: processors sharing one memory, plus storage and transfer costs."""
+class SoCSpec(Spec):
+    """A heterogeneous system-on-chip: processors sharing one memory, plus storage and transfer costs."""
 
-    name: str
-    memory_mb: float
-    storage_read_gbps: float
+    name: Name
+    memory_mb: Positive
+    storage_read_gbps: Positive
     transfer: TransferSpec
-    processors: tuple[ProcessorSpec, ...]
-    source: str = "unspecified"
+    processors: Annotated[tuple[ProcessorSpec, ...], Field(min_length=1)]
+    source: Source
 
     def processor(self, name: str) -> ProcessorSpec:
         for proc in self.processors:

@@ -247,7 +247,8 @@ class NPUBackend:
                     start = time.perf_counter()
                     fallback = ProcessorSpec(name=f"{processor.name}-fallback", kind="cpu", target=_fallback_target(),
                                              peak_gops=processor.peak_gops,
-                                             memory_bandwidth_gbps=processor.memory_bandwidth_gbps)
+                                             memory_bandwidth_gbps=processor.memory_bandwidth_gbps,
+                                             source=processor.source)
                     executable = build(import_block(block), make_target(fallback.target))
                     record.update(format="so", compile_s=time.perf_counter() - start,
                                   note="host CPU build of the whole block: the functional fallback; NPU part modelled")

@@ -93,7 +93,7 @@ class Pipeline:
 
     def __init__(
         self,
-        soc: wl.SoC | str | Path,
+        soc: SoCSpec | str | Path,
         memory_budget: str | float | None = None,
         *,
         policy: str = "sparseloom",
@@ -104,8 +104,9 @@ class Pipeline:
     ) -> None:
         if isinstance(soc, (str, Path)):
             soc = wl.SoC.load(soc)
-        if not isinstance(soc, wl.SoC):
+        if not isinstance(soc, SoCSpec):
             raise bad_argument("soc", "a sparseloom.SoC or the path of an SoC YAML file", soc)
+        soc = wl.SoC.of(soc)
         if policy not in registry.names():
             raise bad_argument("policy", f"one of {', '.join(registry.names())}", policy)
         if max_in_flight < 1:
@@ -361,14 +362,8 @@ class Pipeline:
 
         For callers that assemble problems themselves (``sparseloom run``, tests, research scripts).
         """
-        from sparseloom.assemble import soc_schema
-
-        # Every field of the SoC comes back (sparsity, dtypes, ops, launch overhead, references); only
-        # a name or source the YAML schema would reject is replaced.
-        named = dataclasses.replace(soc, name=soc.name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", soc.name) else "soc",
-                        source=soc.source if len(soc.source) >= 3 else "given")
-        host = soc_schema(named)
-        pipe = cls(host, problem.memory_budget_mb, policy=policy, cache_dir=cache_dir,
+        # One SoC type (backends.processor.SoCSpec): every field is kept, nothing converted.
+        pipe = cls(soc, problem.memory_budget_mb, policy=policy, cache_dir=cache_dir,
                    max_in_flight=max_in_flight, shed_factor=shed_factor, progress=False)
         for t in problem.tasks:
             pipe._tasks[t.name] = wl.Task.model_validate(

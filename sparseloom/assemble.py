@@ -24,15 +24,15 @@ from pathlib import Path
 import torch
 
 from backends.block import BlockSpec
-from backends.processor import PeakRates, ProcessorSpec, Reference, SoCSpec, SparsitySupport, TransferSpec
+from backends.processor import SoCSpec
 from backends.profile import Profile
-from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 from sparseloom.arrivals import mean_rate_hz, sustained_rate_hz
 from sparseloom.errors import InputError
 from sparseloom.errors import Complaint
 from sparseloom.workload import ModelSpec, SoC, Workload
 from stitching import sealed, zoo
-from stitching.pool import Block, ModelRequest, Pool, build_pool
+from stitching.pool import Block as PoolBlock, ModelRequest, Pool, build_pool
 from stitching.prune import Recipe
 from stitching.stitch import stitch
 from stitching.units import Factories, import_factory
@@ -80,60 +80,6 @@ class Assembled:
     evaluators: Mapping[str, UserEvaluator] = field(default_factory=dict)
 
 
-def soc_spec(soc: SoC) -> SoCSpec:
-    """The backends' view of a validated SoC description (same field names)."""
-    procs = tuple(
-        ProcessorSpec(
-            name=p.name,
-            kind=p.kind,
-            target=dict(p.target),
-            executor=p.executor,
-            peak_gops=PeakRates(p.peak_gops.fp32, p.peak_gops.fp16, p.peak_gops.int8),
-            memory_bandwidth_gbps=p.memory_bandwidth_gbps,
-            launch_overhead_us=p.launch_overhead_us,
-            sparsity=SparsitySupport(p.sparsity.structured, p.sparsity.unstructured, p.sparsity.nm_2_4, p.sparsity.block),
-            dtypes=tuple(p.dtypes),
-            ops=tuple(p.ops) if p.ops is not None else None,
-            source=p.source,
-            references=tuple(Reference(r.model, r.dtype, r.gop, r.weight_mb, r.latency_ms, r.source, r.activation_mb)
-                             for r in p.reference),
-        )
-        for p in soc.processors
-    )
-    return SoCSpec(soc.name, soc.memory_mb, soc.storage_read_gbps,
-                   TransferSpec(soc.transfer.latency_us, soc.transfer.bandwidth_gbps), procs, soc.source)
-
-
-def soc_schema(spec: SoCSpec) -> SoC:
-    """The validated SoC description of a backends' SoC: :func:`soc_spec`'s inverse, every field kept
-    (``soc_spec(soc_schema(s)) == s``). Raises ``pydantic.ValidationError`` where ``spec`` breaks a
-    bound the YAML schema checks (a name with spaces, a source under 3 characters)."""
-    return SoC.model_validate({
-        "name": spec.name,
-        "memory_mb": spec.memory_mb,
-        "storage_read_gbps": spec.storage_read_gbps,
-        "transfer": {"latency_us": spec.transfer.latency_us, "bandwidth_gbps": spec.transfer.bandwidth_gbps},
-        "processors": [
-            {
-                "name": p.name, "kind": p.kind, "target": dict(p.target), "executor": p.executor,
-                "peak_gops": {"fp32": p.peak_gops.fp32, "fp16": p.peak_gops.fp16, "int8": p.peak_gops.int8},
-                "memory_bandwidth_gbps": p.memory_bandwidth_gbps,
-                "launch_overhead_us": p.launch_overhead_us,
-                "sparsity": {"structured": p.sparsity.structured, "unstructured": p.sparsity.unstructured,
-                             "2:4": p.sparsity.nm_2_4, "block": p.sparsity.block},
-                "dtypes": list(p.dtypes),
-                "ops": None if p.ops is None else list(p.ops),
-                "source": p.source,
-                "reference": [{"model": r.model, "dtype": r.dtype, "gop": r.gop, "weight_mb": r.weight_mb,
-                               "activation_mb": r.activation_mb, "latency_ms": r.latency_ms, "source": r.source}
-                              for r in p.references],
-            }
-            for p in spec.processors
-        ],
-        "source": spec.source,
-    })
-
-
 def model_request(spec: ModelSpec) -> ModelRequest:
     """The pool build request for one validated model spec (zoo name or user factory)."""
     recipes: list[Recipe] = []
@@ -178,7 +124,7 @@ def _example(spec_shape: tuple[int, ...], dtype: str) -> torch.Tensor:
     return torch.zeros(spec_shape, dtype=torch_dtype)  # token ids, masks: 0 is always valid
 
 
-def block_spec(pool: Pool, block: Block) -> BlockSpec:
+def block_spec(pool: Pool, block: PoolBlock) -> BlockSpec:
     """A pool block as the backends compile and profile it."""
     inputs = tuple(_example(s.shape, s.dtype) for s in block.inputs)
     dtype = "int8" if block.pattern == "int8" else "fp32"
@@ -226,7 +172,7 @@ def profile_pool(spec: SoCSpec, pool: Pool, cache_dir: Path, progress: bool = Tr
     from backends.identity import TUNING_DIR, pipeline_version, tuning_state
 
     # The code the blocks compile to is part of what was measured: a new rule or record re-measures.
-    key = _key("modelled-v8", repr(spec), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host,
+    key = _key("modelled-v8", spec.model_dump_json(), sorted(blocks), repeats, tune_trials, idle_ms, calibrate_on_host,
                pipeline_version(), tuning_state(cache_dir / TUNING_DIR))
     path = pool.root / "profiles" / f"{spec.name}-{key}.json"
 
@@ -345,7 +291,7 @@ def _transitions(workload: Workload) -> dict[str, dict[str, float]]:
     return counts
 
 
-def measured_choices(positions: Sequence[Sequence[Option]],
+def measured_choices(positions: Sequence[Sequence[Block]],
                      measured: Mapping[tuple[str, ...], float]) -> dict[tuple[int, ...], float]:
     """Measured accuracies keyed by option index per position (what ``TaskSpec`` looks up). Options
     with the same block (a variant that leaves a position as it is, like structured pruning of a
@@ -383,7 +329,7 @@ def build_problem(workload: Workload, spec: SoCSpec, pool: Pool, profile: Profil
             options = []
             for variant in pool.variants(model):
                 b = pool.block(model, p, variant)
-                options.append(Option(variant=variant, digest=b.digest, memory_mb=b.param_bytes / MB,
+                options.append(Block(variant=variant, digest=b.digest, memory_mb=b.param_bytes / MB,
                                       latency_ms=dict(latency.get(b.digest, {})),
                                       accuracy_delta=terms.term(p, variant) if terms else 0.0,
                                       latency_source=source.get(b.digest, "modelled")))
@@ -423,7 +369,7 @@ def assemble(workload: Workload, *, base_dir: Path, cache_dir: Path, soc: SoC | 
         raise InputError([Complaint("soc" if soc is None else "scenario", "a workload with an SoC and a scenario",
                                     "nothing", source)])
     pool = workload_pool(workload, cache_dir, progress, source, factories)
-    spec = soc_spec(soc)
+    spec: SoCSpec = soc
     profile = profile_pool(spec, pool, cache_dir, progress, idle_ms=idle_gap_ms(workload, base_dir))
     users = user_evaluators(workload, source, evaluators)
     accuracy = {m: accuracy_terms(pool, m, cache_dir, progress, users, source) for m in pool.models()}

@@ -15,150 +15,31 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     model_validator,
 )
 
+from backends.processor import Fraction, Name, NonNegative, Positive, SoCSpec, Spec
 from scheduler import registry
 from sparseloom.errors import InputError, Complaint
 from sparseloom.yamlsource import KeyPath, Located, format_path, load
 
-ProcessorKind = Literal["cpu", "gpu", "dsp", "npu"]
-Dtype = Literal["fp32", "fp16", "int8"]
 SparsityPattern = Literal["structured", "unstructured", "2:4", "block"]
 VariantPattern = Literal["structured", "unstructured", "2:4", "block", "int8"]
-# Operator families an NPU or DSP may declare; backends match them against graph operators.
-OpName = Literal[
-    "conv2d",
-    "linear",
-    "matmul",
-    "add",
-    "mul",
-    "relu",
-    "gelu",
-    "softmax",
-    "layer_norm",
-    "batch_norm",
-    "pool",
-    "reshape",
-    "concat",
-    "attention",
-]
 # Built-in zoo models (stitching.zoo). Profiling-only models carry no accuracy.
 ZooName = Literal[
     "digits_cnn", "digits_resnet", "minilm", "resnet50", "bert_base", "vit_s", "wav2vec2_base"
 ]
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", max_length=64)]
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
+
+# Base of every workload object: frozen, unknown keys rejected (the SoC types' base).
+Schema = Spec
 
 
-class Schema(BaseModel):
-    """Base of every workload object: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _target_dict(value: Any) -> Any:
-    # A bare kind ("llvm", "cuda") is shorthand for {"kind": ...}.
-    return {"kind": value} if isinstance(value, str) else value
-
-
-class PeakRates(Schema):
-    """Peak arithmetic throughput per dtype, in GOP/s (0 = unsupported)."""
-
-    fp32: NonNegative
-    fp16: NonNegative = 0.0
-    int8: NonNegative = 0.0
-
-
-class SparsitySupport(Schema):
-    """How well a processor turns each sparsity pattern into speed.
-
-    Each value is the fraction (0..1) of skipped work that becomes saved time.
-    Structured pruning shrinks tensors, so it helps everywhere by default.
-    """
-
-    structured: Fraction = 1.0
-    unstructured: Fraction = 0.0
-    nm_2_4: Fraction = Field(0.0, alias="2:4")
-    block: Fraction = 0.0
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-class Reference(Schema):
-    """One public per-model result on a processor; its modelled efficiency is fitted to these."""
-
-    model: Annotated[str, Field(min_length=1, max_length=64)]
-    dtype: Dtype
-    gop: Positive                 # work of one inference: 2 x MACs, in 1e9 operations
-    weight_mb: NonNegative        # weights read once per inference (MB = 1e6 bytes)
-    activation_mb: NonNegative = 0.0
-    latency_ms: Positive          # one inference: single-stream latency, or 1000 / throughput
-    source: Annotated[str, Field(min_length=3)]
-
-
-class Processor(Schema):
-    """One compute unit of an SoC."""
-
-    name: Name
-    kind: ProcessorKind
-    target: Annotated[dict[str, str | int], BeforeValidator(_target_dict)]
-    executor: Literal["tvm", "torch"] = "tvm"
-    peak_gops: PeakRates
-    memory_bandwidth_gbps: Positive
-    launch_overhead_us: NonNegative = 0.0
-    sparsity: SparsitySupport = SparsitySupport.model_validate({})
-    dtypes: tuple[Dtype, ...] = ("fp32", "fp16", "int8")
-    ops: tuple[OpName, ...] | None = None
-    source: Annotated[str, Field(min_length=3)]
-    reference: Annotated[tuple[Reference, ...], Field(max_length=32)] = ()
-
-    @model_validator(mode="after")
-    def _check(self) -> Processor:
-        if "kind" not in self.target:
-            raise ValueError("target needs a 'kind' (for example llvm, cuda, opencl)")
-        if self.executor == "torch" and self.kind != "cpu":
-            raise ValueError(
-                "executor 'torch' runs on the host CPU only; use kind 'cpu'"
-            )
-        for ref in self.reference:
-            if ref.latency_ms * 1e3 <= self.launch_overhead_us:
-                raise ValueError(f"reference {ref.model!r}: latency_ms {ref.latency_ms} is not longer than "
-                                 f"launch_overhead_us {self.launch_overhead_us}")
-            if ref.dtype not in self.dtypes:
-                raise ValueError(f"reference {ref.model!r}: dtype {ref.dtype} is not among the processor's dtypes")
-        return self
-
-
-class Transfer(Schema):
-    """Cost of moving an activation between two processors."""
-
-    latency_us: NonNegative
-    bandwidth_gbps: Positive
-
-
-class SoC(Schema):
-    """A heterogeneous system-on-chip: processors sharing one memory."""
-
-    name: Name
-    memory_mb: Positive
-    storage_read_gbps: Positive
-    transfer: Transfer
-    processors: Annotated[tuple[Processor, ...], Field(min_length=1)]
-    source: Annotated[str, Field(min_length=3)]
-
-    def processor(self, name: str) -> Processor:
-        for proc in self.processors:
-            if proc.name == name:
-                return proc
-        raise KeyError(name)
+class SoC(SoCSpec):
+    """A heterogeneous system-on-chip (:class:`backends.processor.SoCSpec`, the one definition of the
+    SoC types) that loads itself from YAML."""
 
     @classmethod
     def load(cls, path: str | Path) -> SoC:
@@ -169,6 +50,11 @@ class SoC(Schema):
                 [Complaint("soc", "an 'soc' section", "none", file=str(path))]
             )
         return workload.soc
+
+    @classmethod
+    def of(cls, spec: SoCSpec) -> SoC:
+        """``spec`` as this type (same fields, validated again)."""
+        return spec if isinstance(spec, SoC) else cls.model_validate(spec, from_attributes=True)
 
 
 class Partition(Schema):

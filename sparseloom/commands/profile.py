@@ -45,13 +45,13 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.tune_budget < 0:
         raise InputError([Complaint("--repeats/--tune-budget", "repeats >= 1 and a budget >= 0",
                                   f"{args.repeats}/{args.tune_budget}")])
-    from sparseloom.assemble import idle_gap_ms, profile_pool, soc_spec, workload_pool
+    from sparseloom.assemble import idle_gap_ms, profile_pool, workload_pool
 
     args.workload = args.target[0]
     workload, soc = common.load(args)
     cache = common.cache_dir(args)
     pool = workload_pool(workload, cache, not args.no_progress, args.workload)
-    profile = profile_pool(soc_spec(soc), pool, cache, progress=not args.no_progress, repeats=args.repeats,
+    profile = profile_pool(soc, pool, cache, progress=not args.no_progress, repeats=args.repeats,
                            tune_trials=args.tune_budget, idle_ms=idle_gap_ms(workload, Path(args.workload).parent),
                            calibrate_on_host=args.calibrate_on_host)
     if args.out:

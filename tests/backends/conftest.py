@@ -72,7 +72,7 @@ def npu() -> ProcessorSpec:
     return ProcessorSpec(
         name="npu", kind="npu", target={"kind": "llvm"}, peak_gops=PeakRates(fp32=0.0, fp16=0.0, int8=4000.0),
         memory_bandwidth_gbps=30.0, launch_overhead_us=50.0, dtypes=("int8",),
-        ops=("conv2d", "linear", "matmul", "add", "relu"),
+        ops=("conv2d", "linear", "matmul", "add", "relu"), source="test",
     )
 
 
@@ -80,7 +80,7 @@ def npu() -> ProcessorSpec:
 def soc(host: ProcessorSpec) -> SoCSpec:
     gpu = ProcessorSpec(name="gpu", kind="gpu", target={"kind": "cuda", "arch": "sm_80"},
                         peak_gops=PeakRates(fp32=1000.0, fp16=2000.0), memory_bandwidth_gbps=100.0,
-                        launch_overhead_us=20.0)
+                        launch_overhead_us=20.0, source="test")
     torch_cpu = host_cpu("host-torch", executor="torch", threads=1)
     return SoCSpec(name="test-soc", memory_mb=4096.0, storage_read_gbps=1.0,
-                   transfer=TransferSpec(latency_us=50.0, bandwidth_gbps=10.0), processors=(host, torch_cpu, gpu))
+                   transfer=TransferSpec(latency_us=50.0, bandwidth_gbps=10.0), processors=(host, torch_cpu, gpu), source="test")

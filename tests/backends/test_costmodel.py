@@ -23,7 +23,7 @@ from backends.processor import PeakRates, ProcessorSpec, Reference, SparsitySupp
 
 PROC = ProcessorSpec(name="cpu", kind="cpu", target={"kind": "llvm"}, peak_gops=PeakRates(fp32=100.0, int8=400.0),
                      memory_bandwidth_gbps=10.0, launch_overhead_us=5.0,
-                     sparsity=SparsitySupport(unstructured=0.5, nm_2_4=1.0))
+                     sparsity=SparsitySupport(unstructured=0.5, nm_2_4=1.0), source="test")
 TRUTH = Efficiency(compute=0.3, memory=0.6, overhead_us=40.0)
 
 
@@ -69,7 +69,7 @@ def test_masked_sparsity_discounts_by_processor_efficiency() -> None:
 
 
 def test_unsupported_dtype_is_rejected() -> None:
-    proc = dataclasses.replace(PROC, dtypes=("fp32",))
+    proc = PROC.model_copy(update={"dtypes": ("fp32",)})
     with pytest.raises(ValueError):
         roofline_ms(proc, CostSample(flops=1.0, weight_bytes=0, activation_bytes=0, dtype="int8"))
 
@@ -92,7 +92,7 @@ def _ref(latency_ms: float, gop: float = 2.0, weight_mb: float = 1.0, dtype: str
 
 def test_reference_fit_reproduces_the_published_latency() -> None:
     # 2 GOP on 100 GOP/s at peak is 20 ms of compute; published 45 ms (5 us overhead) -> 20/44.995.
-    proc = dataclasses.replace(PROC, references=(_ref(45.0),))
+    proc = PROC.model_copy(update={"references": (_ref(45.0),)})
     eff = fit_references(proc)
     sample = CostSample(flops=2e9, weight_bytes=int(1e6), activation_bytes=0)
     assert roofline_ms(proc, sample, eff) == pytest.approx(45.0, rel=1e-12)
@@ -100,16 +100,16 @@ def test_reference_fit_reproduces_the_published_latency() -> None:
 
 
 def test_reference_fit_is_the_geometric_mean_and_capped_at_peak() -> None:
-    two = dataclasses.replace(PROC, references=(_ref(20.005), _ref(80.005)))
+    two = PROC.model_copy(update={"references": (_ref(20.005), _ref(80.005))})
     assert fit_references(two).compute == pytest.approx(0.5, rel=1e-9)  # sqrt(1 x 0.25)
-    faster_than_peak = dataclasses.replace(PROC, references=(_ref(10.0),))
+    faster_than_peak = PROC.model_copy(update={"references": (_ref(10.0),)})
     assert fit_references(faster_than_peak).compute == 1.0
 
 
 def test_processors_without_results_borrow_the_socs_median_else_run_at_peak() -> None:
-    a = dataclasses.replace(PROC, name="a", references=(_ref(40.005),))   # 0.5
-    b = dataclasses.replace(PROC, name="b", references=(_ref(200.005),))  # 0.1
-    c = dataclasses.replace(PROC, name="c")
+    a = PROC.model_copy(update={"name": "a", "references": (_ref(40.005),)})   # 0.5
+    b = PROC.model_copy(update={"name": "b", "references": (_ref(200.005),)})  # 0.1
+    c = PROC.model_copy(update={"name": "c"})
     effs = fit_soc([a, b, c])
     assert effs["c"].compute == pytest.approx(0.3, rel=1e-9) and "median" in effs["c"].source
     assert fit_soc([c])["c"].compute == 1.0 and "datasheet peak" in fit_soc([c])["c"].source
@@ -117,4 +117,4 @@ def test_processors_without_results_borrow_the_socs_median_else_run_at_peak() ->
 
 def test_a_reference_shorter_than_the_launch_overhead_is_refused() -> None:
     with pytest.raises(ValueError, match="launch overhead"):
-        fit_references(dataclasses.replace(PROC, references=(_ref(0.004),)))
+        fit_references(PROC.model_copy(update={"references": (_ref(0.004),)}))

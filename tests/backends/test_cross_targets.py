@@ -24,7 +24,8 @@ def _objects(archive: Path, dest: Path) -> list[Path]:
 
 
 def _proc(name: str, kind: str, target: dict[str, str | int]) -> ProcessorSpec:
-    return ProcessorSpec(name=name, kind=kind, target=target, peak_gops=PeakRates(fp32=100.0), memory_bandwidth_gbps=10.0)
+    return ProcessorSpec(name=name, kind=kind, target=target, peak_gops=PeakRates(fp32=100.0), memory_bandwidth_gbps=10.0,
+                         source="test")
 
 
 def test_cuda_codegen_produces_cuda_source(cnn_block: BlockSpec, options: CompileOptions) -> None:

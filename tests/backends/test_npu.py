@@ -45,7 +45,7 @@ def test_npu_without_the_dtype_offloads_nothing(attention_block: BlockSpec, npu:
 
 
 def test_declared_ops_decide_offload(attention_block: BlockSpec, npu: ProcessorSpec) -> None:
-    wider = dataclasses.replace(npu, ops=(*(npu.ops or ()), "softmax", "layer_norm", "gelu"))
+    wider = npu.model_copy(update={"ops": (*(npu.ops or ()), "softmax", "layer_norm", "gelu")})
     _, plan = partition(import_block(attention_block), wider.name, wider.ops or (), wider.dtypes, "int8")
     assert "nn.softmax" in plan.offloaded_ops and "nn.layer_norm" in plan.offloaded_ops
 
@@ -69,10 +69,10 @@ def test_profiler_plans_identical_npus_once_and_in_parallel(cnn_block: BlockSpec
     from backends.profiler import Profiler
     from backends.tvm_backends import plan_only
 
-    twin = dataclasses.replace(npu, name="npu1")
-    other = dataclasses.replace(npu, name="npu-fp", dtypes=("int8", "fp32"))
+    twin = npu.model_copy(update={"name": "npu1"})
+    other = npu.model_copy(update={"name": "npu-fp", "dtypes": ("int8", "fp32")})
     soc = SoCSpec(name="npus", memory_mb=1024.0, storage_read_gbps=1.0,
-                  transfer=TransferSpec(latency_us=10.0, bandwidth_gbps=10.0), processors=(npu, twin, other))
+                  transfer=TransferSpec(latency_us=10.0, bandwidth_gbps=10.0), processors=(npu, twin, other), source="test")
     pairs = [(b, p) for b in (cnn_block, attention_block) for p in soc.processors]
     expected = [plan_only(b, p) for b, p in pairs]
     got = Profiler(soc, options, progress=False, compile_absent=False)._plan_only(pairs)

@@ -87,9 +87,10 @@ def test_absent_processor_without_fp32_models_fp32_blocks_as_fp16_or_skips_them(
     def dsp(name: str, dtypes: tuple[str, ...], fp16: float) -> ProcessorSpec:
         return ProcessorSpec(name=name, kind="dsp", target={"kind": "llvm", "mtriple": "hexagon", "mcpu": "hexagonv68"},
                              peak_gops=PeakRates(fp32=0.0, fp16=fp16, int8=100.0), memory_bandwidth_gbps=10.0,
-                             dtypes=dtypes)
+                             dtypes=dtypes, source="test")
 
-    soc = SoCSpec("s", 1024, 1.0, TransferSpec(10, 10), (dsp("hvx", ("fp16", "int8"), 50.0), dsp("i8", ("int8",), 0.0)))
+    soc = SoCSpec(name="s", memory_mb=1024, storage_read_gbps=1.0, transfer=TransferSpec(latency_us=10, bandwidth_gbps=10),
+                  processors=(dsp("hvx", ("fp16", "int8"), 50.0), dsp("i8", ("int8",), 0.0)), source="test")
     block = make_block("mlp", torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU()), (torch.randn(1, 64),))
     profile = Profiler(soc, CompileOptions(cache=CompileCache(tmp_path)), progress=False,
                        compile_absent=False).profile([block])
@@ -104,10 +105,10 @@ def test_modelled_entries_are_bit_identical_under_cpu_load(cnn_block: BlockSpec,
     import subprocess
     import sys
 
-    from sparseloom.assemble import soc_spec
     from sparseloom.workload import load_workload
 
-    orin = soc_spec(load_workload(Path(__file__).parents[2] / "workloads/socs/jetson_orin_agx.yaml").soc)
+    orin = load_workload(Path(__file__).parents[2] / "workloads/socs/jetson_orin_agx.yaml").soc
+    assert orin is not None
     blocks = [cnn_block, make_block("lin", torch.nn.Linear(64, 64), (torch.randn(8, 64),))]
 
     def modelled() -> dict[tuple[str, str], float]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from backends.processor import ProcessorSpec, SoCSpec, TransferSpec, host_cpu
 from scheduler.plan import Plan, Route, SolveInfo
 from scheduler.policy import PolicyBase, QueueView
-from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 from stitching.pool import ModelRequest, Pool, build_pool
 from stitching.prune import Recipe
 
@@ -28,7 +28,8 @@ def host_soc(executor: str = "torch", processors: int = 2) -> SoCSpec:
     for i in range(processors):
         base = host_cpu(f"cpu{i}", executor=executor, threads=1)  # type: ignore[arg-type]
         procs.append(base)
-    return SoCSpec("host-test", 24000.0, 2.0, TransferSpec(0.0, 20.0), tuple(procs), source="test")
+    return SoCSpec(name="host-test", memory_mb=24000.0, storage_read_gbps=2.0,
+                   transfer=TransferSpec(latency_us=0.0, bandwidth_gbps=20.0), processors=tuple(procs), source="test")
 
 
 def digits_problem(
@@ -47,7 +48,7 @@ def digits_problem(
         for v in variants:
             b = pool.block("digits", p, v)
             opts.append(
-                Option(
+                Block(
                     variant=v,
                     digest=b.digest,
                     memory_mb=b.param_bytes / 2**20,
