@@ -25,7 +25,7 @@ import time
 from scheduler import registry
 from scheduler.plan import Plan, Route, SolveInfo
 from scheduler.policy import Policy, PolicyBase, QueueView
-from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 from scheduler.synthetic import random_problem
 from sparseloom.sim import RunResult, make_arrivals, simulate
 from sparseloom.workload import Arrival, Bursty, Periodic, Poisson
@@ -69,7 +69,7 @@ def ar_problem(block_ms: float, memory_budget_mb: float) -> Problem:
     for k, name in enumerate(("speech", "image", "activity", "sentiment")):
         positions = tuple(
             (
-                Option(
+                Block(
                     "dense",
                     f"{name}-b{i}",
                     20.0 + 5 * i,

@@ -1,8 +1,9 @@
-"""What a policy plans over: tasks, their per-position block options, processors and budgets.
+"""What a policy plans over: tasks, the blocks each position may run, processors and budgets.
 
-Everything here is plain numbers, built by the sparseloom layer from pool
-candidates and backend profiles. Latencies are per (option, processor); a
-missing processor key means the block cannot run there.
+Everything here is plain numbers, built by the sparseloom layer from the pool
+and backend profiles. Latencies are per (block, processor); a missing
+processor key means the block cannot run there. A stitched variant picks one
+block per position: a route's ``options`` are those blocks' indices.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class Option:
-    """One block choice at one position: the block of one variant."""
+class Block:
+    """One block as the scheduler sees it: the sub-graph of one variant at one position, in numbers."""
 
     variant: str
     digest: str
@@ -34,7 +35,7 @@ class TaskSpec:
     latency_slo_ms: float
     min_accuracy: float
     rate_hz: float
-    positions: tuple[tuple[Option, ...], ...]
+    positions: tuple[tuple[Block, ...], ...]
     # Activation size leaving each position (MB); drives transfer cost on a processor change.
     output_mb: tuple[float, ...]
     # Accuracy of the dense model; None when unknown (profiling-only models).

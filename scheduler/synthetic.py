@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 
 _KINDS = ("cpu", "gpu", "dsp", "npu")
 # Per processor kind: relative speed, and which variant kinds it accelerates (extra speedup).
@@ -59,7 +59,7 @@ def random_problem(
     for ti in range(tasks):
         m = ti % models
         mrng = random.Random(seed * 1000 + m)
-        pos_opts: list[tuple[Option, ...]] = []
+        pos_opts: list[tuple[Block, ...]] = []
         dense_ms = 0.0
         for p in range(positions):
             base_ms = mrng.uniform(1.0, 5.0)
@@ -88,7 +88,7 @@ def random_problem(
                     else -round(mrng.uniform(0.0, 0.03) * (0.5 + reduction), 5)
                 )
                 opts.append(
-                    Option(
+                    Block(
                         f"{pat}-{level}" if pat != "dense" else "dense",
                         f"m{m}p{p}v{vi}",
                         round(mb, 3),

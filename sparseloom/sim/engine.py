@@ -34,7 +34,7 @@ plan_ready  the new plan serves (unless the SLOs    loads of the new plan's resi
 
 Each kind is one :class:`Event` with one handler in :func:`run` (``on_arrival``, ``ready``,
 ``on_finish``, ``on_load``, ``on_slo_change``, ``on_plan_ready``); block states are
-:class:`Block`, and the run's totals one small counters object.
+:class:`BlockState`, and the run's totals one small counters object.
 
 Arrivals are pre-generated and merged, so they are read from a sorted array
 instead of going through the heap; start, eviction and re-plan happen at the
@@ -61,7 +61,7 @@ Modelling choices:
 - A transfer of ``TaskSpec.output_mb`` costs ``Problem.transfer_ms`` when two
   consecutive blocks run on different processors; it is a delay, not a shared
   resource.
-- Block latency is ``Option.latency_ms[processor]`` and delivered accuracy is
+- Block latency is ``Block.latency_ms[processor]`` (:class:`scheduler.problem.Block`) and delivered accuracy is
   ``TaskSpec.accuracy(options)``: the engine trusts the problem's numbers,
   not what a route claims about itself.
 """
@@ -107,7 +107,7 @@ class Event(IntEnum):
     PLAN_READY = 5
 
 
-class Block(IntEnum):
+class BlockState(IntEnum):
     """Where a block's weights are."""
 
     ABSENT = 0
@@ -117,7 +117,7 @@ class Block(IntEnum):
 
 # Bound as plain module names: the hot loop compares against them millions of times.
 ARRIVAL, READY, FINISH, LOAD, SLO_CHANGE, PLAN_READY = Event
-ABSENT, LOADING, RESIDENT = Block
+ABSENT, LOADING, RESIDENT = BlockState
 
 
 class _Counters:
@@ -173,7 +173,7 @@ class SimState:
     queues: list[list[tuple[float, int]]]
     block_digests: list[str]
     block_mb: list[float]
-    block_state: list[Block]
+    block_state: list[BlockState]
     block_pins: list[int]
     lru: OrderedDict[int, None]
     plan_pinned: set[int]

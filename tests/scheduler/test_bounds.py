@@ -8,7 +8,7 @@ import math
 import pytest
 
 from scheduler.bounds import fastest_accurate_ms
-from scheduler.problem import Option, TaskSpec
+from scheduler.problem import Block, TaskSpec
 from scheduler.synthetic import random_problem
 
 
@@ -37,10 +37,10 @@ def test_bound_equals_enumeration_on_random_tasks(seed: int) -> None:
 
 def _task(min_accuracy: float, measured: dict[tuple[int, ...], float] | None = None) -> TaskSpec:
     # Two positions; the fast option loses 3 accuracy points, the slow one none.
-    pos = (Option("dense", "d0", 1.0, {"cpu": 5.0, "gpu": 4.0}),
-           Option("pruned", "p0", 1.0, {"cpu": 1.0}, accuracy_delta=-0.03))
-    pos2 = (Option("dense", "d1", 1.0, {"gpu": 6.0}),
-            Option("pruned", "p1", 1.0, {"cpu": 2.0, "gpu": 3.0}, accuracy_delta=-0.03))
+    pos = (Block("dense", "d0", 1.0, {"cpu": 5.0, "gpu": 4.0}),
+           Block("pruned", "p0", 1.0, {"cpu": 1.0}, accuracy_delta=-0.03))
+    pos2 = (Block("dense", "d1", 1.0, {"gpu": 6.0}),
+            Block("pruned", "p1", 1.0, {"cpu": 2.0, "gpu": 3.0}, accuracy_delta=-0.03))
     return TaskSpec("t", "m", 10.0, min_accuracy, 1.0, (pos, pos2), (0.0, 0.0), base_accuracy=0.95,
                     measured_accuracy=measured or {})
 

@@ -9,14 +9,14 @@ import pytest
 from scheduler import registry
 from scheduler.policies.sparseloom import SparseLoomPolicy
 from scheduler.policy import Job
-from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 from tests.scheduler.helpers import FixedQueues
 
 # One task, two positions; "acc" is accurate but slow, "fast" is quick but less accurate.
 _POS = tuple(
     (
-        Option("acc", f"acc{p}", 10.0, {"cpu": 4.0, "gpu": 3.0}, 0.0),
-        Option("fast", f"fast{p}", 5.0, {"cpu": 1.0, "gpu": 0.8}, -0.01),
+        Block("acc", f"acc{p}", 10.0, {"cpu": 4.0, "gpu": 3.0}, 0.0),
+        Block("fast", f"fast{p}", 5.0, {"cpu": 1.0, "gpu": 0.8}, -0.01),
     )
     for p in range(2)
 )

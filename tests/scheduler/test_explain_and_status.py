@@ -113,11 +113,11 @@ def test_solving_writes_nothing_to_stdout() -> None:
 
 def test_best_effort_lets_load_give_before_accuracy() -> None:
     from scheduler.policies.sparseloom import SparseLoomPolicy
-    from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+    from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 
     # At 900 requests/s the accurate variant needs the CPU 1.8x over; the fast one (a tenth of the
     # time) fits but misses the accuracy SLO. Best effort keeps the SLO that fails every request.
-    pos = (Option("accurate", "d0", 1.0, {"cpu": 2.0}, 0.0), Option("fast", "d1", 1.0, {"cpu": 0.2}, -0.1))
+    pos = (Block("accurate", "d0", 1.0, {"cpu": 2.0}, 0.0), Block("fast", "d1", 1.0, {"cpu": 0.2}, -0.1))
     task = TaskSpec("t", "m", 10.0, 0.85, 900.0, (pos,), (0.0,), base_accuracy=0.9)
     plan = SparseLoomPolicy().plan(Problem((task,), (ProcessorInfo("cpu", "cpu"),), 100.0))
     assert not plan.feasible and any(d.constraint == "utilisation" for d in plan.diagnoses)
@@ -129,11 +129,11 @@ def test_best_effort_lets_load_give_before_accuracy() -> None:
 
 def test_best_effort_keeps_within_the_memory_budget() -> None:
     from scheduler.policies.sparseloom import SparseLoomPolicy
-    from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+    from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 
     # Overloaded either way; the faster variant would need more memory than the budget holds, so best
     # effort takes the one that fits (over the budget, every request would wait for loads).
-    pos = (Option("big", "d0", 30.0, {"cpu": 1.5}), Option("small", "d1", 10.0, {"cpu": 2.0}))
+    pos = (Block("big", "d0", 30.0, {"cpu": 1.5}), Block("small", "d1", 10.0, {"cpu": 2.0}))
     task = TaskSpec("t", "m", 10.0, 0.0, 900.0, (pos,), (0.0,))
     plan = SparseLoomPolicy().plan(Problem((task,), (ProcessorInfo("cpu", "cpu"),), 20.0))
     assert not plan.feasible

@@ -68,14 +68,14 @@ def test_hot_preload_prefers_blocks_used_by_many_candidates() -> None:
 
 def test_a_place_dispatch_preloads_only_alternatives_faster_than_the_plan() -> None:
     from scheduler.policies.sparseloom import SparseLoomPolicy
-    from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+    from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 
     # "a" fills the CPU, so "b" is planned on its GPU variant; its CPU variant is faster but over the
     # cap, its third variant slower and more accurate.
-    a = TaskSpec("a", "ma", 10.0, 0.0, 500.0, ((Option("fast", "a0", 1.0, {"cpu": 1.0}),),), (0.0,))
-    b = TaskSpec("b", "mb", 10.0, 0.8, 500.0, ((Option("fast", "b0", 1.0, {"cpu": 1.0}, -0.05),
-                                               Option("other", "b1", 1.0, {"gpu": 1.5}, -0.02),
-                                               Option("slow", "b2", 1.0, {"gpu": 2.0}, 0.0)),), (0.0,),
+    a = TaskSpec("a", "ma", 10.0, 0.0, 500.0, ((Block("fast", "a0", 1.0, {"cpu": 1.0}),),), (0.0,))
+    b = TaskSpec("b", "mb", 10.0, 0.8, 500.0, ((Block("fast", "b0", 1.0, {"cpu": 1.0}, -0.05),
+                                               Block("other", "b1", 1.0, {"gpu": 1.5}, -0.02),
+                                               Block("slow", "b2", 1.0, {"gpu": 2.0}, 0.0)),), (0.0,),
                  base_accuracy=0.9)
     problem = Problem((a, b), (ProcessorInfo("cpu", "cpu"), ProcessorInfo("gpu", "gpu")), 100.0)
     place = SparseLoomPolicy(dispatch="place").plan(problem)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from scheduler.plan import Plan, Route, SolveInfo
 from scheduler.policy import PolicyBase, QueueView
-from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 
 
 @dataclass
@@ -62,7 +62,7 @@ def chain_task(
     """A task with one option per position."""
     prefix = digest_prefix or name
     positions = tuple(
-        (Option("dense", f"{prefix}-b{i}", memory_mb, dict(lat)),)
+        (Block("dense", f"{prefix}-b{i}", memory_mb, dict(lat)),)
         for i, lat in enumerate(latencies_ms)
     )
     return TaskSpec(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scheduler.policies.sparseloom import REPLAN_ERROR, SparseLoomPolicy
-from scheduler.problem import Option, Problem, ProcessorInfo, TaskSpec
+from scheduler.problem import Block, Problem, ProcessorInfo, TaskSpec
 from sparseloom.sim import engine
 
 SLO_MS = 5.0
@@ -16,7 +16,7 @@ SLO_MS = 5.0
 def _problem() -> Problem:
     # The profile says block "a" takes 2 ms and "b" 3 ms: the plan serves "t" with "a", whose truth is
     # slower. Task "u" has only "b" (the same block), so "b" is observed too.
-    a, b = Option("a", "da", 1.0, {"cpu": 2.0}), Option("b", "db", 1.0, {"cpu": 3.0})
+    a, b = Block("a", "da", 1.0, {"cpu": 2.0}), Block("b", "db", 1.0, {"cpu": 3.0})
     t = TaskSpec("t", "m", SLO_MS, 0.0, 50.0, ((a, b),), (0.0,))
     u = TaskSpec("u", "m", 50.0, 0.0, 25.0, ((b,),), (0.0,))
     return Problem((t, u), (ProcessorInfo("cpu", "cpu"),), 100.0)
@@ -61,7 +61,7 @@ def test_a_short_blocks_factor_does_not_price_a_long_unobserved_block_out_of_ser
     # "df" (0.1 ms) really takes 3.5x its profile, as a short block's per-call cost makes it; the
     # long "dt" (12 ms) runs at its profile but is not observed MIN_SAMPLES times for 2 s. Priced at
     # df's 3.5x (42 ms, past text's 30 ms SLO), text would be shed at admission and never observed.
-    df, dt = Option("f", "df", 1.0, {"cpu": 0.1}), Option("t", "dt", 1.0, {"cpu": 12.0})
+    df, dt = Block("f", "df", 1.0, {"cpu": 0.1}), Block("t", "dt", 1.0, {"cpu": 12.0})
     digits = TaskSpec("digits", "m", 10.0, 0.0, 200.0, ((df,),), (0.0,))
     text = TaskSpec("text", "n", 30.0, 0.0, 10.0, ((dt,),), (0.0,))
     problem = Problem((digits, text), (ProcessorInfo("cpu", "cpu"),), 100.0)

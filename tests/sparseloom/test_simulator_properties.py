@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.problem import Option, Problem, TaskSpec
+from scheduler.problem import Block, Problem, TaskSpec
 from sparseloom.sim import make_arrivals, simulate
 from sparseloom.workload import Poisson
 from tests.sparseloom.simdoubles import FixedPolicy, chain_task, problem_of
@@ -54,7 +54,7 @@ def scenarios(
         for opts in t.positions:
             o = opts[0]
             size = sizes.setdefault(o.digest, o.memory_mb)
-            positions.append((Option(o.variant, o.digest, size, o.latency_ms),))
+            positions.append((Block(o.variant, o.digest, size, o.latency_ms),))
         fixed.append(
             TaskSpec(
                 t.name,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scheduler.preload import correlated_blocks
-from scheduler.problem import Option, Problem, TaskSpec
+from scheduler.problem import Block, Problem, TaskSpec
 from scheduler.routes import pareto_routes
 from sparseloom.sim import Arrivals, simulate
 from tests.sparseloom.simdoubles import FixedPolicy, problem_of
@@ -27,8 +27,8 @@ def _task(name: str, head_mb: float) -> TaskSpec:
         min_accuracy=0.0,
         rate_hz=1.0,
         positions=(
-            (Option("dense", "trunk", 10.0, {"cpu": 1.0}),),
-            (Option("dense", f"{name}-head", head_mb, {"cpu": 1.0}),),
+            (Block("dense", "trunk", 10.0, {"cpu": 1.0}),),
+            (Block("dense", f"{name}-head", head_mb, {"cpu": 1.0}),),
         ),
         output_mb=(0.0, 0.0),
     )

@@ -156,11 +156,11 @@ def test_a_workload_names_its_evaluation_and_a_bad_one_exits_2(tmp_path: Path,
 
 
 def test_a_measurement_reaches_every_choice_of_the_same_blocks() -> None:
-    from scheduler.problem import Option
+    from scheduler.problem import Block
     from sparseloom.assemble import measured_choices
 
     # Position 0: structured pruning left the block as it was (same digest as dense).
-    positions = [(Option("dense", "a", 1.0, {"cpu": 1.0}), Option("structured-0.5", "a", 1.0, {"cpu": 1.0})),
-                 (Option("dense", "b", 1.0, {"cpu": 1.0}), Option("structured-0.5", "c", 1.0, {"cpu": 0.5}))]
+    positions = [(Block("dense", "a", 1.0, {"cpu": 1.0}), Block("structured-0.5", "a", 1.0, {"cpu": 1.0})),
+                 (Block("dense", "b", 1.0, {"cpu": 1.0}), Block("structured-0.5", "c", 1.0, {"cpu": 0.5}))]
     got = measured_choices(positions, {("a", "c"): 0.9, ("a", "b"): 0.99})
     assert got == {(0, 1): 0.9, (1, 1): 0.9, (0, 0): 0.99, (1, 0): 0.99}
