@@ -6,7 +6,7 @@ as the simulator serves its processors.
 The worker knows nothing about plans or policies: it pops a job, calls the
 runtime's ``execute`` on it, and keeps the two figures a policy reads
 through the queue view: when the running block is expected to finish, and the
-expected work waiting in its queue (profile latencies, as in the simulator).
+expected work waiting in its queue (the plan's expected latencies, :mod:`sparseloom.core.expected`).
 """
 
 from __future__ import annotations
