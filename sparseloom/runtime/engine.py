@@ -1,8 +1,9 @@
 """The runtime: a plan run for real on the host's processors, request by request, block by block.
 
 Each request gets its route from ``policy.decide(task, plan, view)`` where the
-view reads the live worker queues and the resident blocks; admission, the blocks
-prefetched at dispatch, late drops and SLO changes follow the rules the simulator
+view reads the live worker queues and the resident blocks; admission, what the plan
+expects of each block, queue order, the blocks prefetched at dispatch, a plan's loads,
+late drops, SLO changes and the closed loop's timing follow the rules the simulator
 follows too (:mod:`sparseloom.core`). Its blocks then flow through the workers of
 the processors the route names: a worker runs a block (loading it from the pool
 when no prefetch has, within the memory budget) and hands the output tensors to
@@ -35,7 +36,8 @@ SLO changes switch routes at once with the policy's ``switch`` (unless it
 returns None) and re-plan off the hot path with ``replan``; requests keep
 flowing on the current plan meanwhile, as in the simulator. A ``closed_loop``
 policy is shown the measured block latencies (per block x processor, against
-the profile) every FEEDBACK_EVERY_MS, as in the simulator, and the plan its
+the profile) at an arrival FEEDBACK_EVERY_MS after the last showing, never while a
+re-plan is in flight (:meth:`sparseloom.core.slo.Replans.feedback_due`), as in the simulator, and the plan its
 ``recalibrate`` returns is installed off the hot path the same way.
 """
 
@@ -57,7 +59,7 @@ import torch
 
 from backends.base import cache_options
 from backends.processor import SoCSpec
-from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
+from scheduler.feedback import Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem

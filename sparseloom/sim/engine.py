@@ -79,7 +79,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from scheduler.feedback import FEEDBACK_EVERY_MS, Feedback
+from scheduler.feedback import Feedback
 from scheduler.plan import Plan, Route
 from scheduler.policy import Job, Policy, check_order
 from scheduler.problem import Problem, TaskSpec
