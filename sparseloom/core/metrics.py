@@ -114,19 +114,20 @@ class VariantSwitches:
     """When each task's stitched variant changed, as both drivers record it: the arrival time of each
     admitted request given another variant than the task's previous admitted request."""
 
-    __slots__ = ("_last", "at_ms")
+    __slots__ = ("at_ms", "last")
 
     def __init__(self, tasks: int) -> None:
-        self._last: list[tuple[int, ...]] = [()] * tasks
+        # Per task, the variant of its latest admitted request (a caller may skip ``see`` when equal).
+        self.last: list[tuple[int, ...]] = [()] * tasks
         self.at_ms: list[list[float]] = [[] for _ in range(tasks)]
 
     def see(self, task: int, options: tuple[int, ...], now_ms: float) -> None:
         """An admitted request of ``task`` arriving at ``now_ms`` runs stitched variant ``options``."""
-        last = self._last[task]
+        last = self.last[task]
         if options != last:
             if last:
                 self.at_ms[task].append(now_ms)
-            self._last[task] = options
+            self.last[task] = options
 
 
 SOURCES: Mapping[str, str] = {

@@ -203,7 +203,7 @@ class _View:
     def backlog_ms(self, processor: str) -> float:
         p = self._proc[processor]
         wait = self._busy_until[p] - self._s.now_ms
-        return (max(0.0, wait)) + self._queued[p]
+        return (wait if wait > 0.0 else 0.0) + self._queued[p]
 
     def is_resident(self, digest: str) -> bool:
         b = self._block_ids.get(digest)
@@ -435,6 +435,7 @@ def run(
     busy_ms = [0.0] * nproc
     last_task = [-1] * nproc
     variants = VariantSwitches(len(task_names))
+    variant_now = variants.last
 
     heap: list[tuple[float, int, int, int]] = []
     counter = itertools.count()
@@ -571,14 +572,15 @@ def run(
 
     def execute(p: int, r: int, step: Step, now: float) -> None:
         """Block start: the processor runs the request's current block (``step``) from ``now``."""
-        lat = step[1] * noise_factor() if noisy else step[1]
+        _, profiled, b, _, expect = step
+        lat = profiled * noise_factor() if noisy else profiled
         if not exact:
-            lat *= truth[step[2]]
+            lat *= truth[b]
         if closed_loop:
             # What the runtime's feedback sees: the block's own run time, without the wake-up cost.
-            i = step[2] * nproc + p
+            i = b * nproc + p
             fb_n[i] += 1
-            fb_expected[i] += step[1]
+            fb_expected[i] += profiled
             fb_observed[i] += lat
         if wake_by_task is not None:
             k = arr_k[r]
@@ -596,8 +598,8 @@ def run(
         end = now + lat
         idle_since[p] = end
         # Policies see the expected finish (sparseloom.core.expected), not the drawn one.
-        busy_until[p] = now + step[4]
-        lru_touch(step[2])
+        busy_until[p] = now + expect
+        lru_touch(b)
         push(heap, (end, next(counter), FINISH, r))
         k = arr_k[r]
         if warmup_ms <= now and end <= duration_ms:
@@ -608,7 +610,7 @@ def run(
             busy_ms[p] += clip(end) - clip(now)
         last_task[p] = k
         if now < log_until:
-            log_executions.append((p, r, req_pos[r], step[2], now, lat))
+            log_executions.append((p, r, req_pos[r], b, now, lat))
 
     def take(p: int, r: int, step: Step, now: float) -> None:
         """The processor takes the request's block: run it now, or hold the processor while it loads."""
@@ -829,7 +831,8 @@ def run(
         decision_ns.append(ns)
         if decisions is not None:
             decisions.routes.append((route.task, tuple(route.options), tuple(route.processors)) if admitted else None)
-        cr = compiled(route)
+        hit = cache_by_id.get(id(route))  # compiled()'s fast path, without the call
+        cr = hit[1] if hit is not None and hit[0] is route else compiled(route)
         if cr.task_index != k:
             raise ValueError(
                 f"policy returned a route for '{route.task}' to a request of '{task_names[k]}'"
@@ -845,7 +848,8 @@ def run(
         in_flight[0] += 1
         req_steps[r] = cr.steps
         req_left[r] = cr.left_ms
-        variants.see(k, cr.options, now)
+        if cr.options != variant_now[k]:  # the common case, no change, without a call
+            variants.see(k, cr.options, now)
         req_slo[r] = slo_lat[k]
         req_acc[r] = cr.accuracy
         req_acc_bad[r] = (
