@@ -36,10 +36,7 @@ def expected(problem: Problem, route: Route) -> Expected:
     task = problem.task(route.task)
     procs = route.processors
     n = len(procs)
-    moves = tuple(
-        problem.transfer_ms(task.output_mb[i - 1]) if i > 0 and procs[i] != procs[i - 1] else 0.0
-        for i in range(n)
-    )
+    moves = tuple(_move_ms(problem, task, i, procs[i - 1] if i > 0 else None, procs[i]) for i in range(n))
     if route.step_latency_ms:
         blocks = tuple(route.step_latency_ms[i] - (moves[i + 1] if i + 1 < n else 0.0) for i in range(n))
     else:
@@ -58,5 +55,10 @@ def placed_ms(problem: Problem, task: TaskSpec, position: int, option: int, prev
     """The expected time on ``processor`` of a global-queue block placed there at request time: its
     profiled latency, plus the move of its input when the block before it ran on ``previous`` (None:
     the first block), charged to the receiving processor as Band does."""
-    move = problem.transfer_ms(task.output_mb[position - 1]) if previous not in (None, processor) else 0.0
-    return float(task.positions[position][option].latency_ms[processor]) + move
+    return float(task.positions[position][option].latency_ms[processor]) + _move_ms(problem, task, position, previous,
+                                                                                     processor)
+
+
+def _move_ms(problem: Problem, task: TaskSpec, position: int, previous: str | None, processor: str) -> float:
+    """The transfer of block ``position``'s input to ``processor`` from ``previous`` (None: the first block)."""
+    return problem.transfer_ms(task.output_mb[position - 1]) if previous not in (None, processor) else 0.0
